@@ -1,0 +1,1 @@
+"""Input parsing, safe fetching, image decoding and PDF rendering."""

@@ -1,0 +1,120 @@
+"""The contract between model families and the rest of uniembed.
+
+A model turns *items* into :class:`Sequence` objects (``prepare_*``, CPU work: tokenising, image
+preprocessing) and runs batches of them (``forward``, the accelerator work). Everything else —
+batching, pooling into vectors, Matryoshka, encodings, late chunking, the server — works on these
+types alone and never looks inside a model family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence as Seq, runtime_checkable
+
+import torch
+from PIL import Image
+
+Span = tuple[int, int]  # half-open token range [start, end)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model offers; used for validation and by ``GET /v1/models``."""
+
+    name: str
+    family: str  # "jina-embeddings-v4" | "jina-embeddings-v3"
+    dim: int  # full single-vector size
+    matryoshka_dims: tuple[int, ...]
+    max_tokens: int
+    tasks: tuple[str, ...]  # API task names, e.g. "retrieval.query"
+    default_task: str | None
+    multivector_dim: int | None = None  # None: no multi-vector output
+    modalities: frozenset[str] = frozenset({"text"})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A resolved task: which adapter every layer uses for the row and the text prefix."""
+
+    name: str  # canonical API name, e.g. "retrieval.query"
+    adapter: int  # index into the resident adapters; -1 = base weights, no adapter
+    prefix: str  # prepended to text inputs (already formatted, e.g. "Query: ")
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Token ids of a text with each token's character span (special tokens get (0, 0))."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+
+
+@dataclass
+class ImageFeatures:
+    """Preprocessed pixels of one image, in the backbone's patch layout."""
+
+    pixel_values: torch.Tensor  # (patches, channels * temporal_patch * patch * patch)
+    grid_thw: tuple[int, int, int]
+
+
+@dataclass
+class Sequence:
+    """One row of model work: a token sequence, its adapter and what to return for it."""
+
+    input_ids: torch.Tensor  # (seq,) int64, CPU
+    adapter: int  # resident adapter index for this row; -1 = none
+    spans: tuple[Span, ...]  # token spans, each mean-pooled into one vector
+    multivector: bool = False  # also return projected, normalised per-token vectors
+    token_states: bool = False  # also return the last hidden state of every token
+    image: ImageFeatures | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class SequenceOutput:
+    """What ``forward`` returns for one :class:`Sequence` (float32, on the CPU)."""
+
+    pooled: torch.Tensor  # (len(spans), dim): raw span means, not yet normalised
+    multivector: torch.Tensor | None = None  # (num_tokens, multivector_dim), L2-normalised rows
+    token_states: torch.Tensor | None = None  # (num_tokens, dim), last hidden states
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """What every model family implements."""
+
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+
+    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
+        """Map an API task name (or official task + prompt_name) to a :class:`TaskSpec`.
+
+        Raises :class:`uniembed.errors.InvalidInput` listing the valid names.
+        """
+        ...
+
+    def tokenize(self, text: str) -> TokenizedText:
+        """Tokenise a full text exactly as the model sees it (special tokens included)."""
+        ...
+
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
+        """Wrap already-tokenised text into a :class:`Sequence` (default span: all tokens)."""
+        ...
+
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+        """Preprocess one image into a :class:`Sequence` pooled over its vision span."""
+        ...
+
+    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        """Run one padded batch; a row's output never depends on the other rows."""
+        ...
+
+
+def default_spans(num_tokens: int, spans: Seq[Span] | None) -> tuple[Span, ...]:
+    """``spans`` as a tuple, or one span covering every token."""
+    return tuple(spans) if spans is not None else ((0, num_tokens),)

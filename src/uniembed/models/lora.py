@@ -1,0 +1,98 @@
+"""Every task adapter resident at once; each row of a batch uses its own.
+
+Adapted layers wrap the original module and read the per-row adapter indices from one shared
+:class:`AdapterRouting`, which the model sets around each forward pass. Rows whose adapter is
+``-1`` use the base weights only. Rows are grouped by adapter, so a batch of one task costs one
+extra pair of thin matrix products per layer, and a mixed batch one pair per task present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NO_ADAPTER = -1
+
+
+class AdapterRouting:
+    """The adapter index of every row of the batch being run (shared by all adapted layers)."""
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None  # (batch,) int64
+        self.groups: list[tuple[int, torch.Tensor | None]] = []  # (adapter, row indices or None = all)
+
+    @contextmanager
+    def use(self, rows: torch.Tensor) -> Iterator[None]:
+        """Route rows to adapters for the duration of one forward pass."""
+        self.rows = rows
+        self.groups = _group_rows(rows)
+        try:
+            yield
+        finally:
+            self.rows, self.groups = None, []
+
+
+def _group_rows(rows: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+    adapters = [int(a) for a in torch.unique(rows).tolist()]
+    if len(adapters) == 1:
+        return [] if adapters[0] == NO_ADAPTER else [(adapters[0], None)]
+    return [(a, torch.nonzero(rows == a).flatten()) for a in adapters if a != NO_ADAPTER]
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """Stacked per-task factors of one layer: ``A`` (tasks, r, in) and ``B`` (tasks, out, r)."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    scaling: float
+
+
+class MultiLoRALinear(nn.Module):
+    """``y = base(x) + scaling · B[t] A[t] x`` with ``t`` the adapter of x's row (dim 0)."""
+
+    def __init__(self, base: nn.Linear, weights: LoraWeights, routing: AdapterRouting) -> None:
+        super().__init__()
+        tasks, rank, in_features = weights.A.shape
+        if in_features != base.in_features or weights.B.shape != (tasks, base.out_features, rank):
+            raise ValueError(
+                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
+                f"Linear({base.in_features}, {base.out_features})"
+            )
+        self.base = base
+        self.lora_A = nn.Parameter(weights.A.to(base.weight.dtype), requires_grad=False)
+        self.lora_B = nn.Parameter(weights.B.to(base.weight.dtype), requires_grad=False)
+        self.scaling = weights.scaling
+        self.routing = routing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        for adapter, rows in self.routing.groups:
+            a, b = self.lora_A[adapter], self.lora_B[adapter]  # (r, in), (out, r)
+            if rows is None:
+                y = y + (x @ a.T @ b.T) * self.scaling
+            else:
+                delta = (x[rows] @ a.T @ b.T) * self.scaling  # (rows, …, out)
+                y = y.index_add(0, rows, delta)
+        return y
+
+
+def attach_lora(
+    root: nn.Module, layers: Mapping[str, LoraWeights], routing: AdapterRouting
+) -> list[str]:
+    """Replace each ``nn.Linear`` named in ``layers`` (dotted path under ``root``) by a
+    :class:`MultiLoRALinear`. Returns the adapted paths; unknown paths raise ``KeyError``."""
+    adapted = []
+    for path, weights in layers.items():
+        parent_path, _, name = path.rpartition(".")
+        parent = root.get_submodule(parent_path) if parent_path else root
+        base = getattr(parent, name, None)
+        if not isinstance(base, nn.Linear):
+            raise KeyError(f"no nn.Linear at {path!r} to attach a LoRA adapter to")
+        setattr(parent, name, MultiLoRALinear(base, weights, routing))
+        adapted.append(path)
+    return adapted

@@ -1,0 +1,1 @@
+"""Tiny random checkpoints in the official layouts, for tests and benchmarks only."""
