@@ -1,1 +1,44 @@
-"""uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3)."""
+"""uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3).
+
+>>> import uniembed                                      # doctest: +SKIP
+>>> model = uniembed.load("jinaai/jina-embeddings-v4")   # or a local snapshot directory
+>>> q = model.encode_text(["how do solar panels work"], task="retrieval", prompt_name="query")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from uniembed.embedder import Embedder
+
+__version__ = "0.1.0"
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    token_budget: int | None = None,
+    max_batch_size: int | None = None,
+    name: str | None = None,
+) -> Embedder:
+    """Load a jina-embeddings-v4 or v3 model from a local snapshot or a Hugging Face hub id.
+
+    ``device``/``dtype`` take strings (``"cuda"``, ``"bfloat16"``) or torch objects; defaults: CUDA if
+    available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a batch.
+    """
+    from uniembed.embedder import Embedder
+    from uniembed.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
+    from uniembed.models.registry import load_model
+
+    model = load_model(name_or_path, device=device, dtype=dtype, name=name)
+    policy = BatchPolicy(token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE)
+    return Embedder(model, policy)
+
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,394 @@
+"""jina-embeddings-v4: Qwen2.5-VL backbone (from transformers) + task LoRA + multi-vector projector.
+
+Facts (prompts, image template, pooling, key layout) follow ``shared/reference/jina-models.md``.
+The backbone is transformers' ``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout
+(``model.layers.*``, ``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay
+resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from uniembed.errors import CheckpointError, InvalidInput
+from uniembed.models.base import (
+    ImageFeatures,
+    ModelInfo,
+    Sequence,
+    SequenceOutput,
+    Span,
+    TaskSpec,
+    TokenizedText,
+    default_spans,
+)
+from uniembed.models.loading import load_tensors, read_json, weight_files
+from uniembed.models.lora import AdapterRouting, LoraWeights, attach_lora
+from uniembed.pooling import normalize
+
+FAMILY = "jina-embeddings-v4"
+MAX_TOKENS = 32768
+DEFAULT_MAX_PIXELS = 602112  # preprocessor_config.json of the official snapshot (768 · 28²)
+MAX_PIXELS_LIMIT = 20_000_000  # the model card: images up to 20 megapixels
+IMAGE_TEMPLATE = ("<|im_start|>user\n<|vision_start|>", "<|vision_end|>Describe the image.<|im_end|>\n")
+PAD_TOKEN = "<|endoftext|>"
+PREFIXES = {"query": "Query", "passage": "Passage"}
+# API task name → (adapter task, prompt name). text-matching always uses the query prefix.
+API_TASKS = {
+    "retrieval.query": ("retrieval", "query"),
+    "retrieval.passage": ("retrieval", "passage"),
+    "text-matching": ("text-matching", "query"),
+    "code.query": ("code", "query"),
+    "code.passage": ("code", "passage"),
+}
+DEFAULT_TASK = "retrieval.query"  # the official encode_text defaults prompt_name to "query"
+_ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.(?P<task>[^.]+)\.weight$")
+
+
+def backbone_key(key: str) -> str | None:
+    """Official shard key → ``Qwen2_5_VLModel`` state-dict key; ``None`` for keys it does not hold.
+
+    >>> backbone_key("model.layers.0.mlp.up_proj.weight"), backbone_key("visual.merger.ln_q.weight")
+    ('language_model.layers.0.mlp.up_proj.weight', 'visual.merger.ln_q.weight')
+    >>> backbone_key("model.language_model.norm.weight"), backbone_key("lm_head.weight")
+    ('language_model.norm.weight', None)
+    """
+    if key.startswith(("model.language_model.", "model.visual.")):
+        return key[len("model."):]
+    if key.startswith("visual."):
+        return key
+    if key.startswith("model."):
+        return "language_model." + key[len("model."):]
+    return None
+
+
+def adapter_module(module: str) -> str:
+    """PEFT module path (after ``base_model.model.``) → path under :class:`JinaV4Network`.
+
+    >>> adapter_module("model.language_model.layers.3.self_attn.q_proj")
+    'backbone.language_model.layers.3.self_attn.q_proj'
+    >>> adapter_module("model.layers.3.mlp.down_proj"), adapter_module("multi_vector_projector")
+    ('backbone.language_model.layers.3.mlp.down_proj', 'projector')
+    """
+    if module == "multi_vector_projector":
+        return "projector"
+    mapped = backbone_key(module + ".weight")
+    if mapped is None:
+        raise CheckpointError(f"adapter for unknown module {module!r}")
+    return "backbone." + mapped[: -len(".weight")]
+
+
+class JinaV4Network(nn.Module):
+    """The backbone and the multi-vector projector: the weights ``forward`` runs."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Token ids around the image placeholder tokens, and the special ids the model needs."""
+
+    before_image: list[int]  # ends with <|vision_start|>
+    after_image: list[int]  # starts with <|vision_end|>
+    image_token: int
+    pad_token: int
+
+
+class JinaV4Model:
+    """jina-embeddings-v4 behind the :class:`~uniembed.models.base.EmbeddingModel` contract."""
+
+    def __init__(
+        self,
+        network: JinaV4Network,
+        routing: AdapterRouting,
+        tokenizer: Any,
+        image_processor: Any,
+        config: dict[str, Any],
+        *,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.network = network
+        self.routing = routing
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.task_names: tuple[str, ...] = tuple(config["task_names"])
+        self.device = device
+        self.dtype = dtype
+        self.merge_unit = int(config["vision_config"].get("spatial_merge_size", 2)) ** 2
+        self.template = _template(tokenizer, int(config["image_token_id"]))
+        self.min_pixels = int(image_processor.size["shortest_edge"])
+        self.default_max_pixels = int(image_processor.size["longest_edge"])
+        hidden = int(config["text_config"]["hidden_size"])
+        self.info = ModelInfo(
+            name=name,
+            family=FAMILY,
+            dim=hidden,
+            matryoshka_dims=tuple(int(d) for d in config.get("matryoshka_dims") or (hidden,)),
+            max_tokens=MAX_TOKENS,
+            tasks=tuple(API_TASKS),
+            default_task=DEFAULT_TASK,
+            multivector_dim=int(config.get("multi_vector_projector_dim", 128)),
+            modalities=frozenset({"text", "image"}),
+        )
+
+    # ----------------------------------------------------------------- tasks and inputs
+    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
+        """API names (``retrieval.query``) or official ones (``retrieval`` + ``prompt_name``)."""
+        name = task or DEFAULT_TASK
+        if name in self.task_names:  # official form: adapter task + prompt_name (default "query")
+            prompt = prompt_name or "query"
+            if prompt not in PREFIXES:
+                raise InvalidInput(f"invalid prompt_name {prompt_name!r}; use one of {list(PREFIXES)}")
+            name = "text-matching" if name == "text-matching" else f"{name}.{prompt}"
+        elif prompt_name is not None and prompt_name not in PREFIXES:
+            raise InvalidInput(f"invalid prompt_name {prompt_name!r}; use one of {list(PREFIXES)}")
+        if name not in API_TASKS:
+            valid = ", ".join([*API_TASKS, *self.task_names])
+            raise InvalidInput(f"unknown task {task!r} for {self.info.name}; valid tasks: {valid}")
+        adapter_task, prompt = API_TASKS[name]
+        if task in self.task_names and prompt_name and adapter_task != "text-matching":
+            prompt = prompt_name
+        return TaskSpec(name=name, adapter=self.task_names.index(adapter_task), prefix=f"{PREFIXES[prompt]}: ")
+
+    def tokenize(self, text: str) -> TokenizedText:
+        encoding = self.tokenizer.encode(text)
+        return TokenizedText(list(encoding.ids), list(encoding.offsets), [bool(s) for s in encoding.special_tokens_mask])
+
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
+        if not ids:
+            raise InvalidInput("empty text: nothing to embed")
+        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+        features = self.preprocess_image(image, max_pixels)
+        t, h, w = features.grid_thw
+        count = t * h * w // self.merge_unit
+        before, after = self.template.before_image, self.template.after_image
+        ids = before + [self.template.image_token] * count + after
+        span = (len(before) - 1, len(before) + count + 1)  # <|vision_start|> … <|vision_end|> inclusive
+        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features)
+
+    def preprocess_image(self, image: Image.Image, max_pixels: int | None = None) -> ImageFeatures:
+        """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and patchify."""
+        limit = max_pixels or self.default_max_pixels
+        if not self.min_pixels <= limit <= MAX_PIXELS_LIMIT:
+            raise InvalidInput(f"max_pixels must be between {self.min_pixels} and {MAX_PIXELS_LIMIT}, got {limit}")
+        width, height = image.size
+        if min(width, height) < 1 or max(width, height) / min(width, height) > 200:
+            raise InvalidInput(f"image of {width}x{height} pixels: the aspect ratio must be below 200")
+        size = {"shortest_edge": self.min_pixels, "longest_edge": limit}
+        batch = self.image_processor(images=[image.convert("RGB")], size=size, return_tensors="np")
+        grid = tuple(int(v) for v in np.asarray(batch["image_grid_thw"])[0])
+        pixels = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"], dtype=np.float32))
+        return ImageFeatures(pixel_values=pixels, grid_thw=grid)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- the model
+    @torch.inference_mode()
+    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        input_ids, mask = _pad([row.input_ids for row in batch], self.template.pad_token)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        images = [row.image for row in batch if row.image is not None]
+        pixel_values = grid = None
+        if images:
+            pixel_values = torch.cat([img.pixel_values for img in images]).to(self.device, self.dtype)
+            grid = torch.tensor([img.grid_thw for img in images], device=self.device)
+        positions = self._positions(input_ids, mask, grid)
+        adapters = torch.tensor([row.adapter for row in batch], device=self.device)
+        with self.routing.use(adapters):
+            hidden = self.network.backbone(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                pixel_values=pixel_values,
+                image_grid_thw=grid,
+                use_cache=False,
+            ).last_hidden_state  # (batch, seq, hidden)
+            multivectors = self._multivectors(hidden, batch)
+        hidden = hidden.float()
+        outputs = []
+        for index, row in enumerate(batch):
+            states = hidden[index, : row.num_tokens]  # (tokens, hidden)
+            pooled = torch.stack([states[s:e].mean(0) for s, e in row.spans]).cpu()
+            outputs.append(SequenceOutput(pooled, multivectors[index], states.cpu() if row.token_states else None))
+        return outputs
+
+    def _multivectors(self, hidden: torch.Tensor, batch: Seq[Sequence]) -> list[torch.Tensor | None]:
+        if not any(row.multivector for row in batch):
+            return [None] * len(batch)
+        projected = normalize(self.network.projector(hidden).float())  # (batch, seq, 128)
+        return [projected[i, : row.num_tokens].cpu() if row.multivector else None for i, row in enumerate(batch)]
+
+    def _positions(self, input_ids: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+        """3-D multimodal RoPE positions (3, batch, seq); plain 0…n-1 on all three axes for text."""
+        if grid is None:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            return positions.unsqueeze(0).expand(3, -1, -1)
+        token_types = (input_ids == self.template.image_token).int()
+        positions, _ = self.network.backbone.get_rope_index(
+            input_ids, mm_token_type_ids=token_types, image_grid_thw=grid, attention_mask=mask
+        )
+        return positions
+
+
+def _pad(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq)."""
+    longest = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : row.shape[0]] = row
+        mask[i, : row.shape[0]] = 1
+    return ids, mask
+
+
+def _template(tokenizer: Any, image_token: int) -> _Template:
+    before = list(tokenizer.encode(IMAGE_TEMPLATE[0]).ids)
+    after = list(tokenizer.encode(IMAGE_TEMPLATE[1]).ids)
+    pad = tokenizer.token_to_id(PAD_TOKEN)
+    if tokenizer.id_to_token(image_token) != "<|image_pad|>" or pad is None:
+        raise CheckpointError(
+            f"tokenizer.json does not match config.json: id {image_token} should be <|image_pad|> and "
+            f"{PAD_TOKEN} must exist"
+        )
+    return _Template(before, after, image_token, pad)
+
+
+# --------------------------------------------------------------------- loading
+def load_jina_v4(
+    snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
+) -> JinaV4Model:
+    """Build a :class:`JinaV4Model` from a snapshot in the official layout."""
+    from tokenizers import Tokenizer
+
+    _check_config(snapshot, config)
+    tokenizer_file = snapshot / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise CheckpointError(f"missing file: {tokenizer_file}")
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    image_processor = _image_processor(snapshot)
+    network = _network(snapshot, config, dtype)
+    routing = AdapterRouting()
+    _attach_adapters(network, snapshot, tuple(config["task_names"]), routing)
+    network.to(device).eval()
+    return JinaV4Model(network, routing, tokenizer, image_processor, config, name=name, device=device, dtype=dtype)
+
+
+def _check_config(snapshot: Path, config: dict[str, Any]) -> None:
+    for key in ("text_config", "vision_config", "task_names", "image_token_id"):
+        if key not in config:
+            raise CheckpointError(f"malformed {snapshot / 'config.json'}: missing key {key!r}")
+
+
+def _image_processor(snapshot: Path) -> Any:
+    """transformers' Qwen2-VL image processor, PIL backend (no torchvision), from the snapshot's settings."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    settings = read_json(snapshot / "preprocessor_config.json")
+    known = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean",
+             "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_convert_rgb", "size")
+    return Qwen2VLImageProcessorPil(**{k: v for k, v in settings.items() if k in known})
+
+
+def _network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) -> JinaV4Network:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+
+    backbone_config = Qwen2_5_VLConfig(**{k: v for k, v in config.items() if k not in ("architectures", "auto_map")})
+    backbone_config._attn_implementation = "sdpa"
+    backbone_config.text_config._attn_implementation = "sdpa"
+    backbone_config.vision_config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        backbone = Qwen2_5_VLModel(backbone_config)
+        projector = nn.Linear(backbone_config.text_config.hidden_size, int(config.get("multi_vector_projector_dim", 128)))
+    tensors = load_tensors(weight_files(snapshot))
+    backbone_state, projector_state = _split_state(tensors, snapshot)
+    _assign(backbone, backbone_state, dtype, "the backbone", snapshot)
+    _assign(projector, projector_state, dtype, "multi_vector_projector", snapshot)
+    _rebuild_rotary_buffers(backbone)
+    return JinaV4Network(backbone, projector)
+
+
+def _split_state(tensors: dict[str, torch.Tensor], snapshot: Path) -> tuple[dict, dict]:
+    backbone, projector = {}, {}
+    for key, tensor in tensors.items():
+        if key.startswith("multi_vector_projector."):
+            projector[key[len("multi_vector_projector."):]] = tensor
+        elif (mapped := backbone_key(key)) is not None:
+            backbone[mapped] = tensor
+    if not projector:
+        raise CheckpointError(f"no multi_vector_projector.* tensors in the weights of {snapshot}")
+    return backbone, projector
+
+
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, what: str, snapshot: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"weights of {snapshot} lack {len(missing)} tensors of {what}, e.g. {missing[:3]}")
+    for key, tensor in state.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"tensor {key} of {what} in {snapshot} has shape {tuple(tensor.shape)}, "
+                f"config.json implies {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict({k: v.to(dtype) for k, v in state.items() if k in expected}, strict=True, assign=True)
+
+
+def _rebuild_rotary_buffers(backbone: nn.Module) -> None:
+    """Non-persistent rotary buffers are not in checkpoints; recompute them off the meta device."""
+    for module in backbone.modules():
+        buffers = dict(module.named_buffers(recurse=False))
+        if "inv_freq" in buffers and buffers["inv_freq"].is_meta:
+            fresh = type(module)(module.config)
+            for buffer_name, value in fresh.named_buffers(recurse=False):
+                setattr(module, buffer_name, value)
+
+
+def _attach_adapters(network: JinaV4Network, snapshot: Path, tasks: tuple[str, ...], routing: AdapterRouting) -> None:
+    adapters = snapshot / "adapters"
+    settings = read_json(adapters / "adapter_config.json")
+    try:
+        rank, alpha = int(settings["r"]), float(settings["lora_alpha"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"malformed {adapters / 'adapter_config.json'}: needs integer r and lora_alpha") from error
+    scaling = alpha / (rank**0.5) if settings.get("use_rslora") else alpha / rank
+    file = adapters / "adapter_model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"missing file: {file}")
+    layers = _stack_adapters(load_tensors([file]), tasks, scaling, file)
+    attach_lora(network, layers, routing)
+
+
+def _stack_adapters(
+    tensors: dict[str, torch.Tensor], tasks: tuple[str, ...], scaling: float, file: Path
+) -> dict[str, LoraWeights]:
+    """PEFT keys ``base_model.model.<module>.lora_{A,B}.<task>.weight`` → stacked per-module factors."""
+    factors: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        match = _ADAPTER_KEY.match(key)
+        if match is None:
+            raise CheckpointError(f"unexpected tensor {key!r} in {file}")
+        factors.setdefault(match["module"], {})[(match["factor"], match["task"])] = tensor.float()
+    layers = {}
+    for module, parts in factors.items():
+        try:
+            a = torch.stack([parts[("A", task)] for task in tasks])
+            b = torch.stack([parts[("B", task)] for task in tasks])
+        except KeyError as error:
+            raise CheckpointError(f"{file}: module {module} lacks the adapter {error.args[0]}") from None
+        layers[adapter_module(module)] = LoraWeights(a, b, scaling)
+    if not layers:
+        raise CheckpointError(f"no adapter tensors in {file}")
+    return layers

@@ -1,0 +1,70 @@
+"""Pick the model family of a snapshot from its config.json and load it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uniembed.errors import CheckpointError
+from uniembed.models.base import EmbeddingModel
+from uniembed.models.loading import read_json, resolve_device, resolve_dtype, resolve_snapshot
+
+
+def detect_family(config: dict[str, Any]) -> str:
+    """``"jina-embeddings-v4"`` or ``"jina-embeddings-v3"`` from a config.json's content.
+
+    >>> detect_family({"architectures": ["JinaEmbeddingsV4Model"]})
+    'jina-embeddings-v4'
+    >>> detect_family({"lora_adaptations": ["retrieval.query"]})
+    'jina-embeddings-v3'
+    """
+    names = " ".join([*config.get("architectures", []), *map(str, config.get("auto_map", {}).values())])
+    if "JinaEmbeddingsV4" in names or ("task_names" in config and "vision_config" in config):
+        return "jina-embeddings-v4"
+    if "lora_adaptations" in config or "XLMRobertaLoRA" in names or "XLMRobertaFlash" in names:
+        return "jina-embeddings-v3"
+    if config.get("model_type") == "jina_embeddings_v3":
+        return "jina-embeddings-v3"
+    raise CheckpointError(
+        f"unsupported model: architectures={config.get('architectures')}, model_type={config.get('model_type')}; "
+        "uniembed serves jina-embeddings-v4 and jina-embeddings-v3 snapshots"
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    name: str | None = None,
+) -> EmbeddingModel:
+    """Load any supported model from a local snapshot directory or a hub id."""
+    snapshot = resolve_snapshot(name_or_path)
+    config = read_json(snapshot / "config.json")
+    family = detect_family(config)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    served_name = name or served_model_name(name_or_path)
+    if family == "jina-embeddings-v4":
+        from uniembed.models.jina_v4 import load_jina_v4
+
+        return load_jina_v4(snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype)
+    from uniembed.models.jina_v3 import load_jina_v3
+
+    return load_jina_v3(snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype)
+
+
+def served_model_name(name_or_path: str | os.PathLike[str]) -> str:
+    """The name clients use: the hub id as given, or a local directory's name.
+
+    >>> served_model_name("jinaai/jina-embeddings-v4"), served_model_name("/models/jina-v3/")
+    ('jinaai/jina-embeddings-v4', 'jina-v3')
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir() or text.startswith((".", "/", "~")):
+        return path.resolve().name if path.exists() else path.name
+    return text

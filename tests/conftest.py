@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny random checkpoints in the official layouts, written once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import uniembed
+from uniembed.embedder import Embedder
+
+
+@pytest.fixture(scope="session")
+def tiny_v4_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from uniembed.testing.jina_v4 import write_tiny_jina_v4
+
+    return write_tiny_jina_v4(tmp_path_factory.mktemp("jina-v4") / "tiny-jina-v4", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_v4(tiny_v4_path: Path) -> Embedder:
+    return uniembed.load(tiny_v4_path, device="cpu")
