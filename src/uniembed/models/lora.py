@@ -96,3 +96,37 @@ def attach_lora(
         setattr(parent, name, MultiLoRALinear(base, weights, routing))
         adapted.append(path)
     return adapted
+
+
+class MultiLoRAEmbedding(nn.Module):
+    """``y = base(ids) + scaling · A[t][ids] B[t]`` with ``t`` the adapter of the ids' row (dim 0).
+
+    Embedding factors are stored the other way round from :class:`MultiLoRALinear` (as in the
+    official jina-embeddings-v3 checkpoint): ``A`` (tasks, num_embeddings, r) and ``B`` (tasks, r, dim),
+    so the task's table is ``weight + scaling · A[t] @ B[t]``; only the looked-up rows of ``A`` are used.
+    """
+
+    def __init__(self, base: nn.Embedding, weights: LoraWeights, routing: AdapterRouting) -> None:
+        super().__init__()
+        tasks, num_embeddings, rank = weights.A.shape
+        if num_embeddings != base.num_embeddings or weights.B.shape != (tasks, rank, base.embedding_dim):
+            raise ValueError(
+                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
+                f"Embedding({base.num_embeddings}, {base.embedding_dim})"
+            )
+        self.base = base
+        self.lora_A = nn.Parameter(weights.A.to(base.weight.dtype), requires_grad=False)
+        self.lora_B = nn.Parameter(weights.B.to(base.weight.dtype), requires_grad=False)
+        self.scaling = weights.scaling
+        self.routing = routing
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        y = self.base(ids)
+        for adapter, rows in self.routing.groups:
+            a, b = self.lora_A[adapter], self.lora_B[adapter]  # (num_embeddings, r), (r, dim)
+            if rows is None:
+                y = y + (nn.functional.embedding(ids, a) @ b) * self.scaling
+            else:
+                delta = (nn.functional.embedding(ids[rows], a) @ b) * self.scaling  # (rows, …, dim)
+                y = y.index_add(0, rows, delta)
+        return y
