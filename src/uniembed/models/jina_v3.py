@@ -1,0 +1,457 @@
+"""jina-embeddings-v3: XLM-RoBERTa with rotary positions and five task LoRA adapters, text only.
+
+The official checkpoint (remote code ``XLMRobertaLoRA``) stores its weights under ``roberta.`` with a
+fused ``Wqkv`` and every Linear / Embedding wrapped in a torch parametrization that holds the stacked
+LoRA factors of all tasks. The backbone that current transformers ships (``JinaEmbeddingsV3Model``:
+post-norm blocks, NeoX rotary, no final norm) is the same network with separate q/k/v projections,
+so the official tensors are mapped onto it (``Wqkv`` split in three; its LoRA ``B`` split likewise,
+``A`` shared) and the adapters are attached as :mod:`uniembed.models.lora` modules so that every row
+of a batch runs with its own task (or none: the base weights, as the official code does without a
+task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tokenizers import Tokenizer
+from torch import nn
+
+from uniembed.errors import CheckpointError, InvalidInput
+from uniembed.models.base import (
+    ModelInfo,
+    Sequence,
+    SequenceOutput,
+    Span,
+    TaskSpec,
+    TokenizedText,
+    default_spans,
+)
+from uniembed.models.loading import load_tensors, weight_files
+from uniembed.models.lora import (
+    NO_ADAPTER,
+    AdapterRouting,
+    LoraWeights,
+    MultiLoRAEmbedding,
+    attach_lora,
+)
+from uniembed.pooling import mean_pool_spans
+
+FAMILY = "jina-embeddings-v3"
+NO_TASK = "none"  # TaskSpec.name of a row run without a task (base weights, no instruction)
+TOKENIZER_FILE = "tokenizer.json"
+# Published defaults (config.json `task_instructions` of jinaai/jina-embeddings-v3), used when a
+# config does not carry its own.
+DEFAULT_INSTRUCTIONS = {
+    "retrieval.query": "Represent the query for retrieving evidence documents: ",
+    "retrieval.passage": "Represent the document for retrieval: ",
+    "separation": "",
+    "classification": "",
+    "text-matching": "",
+}
+NATIVE_MODEL_TYPE = "jina_embeddings_v3"  # transformers-native layout (jinaai/jina-embeddings-v3-hf)
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class JinaV3Config:
+    """The config.json values the model needs, checked once."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    type_vocab_size: int
+    max_positions: int
+    layer_norm_eps: float
+    hidden_act: str
+    rotary_base: float
+    pad_token_id: int
+    tasks: tuple[str, ...]
+    lora_rank: int
+    lora_alpha: float
+    matryoshka_dims: tuple[int, ...]
+    instructions: dict[str, str]
+
+    @property
+    def lora_scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+
+def parse_config(config: dict[str, Any], source: Path) -> JinaV3Config:
+    """Validate an official config.json; ``source`` names the file in errors."""
+    if config.get("model_type") == NATIVE_MODEL_TYPE or any(
+        "JinaEmbeddingsV3" in str(a) for a in config.get("architectures") or []
+    ):
+        raise CheckpointError(
+            f"{source}: the transformers-native jina-embeddings-v3 layout (model_type {NATIVE_MODEL_TYPE!r}, "
+            "e.g. jinaai/jina-embeddings-v3-hf) is not supported yet: its task adapters are stored apart "
+            "from the weights in a format uniembed cannot pin down. Use the official snapshot "
+            "jinaai/jina-embeddings-v3 instead."
+        )
+    if config.get("position_embedding_type", "rotary") != "rotary":
+        raise CheckpointError(f"{source}: position_embedding_type must be 'rotary' for jina-embeddings-v3")
+    hidden = _int(config, "hidden_size", source)
+    tasks = _string_list(config, "lora_adaptations", source)
+    instructions = config.get("task_instructions")
+    if instructions is None:
+        instructions = {task: DEFAULT_INSTRUCTIONS.get(task, "") for task in tasks}
+    elif not (isinstance(instructions, dict) and all(isinstance(instructions.get(t), str) for t in tasks)):
+        raise CheckpointError(f"{source}: task_instructions must map every task of lora_adaptations to a string")
+    dims = config.get("matryoshka_dimensions") or [hidden]
+    if not (isinstance(dims, list) and all(isinstance(d, int) and 0 < d <= hidden for d in dims)):
+        raise CheckpointError(f"{source}: matryoshka_dimensions must be a list of sizes 1…{hidden}")
+    parsed = JinaV3Config(
+        hidden_size=hidden,
+        num_layers=_int(config, "num_hidden_layers", source),
+        num_heads=_int(config, "num_attention_heads", source),
+        intermediate_size=_int(config, "intermediate_size", source),
+        vocab_size=_int(config, "vocab_size", source),
+        type_vocab_size=_int(config, "type_vocab_size", source, default=1),
+        max_positions=_int(config, "max_position_embeddings", source),
+        layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+        hidden_act=str(config.get("hidden_act", "gelu")),
+        rotary_base=float(config.get("rotary_emb_base", 20000.0)),  # official value 20000.0
+        pad_token_id=_int(config, "pad_token_id", source, default=1),
+        tasks=tuple(tasks),
+        lora_rank=_int(config, "lora_rank", source),
+        lora_alpha=float(config.get("lora_alpha", 1)),
+        matryoshka_dims=tuple(sorted(set(dims))),
+        instructions={task: instructions[task] for task in tasks},
+    )
+    if parsed.hidden_size % parsed.num_heads:
+        raise CheckpointError(f"{source}: hidden_size {hidden} is not a multiple of num_attention_heads")
+    return parsed
+
+
+def _int(config: dict[str, Any], key: str, source: Path, default: int | None = None) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{source}: {key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _string_list(config: dict[str, Any], key: str, source: Path) -> list[str]:
+    value = config.get(key)
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise CheckpointError(f"{source}: {key} must be a non-empty list of task names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise CheckpointError(f"{source}: {key} names a task twice: {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- official key layout
+@dataclass(frozen=True)
+class ModuleMap:
+    """One official module and the transformers module(s) it becomes."""
+
+    official: str  # under the ``roberta.`` prefix
+    native: tuple[str, ...]  # several: the output rows are split evenly between them (fused Wqkv)
+    kind: str  # "linear" | "embedding" | "norm"
+
+
+def official_modules(num_layers: int) -> list[ModuleMap]:
+    """The official module layout of a ``num_layers`` model mapped onto ``JinaEmbeddingsV3Model``.
+
+    >>> [m.native for m in official_modules(1) if m.kind == "linear"][0]
+    ('layers.0.self_attn.q_proj', 'layers.0.self_attn.k_proj', 'layers.0.self_attn.v_proj')
+    """
+    modules = [
+        ModuleMap("embeddings.word_embeddings", ("embeddings.word_embeddings",), "embedding"),
+        ModuleMap("embeddings.token_type_embeddings", ("embeddings.token_type_embeddings",), "embedding"),
+        ModuleMap("emb_ln", ("embeddings.LayerNorm",), "norm"),
+    ]
+    for i in range(num_layers):
+        old, new = f"encoder.layers.{i}", f"layers.{i}"
+        qkv = tuple(f"{new}.self_attn.{p}_proj" for p in "qkv")
+        modules += [
+            ModuleMap(f"{old}.mixer.Wqkv", qkv, "linear"),
+            ModuleMap(f"{old}.mixer.out_proj", (f"{new}.self_attn.o_proj",), "linear"),
+            ModuleMap(f"{old}.norm1", (f"{new}.post_attention_layernorm",), "norm"),
+            ModuleMap(f"{old}.mlp.fc1", (f"{new}.mlp.fc1",), "linear"),
+            ModuleMap(f"{old}.mlp.fc2", (f"{new}.mlp.fc2",), "linear"),
+            ModuleMap(f"{old}.norm2", (f"{new}.post_mlp_layernorm",), "norm"),
+        ]
+    return modules
+
+
+@dataclass
+class ConvertedWeights:
+    """Official tensors in the transformers layout: base state dict and per-module LoRA factors."""
+
+    state: dict[str, torch.Tensor]
+    linear_lora: dict[str, LoraWeights]
+    embedding_lora: dict[str, LoraWeights]
+
+
+class _OfficialTensors:
+    """Looks official tensors up by module path, naming the snapshot in errors."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], source: Path) -> None:
+        self.tensors = tensors
+        self.source = source
+        self.prefix = "roberta." if any(k.startswith("roberta.") for k in tensors) else ""
+
+    def get(self, *names: str) -> torch.Tensor:
+        for name in names:
+            if (tensor := self.tensors.get(self.prefix + name)) is not None:
+                return tensor
+        raise CheckpointError(
+            f"weights of {self.source} lack tensor {self.prefix + names[0]!r}; "
+            "not an official jina-embeddings-v3 checkpoint?"
+        )
+
+    def base_weight(self, module: str) -> torch.Tensor:
+        return self.get(f"{module}.parametrizations.weight.original", f"{module}.weight")
+
+    def lora(self, module: str, config: JinaV3Config) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.get(f"{module}.parametrizations.weight.0.lora_A")
+        b = self.get(f"{module}.parametrizations.weight.0.lora_B")
+        tasks, rank = len(config.tasks), config.lora_rank
+        rank_dims = (a.shape[2], b.shape[1]) if _is_embedding(module) else (a.shape[1], b.shape[2])
+        if a.dim() != 3 or b.dim() != 3 or a.shape[0] != tasks or b.shape[0] != tasks or rank_dims != (rank, rank):
+            raise CheckpointError(
+                f"LoRA of {self.prefix + module} in {self.source} has shapes A{tuple(a.shape)} B{tuple(b.shape)}; "
+                f"config.json implies {tasks} tasks of rank {rank}"
+            )
+        return a, b
+
+
+def _is_embedding(module: str) -> bool:
+    return module.startswith("embeddings.")
+
+
+def convert_official(tensors: dict[str, torch.Tensor], config: JinaV3Config, source: Path) -> ConvertedWeights:
+    """Map official tensors (with or without the ``roberta.`` prefix) onto ``JinaEmbeddingsV3Model``.
+
+    Unused official tensors (the pooler, an MLM head) are ignored.
+    """
+    official = _OfficialTensors(tensors, source)
+    converted = ConvertedWeights({}, {}, {})
+    for module in official_modules(config.num_layers):
+        if module.kind == "norm":
+            converted.state[f"{module.native[0]}.weight"] = official.get(f"{module.official}.weight")
+            converted.state[f"{module.native[0]}.bias"] = official.get(f"{module.official}.bias")
+            continue
+        weight = official.base_weight(module.official)
+        a, b = official.lora(module.official, config)
+        if module.kind == "embedding":
+            converted.state[f"{module.native[0]}.weight"] = weight
+            converted.embedding_lora[module.native[0]] = LoraWeights(a, b, config.lora_scaling)
+            continue
+        parts = len(module.native)
+        bias = official.get(f"{module.official}.bias")
+        for target, w, bias_part, b_part in zip(
+            module.native, weight.chunk(parts, 0), bias.chunk(parts, 0), b.chunk(parts, 1)
+        ):
+            converted.state[f"{target}.weight"] = w
+            converted.state[f"{target}.bias"] = bias_part
+            converted.linear_lora[target] = LoraWeights(a, b_part, config.lora_scaling)
+    return converted
+
+
+# --------------------------------------------------------------------------- the network
+def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch.dtype, source: Path) -> nn.Module:
+    """transformers' ``JinaEmbeddingsV3Model`` (sdpa attention, no pooler) holding ``weights``."""
+    from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+
+    native_config = JinaEmbeddingsV3Config(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        max_position_embeddings=config.max_positions,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rotary_base},
+    )
+    native_config._attn_implementation = "sdpa"
+    with torch.device("meta"):  # no random init of weights that are overwritten next
+        backbone = JinaEmbeddingsV3Model(native_config, add_pooling_layer=False)
+    _assign(backbone, weights.state, dtype, source)
+    _rebuild_buffers(backbone, native_config)
+    return backbone
+
+
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, source: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"weights of {source} lack {len(missing)} backbone tensors, e.g. {missing[:3]}")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"tensor for {key} in {source} has shape {tuple(tensor.shape)}; "
+                f"config.json implies {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+
+
+def _rebuild_buffers(backbone: nn.Module, native_config: Any) -> None:
+    """Non-persistent buffers (rotary frequencies, position / token-type ids) are not in checkpoints:
+    recreate them off the meta device, the rotary frequencies in float32 from a fresh rotary module."""
+    backbone.rotary_emb = type(backbone.rotary_emb)(native_config)
+    positions = torch.arange(native_config.max_position_embeddings).expand((1, -1))
+    backbone.embeddings.register_buffer("position_ids", positions, persistent=False)
+    backbone.embeddings.register_buffer("token_type_ids", torch.zeros_like(positions), persistent=False)
+    left = [name for name, buffer in backbone.named_buffers() if buffer.is_meta]
+    if left:  # a transformers release with other buffers than the one this was written for
+        raise RuntimeError(f"JinaEmbeddingsV3Model buffers {left} were not rebuilt; update _rebuild_buffers")
+
+
+def attach_adapters(backbone: nn.Module, weights: ConvertedWeights, routing: AdapterRouting) -> None:
+    """Every Linear and Embedding that carries official LoRA factors gets all tasks resident."""
+    attach_lora(backbone, weights.linear_lora, routing)
+    for path, lora in weights.embedding_lora.items():
+        parent_path, _, name = path.rpartition(".")
+        parent = backbone.get_submodule(parent_path)
+        setattr(parent, name, MultiLoRAEmbedding(getattr(parent, name), lora, routing))
+
+
+# --------------------------------------------------------------------------- the model
+class JinaV3Model:
+    """jina-embeddings-v3 behind the :class:`~uniembed.models.base.EmbeddingModel` contract."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        routing: AdapterRouting,
+        tokenizer: Tokenizer,
+        config: JinaV3Config,
+        *,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.backbone = backbone
+        self.routing = routing
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.info = ModelInfo(
+            name=name,
+            family=FAMILY,
+            dim=config.hidden_size,
+            matryoshka_dims=config.matryoshka_dims,
+            max_tokens=config.max_positions,
+            tasks=config.tasks,
+            default_task=None,  # no task = base weights, as in the official encode()
+        )
+
+    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
+        """An API task → its adapter and instruction; ``None`` → base weights, no instruction."""
+        if prompt_name is not None:
+            raise InvalidInput(
+                f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task alone, "
+                f"one of: {', '.join(self.config.tasks)}"
+            )
+        if task is None:
+            return TaskSpec(name=NO_TASK, adapter=NO_ADAPTER, prefix="")
+        if task not in self.config.tasks:
+            raise InvalidInput(
+                f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.config.tasks)} "
+                "(or no task for the base weights)"
+            )
+        return TaskSpec(name=task, adapter=self.config.tasks.index(task), prefix=self.config.instructions[task])
+
+    def tokenize(self, text: str) -> TokenizedText:
+        """``<s> … </s>`` around the text's tokens; offsets are character offsets into ``text``."""
+        encoding = self.tokenizer.encode(text)
+        return TokenizedText(
+            ids=list(encoding.ids),
+            offsets=[tuple(o) for o in encoding.offsets],
+            special=[bool(s) for s in encoding.special_tokens_mask],
+        )
+
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
+        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+        raise InvalidInput(f"{self.info.name} embeds text only; images need jina-embeddings-v4")
+
+    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        """One right-padded batch, each row with its own adapter; mean pooling over each row's spans."""
+        if not batch:
+            return []
+        self._check_rows(batch)
+        input_ids, mask = _pad([row.input_ids for row in batch], self.config.pad_token_id)
+        adapters = torch.tensor([row.adapter for row in batch], dtype=torch.long)
+        with torch.inference_mode(), self.routing.use(adapters.to(self.device)):
+            hidden = self.backbone(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).last_hidden_state.float()  # (batch, seq, dim)
+        return _row_outputs(hidden, batch)
+
+    def _check_rows(self, batch: Seq[Sequence]) -> None:
+        for row in batch:
+            if row.multivector:
+                raise InvalidInput(f"{self.info.name} has no multi-vector output")
+            if not NO_ADAPTER <= row.adapter < len(self.config.tasks):
+                raise InvalidInput(f"adapter {row.adapter} does not exist; {self.info.name} has {len(self.config.tasks)}")
+            if row.num_tokens == 0:
+                raise InvalidInput("cannot embed an empty token sequence")
+
+
+def _pad(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq)."""
+    longest = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : row.shape[0]] = row
+        mask[i, : row.shape[0]] = 1
+    return ids, mask
+
+
+def _row_outputs(hidden: torch.Tensor, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    """Pool every row's spans on the device, then copy to the CPU once (token states only if asked)."""
+    pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+    pooled = pooled.cpu().split([len(row.spans) for row in batch])  # (spans, dim) per row
+    outputs = []
+    for i, row in enumerate(batch):
+        states = hidden[i, : row.num_tokens].cpu() if row.token_states else None
+        outputs.append(SequenceOutput(pooled=pooled[i], token_states=states))
+    return outputs
+
+
+# --------------------------------------------------------------------------- loading
+def load_tokenizer(snapshot: Path, config: JinaV3Config) -> Tokenizer:
+    """The snapshot's tokenizer.json (XLM-R SentencePiece), without truncation or padding."""
+    path = snapshot / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"missing file: {path}")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for malformed files
+        raise CheckpointError(f"malformed tokenizer file {path}: {error}") from error
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    if tokenizer.get_vocab_size() > config.vocab_size:
+        raise CheckpointError(
+            f"{path} has {tokenizer.get_vocab_size()} tokens, more than vocab_size {config.vocab_size} of config.json"
+        )
+    return tokenizer
+
+
+def load_jina_v3(
+    snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
+) -> JinaV3Model:
+    """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors, tokenizer.json)."""
+    parsed = parse_config(config, snapshot / "config.json")
+    tokenizer = load_tokenizer(snapshot, parsed)
+    weights = convert_official(load_tensors(weight_files(snapshot)), parsed, snapshot)
+    backbone = build_backbone(parsed, weights, dtype, snapshot)
+    routing = AdapterRouting()
+    attach_adapters(backbone, weights, routing)
+    backbone.to(device).eval()
+    return JinaV3Model(backbone, routing, tokenizer, parsed, name=name, device=device, dtype=dtype)
