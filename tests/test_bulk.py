@@ -1,0 +1,455 @@
+"""Bulk jobs: every input kind and output format equals direct ``Embedder.encode``; resume never
+re-encodes or duplicates; bad items go to the errors file."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from uniembed.bulk import (
+    BulkOptions,
+    ReadOptions,
+    count_records,
+    embed_files,
+    infer_format,
+    iter_records,
+    make_embed_command,
+)
+from uniembed.embedder import Embedder
+from uniembed.errors import InvalidInput
+from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.testing.fake import FakeModel
+
+FORMATS = {"jsonl": "out.jsonl", "parquet": "out.parquet", "numpy": "out.npy"}
+
+
+class CountingModel(FakeModel):
+    """FakeModel that counts rows and can fail (like a crash or Ctrl-C) on its N-th forward call."""
+
+    def __init__(self, fail_on_call: int | None = None, exc: BaseException | None = None) -> None:
+        super().__init__()
+        self.fail_on_call = fail_on_call
+        self.exc = exc or KeyboardInterrupt()
+
+    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        if self.fail_on_call is not None and len(self.forward_calls) + 1 == self.fail_on_call:
+            raise self.exc
+        return super().forward(batch)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.forward_calls)
+
+
+@pytest.fixture
+def embedder() -> Embedder:
+    return Embedder(CountingModel())
+
+
+def read_output(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """(ids, vectors) of any output format."""
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        key = "embeddings" if rows and "embeddings" in rows[0] else "embedding"
+        return [r["id"] for r in rows], [np.asarray(r[key], dtype=np.float32) for r in rows]
+    if path.suffix == ".parquet":
+        table = pq.read_table(path).to_pydict()
+        key = "embeddings" if "embeddings" in table else "embedding"
+        return table["id"], [np.asarray(v, dtype=np.float32) for v in table[key]]
+    ids = json.loads(path.with_suffix(".ids.json").read_text())
+    return ids, list(np.load(path))
+
+
+def expected(inputs: list[Any], **kwargs: Any) -> list[np.ndarray]:
+    result = Embedder(FakeModel()).encode(inputs, **kwargs)
+    return [e.numpy() for e in result.embeddings]
+
+
+def assert_vectors(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pdf_bytes(colors: list[tuple[int, int, int]]) -> bytes:
+    pages = [Image.new("RGB", (40, 30), c) for c in colors]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format="PDF", save_all=True, append_images=pages[1:])
+    return buffer.getvalue()
+
+
+TEXTS = [f"document number {i} about topic {i % 3}" for i in range(7)]
+
+
+# ----------------------------------------------------------------- inputs × formats
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_text_lines_match_direct_encode_in_every_format(
+    tmp_path: Path, embedder: Embedder, fmt: str
+) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    output = tmp_path / FORMATS[fmt]
+    options = BulkOptions(task="retrieval.passage", dimensions=16, batch_size=3)
+    report = embed_files([source], output, embedder, options)
+    ids, vectors = read_output(output)
+    assert ids == [f"{source.as_posix()}:{n}" for n in range(1, 8)]
+    assert_vectors(vectors, expected(TEXTS, task="retrieval.passage", dimensions=16))
+    assert (report.embedded, report.failed, report.skipped, report.finished) == (7, 0, 0, True)
+    assert report.tokens == sum(
+        len("Passage: " + t) + 2 for t in TEXTS
+    )  # FakeModel: chars + BOS/EOS
+    assert not (tmp_path / f"{output.name}.parts").exists()
+
+
+def test_whole_files_in_a_folder_get_relative_ids(tmp_path: Path, embedder: Embedder) -> None:
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("first line\nsecond line\n")
+    (folder / "sub" / "b.md").write_text("another note")
+    (folder / "ignored.bin").write_bytes(b"\x00\x01")
+    embed_files([folder], tmp_path / "out.jsonl", embedder, read=ReadOptions(whole_file=True))
+    ids, vectors = read_output(tmp_path / "out.jsonl")
+    assert ids == ["a.txt", "sub/b.md"]
+    assert_vectors(vectors, expected(["first line\nsecond line\n", "another note"]))
+
+
+def test_jsonl_with_custom_keys_and_image_paths(tmp_path: Path, embedder: Embedder) -> None:
+    (tmp_path / "red.png").write_bytes(png_bytes((255, 0, 0)))
+    rows = [
+        {"doc": 7, "body": "hello world"},
+        {"doc": "b", "image": "red.png"},
+        {"doc": "c", "body": "bye"},
+    ]
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    options = BulkOptions(task="retrieval.passage")
+    embed_files(
+        [source],
+        tmp_path / "out.parquet",
+        embedder,
+        options,
+        read=ReadOptions(id_key="doc", text_key="body"),
+    )
+    ids, vectors = read_output(tmp_path / "out.parquet")
+    assert ids == ["7", "b", "c"]
+    want = expected(
+        ["hello world", {"image": png_bytes((255, 0, 0))}, "bye"], task="retrieval.passage"
+    )
+    assert_vectors(vectors, want)
+
+
+def test_folder_of_images_and_pdfs_yields_one_record_per_page(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    folder = tmp_path / "scans"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "deep" / "blue.png").write_bytes(png_bytes((0, 0, 255)))
+    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)])
+    (folder / "report.pdf").write_bytes(pdf)
+    embed_files([folder], tmp_path / "out.npy", embedder, BulkOptions(batch_size=1))
+    ids, vectors = read_output(tmp_path / "out.npy")
+    assert ids == ["deep/blue.png", "report.pdf#page=1", "report.pdf#page=2"]
+    assert_vectors(vectors, expected([{"image": png_bytes((0, 0, 255))}, {"pdf": pdf}]))
+    assert count_records([folder]) == 2  # records, before PDFs expand into pages
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_multivectors_keep_one_matrix_per_item(
+    tmp_path: Path, embedder: Embedder, fmt: str
+) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:3])
+    output = tmp_path / FORMATS[fmt]
+    embed_files([source], output, embedder, BulkOptions(multivector=True, batch_size=2))
+    ids, vectors = read_output(output)
+    assert len(ids) == 3
+    assert_vectors(vectors, expected(TEXTS[:3], multivector=True))
+    assert vectors[0].shape == (len("Query: " + TEXTS[0]) + 2, 8)
+
+
+def test_count_records_matches_iteration(tmp_path: Path) -> None:
+    write_lines(tmp_path / "a.txt", ["x", "", "y"])
+    write_lines(tmp_path / "b.jsonl", ['{"id": 1, "text": "t"}', "", '{"id": 2, "text": "u"}'])
+    for read in (ReadOptions(), ReadOptions(whole_file=True)):
+        assert count_records([tmp_path], read) == len(list(iter_records([tmp_path], read)))
+
+
+# ----------------------------------------------------------------- resume
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_resume_after_interruption_finishes_without_re_encoding(tmp_path: Path, fmt: str) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    output = tmp_path / FORMATS[fmt]
+    options = BulkOptions(batch_size=2)
+    crashing = CountingModel(fail_on_call=3)  # 2 chunks (4 items) finish, the 3rd is interrupted
+    with pytest.raises(KeyboardInterrupt):
+        embed_files([source], output, Embedder(crashing), options)
+    assert crashing.rows == 4
+    if fmt == "jsonl":
+        assert len(read_output(output)[0]) == 4  # partial output is valid
+    resumed = CountingModel()
+    report = embed_files([source], output, Embedder(resumed), options, resume=True)
+    assert resumed.rows == 3  # only the 3 unfinished items were encoded
+    assert (report.skipped, report.embedded) == (4, 3)
+    ids, vectors = read_output(output)
+    assert ids == [f"{source.as_posix()}:{n}" for n in range(1, 8)]
+    assert_vectors(vectors, expected(TEXTS))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "numpy"])
+def test_resume_after_a_crash_of_the_model(tmp_path: Path, fmt: str) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    output = tmp_path / FORMATS[fmt]
+    crashing = CountingModel(fail_on_call=2, exc=RuntimeError("CUDA out of memory"))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        embed_files([source], output, Embedder(crashing), BulkOptions(batch_size=3))
+    assert not output.exists() and (tmp_path / f"{output.name}.parts").is_dir()
+    resumed = CountingModel()
+    embed_files([source], output, Embedder(resumed), BulkOptions(batch_size=3), resume=True)
+    assert resumed.rows == 4
+    assert_vectors(read_output(output)[1], expected(TEXTS))
+
+
+def test_resume_drops_a_torn_last_jsonl_line(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:3])
+    output = tmp_path / "out.jsonl"
+    embed_files([source], output, embedder)
+    lines = output.read_text().splitlines(keepends=True)
+    output.write_text(lines[0] + lines[1] + lines[2][:25])  # a crash in the middle of a write
+    resumed = CountingModel()
+    embed_files([source], output, Embedder(resumed), resume=True)
+    assert resumed.rows == 1
+    ids, vectors = read_output(output)
+    assert ids == [f"{source.as_posix()}:{n}" for n in (1, 2, 3)]
+    assert_vectors(vectors, expected(TEXTS[:3]))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_resume_of_a_finished_job_adds_only_new_items(
+    tmp_path: Path, embedder: Embedder, fmt: str
+) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:4])
+    output = tmp_path / FORMATS[fmt]
+    embed_files([source], output, embedder)
+    write_lines(source, TEXTS)
+    resumed = CountingModel()
+    embed_files([source], output, Embedder(resumed), resume=True)
+    assert resumed.rows == 3
+    ids, vectors = read_output(output)
+    assert ids == [f"{source.as_posix()}:{n}" for n in range(1, 8)]
+    assert_vectors(vectors, expected(TEXTS))
+
+
+def test_resume_refuses_different_options(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    output = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        embed_files(
+            [source], output, Embedder(CountingModel(fail_on_call=2)), BulkOptions(batch_size=2)
+        )
+    with pytest.raises(InvalidInput, match=r"dimensions: None before, 8 now"):
+        embed_files([source], output, embedder, BulkOptions(dimensions=8), resume=True)
+
+
+def test_resume_refuses_a_jsonl_file_it_did_not_write(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    output = write_lines(tmp_path / "out.jsonl", ['{"no_id": 1}'])
+    with pytest.raises(InvalidInput, match="line 1 is not a record this tool wrote"):
+        embed_files([source], output, embedder, resume=True)
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:2])
+    output = tmp_path / "out.npy"
+    embed_files([source], output, embedder)
+    with pytest.raises(InvalidInput, match="pass --resume .* or --overwrite"):
+        embed_files([source], output, embedder)
+    write_lines(source, TEXTS[2:4])
+    embed_files([source], output, embedder, overwrite=True)
+    assert_vectors(read_output(output)[1], expected(TEXTS[2:4]))
+
+
+# ----------------------------------------------------------------- bad items
+def test_bad_items_go_to_the_errors_file_and_the_job_goes_on(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    rows = [
+        {"id": "ok1", "text": "fine"},
+        {"id": "empty", "text": "   "},
+        {"id": "broken", "image": "broken.png"},
+        {"id": "long", "text": "x" * 600},  # FakeModel allows 512 tokens
+        {"id": "ok1", "text": "same id again"},
+        {"id": "both", "text": "a", "image": "broken.png"},
+        {"text": "no id"},
+        {"id": "ok2", "text": "also fine"},
+    ]
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows] + ["{not json"])
+    output = tmp_path / "out.jsonl"
+    report = embed_files([source], output, embedder, BulkOptions(batch_size=4))
+    ids, vectors = read_output(output)
+    assert ids == ["ok1", "ok2"]
+    assert_vectors(vectors, expected(["fine", "also fine"]))
+    errors = {
+        e["id"]: e["error"]
+        for e in map(json.loads, (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines())
+    }
+    where = source.as_posix()
+    assert set(errors) == {"empty", "broken", "long", "ok1", "both", f"{where}:7", f"{where}:9"}
+    assert errors["empty"] == "empty text"
+    assert "image" in errors["broken"]
+    assert (
+        errors["long"]
+        == "the item has 609 tokens, more than the limit of 512; shorten it or set truncate=true"
+    )
+    assert errors["ok1"].startswith("duplicate id")
+    assert "exactly one of" in errors["both"]
+    assert "--id-key" in errors[f"{where}:7"]
+    assert errors[f"{where}:9"].startswith("not valid JSON")
+    assert (report.embedded, report.failed) == (2, 7)
+
+
+def test_truncate_embeds_over_long_texts(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", ["y" * 600])
+    embed_files([source], tmp_path / "out.jsonl", embedder, BulkOptions(truncate=True))
+    assert_vectors(read_output(tmp_path / "out.jsonl")[1], expected(["y" * 600], truncate=True))
+
+
+def test_failed_items_are_retried_on_resume(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", ["good", "z" * 600])
+    output = tmp_path / "out.jsonl"
+    embed_files([source], output, embedder)
+    assert (tmp_path / "out.jsonl.errors.jsonl").read_text().count("\n") == 1
+    report = embed_files([source], output, embedder, BulkOptions(truncate=True), resume=True)
+    assert (report.embedded, report.skipped, report.failed) == (1, 1, 0)
+    assert not (tmp_path / "out.jsonl.errors.jsonl").exists()
+
+
+def test_undecodable_text_file_is_an_error_not_a_crash(tmp_path: Path, embedder: Embedder) -> None:
+    source = tmp_path / "latin.txt"
+    source.write_bytes(b"fine line\ncaf\xe9\n")
+    report = embed_files(
+        [source], tmp_path / "out.jsonl", embedder, read=ReadOptions(whole_file=True)
+    )
+    assert (report.embedded, report.failed) == (0, 1)
+    assert "not UTF-8" in (tmp_path / "out.jsonl.errors.jsonl").read_text()
+
+
+# ----------------------------------------------------------------- option errors
+def test_option_errors_are_clear(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:1])
+    with pytest.raises(InvalidInput, match="NumPy array cannot hold"):
+        embed_files([source], tmp_path / "o.npy", embedder, BulkOptions(multivector=True))
+    with pytest.raises(InvalidInput, match="unknown task 'nope'"):
+        embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(task="nope"))
+    with pytest.raises(InvalidInput, match="dimensions must be between 1 and 32"):
+        embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=64))
+    with pytest.raises(InvalidInput, match="single vectors only"):
+        embed_files(
+            [source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=8, multivector=True)
+        )
+    with pytest.raises(InvalidInput, match="batch size must be at least 1"):
+        BulkOptions(batch_size=0)
+    with pytest.raises(InvalidInput, match="neither a file nor a folder"):
+        embed_files([tmp_path / "missing.txt"], tmp_path / "o.jsonl", embedder)
+
+
+def test_infer_format() -> None:
+    assert [infer_format(Path(n)) for n in ("a.jsonl", "a.ndjson", "a.PARQUET", "a.npy")] == [
+        "jsonl",
+        "jsonl",
+        "parquet",
+        "numpy",
+    ]
+    assert infer_format(Path("a.bin"), "numpy") == "numpy"
+    with pytest.raises(InvalidInput, match="use .jsonl, .parquet or .npy"):
+        infer_format(Path("a.csv"))
+    with pytest.raises(InvalidInput, match="unknown format 'csv'"):
+        infer_format(Path("a.jsonl"), "csv")
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:1])
+    with pytest.raises(InvalidInput, match=r"pip install uniembed\[parquet\]"):
+        embed_files([source], tmp_path / "out.parquet", embedder)
+
+
+# ----------------------------------------------------------------- command line
+def cli(model: FakeModel) -> tuple[typer.Typer, list[tuple[str, dict[str, Any]]]]:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def loader(name: str, **kwargs: Any) -> Embedder:
+        calls.append((name, kwargs))
+        return Embedder(model)
+
+    app = typer.Typer()
+    app.command("embed")(make_embed_command(loader))
+    app.command("other")(lambda: None)  # two commands: "embed" stays a subcommand
+    return app, calls
+
+
+def test_cli_embeds_and_reports(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "docs.txt", [*TEXTS[:3], ""])
+    app, calls = cli(CountingModel())
+    output = tmp_path / "out.parquet"
+    args = [
+        "embed",
+        str(source),
+        "-o",
+        str(output),
+        "--model",
+        "m",
+        "--device",
+        "cpu",
+        "--task",
+        "code.query",
+        "--dimensions",
+        "8",
+        "--batch-size",
+        "2",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert calls == [("m", {"device": "cpu", "dtype": None})]
+    assert "embedded 3 items" in result.output and "1 items failed" in result.output
+    assert_vectors(read_output(output)[1], expected(TEXTS[:3], task="code.query", dimensions=8))
+
+
+def test_cli_errors_and_interruption(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS)
+    app, _ = cli(CountingModel(fail_on_call=2))
+    bad = CliRunner().invoke(app, ["embed", str(source), "-o", str(tmp_path / "out.csv")])
+    assert bad.exit_code == 2 and "use .jsonl, .parquet or .npy" in bad.output
+    both = CliRunner().invoke(
+        app, ["embed", str(source), "-o", str(tmp_path / "o.jsonl"), "--resume", "--overwrite"]
+    )
+    assert both.exit_code == 2 and "exclude each other" in both.output
+    output = tmp_path / "out.jsonl"
+    stopped = CliRunner().invoke(
+        app, ["embed", str(source), "-o", str(output), "--batch-size", "3", "--no-progress"]
+    )
+    assert stopped.exit_code == 130 and "--resume" in stopped.output
+    assert len(read_output(output)[0]) == 3
+    again = CliRunner().invoke(app, ["embed", str(source), "-o", str(output)])
+    assert again.exit_code == 2 and "already exists" in again.output
