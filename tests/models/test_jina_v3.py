@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from uniembed.embedder import Embedder, EncodeOptions
@@ -225,6 +226,23 @@ def test_resolve_task_gives_adapter_and_instruction(model):
     assert model.resolve_task("retrieval.query").prefix == "Represent the query for retrieving evidence documents: "
 
 
+def test_resolved_task_names_resolve_back_to_themselves(model):
+    for task in [None, *TASKS]:
+        spec = model.resolve_task(task)
+        assert model.resolve_task(spec.name) == spec
+
+
+def test_official_style_encode_text(model, reference):
+    embedder = Embedder(model)
+    vectors = embedder.encode_text([TEXTS[0], TEXTS[1]], task="retrieval.passage", truncate_dim=8)
+    instruction = DEFAULT_INSTRUCTIONS["retrieval.passage"]
+    raw = reference.states(model.tokenize(instruction + TEXTS[1]).ids, TASKS.index("retrieval.passage")).mean(0)
+    torch.testing.assert_close(vectors[1], normalize(raw[:8].float()), atol=1e-5, rtol=1e-5)
+    base = embedder.encode_text(TEXTS[1])  # no task: base weights, no instruction
+    expected = normalize(reference.states(model.tokenize(TEXTS[1]).ids, None).mean(0).float())
+    torch.testing.assert_close(base, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_task_lists_the_valid_ones(model):
     with pytest.raises(InvalidInput, match="valid tasks: retrieval.query, retrieval.passage, separation"):
         model.resolve_task("code.query")
@@ -293,7 +311,8 @@ def test_conversion_splits_fused_qkv_and_its_lora(snapshot):
     converted = convert_official(tensors, config, snapshot)
     fused = "roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight"
     hidden = config.hidden_size
-    torch.testing.assert_close(converted.state["layers.0.self_attn.k_proj.weight"], tensors[f"{fused}.original"][hidden:2 * hidden])
+    k_weight = converted.state["layers.0.self_attn.k_proj.weight"]
+    torch.testing.assert_close(k_weight, tensors[f"{fused}.original"][hidden : 2 * hidden])
     lora_v = converted.linear_lora["layers.0.self_attn.v_proj"]
     torch.testing.assert_close(lora_v.B, tensors[f"{fused}.0.lora_B"][:, 2 * hidden:])
     torch.testing.assert_close(lora_v.A, tensors[f"{fused}.0.lora_A"])
@@ -306,7 +325,8 @@ def test_conversion_splits_fused_qkv_and_its_lora(snapshot):
 def test_writer_is_deterministic(tmp_path, snapshot):
     again = write_tiny_jina_v3(tmp_path / "again", seed=3)
     other = write_tiny_jina_v3(tmp_path / "other", seed=4)
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    files = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    for name in files:
         assert (again / name).read_bytes() == (snapshot / name).read_bytes()
     assert (other / "model.safetensors").read_bytes() != (snapshot / "model.safetensors").read_bytes()
     keys = load_file(str(snapshot / "model.safetensors")).keys()
@@ -359,14 +379,15 @@ def test_native_transformers_layout_is_not_supported_yet(copy):
 
 
 def test_missing_tensor_is_named(copy):
+    key = "roberta.encoder.layers.1.mlp.fc1.parametrizations.weight.0.lora_B"
     tensors = load_file(str(copy / "model.safetensors"))
-    del tensors["roberta.encoder.layers.1.mlp.fc1.parametrizations.weight.0.lora_B"]
+    del tensors[key]
     save_file(tensors, str(copy / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="lack tensor 'roberta.encoder.layers.1.mlp.fc1.parametrizations.weight.0.lora_B'"):
+    with pytest.raises(CheckpointError, match=f"lack tensor '{key}'"):
         load(copy)
 
 
-def test_malformed_config_json_file_is_named(copy):
-    (copy / "config.json").write_text("[1, 2", encoding="utf-8")
-    with pytest.raises(CheckpointError, match="malformed JSON in .*config.json"):
-        read_json(copy / "config.json")
+def test_wrong_number_of_task_adapters_is_refused(copy):
+    config = {**read_json(copy / "config.json"), "lora_adaptations": list(TASKS[:4])}
+    with pytest.raises(CheckpointError, match="implies 4 tasks of rank 4"):
+        load_jina_v3(copy, config, name="x", device=CPU, dtype=torch.float32)

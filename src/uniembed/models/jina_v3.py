@@ -349,18 +349,19 @@ class JinaV3Model:
         )
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
-        """An API task → its adapter and instruction; ``None`` → base weights, no instruction."""
+        """An API task → its adapter and instruction; ``None`` (or its resolved name ``"none"``, so that
+        a :class:`TaskSpec` name resolves back to itself) → base weights, no instruction."""
         if prompt_name is not None:
             raise InvalidInput(
                 f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task alone, "
                 f"one of: {', '.join(self.config.tasks)}"
             )
-        if task is None:
+        if task is None or task == NO_TASK:
             return TaskSpec(name=NO_TASK, adapter=NO_ADAPTER, prefix="")
         if task not in self.config.tasks:
             raise InvalidInput(
                 f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.config.tasks)} "
-                "(or no task for the base weights)"
+                f"(or no task, {NO_TASK!r}, for the base weights)"
             )
         return TaskSpec(name=task, adapter=self.config.tasks.index(task), prefix=self.config.instructions[task])
 
@@ -397,7 +398,9 @@ class JinaV3Model:
             if row.multivector:
                 raise InvalidInput(f"{self.info.name} has no multi-vector output")
             if not NO_ADAPTER <= row.adapter < len(self.config.tasks):
-                raise InvalidInput(f"adapter {row.adapter} does not exist; {self.info.name} has {len(self.config.tasks)}")
+                raise InvalidInput(
+                    f"adapter {row.adapter} does not exist; {self.info.name} has {len(self.config.tasks)}"
+                )
             if row.num_tokens == 0:
                 raise InvalidInput("cannot embed an empty token sequence")
 

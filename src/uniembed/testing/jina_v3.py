@@ -15,7 +15,16 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 
 TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
 INSTRUCTIONS = {
@@ -79,15 +88,16 @@ def tiny_config(
     Keys and values up to ``rotary_emb_base`` follow a published copy of the official config; the
     ones marked UNCONFIRMED below are best knowledge (they do not change the computation).
     """
+    remote = "jinaai/xlm-roberta-flash-implementation--"
     return {
         "_name_or_path": "jinaai/jina-embeddings-v3",
         "architectures": ["XLMRobertaLoRA"],
         "attention_probs_dropout_prob": 0.1,
         "auto_map": {
-            "AutoConfig": "jinaai/xlm-roberta-flash-implementation--configuration_xlm_roberta.XLMRobertaFlashConfig",
-            "AutoModel": "jinaai/xlm-roberta-flash-implementation--modeling_lora.XLMRobertaLoRA",
-            "AutoModelForMaskedLM": "jinaai/xlm-roberta-flash-implementation--modeling_xlm_roberta.XLMRobertaForMaskedLM",
-            "AutoModelForPreTraining": "jinaai/xlm-roberta-flash-implementation--modeling_xlm_roberta.XLMRobertaForPreTraining",
+            "AutoConfig": f"{remote}configuration_xlm_roberta.XLMRobertaFlashConfig",
+            "AutoModel": f"{remote}modeling_lora.XLMRobertaLoRA",
+            "AutoModelForMaskedLM": f"{remote}modeling_xlm_roberta.XLMRobertaForMaskedLM",
+            "AutoModelForPreTraining": f"{remote}modeling_xlm_roberta.XLMRobertaForPreTraining",
         },
         "bos_token_id": 0,
         "classifier_dropout": None,
@@ -124,7 +134,9 @@ def tiny_config(
     }
 
 
-def official_tensors(config: dict[str, Any], generator: torch.Generator, *, with_pooler: bool = True) -> dict[str, torch.Tensor]:
+def official_tensors(
+    config: dict[str, Any], generator: torch.Generator, *, with_pooler: bool = True
+) -> dict[str, torch.Tensor]:
     """Random float32 weights under the official key names (``roberta.`` prefix, parametrized LoRA)."""
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     tasks, rank = len(config["lora_adaptations"]), config["lora_rank"]
