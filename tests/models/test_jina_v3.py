@@ -363,6 +363,7 @@ def test_malformed_tokenizer_is_named(copy):
         ({"lora_rank": 8}, "implies 5 tasks of rank 8"),
         ({"hidden_size": 64}, "config.json implies"),
         ({"vocab_size": 10}, "more than vocab_size 10"),
+        ({"hidden_act": "swishy"}, "unknown hidden_act 'swishy'"),
     ],
 )
 def test_malformed_config_is_refused(copy, change, message):

@@ -259,6 +259,16 @@ def convert_official(tensors: dict[str, torch.Tensor], config: JinaV3Config, sou
 # --------------------------------------------------------------------------- the network
 def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch.dtype, source: Path) -> nn.Module:
     """transformers' ``JinaEmbeddingsV3Model`` (sdpa attention, no pooler) holding ``weights``."""
+    import transformers
+    from transformers.activations import ACT2FN
+
+    if not hasattr(transformers, "JinaEmbeddingsV3Model"):
+        raise CheckpointError(
+            f"jina-embeddings-v3 needs a transformers release that ships JinaEmbeddingsV3Model "
+            f"(installed: {transformers.__version__}); upgrade transformers"
+        )
+    if config.hidden_act not in ACT2FN:
+        raise CheckpointError(f"{source / 'config.json'}: unknown hidden_act {config.hidden_act!r}")
     from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     native_config = JinaEmbeddingsV3Config(
