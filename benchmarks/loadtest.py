@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -261,12 +262,12 @@ def print_table(levels: list[Level], baseline: Level) -> None:
 
     table = Table(title=f"uniembed load test ({baseline.items} short texts per level)")
     for column in ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for level in levels:
         ratio = level.items_per_s / baseline.items_per_s if baseline.items_per_s else 0.0
         table.add_row(level.mode, str(level.concurrency), str(level.requests), str(level.failed),
                       f"{level.items_per_s:.1f}", _ms(level.p50_ms), _ms(level.p99_ms), f"{ratio:.2f}")
-    Console().print(table)
+    Console(width=max(shutil.get_terminal_size().columns, 110)).print(table)
 
 
 def _ms(value: float | None) -> str:

@@ -276,6 +276,21 @@ def test_resume_refuses_a_jsonl_file_it_did_not_write(tmp_path: Path, embedder: 
         embed_files([source], output, embedder, resume=True)
 
 
+def test_numpy_parts_of_different_sizes_are_refused(tmp_path: Path, embedder: Embedder) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:2])
+    output = tmp_path / "out.npy"
+    with pytest.raises(KeyboardInterrupt):
+        embed_files(
+            [source], output, Embedder(CountingModel(fail_on_call=2)), BulkOptions(batch_size=1)
+        )
+    with (tmp_path / "out.npy.parts" / "part-000001.npz").open("wb") as part:
+        np.savez(
+            part, ids=np.array([f"{source.as_posix()}:2"]), vectors=np.zeros((1, 5), np.float32)
+        )
+    with pytest.raises(InvalidInput, match=r"different vector sizes \[5, 32\]"):
+        embed_files([source], output, embedder, BulkOptions(batch_size=1), resume=True)
+
+
 def test_existing_output_needs_resume_or_overwrite(tmp_path: Path, embedder: Embedder) -> None:
     source = write_lines(tmp_path / "docs.txt", TEXTS[:2])
     output = tmp_path / "out.npy"
@@ -301,8 +316,10 @@ def test_bad_items_go_to_the_errors_file_and_the_job_goes_on(
         {"id": "both", "text": "a", "image": "broken.png"},
         {"text": "no id"},
         {"id": "ok2", "text": "also fine"},
+        {"id": "number", "text": 5},
     ]
-    source = write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows] + ["{not json"])
+    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]"]
+    source = write_lines(tmp_path / "in.jsonl", lines)
     output = tmp_path / "out.jsonl"
     report = embed_files([source], output, embedder, BulkOptions(batch_size=4))
     ids, vectors = read_output(output)
@@ -313,7 +330,9 @@ def test_bad_items_go_to_the_errors_file_and_the_job_goes_on(
         for e in map(json.loads, (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines())
     }
     where = source.as_posix()
-    assert set(errors) == {"empty", "broken", "long", "ok1", "both", f"{where}:7", f"{where}:9"}
+    assert set(errors) == {"empty", "broken", "long", "ok1", "both", "number"} | {
+        f"{where}:{n}" for n in (7, 10, 11)
+    }
     assert errors["empty"] == "empty text"
     assert "image" in errors["broken"]
     assert (
@@ -323,8 +342,10 @@ def test_bad_items_go_to_the_errors_file_and_the_job_goes_on(
     assert errors["ok1"].startswith("duplicate id")
     assert "exactly one of" in errors["both"]
     assert "--id-key" in errors[f"{where}:7"]
-    assert errors[f"{where}:9"].startswith("not valid JSON")
-    assert (report.embedded, report.failed) == (2, 7)
+    assert errors["number"] == "'text' must be a string"
+    assert errors[f"{where}:10"].startswith("not valid JSON")
+    assert errors[f"{where}:11"] == "expected a JSON object, got list"
+    assert (report.embedded, report.failed) == (2, 9)
 
 
 def test_truncate_embeds_over_long_texts(tmp_path: Path, embedder: Embedder) -> None:

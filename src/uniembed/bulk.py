@@ -543,7 +543,7 @@ def embed_files(
     fmt = infer_format(output, fmt)
     errors_file = errors_file or errors_path_for(output)
     _check_embed_options(embedder, options)
-    _prepare_output(output, fmt, errors_file, resume=resume, overwrite=overwrite)
+    _prepare_output(output, fmt, resume=resume, overwrite=overwrite)
     writer = _make_writer(output, fmt, embedder, options)
     report = report or BulkReport(output, errors_file)
     report.output, report.errors_file = output, errors_file
@@ -585,9 +585,8 @@ def _check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
         )
 
 
-def _prepare_output(
-    output: Path, fmt: str, errors_file: Path, *, resume: bool, overwrite: bool
-) -> None:
+def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to touch an earlier job's output unless asked to resume or overwrite it."""
     candidates = [output, parts_dir(output)] + ([ids_path(output)] if fmt == "numpy" else [])
     leftovers = [path for path in candidates if path.exists()]
     if overwrite:
@@ -636,11 +635,7 @@ def _process_chunk(
     failures: list[tuple[str, str]] = []
     skipped = 0
     for record in chunk:
-        known_done = record.error is None and not record.is_pdf and record.id in done
-        parsed = (
-            [(record.id, None, None)] if known_done else _parse_record(record)
-        )  # done: not parsed
-        for item_id, item, error in parsed:
+        for item_id, item, error in _parse_unless_done(record, done):
             if item_id in seen:
                 failures.append((item_id, "duplicate id: an earlier item has the same id"))
             elif item_id in done:
@@ -652,6 +647,13 @@ def _process_chunk(
             seen.add(item_id)
     rows, encode_failures = _encode_entries(embedder, entries, options)
     return rows, failures + encode_failures, skipped
+
+
+def _parse_unless_done(record: Record, done: set[str]) -> list[tuple[str, Item | None, str | None]]:
+    """Like :func:`_parse_record`, but a finished text or image is not even decoded."""
+    if record.error is None and not record.is_pdf and record.id in done:
+        return [(record.id, None, None)]
+    return _parse_record(record)
 
 
 def _parse_record(record: Record) -> list[tuple[str, Item | None, str | None]]:
