@@ -39,7 +39,7 @@ class EncodeOptions:
     max_tokens: int | None = None  # per item; None = the model's maximum
     max_pixels: int | None = None  # per image; None = the model's default
     window: int | None = None  # late chunking window in tokens; None = max_tokens
-    overlap: int = chunking.DEFAULT_OVERLAP
+    overlap: int | None = None  # late chunking overlap; None = min(DEFAULT_OVERLAP, window // 2)
 
 
 @dataclass
@@ -232,7 +232,7 @@ class Embedder:
         task: str | None = None,
         dimensions: int | None = None,
         window: int | None = None,
-        overlap: int = chunking.DEFAULT_OVERLAP,
+        overlap: int | None = None,
         truncate: bool = False,
     ) -> torch.Tensor:
         """Late chunking of one long document: one normalised vector per chunk → (chunks, dim).
