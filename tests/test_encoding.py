@@ -91,7 +91,10 @@ def test_encode_all_one_element_list_still_gives_dicts() -> None:
 
 
 def test_unknown_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(InvalidInput, match="unknown embedding type 'int8'; valid types: float, base64, binary, ubinary"):
+    with pytest.raises(
+        InvalidInput,
+        match="unknown embedding type 'int8'; valid types: float, base64, binary, ubinary",
+    ):
         encode_embedding(np.zeros(2), "int8")
     with pytest.raises(InvalidInput, match="unknown embedding type 'bits'"):
         encode_all([np.zeros(2)], ["float", "bits"])

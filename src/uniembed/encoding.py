@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence as Seq
+from collections.abc import Iterable
+from collections.abc import Sequence as Seq
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,9 @@ def parse_kinds(kinds: str | Seq[str], allowed: Seq[str] = EMBEDDING_TYPES) -> l
         raise InvalidInput(f"give at least one embedding type; valid types: {', '.join(allowed)}")
     for name in names:
         if name not in allowed:
-            raise InvalidInput(f"unknown embedding type {name!r}; valid types: {', '.join(allowed)}")
+            raise InvalidInput(
+                f"unknown embedding type {name!r}; valid types: {', '.join(allowed)}"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -93,7 +96,9 @@ def _encode(array: np.ndarray, kind: str) -> Encoded | list[Encoded]:
         return _encode_vector(array, kind)
     if array.ndim == 2:
         return [_encode_vector(row, kind) for row in array]
-    raise InvalidInput(f"an embedding has 1 (vector) or 2 (multi-vector) dimensions, got shape {array.shape}")
+    raise InvalidInput(
+        f"an embedding has 1 (vector) or 2 (multi-vector) dimensions, got shape {array.shape}"
+    )
 
 
 def encode_all(embeddings: Iterable[Vector], kinds: str | Seq[str]) -> list[Any]:
@@ -164,6 +169,8 @@ def _unpack(packed: np.ndarray, dim: int | None) -> np.ndarray:
     bits = np.unpackbits(packed, bitorder="big")
     if dim is not None:
         if not 0 <= dim <= bits.size:
-            raise InvalidInput(f"dim {dim} does not fit in {packed.size} packed bytes ({bits.size} bits)")
+            raise InvalidInput(
+                f"dim {dim} does not fit in {packed.size} packed bytes ({bits.size} bits)"
+            )
         bits = bits[:dim]
     return bits
