@@ -18,6 +18,7 @@ Environment proxies are ignored on purpose: a proxy would resolve names itself, 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 LOCAL_HOSTNAMES = ("localhost", "localhost.localdomain")
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "uniembed-fetch/1"
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 
 _V4 = ipaddress.IPv4Network
 _V6 = ipaddress.IPv6Network
@@ -303,6 +305,10 @@ def parse_url(url: str | httpx.URL) -> httpx.URL:
         raise FetchError(f"{_show(url)}: URL scheme {scheme!r} is not allowed; use http or https")
     if not parsed.host:
         raise FetchError(f"{_show(url)}: URL has no host")
+    if _ip_literal(parsed.host) is None and not _HOSTNAME.fullmatch(ascii_host(parsed)):
+        raise FetchError(f"{_show(url)}: {parsed.host!r} is not a valid host name")
+    if not 0 < _port(parsed) < 65536:
+        raise FetchError(f"{_show(url)}: port {parsed.port} is out of range")
     return parsed
 
 
