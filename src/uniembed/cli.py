@@ -1,0 +1,137 @@
+"""The ``uniembed`` command line: ``serve`` here; ``embed`` and ``bench`` load lazily from their modules.
+
+Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
+Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
+flags read their variable as whitespace-separated values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+LAZY_COMMANDS = {
+    "embed": ("uniembed.bulk", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
+    "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
+}
+DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # = uniembed.server.settings.DEFAULT_MODEL (not imported: cheap)
+
+
+class LazyGroup(TyperGroup):
+    """A typer group that imports the modules of ``embed`` and ``bench`` only when they are run."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute, help_text = LAZY_COMMANDS[cmd_name]
+        function = getattr(importlib.import_module(module), attribute)
+        single = typer.Typer(add_completion=False)
+        single.command(name=cmd_name, help=function.__doc__ or help_text)(function)
+        command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+
+app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False,
+                  help="uniembed: self-hosted jina-embeddings-v4 / v3.")
+
+
+@app.callback()
+def main() -> None:
+    """uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3)."""
+
+
+def _env(name: str) -> str:
+    return f"UNIEMBED_{name}"
+
+
+@app.command()
+def serve(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", envvar=_env("MODEL"),
+        help=f"Model to serve (hub id or local snapshot); repeat to serve several. Default: {DEFAULT_MODEL}.",
+    )] = None,
+    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 8080,
+    device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = None,
+    dtype: Annotated[str | None, typer.Option(envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA).")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(
+        "--api-key", envvar=_env("API_KEYS"), show_default=False,
+        help="Accepted bearer token; repeat for several. None given: no authentication.",
+    )] = None,
+    token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = 16384,
+    max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = 64,
+    max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = 4096,
+    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = 64 * 1024 * 1024,
+    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count).")] = 2048,
+    max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = None,
+    max_tokens_per_request: Annotated[int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")] = 1_000_000,
+    max_image_bytes: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")] = 20 * 1024 * 1024,
+    max_image_pixels: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")] = 50_000_000,
+    max_pdf_bytes: Annotated[int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")] = 50 * 1024 * 1024,
+    max_pdf_pages: Annotated[int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")] = 50,
+    pdf_dpi: Annotated[float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")] = 150.0,
+    max_text_chars: Annotated[int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")] = 262_144,
+    fetch_timeout: Annotated[float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")] = 15.0,
+    max_redirects: Annotated[int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")] = 5,
+    max_concurrent_fetches: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request.")] = 8,
+    allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = False,
+    log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = "info",
+) -> None:
+    """Serve the Jina- and OpenAI-compatible embeddings API."""
+    options = dict(locals())
+    from uniembed.errors import UniembedError
+
+    try:
+        settings = build_settings(**options)
+        run_server(settings)
+    except UniembedError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=1) from None
+    except ValueError as error:  # e.g. an unknown dtype name from the loader
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+INPUT_LIMIT_FLAGS = ("max_image_bytes", "max_image_pixels", "max_pdf_bytes", "max_pdf_pages", "pdf_dpi",
+                     "max_text_chars", "fetch_timeout", "max_redirects", "max_concurrent_fetches",
+                     "allow_private_urls")
+
+
+def build_settings(**flags: Any) -> Any:
+    """The :class:`~uniembed.server.settings.ServerSettings` for the ``serve`` flags (checked)."""
+    from uniembed.inputs.limits import InputLimits
+    from uniembed.server.settings import ServerSettings
+
+    limits = InputLimits(**{name: flags.pop(name) for name in INPUT_LIMIT_FLAGS})
+    models = tuple(flags.pop("model") or (DEFAULT_MODEL,))
+    keys = tuple(flags.pop("api_key") or ())
+    return ServerSettings(models=models, api_keys=keys, input_limits=limits, **flags)
+
+
+def run_server(settings: Any) -> None:
+    """Load every model (failing fast with a clear message), then run uvicorn until stopped."""
+    import uvicorn
+
+    import uniembed
+    from uniembed.server.app import create_app
+
+    embedders = {}
+    for name in settings.models:
+        typer.echo(f"loading {name} …", err=True)
+        embedders[name] = uniembed.load(name, device=settings.device, dtype=settings.dtype,
+                                        token_budget=settings.token_budget,
+                                        max_batch_size=settings.max_batch_size)
+    app_ = create_app(settings, embedders)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

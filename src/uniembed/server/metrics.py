@@ -1,0 +1,73 @@
+"""Prometheus metrics in a registry owned by one app (never the global registry)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
+                         "/docs", "/redoc", "/openapi.json"})
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """Every metric of the service; ``render()`` gives the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("uniembed_requests", "HTTP requests by path and status.",
+                                ["path", "status"], registry=r)
+        self.latency = Histogram("uniembed_request_duration_seconds", "HTTP request latency.",
+                                 ["path"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("uniembed_batch_size", "Rows per model forward batch.",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.forward_seconds = Histogram("uniembed_forward_duration_seconds", "Time of one forward batch.",
+                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("uniembed_queue_depth", "Rows waiting for a forward batch.",
+                                 ["model"], registry=r)
+        self.tokens = Counter("uniembed_tokens", "Tokens embedded (the usage reported to clients).",
+                              ["model"], registry=r)
+        self.rows = Counter("uniembed_rows", "Rows run through the model.", ["model"], registry=r)
+        self.rows_dropped = Counter("uniembed_rows_dropped", "Queued rows dropped because their client left.",
+                                    ["model"], registry=r)
+        self.batch_failures = Counter("uniembed_batch_failures", "Forward batches that raised.",
+                                      ["model"], registry=r)
+        self.rejected = Counter("uniembed_requests_rejected", "Requests refused because the queue was full.",
+                                ["model"], registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Count every HTTP response by path and status and time it (error responses included)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -1,0 +1,151 @@
+"""Wire schemas of the HTTP API (pydantic), kept apart from engine parameters.
+
+One request model serves both the Jina and the OpenAI form of ``POST /v1/embeddings``. Unknown fields
+are **rejected** (422 naming the field): a misspelt option must never silently change the vectors.
+The field names other clients use for the same thing are accepted: ``encoding_type`` (LlamaIndex and
+others) for ``embedding_type``, and OpenAI's ``encoding_format`` and ``user``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EncodingFormat = Literal["float", "base64"]
+
+MAX_ITEMS_HARD = 65_536  # schema bound; the configured limit (ServerSettings) is usually lower
+MAX_FIELD_CHARS = 256 * 1024 * 1024  # schema bound on one string; the body-size limit is lower
+MAX_NAME_CHARS = 512
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TextInput(_Wire):
+    """``{"text": "..."}``"""
+
+    text: str = Field(max_length=MAX_FIELD_CHARS)
+
+
+class ImageInput(_Wire):
+    """``{"image": URL | base64 | data URI}``"""
+
+    image: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+
+
+class PdfInput(_Wire):
+    """``{"pdf": URL | base64 | data URI}``: every page becomes one embedding, in page order."""
+
+    pdf: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+
+
+def _input_kind(value: Any) -> str | None:
+    """The tag of one ``input`` entry: a plain string, or an object with exactly one known key."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, BaseModel):
+        return {TextInput: "text", ImageInput: "image", PdfInput: "pdf"}.get(type(value))
+    if isinstance(value, dict):
+        keys = [key for key in ("text", "image", "pdf") if key in value]
+        return keys[0] if len(keys) == 1 else None
+    return None
+
+
+InputEntry = Annotated[
+    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")]
+    | Annotated[TextInput, Tag("text")]
+    | Annotated[ImageInput, Tag("image")]
+    | Annotated[PdfInput, Tag("pdf")],
+    Discriminator(
+        _input_kind,
+        custom_error_type="invalid_input_entry",
+        custom_error_message='each input must be a string or an object with exactly one of "text", "image", "pdf"',
+    ),
+]
+InputList = Annotated[list[InputEntry], Field(min_length=1, max_length=MAX_ITEMS_HARD)]
+Input = Annotated[
+    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")] | Annotated[InputList, Tag("list")],
+    Discriminator(
+        lambda value: "string" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+        custom_error_type="invalid_input",
+        custom_error_message="input must be a string or a non-empty list of inputs",
+    ),
+]
+EmbeddingTypes = Annotated[list[EmbeddingType], Field(min_length=1, max_length=4)]
+
+
+class EmbeddingRequest(_Wire):
+    """``POST /v1/embeddings`` (Jina form; the OpenAI form is the subset plus ``encoding_format``)."""
+
+    model: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS,
+        description="A served model: its served name, last path component or hub id; omitted = the first one.",
+    )
+    input: Input = Field(
+        description="A string, a list of strings, or a list of {text}, {image} and {pdf} objects.",
+    )
+    task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage")
+    dimensions: int | None = Field(None, ge=1, le=65_536, description="Matryoshka size: keep the first N dims.")
+    late_chunking: bool = Field(False, description="Treat the inputs as consecutive chunks of one document.")
+    embedding_type: EmbeddingType | EmbeddingTypes | None = Field(
+        None, validation_alias=AliasChoices("embedding_type", "encoding_type"),
+        description="float | base64 | binary | ubinary, or a list of them (each item then gets a dict).",
+    )
+    encoding_format: EncodingFormat | None = Field(None, description="OpenAI form of embedding_type.")
+    truncate: bool = Field(False, description="Cut over-long inputs instead of refusing them.")
+    normalized: bool = Field(True, description="L2-normalise single vectors.")
+    return_multivector: bool = Field(False, description="One 'embeddings' list of token vectors per item.")
+    user: str | None = Field(None, max_length=256, description="OpenAI field; accepted and ignored.")
+
+    @model_validator(mode="after")
+    def _one_encoding_field(self) -> EmbeddingRequest:
+        if self.embedding_type is not None and self.encoding_format is not None:
+            raise ValueError("give embedding_type or encoding_format, not both")
+        return self
+
+    @property
+    def kinds(self) -> str | list[str]:
+        """The requested encoding(s); a list gives every item a dict keyed by kind."""
+        if self.embedding_type is not None:
+            return list(self.embedding_type) if isinstance(self.embedding_type, list) else self.embedding_type
+        return self.encoding_format or "float"
+
+    def raw_inputs(self) -> list[str | dict[str, str]]:
+        """``input`` as a list of plain strings and one-key dicts (the form the input parser takes)."""
+        entries = [self.input] if isinstance(self.input, str) else self.input
+        return [entry if isinstance(entry, str) else entry.model_dump() for entry in entries]
+
+
+class Usage(BaseModel):
+    total_tokens: int
+    prompt_tokens: int
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int = Field(description="Position in data: input order, each PDF expanded to its pages in place.")
+    embedding: Any = Field(None, description="Single vector in the requested encoding(s).")
+    embeddings: Any = Field(None, description="Multi-vector (return_multivector): one encoding per token.")
+
+
+class EmbeddingResponse(BaseModel):
+    model: str
+    object: Literal["list"] = "list"
+    usage: Usage
+    data: list[EmbeddingData]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "uniembed"
+    info: dict[str, Any] = Field(description="dimensions, tasks, context length, modalities …")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

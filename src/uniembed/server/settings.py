@@ -1,0 +1,71 @@
+"""The one settings object of the service, built by the CLI (``uniembed serve``) or by tests.
+
+Nothing here reads the environment: the CLI maps every flag to a field and typer gives each flag its
+``UNIEMBED_*`` environment-variable twin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from uniembed.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET
+from uniembed.errors import InvalidInput
+from uniembed.inputs.limits import InputLimits
+
+DEFAULT_MODEL = "jinaai/jina-embeddings-v4"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything the service needs to run; every value is checked when the object is built.
+
+    >>> ServerSettings(port=9000).port
+    9000
+    >>> ServerSettings(max_items_per_request=0)
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: max_items_per_request must be an integer >= 1, got 0
+    """
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    device: str | None = None  # None: CUDA when available, else CPU
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no authentication
+    # batching
+    token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
+    max_queue_rows: int = 4096  # rows waiting per model before new requests get 429
+    # request limits
+    max_body_bytes: int = 64 * MiB
+    max_items_per_request: int = 2048
+    max_tokens_per_item: int | None = None  # None: the model's context length
+    max_tokens_per_request: int = 1_000_000
+    input_limits: InputLimits = field(default_factory=InputLimits)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise InvalidInput("serve at least one model")
+        if len(set(self.models)) != len(self.models):
+            raise InvalidInput(f"a model is listed twice: {list(self.models)}")
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput(f"port must be between 0 and 65535, got {self.port}")
+        if any(not key or key != key.strip() for key in self.api_keys):
+            raise InvalidInput("API keys must be non-empty and have no surrounding whitespace")
+        for name in ("token_budget", "max_batch_size", "max_queue_rows", "max_body_bytes",
+                     "max_items_per_request", "max_tokens_per_request"):
+            _check_positive(name, getattr(self, name))
+        if self.max_tokens_per_item is not None:
+            _check_positive("max_tokens_per_item", self.max_tokens_per_item)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be an integer >= 1, got {value!r}")

@@ -1,0 +1,117 @@
+"""A real uvicorn server on 127.0.0.1 (free port, in a thread) around FakeModel embedders."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence as Seq
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from uniembed.embedder import Embedder
+from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.server.app import create_app
+from uniembed.server.settings import ServerSettings
+from uniembed.testing.fake import FakeModel
+
+
+class LiveServer:
+    """uvicorn serving ``app`` in a daemon thread; ``url`` is its base URL."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+    @property
+    def metrics(self) -> Any:
+        return self.app.state.metrics
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+class GatedModel(FakeModel):
+    """FakeModel whose forward waits for ``gate`` (to hold the worker busy) and can be made to fail."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_next = False
+        self.rows_seen: list[int] = []
+
+    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        self.entered.set()
+        if not self.gate.wait(10):
+            raise RuntimeError("gate never opened")
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("simulated CUDA failure")
+        self.rows_seen.extend(row.num_tokens for row in batch)
+        return super().forward(batch)
+
+
+ServeFn = Callable[..., LiveServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServeFn]:
+    """Start servers for given settings/embedders; all are stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(embedders: dict[str, Embedder] | None = None, **settings: Any) -> LiveServer:
+        embedders = embedders or {"fake-model": Embedder(FakeModel())}
+        settings.setdefault("models", tuple(embedders))
+        server = LiveServer(create_app(ServerSettings(**settings), embedders)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def fake_embedder() -> Embedder:
+    return Embedder(FakeModel())
+
+
+@pytest.fixture(scope="module")
+def server(fake_embedder: Embedder) -> Iterator[LiveServer]:
+    """One shared server for the read-only tests of a module."""
+    settings = ServerSettings(models=("fake-model",))
+    with LiveServer(create_app(settings, {"fake-model": fake_embedder})) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=20) as http:
+        yield http
