@@ -100,19 +100,22 @@ def _open_document(data: bytes, source: str) -> Iterator[pdfium.PdfDocument]:
         try:
             document = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:
-            raise InvalidInput(_open_error(exc, source)) from exc
+            raise InvalidInput(_open_error(exc, data, source)) from exc
         try:
             yield document
         finally:
             document.close()
 
 
-def _open_error(exc: pdfium.PdfiumError, source: str) -> str:
-    if exc.err_code == pdfium_raw.FPDF_ERR_PASSWORD:
+def _open_error(exc: pdfium.PdfiumError, data: bytes, source: str) -> str:
+    # PDFium's error code can be left over from an earlier failure, so a password error is only
+    # believed when the file has an encryption dictionary.
+    encrypted = b"/Encrypt" in data
+    if encrypted and exc.err_code == pdfium_raw.FPDF_ERR_PASSWORD:
         return f"{source}: the PDF is encrypted with a password; send an unencrypted PDF"
-    if exc.err_code == pdfium_raw.FPDF_ERR_SECURITY:
+    if encrypted and exc.err_code == pdfium_raw.FPDF_ERR_SECURITY:
         return f"{source}: the PDF uses an unsupported security handler; send an unencrypted PDF"
-    return f"{source}: not a valid PDF ({exc})"
+    return f"{source}: not a valid PDF (corrupt, truncated, or without pages)"
 
 
 def _page_pixels(document: pdfium.PdfDocument, index: int, scale: float) -> tuple[int, int]:
