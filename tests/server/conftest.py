@@ -65,13 +65,14 @@ class GatedModel(FakeModel):
         self.gate.set()
         self.entered = threading.Event()
         self.fail_next = False
+        self.fail_batches_of: int | None = None  # fail every batch with this many rows
         self.rows_seen: list[int] = []
 
     def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
         self.entered.set()
         if not self.gate.wait(10):
             raise RuntimeError("gate never opened")
-        if self.fail_next:
+        if self.fail_next or len(batch) == self.fail_batches_of:
             self.fail_next = False
             raise RuntimeError("simulated CUDA failure")
         self.rows_seen.extend(row.num_tokens for row in batch)
@@ -115,3 +116,9 @@ def server(fake_embedder: Embedder) -> Iterator[LiveServer]:
 def client(server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=20) as http:
         yield http
+
+
+@pytest.fixture
+def gated() -> GatedModel:
+    """A fresh :class:`GatedModel` (gate open)."""
+    return GatedModel()
