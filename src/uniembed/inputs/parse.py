@@ -112,8 +112,8 @@ async def aparse_api_items(
 ) -> tuple[list[Item], list[int]]:
     """Async :func:`parse_api_items`: URLs are fetched concurrently (at most
     ``max_concurrent_fetches`` at a time) and decoding runs in worker threads, so the event loop
-    never blocks. On failure the remaining work is cancelled and the error of the lowest input
-    index is raised."""
+    never blocks. The first failure cancels the remaining work; if several inputs failed by then,
+    the error of the lowest input index is raised."""
     context = _Context.make(limits, fetcher, allow_paths=False)
     specs = [_api_spec(i, value, context.limits) for i, value in enumerate(raw)]
     loaded: dict[int, list[Item]] = {}
