@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import torch
 from PIL import Image
 
 from uniembed.embedder import Embedder

@@ -20,7 +20,6 @@ from uniembed.server.errors import BatchFailed
 from uniembed.server.metrics import Metrics
 from uniembed.testing.fake import FakeModel
 
-
 TASKS = ["retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage"]
 
 

@@ -14,7 +14,14 @@ import pytest
 from PIL import Image
 
 from uniembed.embedder import Embedder
-from uniembed.errors import FetchError, InputTooLarge, InvalidInput, ModelNotFound, NotReady, Overloaded
+from uniembed.errors import (
+    FetchError,
+    InputTooLarge,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+)
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.auth import bearer_token, key_matches
 from uniembed.server.errors import BatchFailed, Unauthorized, status_of
@@ -151,7 +158,7 @@ def test_api_keys(serve):
 class _ImageHandler(http.server.BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(self.body)))

@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from concurrent.futures import Future, InvalidStateError
 
 import torch
