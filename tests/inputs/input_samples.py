@@ -6,10 +6,13 @@ A plain module (not conftest) so tests can import it; no test contacts anything 
 from __future__ import annotations
 
 import io
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
@@ -167,13 +170,45 @@ def _make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_local_server() -> LocalServer:
-    """An HTTP server on 127.0.0.1 (random port) in a daemon thread; stop it with ``stop()``."""
+def start_local_server(tls: ssl.SSLContext | None = None) -> LocalServer:
+    """An HTTP(S) server on 127.0.0.1 (random port) in a daemon thread; stop it with ``stop()``."""
     state = ServerState()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     server.block_on_close = False
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     ).start()
     return LocalServer(server, state)
+
+
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A throw-away certificate for DNS name ``name`` (needs the ``openssl`` command)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

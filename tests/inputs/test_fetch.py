@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import shutil
+import ssl
 import time
+from pathlib import Path
 
 import pytest
-from input_samples import LocalServer, png_bytes
+from input_samples import LocalServer, png_bytes, self_signed_certificate, start_local_server
 
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import IPAddress, SafeFetcher, blocked_reason, parse_url
@@ -303,3 +306,41 @@ def test_connection_refused_is_a_fetch_error(local_server: LocalServer) -> None:
 
 def test_fetch_errors_are_invalid_input() -> None:
     assert issubclass(FetchError, InvalidInput) and FetchError("x").status == 400
+
+
+@pytest.mark.parametrize(
+    "url", ["http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://017700000001/"]
+)
+def test_numeric_host_tricks_are_caught_after_resolution(url: str) -> None:
+    # The system resolver parses these numeric forms locally (inet_aton); no DNS query is sent.
+    with pytest.raises(FetchError, match="resolves to an address that is loopback"):
+        SafeFetcher().check(url)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize(("cert_name", "works"), [("images.test", True), ("other.test", False)])
+def test_https_is_pinned_but_verified_against_the_name(
+    tmp_path: Path, cert_name: str, works: bool
+) -> None:
+    """The TCP connection goes to the checked address, while SNI and the certificate check use the
+    URL's host name: a certificate for another name is refused."""
+    cert, key = self_signed_certificate(tmp_path, cert_name)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    server = start_local_server(server_tls)
+    try:
+        server.state.routes["/a.png"] = b"over tls"
+        fetcher = LoopbackIsPublic(
+            resolver=lambda host, port: ["127.0.0.1"],
+            verify=ssl.create_default_context(cafile=str(cert)),
+        )
+        url = f"https://images.test:{server.port}/a.png"
+        if works:
+            assert fetcher.fetch(url) == b"over tls"
+            assert asyncio.run(fetcher.afetch(url)) == b"over tls"
+            assert server.state.hosts == [f"images.test:{server.port}"] * 2
+        else:
+            with pytest.raises(FetchError, match="could not fetch .*CERTIFICATE_VERIFY_FAILED"):
+                fetcher.fetch(url)
+    finally:
+        server.stop()

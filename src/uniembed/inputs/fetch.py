@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,14 +147,21 @@ class SafeFetcher:
     """Fetch URLs under :class:`InputLimits`; see the module docstring for the rules.
 
     ``resolver`` maps ``(host, port)`` to address strings (default: the system resolver); tests
-    use it to give names fixed addresses. Subclasses may override :meth:`is_allowed`.
+    use it to give names fixed addresses. ``verify`` is httpx's TLS setting (``True``: the
+    certifi CA bundle; or an :class:`ssl.SSLContext`, e.g. with a private CA). Subclasses may
+    override :meth:`is_allowed`.
     """
 
     def __init__(
-        self, limits: InputLimits | None = None, *, resolver: Resolver | None = None
+        self,
+        limits: InputLimits | None = None,
+        *,
+        resolver: Resolver | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.limits = limits or InputLimits()
         self.resolver = resolver or resolve_host
+        self.verify = verify
 
     # ----------------------------------------------------------------- per-hop check
     def is_allowed(self, address: IPAddress) -> bool:
@@ -228,7 +236,10 @@ class SafeFetcher:
 
     def _client(self) -> httpx.Client:
         return httpx.Client(
-            trust_env=False, follow_redirects=False, timeout=self.limits.fetch_timeout
+            trust_env=False,
+            follow_redirects=False,
+            timeout=self.limits.fetch_timeout,
+            verify=self.verify,
         )
 
     def _send(self, client: httpx.Client, target: Target, deadline: float) -> httpx.Response:
@@ -275,7 +286,10 @@ class SafeFetcher:
 
     def _async_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            trust_env=False, follow_redirects=False, timeout=self.limits.fetch_timeout
+            trust_env=False,
+            follow_redirects=False,
+            timeout=self.limits.fetch_timeout,
+            verify=self.verify,
         )
 
     async def _asend(
