@@ -103,6 +103,13 @@ def test_coerce_items_errors_name_the_input(
         coerce_items(raw)
 
 
+@pytest.mark.parametrize("raw", ["text", {"text": "a"}, b"png", Image.new("RGB", (1, 1)), 5])
+def test_a_lone_input_is_not_iterated(raw: object) -> None:
+    for parse in (coerce_items, coerce_image_items, parse_api_items):
+        with pytest.raises(InvalidInput, match="expected a list of inputs"):
+            parse(raw)  # type: ignore[arg-type]
+
+
 def test_coerce_items_pdf_page_limit_names_the_input() -> None:
     with pytest.raises(
         InputTooLarge, match="^input 1: pdf: the PDF has 3 pages, more than the limit of 2"

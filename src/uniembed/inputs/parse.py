@@ -66,7 +66,7 @@ def coerce_items_with_origin(
 ) -> tuple[list[Item], list[int]]:
     """Like :func:`coerce_items`, plus the input index of every output item."""
     context = _Context.make(limits, fetcher, allow_paths=True)
-    specs = [_library_spec(i, value) for i, value in enumerate(raw)]
+    specs = [_library_spec(i, value) for i, value in enumerate(_as_list(raw))]
     return _flatten([(spec.index, _load_labelled(spec, context)) for spec in specs])
 
 
@@ -75,7 +75,9 @@ def coerce_image_items(
 ) -> list[ImageItem]:
     """Image sources (PIL image, bytes, path, URL, data URI, base64) → one item each."""
     context = _Context.make(limits, fetcher, allow_paths=True)
-    items = [_load_labelled(_Spec(i, "image", value), context) for i, value in enumerate(raw)]
+    items = [
+        _load_labelled(_Spec(i, "image", value), context) for i, value in enumerate(_as_list(raw))
+    ]
     return [item for group in items for item in group]  # type: ignore[misc]
 
 
@@ -103,7 +105,7 @@ def parse_api_items(
     read. Texts longer than ``max_text_chars`` are refused. Returns items and their input indices.
     """
     context = _Context.make(limits, fetcher, allow_paths=False)
-    specs = [_api_spec(i, value, context.limits) for i, value in enumerate(raw)]
+    specs = [_api_spec(i, value, context.limits) for i, value in enumerate(_as_list(raw))]
     return _flatten([(spec.index, _load_labelled(spec, context)) for spec in specs])
 
 
@@ -115,7 +117,7 @@ async def aparse_api_items(
     never blocks. The first failure cancels the remaining work; if several inputs failed by then,
     the error of the lowest input index is raised."""
     context = _Context.make(limits, fetcher, allow_paths=False)
-    specs = [_api_spec(i, value, context.limits) for i, value in enumerate(raw)]
+    specs = [_api_spec(i, value, context.limits) for i, value in enumerate(_as_list(raw))]
     loaded: dict[int, list[Item]] = {}
     errors: dict[int, UniembedError] = {}
     limiter = anyio.CapacityLimiter(context.limits.max_concurrent_fetches)
@@ -227,6 +229,17 @@ def _load(spec: _Spec, context: _Context) -> list[Item]:
     raise InvalidInput(
         f"'pdf' must be bytes, a URL, a data URI, base64 or a path; got {type(spec.value).__name__}"
     )
+
+
+def _as_list(raw: Sequence[Any]) -> list[Any]:
+    """The inputs as a list; a lone string, dict, bytes or image is a mistake, not a sequence."""
+    if isinstance(raw, (str, bytes, bytearray, Mapping, Image.Image)) or not isinstance(
+        raw, Sequence
+    ):
+        raise InvalidInput(
+            f"expected a list of inputs, got {type(raw).__name__}; wrap one input in a list"
+        )
+    return list(raw)
 
 
 def _with_index(exc: UniembedError, index: int) -> UniembedError:
