@@ -206,12 +206,15 @@ class Embedder:
         data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
         (``"retrieval.query"``, ``"code.passage"``, …) or one per item.
         """
-        from uniembed.inputs.parse import coerce_items  # local: keeps import of the facade light
+        from uniembed.inputs.parse import coerce_items_with_origin  # local: keeps import light
 
         raw = items if isinstance(items, (list, tuple)) else [items]
-        parsed = coerce_items(raw)
-        if task is not None and not isinstance(task, str) and len(list(task)) != len(parsed):
-            raise InvalidInput(f"got {len(list(task))} task names for {len(parsed)} inputs")
+        parsed, origin = coerce_items_with_origin(raw)
+        if task is not None and not isinstance(task, str):
+            names = list(task)
+            if len(names) != len(raw):
+                raise InvalidInput(f"got {len(names)} task names for {len(raw)} inputs")
+            task = [names[i] for i in origin]  # a PDF's pages share its task
         options = EncodeOptions(
             dimensions=dimensions,
             multivector=multivector,

@@ -269,6 +269,17 @@ def test_embedder_encode_uses_coerce_items_defaults() -> None:
     assert not torch.allclose(vectors[1], vectors[2])  # red and blue pages differ
 
 
+def test_embedder_encode_task_list_is_per_input_and_shared_by_pdf_pages() -> None:
+    embedder = Embedder(FakeModel())
+    pdf = {"pdf": pdf_bytes(["red", "blue"])}
+    mixed = embedder.encode(["q", pdf], task=["retrieval.query", "code.passage"])
+    code = embedder.encode([pdf], task="code.passage")
+    assert len(mixed.embeddings) == 3
+    assert torch.allclose(torch.stack(mixed.embeddings[1:]), torch.stack(code.embeddings))
+    with pytest.raises(InvalidInput, match="got 3 task names for 2 inputs"):
+        embedder.encode(["q", pdf], task=["retrieval.query"] * 3)
+
+
 def test_embedder_encode_image_uses_coerce_image_items(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(png_bytes((200, 10, 10)))
