@@ -184,7 +184,7 @@ def test_max_pixels_changes_the_grid_and_is_bounded(tiny_v4) -> None:
     image = photo(5, (600, 400))
     small = tiny_v4.model.image_sequence(image, tiny_v4.model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 4)
     large = tiny_v4.model.image_sequence(image, tiny_v4.model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 64)
-    assert small.image.grid_thw == (1, 2, 2) and small.num_tokens < large.num_tokens
+    assert small.image.grid_thw == (1, 2, 4) and small.num_tokens < large.num_tokens
     with pytest.raises(InvalidInput, match="max_pixels"):
         tiny_v4.encode_image(image, task="retrieval", max_pixels=25_000_000)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -79,7 +80,7 @@ class FakeModel:
         return Sequence(tensor, task.adapter, default_spans(len(ids), spans))
 
     def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
-        pixels = torch.tensor(list(image.convert("L").resize((4, 4)).getdata()), dtype=torch.long)
+        pixels = torch.from_numpy(np.asarray(image.convert("L").resize((4, 4)), dtype=np.int64).reshape(-1))
         ids = [BOS, IMAGE] + [4 + int(p) % (VOCAB - 4) for p in pixels] + [IMAGE, EOS]
         grid = ImageFeatures(pixel_values=pixels.float().unsqueeze(-1), grid_thw=(1, 4, 4))
         return Sequence(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid)
