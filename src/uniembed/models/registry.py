@@ -24,7 +24,8 @@ def detect_family(config: dict[str, Any]) -> str:
     names = " ".join([*config.get("architectures", []), *map(str, config.get("auto_map", {}).values())])
     if "JinaEmbeddingsV4" in names or ("task_names" in config and "vision_config" in config):
         return "jina-embeddings-v4"
-    if "lora_adaptations" in config or "XLMRobertaLoRA" in names or "XLMRobertaFlash" in names:
+    # XLMRobertaFlash alone is not enough: other Jina XLM-R models without adapters use it too.
+    if "lora_adaptations" in config or "XLMRobertaLoRA" in names:
         return "jina-embeddings-v3"
     if config.get("model_type") == "jina_embeddings_v3":
         return "jina-embeddings-v3"
