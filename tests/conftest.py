@@ -20,3 +20,15 @@ def tiny_v4_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_v4(tiny_v4_path: Path) -> Embedder:
     return uniembed.load(tiny_v4_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from uniembed.testing.jina_v3 import write_tiny_jina_v3
+
+    return write_tiny_jina_v3(tmp_path_factory.mktemp("jina-v3") / "tiny-jina-v3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_v3(tiny_v3_path: Path) -> Embedder:
+    return uniembed.load(tiny_v3_path, device="cpu")

@@ -10,7 +10,7 @@ Work is split in three steps so that the server can share batches between reques
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable, Iterator, Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,23 @@ class EncodeResult:
     @property
     def total_tokens(self) -> int:
         return sum(self.token_counts)
+
+    # Behave like the official v3 ``encode`` result (a list / array of vectors) where it is used so.
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.embeddings[index]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.embeddings)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """``np.asarray(result)``: a (items, dim) array of single vectors."""
+        if any(e.dim() != 1 for e in self.embeddings):
+            raise TypeError("multi-vector results have one matrix per item; use .embeddings")
+        array = torch.stack(self.embeddings).numpy()
+        return array.astype(dtype) if dtype is not None else array
 
 
 @dataclass
@@ -199,8 +216,13 @@ class Embedder:
         normalized: bool = True,
         max_tokens: int | None = None,
         max_pixels: int | None = None,
+        truncate_dim: int | None = None,
     ) -> EncodeResult:
         """Embed mixed text and image items (the path the server uses).
+
+        Also the official v3 call ``encode(texts, task=..., truncate_dim=...)``: ``truncate_dim`` is
+        ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates and
+        converts (``np.asarray``) like the official list/array of vectors.
 
         ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes, base64,
         data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
@@ -208,6 +230,11 @@ class Embedder:
         """
         from uniembed.inputs.parse import coerce_items_with_origin  # local: keeps import light
 
+        if truncate_dim is not None:
+            if dimensions is not None:
+                raise InvalidInput("give dimensions or truncate_dim, not both")
+            self.check_dimensions(truncate_dim, strict=True)
+            dimensions = truncate_dim
         raw = items if isinstance(items, (list, tuple)) else [items]
         parsed, origin = coerce_items_with_origin(raw)
         if task is not None and not isinstance(task, str):

@@ -47,7 +47,7 @@ CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:
 
 
 def write_tiny_jina_v3(
-    path: Path,
+    path: str | Path,
     *,
     seed: int = 0,
     hidden_size: int = 32,
@@ -62,6 +62,7 @@ def write_tiny_jina_v3(
 
     ``lora_alpha != lora_rank`` on purpose, so tests notice a wrong LoRA scaling.
     """
+    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_xlmr_tokenizer()
     vocab_size = tokenizer.get_vocab_size()
