@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from uniembed.engine import BatchPolicy, plan_batches, run_sequences
 from uniembed.models.base import Sequence, SequenceOutput

@@ -41,4 +41,4 @@ def load(
     return Embedder(model, policy)
 
 
-__all__ = ["load", "__version__"]
+__all__ = ["__version__", "load"]

@@ -7,7 +7,8 @@ of its own instead of blowing up a fixed-size batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from uniembed.models.base import Sequence, SequenceOutput

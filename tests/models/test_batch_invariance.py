@@ -14,7 +14,7 @@ from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.engine import BatchPolicy
 from uniembed.inputs.items import ImageItem, TextItem
 
-WORDS = st.sampled_from("sun panel energy 太陽 énergie cell light code def return x".split())
+WORDS = st.sampled_from(["sun", "panel", "energy", "太陽", "énergie", "cell", "light", "code", "def", "return", "x"])
 TEXTS = st.lists(WORDS, min_size=1, max_size=40).map(" ".join)
 V4_TASKS = st.sampled_from(["retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage"])
 

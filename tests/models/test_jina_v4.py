@@ -27,7 +27,9 @@ class Reference:
 
     def __init__(self, snapshot: Path, task: str) -> None:
         from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
 
         self.config = json.loads((snapshot / "config.json").read_text())
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(

@@ -8,8 +8,9 @@ types alone and never looks inside a model family.
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Protocol, Sequence as Seq, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image

@@ -126,7 +126,7 @@ def _random_backbone_state(config: dict[str, Any], generator: torch.Generator) -
         skeleton = Qwen2_5_VLModel(Qwen2_5_VLConfig(**config))
     state = {}
     for name, param in skeleton.state_dict().items():
-        if name.endswith("norm.weight") or name.endswith(("norm1.weight", "norm2.weight", "ln_q.weight")):
+        if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight")):
             state[name] = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
         elif name.endswith("bias"):
             state[name] = 0.02 * torch.randn(param.shape, generator=generator)
