@@ -119,3 +119,19 @@ class EmbeddingModel(Protocol):
 def default_spans(num_tokens: int, spans: Seq[Span] | None) -> tuple[Span, ...]:
     """``spans`` as a tuple, or one span covering every token."""
     return tuple(spans) if spans is not None else ((0, num_tokens),)
+
+
+def pad_ids(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq).
+
+    >>> ids, mask = pad_ids([torch.tensor([5, 6]), torch.tensor([7])], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6], [7, 0]], [[1, 1], [1, 0]])
+    """
+    longest = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : row.shape[0]] = row
+        mask[i, : row.shape[0]] = 1
+    return ids, mask

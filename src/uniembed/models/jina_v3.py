@@ -31,6 +31,7 @@ from uniembed.models.base import (
     TaskSpec,
     TokenizedText,
     default_spans,
+    pad_ids,
 )
 from uniembed.models.loading import load_tensors, weight_files
 from uniembed.models.lora import (
@@ -395,7 +396,7 @@ class JinaV3Model:
         if not batch:
             return []
         self._check_rows(batch)
-        input_ids, mask = _pad([row.input_ids for row in batch], self.config.pad_token_id)
+        input_ids, mask = pad_ids([row.input_ids for row in batch], self.config.pad_token_id)
         adapters = torch.tensor([row.adapter for row in batch], dtype=torch.long)
         with torch.inference_mode(), self.routing.use(adapters.to(self.device)):
             hidden = self.backbone(
@@ -414,16 +415,6 @@ class JinaV3Model:
             if row.num_tokens == 0:
                 raise InvalidInput("cannot embed an empty token sequence")
 
-
-def _pad(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq)."""
-    longest = max(int(r.shape[0]) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : row.shape[0]] = row
-        mask[i, : row.shape[0]] = 1
-    return ids, mask
 
 
 def _row_outputs(hidden: torch.Tensor, batch: Seq[Sequence]) -> list[SequenceOutput]:

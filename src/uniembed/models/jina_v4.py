@@ -29,6 +29,7 @@ from uniembed.models.base import (
     TaskSpec,
     TokenizedText,
     default_spans,
+    pad_ids,
 )
 from uniembed.models.loading import load_tensors, read_json, weight_files
 from uniembed.models.lora import AdapterRouting, LoraWeights, attach_lora
@@ -198,7 +199,7 @@ class JinaV4Model:
     # ----------------------------------------------------------------- the model
     @torch.inference_mode()
     def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
-        input_ids, mask = _pad([row.input_ids for row in batch], self.template.pad_token)
+        input_ids, mask = pad_ids([row.input_ids for row in batch], self.template.pad_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         images = [row.image for row in batch if row.image is not None]
         pixel_values = grid = None
@@ -242,16 +243,6 @@ class JinaV4Model:
         )
         return positions
 
-
-def _pad(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq)."""
-    longest = max(int(r.shape[0]) for r in rows)
-    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : row.shape[0]] = row
-        mask[i, : row.shape[0]] = 1
-    return ids, mask
 
 
 def _template(tokenizer: Any, image_token: int) -> _Template:
