@@ -1,8 +1,10 @@
 """uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3).
 
->>> import uniembed                                      # doctest: +SKIP
->>> model = uniembed.load("jinaai/jina-embeddings-v4")   # or a local snapshot directory
->>> q = model.encode_text(["how do solar panels work"], task="retrieval", prompt_name="query")
+Example (needs the weights)::
+
+    import uniembed
+    model = uniembed.load("jinaai/jina-embeddings-v4")   # or a local snapshot directory
+    q = model.encode_text(["how do solar panels work"], task="retrieval", prompt_name="query")
 """
 
 from __future__ import annotations
