@@ -77,7 +77,7 @@ class MultiLoRALinear(nn.Module):
                 y = y + (x @ a.T @ b.T) * self.scaling
             else:
                 delta = (x[rows] @ a.T @ b.T) * self.scaling  # (rows, …, out)
-                y = y.index_add(0, rows, delta)
+                y.index_add_(0, rows, delta)  # y is fresh from base: update it in place
         return y
 
 
@@ -128,5 +128,5 @@ class MultiLoRAEmbedding(nn.Module):
                 y = y + (nn.functional.embedding(ids, a) @ b) * self.scaling
             else:
                 delta = (nn.functional.embedding(ids[rows], a) @ b) * self.scaling  # (rows, …, dim)
-                y = y.index_add(0, rows, delta)
+                y.index_add_(0, rows, delta)  # y is fresh from base: update it in place
         return y
