@@ -2,8 +2,9 @@
 
 The script measures ``Embedder.encode`` in this process on short texts, then starts the server
 (uvicorn in a subprocess, on 127.0.0.1 and a free port) with the same model and sends the same texts
-at concurrency 1, 8 and 64 with asyncio + httpx. It prints one table: items/s, p50/p99 latency,
-failed requests and the ratio server/library. Request counts and time per level are bounded; nothing
+at concurrency 1, 8 and 64 with asyncio + httpx (one connection per simulated client). It prints one
+table: items/s, p50/p99 latency, failed requests, the ratio server/library and the load generator's
+own CPU use (it shares the machine with the server). Request counts and time per level are bounded; nothing
 but 127.0.0.1 is contacted. A benchmark, not a test: nothing is asserted about timings.
 
     python benchmarks/loadtest.py --fake                       # FakeModel: measures server overhead
@@ -83,6 +84,7 @@ class Level:
     seconds: float
     p50_ms: float | None = None
     p99_ms: float | None = None
+    client_cpu_s: float | None = None  # CPU time the load generator itself used (server levels)
 
     @property
     def items_per_s(self) -> float:
@@ -130,15 +132,12 @@ async def measure_server(
 ) -> Level:
     """Send ``texts`` in requests of ``per_request`` items from ``concurrency`` workers; stop early
     (and count only finished requests) when ``time_limit`` seconds have passed."""
-    import httpx
-
     bodies = [_body(model, texts[i : i + per_request], task) for i in range(0, len(texts), per_request)]
     latencies: list[float] = []
     failures = 0
     done_items = 0
     next_index = 0
     deadline = time.perf_counter() + time_limit
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal next_index, failures, done_items
@@ -153,13 +152,27 @@ async def measure_server(
             else:
                 failures += 1
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    level = Level("server", concurrency, len(latencies), done_items, failures, seconds)
+    # One client (one keep-alive connection) per worker, like independent users. A single shared
+    # client is much slower here: httpcore scans every pooled connection (a socket poll each) for
+    # every request, so at concurrency 64 the load generator itself saturated a CPU core.
+    clients = [_client(timeout) for _ in range(concurrency)]
+    try:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker(client) for client in clients))
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    level = Level("server", concurrency, len(latencies), done_items, failures, seconds, client_cpu_s=cpu_seconds)
     level.p50_ms, level.p99_ms = percentiles_ms(latencies)
     return level
+
+
+def _client(timeout: float) -> httpx.AsyncClient:
+    """A client with one connection; plain HTTP to 127.0.0.1, so no CA bundle is loaded (``verify=False``)."""
+    import httpx
+
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), timeout=timeout,
+                             verify=False)
 
 
 def _body(model: str, texts: list[str], task: str | None) -> dict[str, Any]:
@@ -191,8 +204,8 @@ def free_port() -> int:
 def serve(args: argparse.Namespace) -> None:
     """Child process: run the server for the model named by ``args`` on ``args.serve_port``."""
     import uvicorn
-    from uniembed.server.app import create_app
 
+    from uniembed.server.app import create_app
     from uniembed.server.settings import ServerSettings
 
     embedder = build_embedder(args)
@@ -261,13 +274,21 @@ def print_table(levels: list[Level], baseline: Level) -> None:
     from rich.table import Table
 
     table = Table(title=f"uniembed load test ({baseline.items} short texts per level)")
-    for column in ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library"):
+    columns = ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library",
+               "client CPU")
+    for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for level in levels:
         ratio = level.items_per_s / baseline.items_per_s if baseline.items_per_s else 0.0
         table.add_row(level.mode, str(level.concurrency), str(level.requests), str(level.failed),
-                      f"{level.items_per_s:.1f}", _ms(level.p50_ms), _ms(level.p99_ms), f"{ratio:.2f}")
-    Console(width=max(shutil.get_terminal_size().columns, 110)).print(table)
+                      f"{level.items_per_s:.1f}", _ms(level.p50_ms), _ms(level.p99_ms), f"{ratio:.2f}",
+                      _share(level.client_cpu_s, level.seconds))
+    Console(width=max(shutil.get_terminal_size().columns, 130)).print(table)
+
+
+def _share(cpu_seconds: float | None, seconds: float) -> str:
+    """The load generator's CPU use as a share of one core, e.g. ``'35%'``; ``-`` for library rows."""
+    return "-" if cpu_seconds is None or seconds <= 0 else f"{100 * cpu_seconds / seconds:.0f}%"
 
 
 def _ms(value: float | None) -> str:
