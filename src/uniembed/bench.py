@@ -134,6 +134,9 @@ def bench_command(
     repeat: Annotated[int, typer.Option(help="timed rounds of each (best is kept)")] = 2,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch default)")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda … (default: CUDA if available)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 … (default: bf16 on CUDA)")] = None,
+    peak_tflops: Annotated[float, typer.Option(help="the device's dense peak, for MFU (H100 bf16: 989)")] = 989.0,
 ) -> None:
     """Throughput of uniembed's batching vs the official batching on a realistic mix."""
     import uniembed
@@ -141,7 +144,7 @@ def bench_command(
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        embedder = uniembed.load(_snapshot(model, Path(tmp)))
+        embedder = uniembed.load(_snapshot(model, Path(tmp)), device=device, dtype=dtype)
         baseline = BASELINES.get(embedder.info.family, Baseline(8, False))
         images = images if "image" in embedder.info.modalities else 0
         workload = realistic_workload(texts, images, embedder.info.tasks, seed)
@@ -157,6 +160,17 @@ def bench_command(
     print(f"{baseline.label:26}{base_time:10.2f}{tokens / base_time:12.0f}{padded['official']:15d}")
     print(f"{'uniembed':26}{our_time:10.2f}{tokens / our_time:12.0f}{padded['ours']:15d}")
     print(f"speed-up: {base_time / our_time:.2f}x   max |difference| between the two: {drift:.1e}")
+    if embedder.model.device.type == "cuda":
+        achieved = 2 * _linear_parameters(embedder.model) * tokens / our_time / 1e12
+        print(f"≈{achieved:.1f} TFLOP/s from 2 × linear weights × tokens "
+              f"(MFU ≈ {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g}; attention not counted)")
+
+
+def _linear_parameters(model: object) -> int:
+    """Weights of every Linear layer a model holds: ~FLOPs per token / 2 (attention aside)."""
+    modules = [m for m in vars(model).values() if isinstance(m, torch.nn.Module)]
+    return sum(layer.weight.numel() for root in modules for layer in root.modules()
+               if isinstance(layer, torch.nn.Linear))
 
 
 def _snapshot(model: str, tmp: Path) -> Path:
