@@ -70,14 +70,16 @@ class MultiLoRALinear(nn.Module):
         self.routing = routing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
+        y = self.base(x)  # fresh output: the deltas are added to it in place, scaling fused
         for adapter, rows in self.routing.groups:
             a, b = self.lora_A[adapter], self.lora_B[adapter]  # (r, in), (out, r)
             if rows is None:
-                y = y + (x @ a.T @ b.T) * self.scaling
+                flat = y.view(-1, y.shape[-1])  # (tokens, out)
+                flat.addmm_(x.reshape(-1, x.shape[-1]) @ a.T, b.T, alpha=self.scaling)
             else:
-                delta = (x[rows] @ a.T @ b.T) * self.scaling  # (rows, …, out)
-                y.index_add_(0, rows, delta)  # y is fresh from base: update it in place
+                picked = x[rows]  # (rows, …, in)
+                delta = (picked.reshape(-1, x.shape[-1]) @ a.T) @ b.T  # (rows · …, out)
+                y.index_add_(0, rows, delta.view(*picked.shape[:-1], -1), alpha=self.scaling)
         return y
 
 
