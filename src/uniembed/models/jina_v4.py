@@ -33,7 +33,7 @@ from uniembed.models.base import (
 )
 from uniembed.models.loading import load_tensors, read_json, weight_files
 from uniembed.models.lora import AdapterRouting, LoraWeights, attach_lora
-from uniembed.pooling import normalize
+from uniembed.pooling import mean_pool_spans, normalize
 
 FAMILY = "jina-embeddings-v4"
 MAX_TOKENS = 32768
@@ -222,7 +222,7 @@ class JinaV4Model:
         outputs = []
         for index, row in enumerate(batch):
             states = hidden[index, : row.num_tokens]  # (tokens, hidden)
-            pooled = torch.stack([states[s:e].mean(0) for s, e in row.spans]).cpu()
+            pooled = mean_pool_spans(states, row.spans).cpu()
             outputs.append(SequenceOutput(pooled, multivectors[index], states.cpu() if row.token_states else None))
         return outputs
 
