@@ -52,22 +52,32 @@ class LoraWeights:
     scaling: float
 
 
-class MultiLoRALinear(nn.Module):
-    """``y = base(x) + scaling · B[t] A[t] x`` with ``t`` the adapter of x's row (dim 0)."""
+class _RoutedLora(nn.Module):
+    """A wrapped layer, its stacked per-task factors and the shared routing."""
 
-    def __init__(self, base: nn.Linear, weights: LoraWeights, routing: AdapterRouting) -> None:
+    def __init__(
+        self, base: nn.Module, weights: LoraWeights, routing: AdapterRouting, shapes: tuple, layer: str
+    ) -> None:
         super().__init__()
-        tasks, rank, in_features = weights.A.shape
-        if in_features != base.in_features or weights.B.shape != (tasks, base.out_features, rank):
+        if (tuple(weights.A.shape), tuple(weights.B.shape)) != shapes:
             raise ValueError(
-                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
-                f"Linear({base.in_features}, {base.out_features})"
+                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit {layer}"
             )
         self.base = base
         self.lora_A = nn.Parameter(weights.A.to(base.weight.dtype), requires_grad=False)
         self.lora_B = nn.Parameter(weights.B.to(base.weight.dtype), requires_grad=False)
         self.scaling = weights.scaling
         self.routing = routing
+
+
+class MultiLoRALinear(_RoutedLora):
+    """``y = base(x) + scaling · B[t] A[t] x`` with ``t`` the adapter of x's row (dim 0)."""
+
+    def __init__(self, base: nn.Linear, weights: LoraWeights, routing: AdapterRouting) -> None:
+        tasks, rank = weights.A.shape[:2]
+        shapes = ((tasks, rank, base.in_features), (tasks, base.out_features, rank))
+        layer = f"Linear({base.in_features}, {base.out_features})"
+        super().__init__(base, weights, routing, shapes, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # fresh output: the deltas are added to it in place, scaling fused
@@ -100,7 +110,7 @@ def attach_lora(
     return adapted
 
 
-class MultiLoRAEmbedding(nn.Module):
+class MultiLoRAEmbedding(_RoutedLora):
     """``y = base(ids) + scaling · A[t][ids] B[t]`` with ``t`` the adapter of the ids' row (dim 0).
 
     Embedding factors are stored the other way round from :class:`MultiLoRALinear` (as in the
@@ -109,18 +119,10 @@ class MultiLoRAEmbedding(nn.Module):
     """
 
     def __init__(self, base: nn.Embedding, weights: LoraWeights, routing: AdapterRouting) -> None:
-        super().__init__()
-        tasks, num_embeddings, rank = weights.A.shape
-        if num_embeddings != base.num_embeddings or weights.B.shape != (tasks, rank, base.embedding_dim):
-            raise ValueError(
-                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
-                f"Embedding({base.num_embeddings}, {base.embedding_dim})"
-            )
-        self.base = base
-        self.lora_A = nn.Parameter(weights.A.to(base.weight.dtype), requires_grad=False)
-        self.lora_B = nn.Parameter(weights.B.to(base.weight.dtype), requires_grad=False)
-        self.scaling = weights.scaling
-        self.routing = routing
+        tasks, _, rank = weights.A.shape
+        shapes = ((tasks, base.num_embeddings, rank), (tasks, rank, base.embedding_dim))
+        layer = f"Embedding({base.num_embeddings}, {base.embedding_dim})"
+        super().__init__(base, weights, routing, shapes, layer)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         y = self.base(ids)
