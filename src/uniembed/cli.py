@@ -7,6 +7,7 @@ flags read their variable as whitespace-separated values.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Annotated, Any
@@ -69,6 +70,8 @@ def serve(
     token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = 16384,
     max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = 64,
     max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = 4096,
+    cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = 8,
+    torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = None,
     max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = 64 * 1024 * 1024,
     max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count).")] = 2048,
     max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = None,
@@ -122,13 +125,16 @@ def run_server(settings: Any) -> None:
 
     import uniembed
     from uniembed.server.app import create_app
+    from uniembed.server.threads import call_on_temporary_thread
 
     embedders = {}
     for name in settings.models:
         typer.echo(f"loading {name} …", err=True)
-        embedders[name] = uniembed.load(name, device=settings.device, dtype=settings.dtype,
-                                        token_budget=settings.token_budget,
-                                        max_batch_size=settings.max_batch_size)
+        # not on the main thread: see uniembed.server.threads (why torch work stays off long-lived threads)
+        embedders[name] = call_on_temporary_thread(
+            functools.partial(uniembed.load, name, device=settings.device, dtype=settings.dtype,
+                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size)
+        )
     app_ = create_app(settings, embedders)
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
 

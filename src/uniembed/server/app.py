@@ -38,7 +38,7 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> F
     metrics = Metrics()
     policy = BatchPolicy(settings.token_budget, settings.max_batch_size)
     batchers = {
-        name: Batcher(name, embedder.model.forward, policy, settings.max_queue_rows, metrics)
+        name: Batcher(name, embedder.model.forward, policy, settings.max_queue_rows, metrics, settings.torch_threads)
         for name, embedder in registry.embedders.items()
     }
     service = EmbeddingService(settings, registry, batchers, metrics)
@@ -52,6 +52,7 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> F
         finally:
             for batcher in batchers.values():
                 await run_in_threadpool(batcher.stop)
+            await run_in_threadpool(service.close)
 
     app = FastAPI(title="uniembed", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

@@ -75,12 +75,23 @@ Row = tuple[Job, int]
 class Batcher:
     """The queue and worker thread of one model."""
 
-    def __init__(self, name: str, forward: Forward, policy: BatchPolicy, max_queue_rows: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        forward: Forward,
+        policy: BatchPolicy,
+        max_queue_rows: int,
+        metrics: Metrics,
+        torch_threads: int | None = None,
+    ) -> None:
+        """``torch_threads``: CPU threads of the worker's torch ops (None: torch's default at creation);
+        see :mod:`uniembed.server.threads`."""
         self.name = name
+        self.torch_threads = torch_threads or torch.get_num_threads()
         self.forward = forward
         self.policy = policy
         self.max_queue_rows = max_queue_rows
-        self.metrics = metrics
+        self.metrics = metrics.for_model(name)
         self._pending: deque[Row] = deque()
         self._condition = threading.Condition()
         self._accepting = False
@@ -126,7 +137,7 @@ class Batcher:
                 raise NotReady(f"model {self.name!r} is not ready; retry shortly")
             queued = len(self._pending)
             if queued and queued + len(job.sequences) > self.max_queue_rows:
-                self.metrics.rejected.labels(self.name).inc()
+                self.metrics.rejected.inc()
                 raise Overloaded(
                     f"model {self.name!r} has {queued} inputs queued (limit {self.max_queue_rows}); retry shortly"
                 )
@@ -144,7 +155,7 @@ class Batcher:
             self._pending = kept
             self._update_depth()
         if dropped:
-            self.metrics.rows_dropped.labels(self.name).inc(dropped)
+            self.metrics.rows_dropped.inc(dropped)
 
     async def run(self, sequences: Seq[Sequence]) -> list[SequenceOutput]:
         """Submit and await the outputs; cancelling the awaiting task cancels the job."""
@@ -157,6 +168,7 @@ class Batcher:
 
     # ----------------------------------------------------------------- worker thread
     def _work(self) -> None:
+        torch.set_num_threads(self.torch_threads)
         try:
             while True:
                 rows = self._next_round()
@@ -185,7 +197,7 @@ class Batcher:
             live = [rows[k] for k in batch if not rows[k][0].finished]
             skipped = sum(1 for k in batch if rows[k][0].future.cancelled())
             if skipped:
-                self.metrics.rows_dropped.labels(self.name).inc(skipped)
+                self.metrics.rows_dropped.inc(skipped)
             if live:
                 self._run_batch(live)
 
@@ -198,13 +210,13 @@ class Batcher:
                 raise RuntimeError(f"forward returned {len(outputs)} outputs for {len(rows)} rows")
         except Exception:  # any model failure: log it, fail this batch's requests, keep the worker alive
             logger.exception("model %r failed on a batch of %d rows", self.name, len(rows))
-            self.metrics.batch_failures.labels(self.name).inc()
+            self.metrics.batch_failures.inc()
             for job in {id(job): job for job, _ in rows}.values():
                 job.fail(BatchFailed(BATCH_FAILED_MESSAGE))
             return
-        self.metrics.forward_seconds.labels(self.name).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(self.name).observe(len(rows))
-        self.metrics.rows.labels(self.name).inc(len(rows))
+        self.metrics.forward_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(rows))
+        self.metrics.rows.inc(len(rows))
         for (job, index), output in zip(rows, outputs):
             job.deliver(index, output)
 
@@ -216,4 +228,4 @@ class Batcher:
         self._update_depth()
 
     def _update_depth(self) -> None:
-        self.metrics.queue_depth.labels(self.name).set(len(self._pending))
+        self.metrics.queue_depth.set(len(self._pending))

@@ -38,6 +38,8 @@ class ServerSettings:
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
     max_queue_rows: int = 4096  # rows waiting per model before new requests get 429
+    cpu_workers: int = 8  # threads for tokenising, image/PDF decoding and large responses
+    torch_threads: int | None = None  # CPU threads of each model's forward; None: torch's default
     # request limits
     max_body_bytes: int = 64 * MiB
     max_items_per_request: int = 2048
@@ -55,11 +57,12 @@ class ServerSettings:
             raise InvalidInput(f"port must be between 0 and 65535, got {self.port}")
         if any(not key or key != key.strip() for key in self.api_keys):
             raise InvalidInput("API keys must be non-empty and have no surrounding whitespace")
-        for name in ("token_budget", "max_batch_size", "max_queue_rows", "max_body_bytes",
+        for name in ("token_budget", "max_batch_size", "max_queue_rows", "cpu_workers", "max_body_bytes",
                      "max_items_per_request", "max_tokens_per_request"):
             _check_positive(name, getattr(self, name))
-        if self.max_tokens_per_item is not None:
-            _check_positive("max_tokens_per_item", self.max_tokens_per_item)
+        for name in ("max_tokens_per_item", "torch_threads"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
 
     @property
     def auth_enabled(self) -> bool:

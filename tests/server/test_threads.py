@@ -1,0 +1,119 @@
+"""The service's thread policy: which threads run torch multi-threaded, and which work runs where."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence as Seq
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from uniembed.embedder import Embedder, EncodeOptions, Plan
+from uniembed.engine import BatchPolicy
+from uniembed.inputs.items import Item, TextItem
+from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.server import service
+from uniembed.server.batching import Batcher
+from uniembed.server.metrics import Metrics
+from uniembed.server.threads import call_on_temporary_thread, single_threaded_torch
+from uniembed.testing.fake import FakeModel
+
+
+def test_call_on_temporary_thread_returns_from_another_thread_that_has_ended():
+    seen: list[threading.Thread] = []
+
+    def work(x: int) -> int:
+        seen.append(threading.current_thread())
+        return x * 2
+
+    assert call_on_temporary_thread(work, 21) == 42
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+
+def test_call_on_temporary_thread_reraises_here():
+    def fail() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        call_on_temporary_thread(fail)
+
+
+def test_helper_threads_run_torch_single_threaded_and_the_caller_keeps_its_count():
+    before = torch.get_num_threads()
+    with ThreadPoolExecutor(1, initializer=single_threaded_torch) as pool:
+        assert pool.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("requested", [1, None])
+def test_the_batch_worker_runs_torch_with_its_own_thread_count(requested):
+    seen: list[int] = []
+
+    class Recording(FakeModel):
+        def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+            seen.append(torch.get_num_threads())
+            return super().forward(batch)
+
+    model = Recording()
+    expected = requested or torch.get_num_threads()
+    with ThreadPoolExecutor(1, initializer=single_threaded_torch) as pool:  # a helper ran first
+        pool.submit(torch.get_num_threads).result()
+    batcher = Batcher("m", model.forward, BatchPolicy(), 16, Metrics(), torch_threads=requested)
+    batcher.start()
+    try:
+        rows = Embedder(model).plan([TextItem("hello")]).sequences
+        assert len(batcher.submit(rows).future.result(10)) == 1
+    finally:
+        batcher.stop()
+    assert seen == [expected]
+
+
+class ThreadRecordingEmbedder(Embedder):
+    """Records the thread of every ``plan`` call and of every response assembly."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeModel(max_tokens=8192))
+        self.plan_threads: list[str] = []
+        self.assemble_threads: list[str] = []
+
+    def plan(self, items: Seq[Item], task=None, options: EncodeOptions | None = None) -> Plan:
+        self.plan_threads.append(threading.current_thread().name)
+        plan = super().plan(items, task, options)
+        assemble = plan.assemble
+
+        def recorded(outputs: Seq[SequenceOutput]):
+            self.assemble_threads.append(threading.current_thread().name)
+            return assemble(outputs)
+
+        plan.assemble = recorded
+        return plan
+
+
+def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_threads(serve):
+    embedder = ThreadRecordingEmbedder()
+    live = serve({"fake-model": embedder}, max_tokens_per_item=8192)
+    long_text = "x" * (service.INLINE_TEXT_CHARS + 1)
+    with httpx.Client(base_url=live.url, timeout=20) as http:
+        small = http.post("/v1/embeddings", json={"input": ["a short text", "another"]})
+        large = http.post("/v1/embeddings", json={"input": [long_text]})
+        multi = http.post("/v1/embeddings", json={"input": ["short"], "return_multivector": True})
+    assert small.status_code == large.status_code == multi.status_code == 200
+    helper = [name.startswith("uniembed-cpu") for name in embedder.plan_threads]
+    assert helper == [False, True, False]
+    assert [name.startswith("uniembed-cpu") for name in embedder.assemble_threads] == [False, False, True]
+    vectors = [np.asarray(d["embedding"], np.float32) for d in large.json()["data"]]
+    assert np.array_equal(vectors[0], embedder.encode([long_text]).embeddings[0].numpy())
+
+
+def test_light_work_thresholds():
+    short, long_ = TextItem("a" * 10), TextItem("a" * service.INLINE_TEXT_CHARS)
+    assert service._light_inputs([short]) and not service._light_inputs([short, long_])
+    vector = SequenceOutput(pooled=torch.zeros(1, 2048))
+    assert service._light_outputs([vector] * 4, multivector=False)
+    assert not service._light_outputs([vector] * 5, multivector=False)
+    assert not service._light_outputs([vector], multivector=True)
+    chunked = SequenceOutput(pooled=torch.zeros(1, 8), token_states=torch.zeros(3, 8))
+    assert not service._light_outputs([chunked], multivector=False)
