@@ -226,3 +226,22 @@ def test_not_ready_before_the_workers_start():
     with pytest.raises(NotReady):
         app.state.batchers["m"].submit([])
     assert InputTooLarge("x").status == 413
+
+
+class NaNModel(FakeModel):
+    """FakeModel whose vectors are NaN for inputs containing "overflow" (a float16 overflow, say)."""
+
+    def forward(self, batch):
+        outputs = super().forward(batch)
+        for row, output in zip(batch, outputs):
+            if len(row.input_ids) > 30:
+                output.pooled[:] = float("nan")
+        return outputs
+
+
+@pytest.mark.parametrize("embedding_type", ["float", "base64"])
+def test_non_finite_model_output_is_a_clear_500_and_the_server_stays_up(serve, embedding_type):
+    live = serve({"fake-model": Embedder(NaNModel())})
+    failed = post(live, {"input": ["fine", "overflow " * 4], "embedding_type": embedding_type})
+    assert_error(failed, 500, "non-finite", "output 1")
+    assert post(live, {"input": ["fine"]}).status_code == 200

@@ -118,6 +118,8 @@ async def aparse_api_items(
     the error of the lowest input index is raised."""
     context = _Context.make(limits, fetcher, allow_paths=False)
     specs = [_api_spec(i, value, context.limits) for i, value in enumerate(_as_list(raw))]
+    if all(spec.kind == "text" for spec in specs):  # nothing to fetch or decode: no task group
+        return [TextItem(spec.value) for spec in specs], [spec.index for spec in specs]
     loaded: dict[int, list[Item]] = {}
     errors: dict[int, UniembedError] = {}
     limiter = anyio.CapacityLimiter(context.limits.max_concurrent_fetches)

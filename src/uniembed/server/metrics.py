@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -40,9 +42,43 @@ class Metrics:
         self.rejected = Counter("uniembed_requests_rejected", "Requests refused because the queue was full.",
                                 ["model"], registry=r)
 
+        self._models: dict[str, ModelMetrics] = {}
+        self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def for_model(self, name: str) -> ModelMetrics:
+        """The metrics of one model, labelled once (``labels()`` costs a lock and a lookup per call)."""
+        if name not in self._models:
+            self._models[name] = ModelMetrics(
+                *(metric.labels(name) for metric in (
+                    self.batch_size, self.forward_seconds, self.queue_depth, self.tokens, self.rows,
+                    self.rows_dropped, self.batch_failures, self.rejected))
+            )
+        return self._models[name]
+
+    def for_response(self, path: str, status: int) -> tuple[Any, Any]:
+        """(request counter, latency histogram) of one path and status, labelled once."""
+        key = (path, str(status))
+        if key not in self._http:
+            self._http[key] = (self.requests.labels(*key), self.latency.labels(path))
+        return self._http[key]
+
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """The per-model children of :class:`Metrics` (same names, one model's label already applied)."""
+
+    batch_size: Any
+    forward_seconds: Any
+    queue_depth: Any
+    tokens: Any
+    rows: Any
+    rows_dropped: Any
+    batch_failures: Any
+    rejected: Any
 
 
 class MetricsMiddleware:
@@ -69,5 +105,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            counter, latency = self.metrics.for_response(path, status)
+            counter.inc()
+            latency.observe(time.perf_counter() - start)

@@ -1,33 +1,46 @@
 """What ``POST /v1/embeddings`` does, independent of routing: parse → plan → batch → encode.
 
-CPU work (tokenising, image decoding, JSON encoding) runs in worker threads so the event loop only
-shuffles requests; model work runs on the model's batch worker (:mod:`uniembed.server.batching`).
+Heavy CPU work (tokenising long texts, decoding images, encoding large responses) runs in the
+service's worker threads so the event loop never blocks for long; the same work for a small request
+(a few short texts) runs on the event loop, where it costs less than the hand-off to a thread would.
+Model work runs on the model's batch worker (:mod:`uniembed.server.batching`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from collections.abc import Sequence as Seq
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
-from starlette.concurrency import run_in_threadpool
+import numpy as np
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from uniembed.embedder import EncodeOptions, EncodeResult, Plan
-from uniembed.encoding import encode_all
+from uniembed.encoding import as_float32, encode_all
 from uniembed.errors import InputTooLarge
 from uniembed.inputs.fetch import SafeFetcher
+from uniembed.inputs.items import Item, TextItem
 from uniembed.inputs.parse import aparse_api_items
 from uniembed.models.base import SequenceOutput
 from uniembed.server.batching import Batcher
+from uniembed.server.errors import BatchFailed
 from uniembed.server.metrics import Metrics
 from uniembed.server.registry import ModelRegistry
 from uniembed.server.schemas import EmbeddingRequest
 from uniembed.server.settings import ServerSettings
+from uniembed.server.threads import single_threaded_torch
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never seen by a client
+# Work below these sizes runs on the event loop (well under a millisecond); above, in a worker thread.
+INLINE_TEXT_CHARS = 4096  # characters of text, all inputs together, tokenised inline
+INLINE_OUTPUT_FLOATS = 8192  # numbers in all output embeddings together, encoded inline
+
+T = TypeVar("T")
 
 
 class EmbeddingService:
@@ -45,6 +58,13 @@ class EmbeddingService:
         self.batchers = dict(batchers)
         self.metrics = metrics
         self.fetcher = SafeFetcher(settings.input_limits)
+        self._workers = ThreadPoolExecutor(
+            settings.cpu_workers, thread_name_prefix="uniembed-cpu", initializer=single_threaded_torch
+        )
+
+    def close(self) -> None:
+        """Stop the worker threads (after the last request)."""
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     async def embed(self, body: EmbeddingRequest, request: Request) -> Response:
         """Answer one request; rows of a client that disconnects are dropped before they run."""
@@ -54,13 +74,21 @@ class EmbeddingService:
         items, _origin = await aparse_api_items(raw, self.settings.input_limits, self.fetcher)
         self._check_item_count(len(items))
         options = self._options(body, embedder.info.max_tokens)
-        plan: Plan = await run_in_threadpool(embedder.plan, items, body.task, options)
+        plan: Plan = await self._compute(_light_inputs(items), embedder.plan, items, body.task, options)
         self._check_request_tokens(plan)
         outputs = await self._run_until_disconnect(self.batchers[served], plan, request)
         if outputs is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        payload = await run_in_threadpool(self._response_body, served, plan, outputs, body)
+        light = _light_outputs(outputs, body.return_multivector)
+        payload = await self._compute(light, self._response_body, served, plan, outputs, body)
         return Response(payload, media_type="application/json")
+
+    async def _compute(self, inline: bool, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` here when ``inline`` (small work), else on a worker thread."""
+        if inline:
+            return function(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._workers, functools.partial(function, *args))
 
     # ----------------------------------------------------------------- limits and options
     def _check_item_count(self, count: int) -> None:
@@ -98,32 +126,67 @@ class EmbeddingService:
         """The plan's outputs from the shared queue, or ``None`` when the client left first."""
         job = batcher.submit(plan.sequences)
         result = asyncio.wrap_future(job.future)
-        watcher = asyncio.ensure_future(_client_disconnected(request))
+        watcher = asyncio.get_running_loop().create_task(_client_disconnected(request))
+        watcher.add_done_callback(lambda _: result.cancel())  # no-op once the result is in
         try:
-            await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            return await result
+        except asyncio.CancelledError:
+            batcher.cancel(job)  # its queued rows never run
+            if watcher.done() and not watcher.cancelled():  # the client left
+                return None
+            raise  # this request itself was cancelled (shutdown)
         finally:
             watcher.cancel()
-            if not job.finished:
-                batcher.cancel(job)
-        if not result.done() or result.cancelled():
-            return None
-        return result.result()
 
     # ----------------------------------------------------------------- response
     def _response_body(
         self, served: str, plan: Plan, outputs: Seq[SequenceOutput], body: EmbeddingRequest
     ) -> bytes:
         result: EncodeResult = plan.assemble(outputs)
-        self.metrics.tokens.labels(served).inc(result.total_tokens)
+        self.metrics.for_model(served).tokens.inc(result.total_tokens)
         key = "embeddings" if body.return_multivector else "embedding"
-        encoded = encode_all(result.embeddings, body.kinds)
+        arrays = [as_float32(embedding) for embedding in result.embeddings]
+        _check_finite(arrays)
+        encoded = encode_all(arrays, body.kinds)
         document = {
             "model": served,
             "object": "list",
             "usage": {"total_tokens": result.total_tokens, "prompt_tokens": result.total_tokens},
             "data": [{"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)],
         }
-        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        # orjson writes the same shortest round-trip text for each float as json.dumps, ~15x faster
+        # (2048 floats: 0.06 ms vs 1.1 ms), and that time is taken from the model's thread (the GIL).
+        return orjson.dumps(document)
+
+
+def _light_inputs(items: Seq[Item]) -> bool:
+    """Only text, and little of it: tokenising it costs less than handing it to a thread."""
+    total = 0
+    for item in items:
+        if not isinstance(item, TextItem):
+            return False
+        total += len(item.text)
+    return total <= INLINE_TEXT_CHARS
+
+
+def _light_outputs(outputs: Seq[SequenceOutput], multivector: bool) -> bool:
+    """Few numbers to encode (single vectors of a few inputs), so encoding them inline is cheap."""
+    total = 0
+    for output in outputs:
+        if multivector or output.token_states is not None:  # multi-vectors, late chunking
+            return False
+        total += output.pooled.numel()
+    return total <= INLINE_OUTPUT_FLOATS
+
+
+def _check_finite(arrays: Seq[np.ndarray]) -> None:
+    """JSON has no NaN or infinity; a model that produced them failed (a 500 naming the output)."""
+    for index, array in enumerate(arrays):
+        if not np.isfinite(array).all():
+            raise BatchFailed(
+                f"the model produced non-finite values (NaN or infinity) for output {index}; "
+                "with float16 weights try --dtype bfloat16 or float32"
+            )
 
 
 async def _client_disconnected(request: Request) -> None:
