@@ -22,18 +22,20 @@ import math
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
 
 if TYPE_CHECKING:
-    import httpx
-
     from uniembed.embedder import Embedder
 
 HOST = "127.0.0.1"
@@ -85,18 +87,29 @@ class Level:
     p50_ms: float | None = None
     p99_ms: float | None = None
     client_cpu_s: float | None = None  # CPU time the load generator itself used (server levels)
+    batches: int | None = None  # forward batches the server ran during the level (from /metrics)
+    forward_s: float | None = None  # time the server's batch worker spent in forward (from /metrics)
+    ratios: list[float] = field(default_factory=list)  # items/s over the library's one call, per round
+    latencies: list[float] = field(default_factory=list, repr=False)
 
     @property
     def items_per_s(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def rows_per_batch(self) -> float | None:
+        return self.items / self.batches if self.batches else None
 
-def measure_library(embedder: Embedder, texts: list[str], per_request: int, task: str | None) -> list[Level]:
-    """Library throughput: all texts in one call (best case), and one call per request-sized group."""
-    embedder.encode(texts[: min(len(texts), 16)], task)  # warm-up: lazy init, allocator
+
+def measure_library_one_call(embedder: Embedder, texts: list[str], task: str | None) -> Level:
+    """Library throughput in its best case: every text in one ``encode`` call."""
     started = time.perf_counter()
     embedder.encode(texts, task)
-    one_call = Level("library, one call", 1, 1, len(texts), 0, time.perf_counter() - started)
+    return Level("library, one call", 1, 1, len(texts), 0, time.perf_counter() - started)
+
+
+def measure_library_per_request(embedder: Embedder, texts: list[str], per_request: int, task: str | None) -> Level:
+    """Library throughput and latency with one ``encode`` call per request-sized group."""
     groups = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     latencies = []
     started = time.perf_counter()
@@ -104,9 +117,28 @@ def measure_library(embedder: Embedder, texts: list[str], per_request: int, task
         begun = time.perf_counter()
         embedder.encode(group, task)
         latencies.append(time.perf_counter() - begun)
-    per_call = Level("library, per request", 1, len(groups), len(texts), 0, time.perf_counter() - started)
-    per_call.p50_ms, per_call.p99_ms = percentiles_ms(latencies)
-    return [one_call, per_call]
+    level = Level("library, per request", 1, len(groups), len(texts), 0, time.perf_counter() - started)
+    level.p50_ms, level.p99_ms = percentiles_ms(latencies)
+    return level
+
+
+def combine(rounds: list[Level]) -> Level:
+    """One level from the same measurement repeated: totals, pooled latencies, every round's ratio."""
+    first = rounds[0]
+    level = Level(first.mode, first.concurrency, sum(r.requests for r in rounds), sum(r.items for r in rounds),
+                  sum(r.failed for r in rounds), sum(r.seconds for r in rounds))
+    if first.client_cpu_s is not None:
+        level.client_cpu_s = sum(r.client_cpu_s or 0.0 for r in rounds)
+    if first.batches is not None:
+        level.batches = sum(r.batches or 0 for r in rounds)
+        level.forward_s = sum(r.forward_s or 0.0 for r in rounds)
+    level.ratios = [ratio for r in rounds for ratio in r.ratios]
+    level.latencies = [latency for r in rounds for latency in r.latencies]
+    if level.latencies:
+        level.p50_ms, level.p99_ms = percentiles_ms(level.latencies)
+    elif len(rounds) == 1:
+        level.p50_ms, level.p99_ms = first.p50_ms, first.p99_ms
+    return level
 
 
 def percentiles_ms(latencies: Sequence[float]) -> tuple[float | None, float | None]:
@@ -128,7 +160,7 @@ def percentiles_ms(latencies: Sequence[float]) -> tuple[float | None, float | No
 
 async def measure_server(
     url: str, model: str, texts: list[str], per_request: int, concurrency: int, time_limit: float,
-    task: str | None, timeout: float,
+    task: str | None, timeout: float, client_kind: str = "raw",
 ) -> Level:
     """Send ``texts`` in requests of ``per_request`` items from ``concurrency`` workers; stop early
     (and count only finished requests) when ``time_limit`` seconds have passed."""
@@ -139,58 +171,179 @@ async def measure_server(
     next_index = 0
     deadline = time.perf_counter() + time_limit
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: Client) -> None:
         nonlocal next_index, failures, done_items
         while next_index < len(bodies) and time.perf_counter() < deadline:
-            body = bodies[next_index]
+            body, count = bodies[next_index]
             next_index += 1
             begun = time.perf_counter()
-            ok = await _post(client, url, body)
+            ok = await client.embed(body, count)
             latencies.append(time.perf_counter() - begun)
             if ok:
-                done_items += len(body["input"])
+                done_items += count
             else:
                 failures += 1
 
-    # One client (one keep-alive connection) per worker, like independent users. A single shared
-    # client is much slower here: httpcore scans every pooled connection (a socket poll each) for
-    # every request, so at concurrency 64 the load generator itself saturated a CPU core.
-    clients = [_client(timeout) for _ in range(concurrency)]
+    # One client (one keep-alive connection) per worker, like independent users.
+    clients = [make_client(client_kind, url, timeout) for _ in range(concurrency)]
     try:
         started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(client) for client in clients))
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
-        await asyncio.gather(*(client.aclose() for client in clients))
-    level = Level("server", concurrency, len(latencies), done_items, failures, seconds, client_cpu_s=cpu_seconds)
+        await asyncio.gather(*(client.close() for client in clients))
+    level = Level("server", concurrency, len(latencies), done_items, failures, seconds, client_cpu_s=cpu_seconds,
+                  latencies=latencies)
     level.p50_ms, level.p99_ms = percentiles_ms(latencies)
     return level
 
 
-def _client(timeout: float) -> httpx.AsyncClient:
-    """A client with one connection; plain HTTP to 127.0.0.1, so no CA bundle is loaded (``verify=False``)."""
-    import httpx
-
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), timeout=timeout,
-                             verify=False)
-
-
-def _body(model: str, texts: list[str], task: str | None) -> dict[str, Any]:
+def _body(model: str, texts: list[str], task: str | None) -> tuple[bytes, int]:
+    """The JSON request body for ``texts`` and the number of embeddings it must return."""
     body: dict[str, Any] = {"model": model, "input": texts}
     if task is not None:
         body["task"] = task
-    return body
+    return json.dumps(body).encode("utf-8"), len(texts)
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> bool:
-    """Whether one request got a 200 with one embedding per input."""
+def answered(status: int, payload: bytes, count: int) -> bool:
+    """Whether a response is a 200 with ``count`` embeddings (the load test's success check).
+
+    >>> answered(200, b'{"data": [{"embedding": [0.5]}]}', 1), answered(200, b'{"data": []}', 1)
+    (True, False)
+    >>> answered(429, b'{"detail": "queue full"}', 1)
+    False
+    """
+    if status != 200:
+        return False
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and len(document.get("data", [])) == count
+
+
+# ----------------------------------------------------------------- clients
+class Client(Protocol):
+    async def embed(self, body: bytes, count: int) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def make_client(kind: str, url: str, timeout: float) -> Client:
+    """``raw``: a lean HTTP/1.1 client on asyncio streams; ``httpx``: httpx.AsyncClient."""
+    return RawClient(url, timeout) if kind == "raw" else HttpxClient(url, timeout)
+
+
+class RawClient:
+    """A minimal HTTP/1.1 client (one keep-alive connection, Content-Length or chunked bodies).
+
+    The load generator shares the CPU with the server; httpx costs ~1 ms of CPU per request here,
+    this client ~0.1 ms, so the server's numbers are less distorted by the tool measuring them.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parsed = urlsplit(url)
+        self.host, self.port = parsed.hostname or HOST, parsed.port or 80
+        self.timeout = timeout
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def embed(self, body: bytes, count: int) -> bool:
+        try:
+            status, payload = await asyncio.wait_for(self._post("/v1/embeddings", body), self.timeout)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            await self.close()
+            return False
+        return answered(status, payload, count)
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        writer.write(head.encode("ascii") + body)
+        await writer.drain()
+        status, headers = parse_response_head(await reader.readuntil(b"\r\n\r\n"))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            payload = await _read_chunked(reader)
+        else:
+            payload = await reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+def parse_response_head(head: bytes) -> tuple[int, dict[str, str]]:
+    r"""Status and lower-cased headers of an HTTP/1.1 response head.
+
+    >>> parse_response_head(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    (200, {'content-length': '2'})
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+class HttpxClient:
+    """httpx.AsyncClient with one connection; plain HTTP to 127.0.0.1, so no CA bundle (``verify=False``).
+
+    One client per simulated user: a single shared client is much slower here, because httpcore
+    scans every pooled connection (a socket poll each) for every request.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        import httpx
+
+        self.url = url
+        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                                        timeout=timeout, verify=False)
+
+    async def embed(self, body: bytes, count: int) -> bool:
+        import httpx
+
+        try:
+            response = await self.client.post(f"{self.url}/v1/embeddings", content=body,
+                                              headers={"content-type": "application/json"})
+        except httpx.HTTPError:
+            return False
+        return answered(response.status_code, response.content, count)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def scrape_forward_totals(url: str) -> tuple[int, float]:
+    """(forward batches, seconds in forward) summed over models, from the server's ``/metrics``."""
     import httpx
 
-    try:
-        response = await client.post(f"{url}/v1/embeddings", json=body)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and len(response.json().get("data", [])) == len(body["input"])
+    batches, seconds = 0, 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10.0).text.splitlines():
+        if line.startswith("uniembed_forward_duration_seconds_count"):
+            batches += int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("uniembed_forward_duration_seconds_sum"):
+            seconds += float(line.rsplit(" ", 1)[1])
+    return batches, seconds
 
 
 # ----------------------------------------------------------------- the server process
@@ -207,8 +360,9 @@ def serve(args: argparse.Namespace) -> None:
 
     from uniembed.server.app import create_app
     from uniembed.server.settings import ServerSettings
+    from uniembed.server.threads import call_on_temporary_thread
 
-    embedder = build_embedder(args)
+    embedder = call_on_temporary_thread(build_embedder, args)  # as `uniembed serve` loads
     name = served_name(args, embedder)
     settings = ServerSettings(models=(name,), host=HOST, port=args.serve_port, device=args.device, dtype=args.dtype,
                               token_budget=args.token_budget, max_batch_size=args.max_batch_size,
@@ -268,22 +422,36 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 # ----------------------------------------------------------------- report
-def print_table(levels: list[Level], baseline: Level) -> None:
+def print_table(levels: list[Level], baseline: Level, client: str) -> None:
     """One line per measurement, with throughput relative to the library's best case."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"uniembed load test ({baseline.items} short texts per level)")
+    table = Table(title=f"uniembed load test ({baseline.items} short texts per level, {client} client)")
     columns = ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library",
-               "client CPU")
+               "client CPU", "rows/batch", "in forward")
     for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for level in levels:
-        ratio = level.items_per_s / baseline.items_per_s if baseline.items_per_s else 0.0
         table.add_row(level.mode, str(level.concurrency), str(level.requests), str(level.failed),
-                      f"{level.items_per_s:.1f}", _ms(level.p50_ms), _ms(level.p99_ms), f"{ratio:.2f}",
-                      _share(level.client_cpu_s, level.seconds))
-    Console(width=max(shutil.get_terminal_size().columns, 130)).print(table)
+                      f"{level.items_per_s:.1f}", _one_decimal(level.p50_ms), _one_decimal(level.p99_ms),
+                      ratio_text(level, baseline),
+                      _share(level.client_cpu_s, level.seconds), _one_decimal(level.rows_per_batch),
+                      _share(level.forward_s, level.seconds))
+    Console(width=max(shutil.get_terminal_size().columns, 160)).print(table)
+
+
+def ratio_text(level: Level, baseline: Level) -> str:
+    """Throughput over the library's one call: the median of the rounds, with their range.
+
+    >>> ratio_text(Level("server", 64, 3, 3, 0, 1.0, ratios=[0.9, 0.8, 1.0]), Level("library", 1, 1, 1, 0, 1.0))
+    '0.90 (0.80–1.00)'
+    """
+    if len(level.ratios) > 1:
+        return f"{statistics.median(level.ratios):.2f} ({min(level.ratios):.2f}–{max(level.ratios):.2f})"
+    if level.ratios:
+        return f"{level.ratios[0]:.2f}"
+    return f"{level.items_per_s / baseline.items_per_s:.2f}" if baseline.items_per_s else "-"
 
 
 def _share(cpu_seconds: float | None, seconds: float) -> str:
@@ -291,7 +459,7 @@ def _share(cpu_seconds: float | None, seconds: float) -> str:
     return "-" if cpu_seconds is None or seconds <= 0 else f"{100 * cpu_seconds / seconds:.0f}%"
 
 
-def _ms(value: float | None) -> str:
+def _one_decimal(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
@@ -310,6 +478,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--items-per-request", type=int, default=1)
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels, each 1..256")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level, at most")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="load generator: a lean HTTP/1.1 client on asyncio streams (default) or httpx")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="library and server measured in alternation this many times (1..20)")
     parser.add_argument("--request-timeout", type=float, default=120.0)
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--token-budget", type=int, default=16384)
@@ -320,18 +492,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.levels = [int(c) for c in args.concurrency.split(",")]
     if not 1 <= args.requests <= 10_000 or not all(1 <= c <= 256 for c in args.levels):
         parser.error("--requests must be 1..10000 and each concurrency 1..256")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be 1..20")
     if not 1 <= args.items_per_request <= 2048:
         parser.error("--items-per-request must be 1..2048")
     return args
 
 
 def run(args: argparse.Namespace) -> list[Level]:
+    """Library and server measured in alternation, ``--rounds`` times, so that a machine whose speed
+    drifts (shared CPUs) affects both alike; each server level's ratio is taken against the
+    library's one-call throughput of the same round."""
     texts = short_texts(args.requests * args.items_per_request)
     embedder = build_embedder(args)
     name = served_name(args, embedder)
     print(f"library: {embedder.info.name} on {getattr(embedder.model, 'device', '?')}, {len(texts)} texts", flush=True)
-    levels = measure_library(embedder, texts, args.items_per_request, args.task)
-    del embedder  # free its memory before the server loads its own copy
+    embedder.encode(texts[: min(len(texts), 16)], args.task)  # warm-up: lazy init, allocator
+    per_request = measure_library_per_request(embedder, texts, args.items_per_request, args.task)
+    one_call: list[Level] = []
+    server: dict[int, list[Level]] = {c: [] for c in args.levels}
     port = free_port()
     url = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory(prefix="uniembed-loadtest-") as tmp:
@@ -339,14 +518,31 @@ def run(args: argparse.Namespace) -> list[Level]:
         process = start_server(args, port, log)
         try:
             wait_until_ready(url, process, log, args.startup_timeout)
-            asyncio.run(measure_server(url, name, texts[:8], 1, 1, 30.0, args.task, args.request_timeout))  # warm-up
-            for concurrency in args.levels:
-                print(f"server: concurrency {concurrency}", flush=True)
-                levels.append(asyncio.run(measure_server(url, name, texts, args.items_per_request, concurrency,
-                                                         args.time_limit, args.task, args.request_timeout)))
+            asyncio.run(measure_server(url, name, texts[:8], 1, 1, 30.0, args.task, args.request_timeout,
+                                       args.client))  # warm-up
+            for round_number in range(1, args.rounds + 1):
+                print(f"round {round_number}/{args.rounds}: library, server at {args.levels}", flush=True)
+                library = measure_library_one_call(embedder, texts, args.task)
+                one_call.append(library)
+                for concurrency in args.levels:
+                    level = measure_server_level(url, name, texts, concurrency, args)
+                    level.ratios = [level.items_per_s / library.items_per_s]
+                    server[concurrency].append(level)
         finally:
             stop_server(process)
-    return levels
+    baseline = combine(one_call)
+    baseline.ratios = [1.0]
+    return [baseline, per_request, *(combine(server[c]) for c in args.levels)]
+
+
+def measure_server_level(url: str, name: str, texts: list[str], concurrency: int, args: argparse.Namespace) -> Level:
+    """One server level, with the batches and forward time the server reports for it."""
+    batches, forward_s = scrape_forward_totals(url)
+    level = asyncio.run(measure_server(url, name, texts, args.items_per_request, concurrency, args.time_limit,
+                                       args.task, args.request_timeout, args.client))
+    batches_after, forward_after = scrape_forward_totals(url)
+    level.batches, level.forward_s = batches_after - batches, forward_after - forward_s
+    return level
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -359,9 +555,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.model = str(write_random_v4("mid" if args.mid else "tiny", Path(tmp)))
             args.tiny = args.mid = False
         levels = run(args)
-    print_table(levels, baseline=levels[0])
+    print_table(levels, baseline=levels[0], client=args.client)
     if args.json is not None:
-        rows = [{**asdict(level), "items_per_s": level.items_per_s} for level in levels]
+        rows = [{**asdict(level), "items_per_s": level.items_per_s, "latencies": None} for level in levels]
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
