@@ -11,7 +11,8 @@ from uniembed.inputs.limits import InputLimits, MiB
 def test_defaults() -> None:
     limits = InputLimits()
     assert limits.max_image_bytes == 20 * MiB
-    assert limits.max_image_pixels == 50_000_000 >= 20_000_000  # the model card's 20-MP images fit
+    assert limits.max_image_pixels == 50_000_000
+    assert limits.max_image_pixels >= 20_000_000  # the model card's 20-MP images fit
     assert (limits.max_pdf_bytes, limits.max_pdf_pages, limits.pdf_dpi) == (50 * MiB, 50, 150.0)
     assert limits.pdf_render_scale == pytest.approx(150 / 72)
     assert limits.max_download_bytes == 50 * MiB

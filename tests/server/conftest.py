@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from collections.abc import Sequence as Seq
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -34,7 +34,7 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

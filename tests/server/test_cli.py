@@ -31,12 +31,14 @@ def captured(monkeypatch) -> list[ServerSettings]:
 def test_flags_build_the_settings(captured):
     result = runner.invoke(cli.app, ["serve", "--model", "a/b", "-m", "/models/c", "--port", "9000",
                                      "--api-key", "k1", "--api-key", "k2", "--max-pdf-pages", "3",
-                                     "--allow-private-urls", "--max-tokens-per-item", "128"])
+                                     "--allow-private-urls", "--max-tokens-per-item", "128",
+                                     "--cpu-workers", "3", "--torch-threads", "1"])
     assert result.exit_code == 0, result.output
     (settings,) = captured
     assert settings.models == ("a/b", "/models/c") and settings.port == 9000
     assert settings.api_keys == ("k1", "k2") and settings.max_tokens_per_item == 128
     assert settings.input_limits.max_pdf_pages == 3 and settings.input_limits.allow_private_urls
+    assert settings.cpu_workers == 3 and settings.torch_threads == 1
 
 
 def test_every_flag_has_an_environment_twin(captured):

@@ -84,7 +84,7 @@ def load_tensors(files: Iterable[Path]) -> dict[str, torch.Tensor]:
     for file in files:
         try:
             with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     tensors[key] = handle.get_tensor(key)
         except Exception as error:  # safetensors raises its own error types and OSError
             raise CheckpointError(f"unreadable safetensors file {file}: {error}") from error

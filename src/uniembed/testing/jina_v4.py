@@ -26,18 +26,18 @@ OFFICIAL_TARGET_REGEX = (
     r"|.*(single_vector_projector|multi_vector_projector).*$)"
 )
 
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=128, mrope_section=[2, 3, 3], vision_depth=2, vision_hidden_size=32,
-            vision_heads=2, vision_intermediate_size=64, fullatt_block_indexes=[1], lora_rank=4, lora_alpha=8)
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 128, "mrope_section": [2, 3, 3], "vision_depth": 2, "vision_hidden_size": 32,
+            "vision_heads": 2, "vision_intermediate_size": 64, "fullatt_block_indexes": [1], "lora_rank": 4, "lora_alpha": 8}
 # A mid-size config for CPU benchmarks: real code paths, minutes not hours.
-MID = dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
-           intermediate_size=1536, mrope_section=[8, 12, 12], vision_depth=4, vision_hidden_size=256,
-           vision_heads=4, vision_intermediate_size=512, fullatt_block_indexes=[3], lora_rank=16, lora_alpha=32)
+MID = {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 2,
+           "intermediate_size": 1536, "mrope_section": [8, 12, 12], "vision_depth": 4, "vision_hidden_size": 256,
+           "vision_heads": 4, "vision_intermediate_size": 512, "fullatt_block_indexes": [3], "lora_rank": 16, "lora_alpha": 32}
 # The published size, for GPU speed measurements with random weights.
-FULL = dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-            intermediate_size=11008, mrope_section=[16, 24, 24], vision_depth=32, vision_hidden_size=1280,
-            vision_heads=16, vision_intermediate_size=3420, fullatt_block_indexes=[7, 15, 23, 31],
-            lora_rank=32, lora_alpha=32)
+FULL = {"hidden_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
+            "intermediate_size": 11008, "mrope_section": [16, 24, 24], "vision_depth": 32, "vision_hidden_size": 1280,
+            "vision_heads": 16, "vision_intermediate_size": 3420, "fullatt_block_indexes": [7, 15, 23, 31],
+            "lora_rank": 32, "lora_alpha": 32}
 
 
 def v4_config(size: dict[str, Any]) -> dict[str, Any]:
