@@ -89,6 +89,7 @@ class Level:
     client_cpu_s: float | None = None  # CPU time the load generator itself used (server levels)
     batches: int | None = None  # forward batches the server ran during the level (from /metrics)
     forward_s: float | None = None  # time the server's batch worker spent in forward (from /metrics)
+    server_cpu_s: float | None = None  # CPU time of the server process during the level (Linux /proc)
     ratios: list[float] = field(default_factory=list)  # items/s over the library's one call, per round
     latencies: list[float] = field(default_factory=list, repr=False)
 
@@ -129,6 +130,8 @@ def combine(rounds: list[Level]) -> Level:
                   sum(r.failed for r in rounds), sum(r.seconds for r in rounds))
     if first.client_cpu_s is not None:
         level.client_cpu_s = sum(r.client_cpu_s or 0.0 for r in rounds)
+    if first.server_cpu_s is not None:
+        level.server_cpu_s = sum(r.server_cpu_s or 0.0 for r in rounds)
     if first.batches is not None:
         level.batches = sum(r.batches or 0 for r in rounds)
         level.forward_s = sum(r.forward_s or 0.0 for r in rounds)
@@ -368,7 +371,7 @@ def serve(args: argparse.Namespace) -> None:
                               token_budget=args.token_budget, max_batch_size=args.max_batch_size,
                               log_level="warning")
     app = create_app(settings, {name: embedder})
-    uvicorn.run(app, host=HOST, port=args.serve_port, log_level="warning")
+    uvicorn.run(app, host=HOST, port=args.serve_port, log_level="warning", http=args.http)
 
 
 def served_name(args: argparse.Namespace, embedder: Embedder) -> str:
@@ -387,7 +390,8 @@ def model_arguments(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--device", args.device), ("--dtype", args.dtype)):
         if value is not None:
             result += [flag, value]
-    return result + ["--token-budget", str(args.token_budget), "--max-batch-size", str(args.max_batch_size)]
+    return result + ["--token-budget", str(args.token_budget), "--max-batch-size", str(args.max_batch_size),
+                     "--http", args.http]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -429,7 +433,7 @@ def print_table(levels: list[Level], baseline: Level, client: str) -> None:
 
     table = Table(title=f"uniembed load test ({baseline.items} short texts per level, {client} client)")
     columns = ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library",
-               "client CPU", "rows/batch", "in forward")
+               "client CPU", "rows/batch", "in forward", "server CPU ms/req")
     for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for level in levels:
@@ -437,8 +441,8 @@ def print_table(levels: list[Level], baseline: Level, client: str) -> None:
                       f"{level.items_per_s:.1f}", _one_decimal(level.p50_ms), _one_decimal(level.p99_ms),
                       ratio_text(level, baseline),
                       _share(level.client_cpu_s, level.seconds), _one_decimal(level.rows_per_batch),
-                      _share(level.forward_s, level.seconds))
-    Console(width=max(shutil.get_terminal_size().columns, 160)).print(table)
+                      _share(level.forward_s, level.seconds), _per_request_ms(level))
+    Console(width=max(shutil.get_terminal_size().columns, 200)).print(table)
 
 
 def ratio_text(level: Level, baseline: Level) -> str:
@@ -452,6 +456,13 @@ def ratio_text(level: Level, baseline: Level) -> str:
     if level.ratios:
         return f"{level.ratios[0]:.2f}"
     return f"{level.items_per_s / baseline.items_per_s:.2f}" if baseline.items_per_s else "-"
+
+
+def _per_request_ms(level: Level) -> str:
+    """Server CPU time per request in ms (all its threads: forward included); ``-`` for library rows."""
+    if level.server_cpu_s is None or not level.requests:
+        return "-"
+    return f"{1000 * level.server_cpu_s / level.requests:.2f}"
 
 
 def _share(cpu_seconds: float | None, seconds: float) -> str:
@@ -480,6 +491,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level, at most")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: a lean HTTP/1.1 client on asyncio streams (default) or httpx")
+    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                        help="uvicorn's HTTP parser in the server (auto: httptools when installed)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="library and server measured in alternation this many times (1..20)")
     parser.add_argument("--request-timeout", type=float, default=120.0)
@@ -525,7 +538,7 @@ def run(args: argparse.Namespace) -> list[Level]:
                 library = measure_library_one_call(embedder, texts, args.task)
                 one_call.append(library)
                 for concurrency in args.levels:
-                    level = measure_server_level(url, name, texts, concurrency, args)
+                    level = measure_server_level(url, name, texts, concurrency, args, process.pid)
                     level.ratios = [level.items_per_s / library.items_per_s]
                     server[concurrency].append(level)
         finally:
@@ -535,14 +548,29 @@ def run(args: argparse.Namespace) -> list[Level]:
     return [baseline, per_request, *(combine(server[c]) for c in args.levels)]
 
 
-def measure_server_level(url: str, name: str, texts: list[str], concurrency: int, args: argparse.Namespace) -> Level:
-    """One server level, with the batches and forward time the server reports for it."""
+def measure_server_level(
+    url: str, name: str, texts: list[str], concurrency: int, args: argparse.Namespace, server_pid: int
+) -> Level:
+    """One server level, with the batches and forward time the server reports for it and its CPU time."""
     batches, forward_s = scrape_forward_totals(url)
+    cpu = process_cpu_seconds(server_pid)
     level = asyncio.run(measure_server(url, name, texts, args.items_per_request, concurrency, args.time_limit,
                                        args.task, args.request_timeout, args.client))
+    cpu_after = process_cpu_seconds(server_pid)
     batches_after, forward_after = scrape_forward_totals(url)
     level.batches, level.forward_s = batches_after - batches, forward_after - forward_s
+    if cpu is not None and cpu_after is not None:
+        level.server_cpu_s = cpu_after - cpu
     return level
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``); ``None`` elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
