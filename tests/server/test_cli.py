@@ -108,3 +108,38 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     multi = httpx.post(f"{live.url}/v1/embeddings", json={**body, "dimensions": None, "return_multivector": True},
                        timeout=60).json()
     assert len(multi["data"][0]["embeddings"][0]) == embedder.info.multivector_dim
+
+
+def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
+    """The real command in its own process: load (on a temporary thread), serve, answer, stop."""
+    import socket
+    import time
+
+    from uniembed.testing.jina_v4 import write_tiny_jina_v4
+
+    path = write_tiny_jina_v4(tmp_path / "tiny-v4")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "uniembed.cli", "serve", "--model", str(path), "--port", str(port),
+               "--torch-threads", "1", "--log-level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read().decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server not ready"
+            time.sleep(0.2)
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        expected = uniembed.load(path).encode(["hello"]).embeddings[0].numpy()
+        np.testing.assert_allclose(np.asarray(reply.json()["data"][0]["embedding"], np.float32), expected,
+                                   atol=1e-5)
+    finally:
+        process.terminate()
+        process.wait(30)
