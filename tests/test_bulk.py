@@ -258,15 +258,20 @@ def test_resume_of_a_finished_job_adds_only_new_items(
     assert_vectors(vectors, expected(TEXTS))
 
 
-def test_resume_refuses_different_options(tmp_path: Path, embedder: Embedder) -> None:
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".npy"])
+def test_resume_refuses_different_options(tmp_path: Path, embedder: Embedder, suffix: str) -> None:
     source = write_lines(tmp_path / "docs.txt", TEXTS)
-    output = tmp_path / "out.parquet"
+    output = tmp_path / f"out{suffix}"
     with pytest.raises(KeyboardInterrupt):
         embed_files(
             [source], output, Embedder(CountingModel(fail_on_call=2)), BulkOptions(batch_size=2)
         )
     with pytest.raises(InvalidInput, match=r"dimensions: None before, 8 now"):
         embed_files([source], output, embedder, BulkOptions(dimensions=8), resume=True)
+    with pytest.raises(InvalidInput, match=r"task: None before, 'text-matching' now"):
+        embed_files([source], output, embedder, BulkOptions(task="text-matching"), resume=True)
+    report = embed_files([source], output, embedder, resume=True)  # the same options resume
+    assert report.embedded == len(TEXTS) - 2
 
 
 def test_resume_refuses_a_jsonl_file_it_did_not_write(tmp_path: Path, embedder: Embedder) -> None:

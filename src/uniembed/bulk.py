@@ -251,15 +251,42 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
 
 
-class JsonlWriter:
-    """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines."""
+def manifest_path_for(output: Path) -> Path:
+    """The JSONL output's record of the options it was made with: ``out.jsonl.manifest.json``."""
+    return output.with_name(output.name + ".manifest.json")
 
-    def __init__(self, path: Path, multivector: bool) -> None:
+
+def check_manifest(saved: dict[str, Any], current: dict[str, Any], output: Path) -> None:
+    """Refuse to resume ``output`` with options other than those it was started with.
+
+    >>> check_manifest({"task": "a"}, {"task": "b"}, Path("out.jsonl"))
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: cannot resume out.jsonl: options differ from the first run (task: 'a' before, 'b' now)
+    """
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} before, {new!r} now" for k, (old, new) in changed.items())
+        raise InvalidInput(f"cannot resume {output}: options differ from the first run ({detail})")
+
+
+class JsonlWriter:
+    """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines.
+
+    ``<output>.manifest.json`` records the options (model, task, dimensions, multi-vector), so that a
+    resumed job cannot append vectors made with different ones.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
         self.path = path
-        self.key = "embeddings" if multivector else "embedding"
+        self.manifest = manifest
+        self.key = "embeddings" if manifest.get("multivector") else "embedding"
         self._file = None
 
     def done_ids(self) -> set[str]:
+        manifest = manifest_path_for(self.path)
+        if manifest.exists():
+            check_manifest(json.loads(manifest.read_text(encoding="utf-8")), self.manifest, self.path)
         if not self.path.exists():
             return set()
         _drop_torn_tail(self.path)
@@ -268,6 +295,9 @@ class JsonlWriter:
 
     def write(self, rows: Seq[Row]) -> None:
         if self._file is None:
+            manifest = manifest_path_for(self.path)
+            if not manifest.exists():
+                manifest.write_text(json.dumps(self.manifest), encoding="utf-8")
             self._file = self.path.open("a", encoding="utf-8")
         self._file.write("".join(self._line(row) for row in rows))
         self._file.flush()
@@ -342,15 +372,7 @@ class PartsWriter:
         path = self.folder / "manifest.json"
         if not path.exists():
             return
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = {k: (saved.get(k), v) for k, v in self.manifest.items() if saved.get(k) != v}
-        if changed:
-            detail = ", ".join(
-                f"{k}: {old!r} before, {new!r} now" for k, (old, new) in changed.items()
-            )
-            raise InvalidInput(
-                f"cannot resume {self.output}: options differ from the first run ({detail})"
-            )
+        check_manifest(json.loads(path.read_text(encoding="utf-8")), self.manifest, self.output)
 
     def _adopt_final_output(self) -> None:
         """Turn a finished output back into a part, so that --resume can add new items to it."""
@@ -588,6 +610,8 @@ def _check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
 def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) -> None:
     """Refuse to touch an earlier job's output unless asked to resume or overwrite it."""
     candidates = [output, parts_dir(output)] + ([ids_path(output)] if fmt == "numpy" else [])
+    if fmt == "jsonl":
+        candidates.append(manifest_path_for(output))
     leftovers = [path for path in candidates if path.exists()]
     if overwrite:
         for path in leftovers:
@@ -604,8 +628,6 @@ def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) ->
 
 
 def _make_writer(output: Path, fmt: str, embedder: Embedder, options: BulkOptions) -> Writer:
-    if fmt == "jsonl":
-        return JsonlWriter(output, options.multivector)
     manifest = {
         "format": fmt,
         "model": embedder.info.name,
@@ -613,6 +635,8 @@ def _make_writer(output: Path, fmt: str, embedder: Embedder, options: BulkOption
         "dimensions": options.dimensions,
         "multivector": options.multivector,
     }
+    if fmt == "jsonl":
+        return JsonlWriter(output, manifest)
     return PartsWriter(output, fmt, manifest)
 
 
