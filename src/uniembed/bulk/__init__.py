@@ -1,0 +1,37 @@
+"""Bulk embedding jobs: files in, JSONL / Parquet / NumPy out (``uniembed embed``).
+
+A job streams *records* (an id and a raw input) from text files, JSONL files and folders of images
+and PDFs, embeds them in chunks of ``batch_size`` records and appends every finished chunk to the
+output before reading the next. Partial output is therefore always valid, and ``resume`` skips the
+ids already written:
+
+* JSONL is appended line by line and flushed after each chunk (a torn last line is dropped on resume);
+* Parquet and NumPy outputs are written as one part file per chunk in ``<output>.parts/`` (each part
+  appears atomically) and merged into ``<output>`` when the job finishes.
+
+A bad item (empty text, corrupt image, too many tokens, duplicate id) never stops a job: it goes to
+the errors file (``<output>.errors.jsonl``: ``{"id": …, "error": …}``) and the job goes on. Items that
+failed are tried again on resume.
+
+Modules: :mod:`~uniembed.bulk.records` (reading), :mod:`~uniembed.bulk.outputs` (writing and resume
+state), :mod:`~uniembed.bulk.job` (the job), :mod:`~uniembed.bulk.command` (``uniembed embed``).
+"""
+
+from uniembed.bulk.command import embed_command, make_embed_command
+from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
+from uniembed.bulk.outputs import infer_format
+from uniembed.bulk.records import ReadOptions, Record, count_records, iter_records
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "BulkOptions",
+    "BulkReport",
+    "ReadOptions",
+    "Record",
+    "count_records",
+    "embed_command",
+    "embed_files",
+    "infer_format",
+    "iter_records",
+    "make_embed_command",
+]

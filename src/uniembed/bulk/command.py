@@ -1,0 +1,229 @@
+"""``uniembed embed``: the command line of bulk jobs, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import ProgressColumn
+from rich.text import Text
+
+from uniembed.errors import InvalidInput, UniembedError
+
+if TYPE_CHECKING:
+    from uniembed.embedder import Embedder
+
+
+from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
+from uniembed.bulk.outputs import errors_path_for, infer_format
+from uniembed.bulk.records import ReadOptions, count_records
+
+DEFAULT_MODEL = "jinaai/jina-embeddings-v4"
+
+
+Loader = Callable[..., "Embedder"]
+
+
+def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
+    """The ``uniembed embed`` command, loading models with ``loader`` (default :func:`uniembed.load`).
+
+    Tests pass a loader returning an ``Embedder(FakeModel())``.
+    """
+
+    def embed_command(
+        inputs: Annotated[
+            list[Path],
+            typer.Argument(
+                help="Text files, JSONL files, or folders of images / PDFs / text files.",
+                show_default=False,
+            ),
+        ],
+        output: Annotated[
+            Path, typer.Option("--output", "-o", help="Output file (.jsonl, .parquet or .npy).")
+        ],
+        model: Annotated[
+            str, typer.Option(help="Model id or local path.", envvar="UNIEMBED_MODEL")
+        ] = DEFAULT_MODEL,
+        device: Annotated[
+            str | None, typer.Option(help="cpu, cuda, cuda:1, mps …", envvar="UNIEMBED_DEVICE")
+        ] = None,
+        dtype: Annotated[
+            str | None, typer.Option(help="float32, bfloat16, float16.", envvar="UNIEMBED_DTYPE")
+        ] = None,
+        task: Annotated[
+            str | None, typer.Option(help="API task name, e.g. retrieval.passage.")
+        ] = None,
+        dimensions: Annotated[
+            int | None, typer.Option(help="Matryoshka size of single vectors.")
+        ] = None,
+        multivector: Annotated[
+            bool, typer.Option("--multivector", help="Multi-vector output (JSONL/Parquet).")
+        ] = False,
+        truncate: Annotated[
+            bool, typer.Option("--truncate", help="Cut over-long texts instead of failing them.")
+        ] = False,
+        batch_size: Annotated[
+            int, typer.Option(help="Items read and written per chunk.")
+        ] = DEFAULT_BATCH_SIZE,
+        fmt: Annotated[
+            str | None,
+            typer.Option("--format", help="jsonl, parquet or numpy (default: from --output)."),
+        ] = None,
+        resume: Annotated[
+            bool,
+            typer.Option(
+                "--resume", help="Continue an interrupted job, skipping ids already written."
+            ),
+        ] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing output.")
+        ] = False,
+        whole_file: Annotated[
+            bool,
+            typer.Option("--whole-file", help="One item per text file instead of one per line."),
+        ] = False,
+        id_key: Annotated[str, typer.Option(help="JSONL field holding the id.")] = "id",
+        text_key: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+        errors: Annotated[
+            Path | None, typer.Option(help="Errors file (default: <output>.errors.jsonl).")
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Embed files into JSONL, Parquet or NumPy, with resume and an errors file."""
+        from rich.console import Console
+
+        console = Console(stderr=True, soft_wrap=True)
+        try:
+            options = BulkOptions(task, dimensions, multivector, truncate, batch_size)
+            read = ReadOptions(whole_file, id_key, text_key)
+            if resume and overwrite:
+                raise InvalidInput("--resume and --overwrite exclude each other")
+            infer_format(output, fmt)
+            embedder = _load(loader, model, device, dtype)
+        except UniembedError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(2) from None
+        report = BulkReport(output, errors or errors_path_for(output))
+        try:
+            _run_with_progress(
+                console,
+                progress,
+                inputs,
+                output,
+                embedder,
+                options,
+                read,
+                fmt,
+                resume,
+                overwrite,
+                errors,
+                report,
+            )
+        except UniembedError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print(_summary(report))
+            console.print(
+                "[yellow]interrupted[/yellow]: rerun the same command with --resume to continue"
+            )
+            raise typer.Exit(130) from None
+        console.print(_summary(report))
+
+    return embed_command
+
+
+def _load(loader: Loader | None, model: str, device: str | None, dtype: str | None) -> Embedder:
+    if loader is None:
+        from uniembed import load as loader  # type: ignore[attr-defined,no-redef]
+    return loader(model, device=device, dtype=dtype)
+
+
+def _run_with_progress(
+    console: Any,
+    show: bool,
+    inputs: Seq[Path],
+    output: Path,
+    embedder: Embedder,
+    options: BulkOptions,
+    read: ReadOptions,
+    fmt: str | None,
+    resume: bool,
+    overwrite: bool,
+    errors: Path | None,
+    report: BulkReport,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn("items"),
+        RateColumn("tokens"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=not show) as bar:
+        total = count_records(inputs, read) if show else None
+        job = bar.add_task("embed", total=total, tokens=0)
+
+        def advance(records: int, tokens: int) -> None:
+            bar.update(job, advance=records, tokens=bar.tasks[job].fields["tokens"] + tokens)
+
+        embed_files(
+            inputs,
+            output,
+            embedder,
+            options,
+            read=read,
+            fmt=fmt,
+            resume=resume,
+            overwrite=overwrite,
+            errors_file=errors,
+            on_progress=advance,
+            report=report,
+        )
+
+
+class RateColumn(ProgressColumn):
+    """``123.4 items/s`` (completed per second) or ``5.6k tokens/s`` (the task's ``tokens`` field)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Any) -> Text:
+        amount = task.completed if self.unit == "items" else task.fields.get("tokens", 0)
+        elapsed = task.elapsed or 0.0
+        rate = amount / elapsed if elapsed > 0 else 0.0
+        return Text(f"{_human(rate)} {self.unit}/s", style="progress.data.speed")
+
+
+def _human(value: float) -> str:
+    """A rate with a k/M suffix.
+
+    >>> _human(12345.0)
+    '12.3k'
+    """
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.1f}"
+
+
+def _summary(report: BulkReport) -> str:
+    rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
+    lines = [
+        f"embedded {report.embedded} items ({report.tokens} tokens, {rate:.1f} items/s) into {report.output}",
+        f"skipped {report.skipped} items already in the output" if report.skipped else "",
+        f"[red]{report.failed} items failed[/red]; see {report.errors_file}"
+        if report.failed
+        else "",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+embed_command = make_embed_command()

@@ -1,0 +1,275 @@
+"""The bulk job: records in chunks → embed → written before the next chunk is read; resume skips done ids."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uniembed.errors import InvalidInput, UniembedError
+
+if TYPE_CHECKING:
+    from uniembed.embedder import Embedder, EncodeOptions
+    from uniembed.inputs.items import Item
+
+
+from uniembed.bulk.outputs import (
+    ErrorLog,
+    JsonlWriter,
+    PartsWriter,
+    Row,
+    Writer,
+    errors_path_for,
+    ids_path,
+    infer_format,
+    manifest_path_for,
+    parts_dir,
+)
+from uniembed.bulk.records import ReadOptions, Record, iter_records
+
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class BulkOptions:
+    """What to compute for every item (the API's fields) and how many records make a chunk."""
+
+    task: str | None = None
+    dimensions: int | None = None
+    multivector: bool = False
+    truncate: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InvalidInput(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class BulkReport:
+    """Counts of a finished (or interrupted) job."""
+
+    output: Path
+    errors_file: Path
+    embedded: int = 0  # items written by this run
+    skipped: int = 0  # items already in the output (resume)
+    failed: int = 0  # items in the errors file
+    tokens: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+
+
+ProgressCallback = Callable[[int, int], None]  # (records done in a chunk, tokens in it)
+
+
+def embed_files(
+    inputs: Seq[Path],
+    output: Path,
+    embedder: Embedder,
+    options: BulkOptions = BulkOptions(),
+    *,
+    read: ReadOptions = ReadOptions(),  # noqa: B008 (frozen dataclass: immutable default)
+    fmt: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    errors_file: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    report: BulkReport | None = None,
+) -> BulkReport:
+    """Embed every record of ``inputs`` into ``output``; see the module docstring.
+
+    ``report`` (optional) is filled in as the job goes, so a caller still has the counts when the
+    job is interrupted (``KeyboardInterrupt``) or a chunk fails on the model.
+    """
+    fmt = infer_format(output, fmt)
+    errors_file = errors_file or errors_path_for(output)
+    _check_embed_options(embedder, options)
+    _prepare_output(output, fmt, resume=resume, overwrite=overwrite)
+    writer = _make_writer(output, fmt, embedder, options)
+    report = report or BulkReport(output, errors_file)
+    report.output, report.errors_file = output, errors_file
+    done = writer.done_ids()
+    errors_file.unlink(missing_ok=True)  # items that failed before are tried again
+    errors = ErrorLog(errors_file)
+    started = time.perf_counter()
+    try:
+        seen: set[str] = set()
+        for chunk in _chunks(iter_records(inputs, read), options.batch_size):
+            rows, failures, skipped = _process_chunk(embedder, chunk, options, done, seen)
+            if rows:
+                writer.write(rows)
+            errors.add(failures)
+            report.embedded += len(rows)
+            report.failed += len(failures)
+            report.skipped += skipped
+            report.tokens += sum(r.tokens for r in rows)
+            if on_progress is not None:
+                on_progress(len(chunk), sum(r.tokens for r in rows))
+        writer.finish()
+        report.finished = True
+    finally:
+        errors.close()
+        writer.close()
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
+    """Fail before reading any input when the options do not fit the model."""
+    embedder.resolve_tasks(options.task, 1)
+    embedder.check_dimensions(options.dimensions)
+    if options.multivector and embedder.info.multivector_dim is None:
+        raise InvalidInput(f"{embedder.info.name} has no multi-vector output; drop --multivector")
+    if options.multivector and options.dimensions is not None:
+        raise InvalidInput(
+            "--dimensions applies to single vectors only; multi-vectors keep their size"
+        )
+
+
+def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to touch an earlier job's output unless asked to resume or overwrite it."""
+    candidates = [output, parts_dir(output)] + ([ids_path(output)] if fmt == "numpy" else [])
+    if fmt == "jsonl":
+        candidates.append(manifest_path_for(output))
+    leftovers = [path for path in candidates if path.exists()]
+    if overwrite:
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    elif leftovers and not resume:
+        raise InvalidInput(
+            f"{leftovers[0]} already exists; pass --resume to continue that job (skipping ids already "
+            "written) or --overwrite to start again"
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _make_writer(output: Path, fmt: str, embedder: Embedder, options: BulkOptions) -> Writer:
+    manifest = {
+        "format": fmt,
+        "model": embedder.info.name,
+        "task": options.task,
+        "dimensions": options.dimensions,
+        "multivector": options.multivector,
+    }
+    if fmt == "jsonl":
+        return JsonlWriter(output, manifest)
+    return PartsWriter(output, fmt, manifest)
+
+
+def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _process_chunk(
+    embedder: Embedder, chunk: Seq[Record], options: BulkOptions, done: set[str], seen: set[str]
+) -> tuple[list[Row], list[tuple[str, str]], int]:
+    """Parse, skip finished ids, encode → (rows, failures as (id, message), items skipped)."""
+    entries: list[tuple[str, Item]] = []
+    failures: list[tuple[str, str]] = []
+    skipped = 0
+    for record in chunk:
+        for item_id, item, error in _parse_unless_done(record, done):
+            if item_id in seen:
+                failures.append((item_id, "duplicate id: an earlier item has the same id"))
+            elif item_id in done:
+                skipped += 1
+            elif error is not None:
+                failures.append((item_id, error))
+            else:
+                entries.append((item_id, item))
+            seen.add(item_id)
+    rows, encode_failures = _encode_entries(embedder, entries, options)
+    return rows, failures + encode_failures, skipped
+
+
+def _parse_unless_done(record: Record, done: set[str]) -> list[tuple[str, Item | None, str | None]]:
+    """Like :func:`_parse_record`, but a finished text or image is not even decoded."""
+    if record.error is None and not record.is_pdf and record.id in done:
+        return [(record.id, None, None)]
+    return _parse_record(record)
+
+
+def _parse_record(record: Record) -> list[tuple[str, Item | None, str | None]]:
+    """``(id, item, error)`` per item of a record: one, or one per page of a PDF."""
+    from uniembed.inputs.parse import coerce_items  # local: keeps `uniembed --help` fast
+
+    if record.error is not None:
+        return [(record.id, None, record.error)]
+    try:
+        items = coerce_items([record.raw])
+    except UniembedError as exc:
+        return [(record.id, None, _without_index(exc.message))]
+    if record.is_pdf:
+        return [(f"{record.id}#page={n}", item, None) for n, item in enumerate(items, 1)]
+    return [(record.id, items[0], None)]
+
+
+def _without_index(message: str) -> str:
+    """Drop the input index of one-item calls: the errors file names the id instead.
+
+    >>> _without_index("input 0 has 9 tokens")
+    'the item has 9 tokens'
+    """
+    if message.startswith("input 0 "):
+        return "the item " + message.removeprefix("input 0 ")
+    return message.removeprefix("input 0: ")
+
+
+def _encode_entries(
+    embedder: Embedder, entries: list[tuple[str, Item]], options: BulkOptions
+) -> tuple[list[Row], list[tuple[str, str]]]:
+    """Encode a chunk in one plan; when planning fails, find the bad items one by one."""
+    if not entries:
+        return [], []
+    encode_options = _encode_options(options)
+    failures: list[tuple[str, str]] = []
+    try:
+        plan = embedder.plan([item for _, item in entries], options.task, encode_options)
+    except UniembedError:
+        entries, failures = _split_bad_entries(embedder, entries, options.task, encode_options)
+        if not entries:
+            return [], failures
+        plan = embedder.plan([item for _, item in entries], options.task, encode_options)
+    result = embedder.run(plan)
+    rows = [
+        Row(item_id, vector.detach().float().cpu().numpy(), tokens)
+        for (item_id, _), vector, tokens in zip(entries, result.embeddings, result.token_counts)
+    ]
+    return rows, failures
+
+
+def _split_bad_entries(
+    embedder: Embedder, entries: list[tuple[str, Item]], task: str | None, options: EncodeOptions
+) -> tuple[list[tuple[str, Item]], list[tuple[str, str]]]:
+    good: list[tuple[str, Item]] = []
+    bad: list[tuple[str, str]] = []
+    for item_id, item in entries:
+        try:
+            embedder.plan([item], task, options)
+        except UniembedError as exc:
+            bad.append((item_id, _without_index(exc.message)))
+        else:
+            good.append((item_id, item))
+    return good, bad
+
+
+def _encode_options(options: BulkOptions) -> EncodeOptions:
+    from uniembed.embedder import EncodeOptions
+
+    return EncodeOptions(
+        dimensions=options.dimensions, multivector=options.multivector, truncate=options.truncate
+    )

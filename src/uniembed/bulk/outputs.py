@@ -1,0 +1,335 @@
+"""Writing bulk outputs: JSONL appended per chunk, Parquet / NumPy as atomic parts merged at the end,
+and the errors file. Every writer records its options so that a resumed job cannot mix them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from uniembed.errors import InvalidInput
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
+PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One finished embedding: ``vector`` is (dim,) or, for multi-vectors, (tokens, dim)."""
+
+    id: str
+    vector: np.ndarray
+    tokens: int
+
+
+class Writer(Protocol):
+    """Where a job's rows go; every ``write`` is durable when it returns."""
+
+    def done_ids(self) -> set[str]: ...
+
+    def write(self, rows: Seq[Row]) -> None: ...
+
+    def finish(self) -> None:
+        """Called once after the last chunk: turn partial output into the final output."""
+
+    def close(self) -> None:
+        """Release open files; called after ``finish`` and when a job stops early."""
+
+
+def infer_format(output: Path, fmt: str | None = None) -> str:
+    """The output format from ``fmt`` or the file extension.
+
+    >>> infer_format(Path("out.parquet"))
+    'parquet'
+    """
+    if fmt is not None:
+        if fmt not in set(FORMATS.values()):
+            raise InvalidInput(f"unknown format {fmt!r}; use one of jsonl, parquet, numpy")
+        return fmt
+    if output.suffix.lower() in FORMATS:
+        return FORMATS[output.suffix.lower()]
+    raise InvalidInput(
+        f"cannot tell the format of {output.name!r} from its extension; "
+        "use .jsonl, .parquet or .npy, or give --format jsonl|parquet|numpy"
+    )
+
+
+def ids_path(output: Path) -> Path:
+    """The sidecar holding the ids of a NumPy output: ``vectors.npy`` → ``vectors.ids.json``."""
+    return output.with_suffix(".ids.json")
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def errors_path_for(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+def manifest_path_for(output: Path) -> Path:
+    """The JSONL output's record of the options it was made with: ``out.jsonl.manifest.json``."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+def check_manifest(saved: dict[str, Any], current: dict[str, Any], output: Path) -> None:
+    """Refuse to resume ``output`` with options other than those it was started with.
+
+    >>> check_manifest({"task": "a"}, {"task": "b"}, Path("out.jsonl"))
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: cannot resume out.jsonl: options differ from the first run (task: 'a' before, 'b' now)
+    """
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k}: {old!r} before, {new!r} now" for k, (old, new) in changed.items())
+        raise InvalidInput(f"cannot resume {output}: options differ from the first run ({detail})")
+
+
+class JsonlWriter:
+    """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines.
+
+    ``<output>.manifest.json`` records the options (model, task, dimensions, multi-vector), so that a
+    resumed job cannot append vectors made with different ones.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.key = "embeddings" if manifest.get("multivector") else "embedding"
+        self._file = None
+
+    def done_ids(self) -> set[str]:
+        manifest = manifest_path_for(self.path)
+        if manifest.exists():
+            check_manifest(
+                json.loads(manifest.read_text(encoding="utf-8")), self.manifest, self.path
+            )
+        if not self.path.exists():
+            return set()
+        _drop_torn_tail(self.path)
+        with self.path.open(encoding="utf-8") as lines:
+            return {_line_id(line, self.path, n) for n, line in enumerate(lines, 1) if line.strip()}
+
+    def write(self, rows: Seq[Row]) -> None:
+        if self._file is None:
+            manifest = manifest_path_for(self.path)
+            if not manifest.exists():
+                manifest.write_text(json.dumps(self.manifest), encoding="utf-8")
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write("".join(self._line(row) for row in rows))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _line(self, row: Row) -> str:
+        return f'{{"id": {json.dumps(row.id)}, "{self.key}": {json.dumps(row.vector.tolist())}}}\n'
+
+    def finish(self) -> None:
+        """Nothing to do: the appended lines already are the output."""
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left half-written by a crash, so the file holds whole lines only."""
+    with path.open("rb+") as file:
+        data = file.read()
+        if data and not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def _line_id(line: str, path: Path, number: int) -> str:
+    try:
+        return str(json.loads(line)["id"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidInput(
+            f"{path} line {number} is not a record this tool wrote ({exc}); "
+            "fix or remove the file, or pass --overwrite to start again"
+        ) from exc
+
+
+class PartsWriter:
+    """Writes each chunk as an atomic part file in ``<output>.parts/`` and merges them at the end.
+
+    The parts folder also holds ``manifest.json`` (format and embedding options) so that a resumed
+    job cannot mix vectors made with different options.
+    """
+
+    def __init__(self, output: Path, fmt: str, manifest: dict[str, Any]) -> None:
+        self.output = output
+        self.fmt = fmt
+        self.manifest = manifest
+        self.folder = parts_dir(output)
+        self.suffix = ".parquet" if fmt == "parquet" else ".npz"
+        if fmt == "numpy" and manifest.get("multivector"):
+            raise InvalidInput(
+                "--multivector needs JSONL or Parquet output: a NumPy array cannot hold one matrix per item"
+            )
+        if fmt == "parquet":
+            _pyarrow()
+
+    # -- state
+    def done_ids(self) -> set[str]:
+        if not self.folder.exists() and self._final_exists():
+            self._adopt_final_output()
+        if not self.folder.exists():
+            return set()
+        self._check_manifest()
+        done: set[str] = set()
+        for part in self._parts():
+            done.update(self._read_part(part)[0])
+        return done
+
+    def _final_exists(self) -> bool:
+        return self.output.exists() and (self.fmt == "parquet" or ids_path(self.output).exists())
+
+    def _check_manifest(self) -> None:
+        path = self.folder / "manifest.json"
+        if not path.exists():
+            return
+        check_manifest(json.loads(path.read_text(encoding="utf-8")), self.manifest, self.output)
+
+    def _adopt_final_output(self) -> None:
+        """Turn a finished output back into a part, so that --resume can add new items to it."""
+        self._ensure_folder()
+        if self.fmt == "parquet":
+            os.replace(self.output, self.folder / "part-000000.parquet")
+            return
+        vectors = np.load(self.output)
+        ids = json.loads(ids_path(self.output).read_text(encoding="utf-8"))
+        self._write_part(ids, list(vectors), [0] * len(ids))
+        self.output.unlink()
+        ids_path(self.output).unlink()
+
+    def _ensure_folder(self) -> None:
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            (self.folder / "manifest.json").write_text(json.dumps(self.manifest), encoding="utf-8")
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.folder.glob(f"part-*{self.suffix}"))
+
+    # -- writing
+    def write(self, rows: Seq[Row]) -> None:
+        self._ensure_folder()
+        self._write_part([r.id for r in rows], [r.vector for r in rows], [r.tokens for r in rows])
+
+    def _write_part(self, ids: list[str], vectors: list[np.ndarray], tokens: list[int]) -> None:
+        parts = self._parts()
+        index = int(parts[-1].name[5:11]) + 1 if parts else 0
+        final = self.folder / f"part-{index:06d}{self.suffix}"
+        tmp = final.with_name(final.name + ".tmp")
+        if self.fmt == "parquet":
+            pq = _pyarrow()[1]
+            pq.write_table(self._table(ids, vectors), tmp)
+        else:
+            with tmp.open("wb") as file:
+                np.savez(file, ids=np.array(ids, dtype=np.str_), vectors=_stack(vectors))
+        os.replace(tmp, final)
+
+    def _table(self, ids: list[str], vectors: list[np.ndarray]) -> Any:
+        pa = _pyarrow()[0]
+        if self.manifest.get("multivector"):
+            column = pa.array([v.tolist() for v in vectors], type=pa.list_(pa.list_(pa.float32())))
+            return pa.table({"id": pa.array(ids, pa.string()), "embeddings": column})
+        column = pa.array([v.tolist() for v in vectors], type=pa.list_(pa.float32()))
+        return pa.table({"id": pa.array(ids, pa.string()), "embedding": column})
+
+    def _read_part(self, part: Path) -> tuple[list[str], Any]:
+        if self.fmt == "parquet":
+            table = _pyarrow()[1].read_table(part)
+            return table.column("id").to_pylist(), table
+        with np.load(part) as data:
+            return [str(i) for i in data["ids"]], data["vectors"]
+
+    # -- finishing
+    def finish(self) -> None:
+        """Merge the parts into ``output`` (atomically) and remove the parts folder."""
+        if self.fmt == "parquet":
+            self._merge_parquet()
+        else:
+            self._merge_numpy()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Nothing stays open between parts."""
+
+    def _merge_parquet(self) -> None:
+        pq = _pyarrow()[1]
+        tmp = self.output.with_name(self.output.name + ".tmp")
+        schema = self._table([], []).schema
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in self._parts():
+                writer.write_table(self._read_part(part)[1].cast(schema))
+        os.replace(tmp, self.output)
+
+    def _merge_numpy(self) -> None:
+        parts = [self._read_part(p) for p in self._parts()]
+        widths = {v.shape[1] for _, v in parts if len(v)}
+        if len(widths) > 1:
+            raise InvalidInput(
+                f"parts in {self.folder} have different vector sizes {sorted(widths)}; remove the folder and start again"
+            )
+        width = widths.pop() if widths else 0
+        ids = [i for part_ids, _ in parts for i in part_ids]
+        tmp = self.output.with_name(self.output.name + ".tmp.npy")
+        merged = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.float32, shape=(len(ids), width)
+        )
+        start = 0
+        for _, vectors in parts:
+            merged[start : start + len(vectors)] = vectors
+            start += len(vectors)
+        merged.flush()
+        del merged
+        sidecar = ids_path(self.output)
+        sidecar.with_name(sidecar.name + ".tmp").write_text(json.dumps(ids), encoding="utf-8")
+        os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
+        os.replace(tmp, self.output)
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    """``(pyarrow, pyarrow.parquet)``, or an error that names the extra to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise InvalidInput(PARQUET_HINT) from exc
+    return pyarrow, pyarrow.parquet
+
+
+class ErrorLog:
+    """The errors file: one ``{"id", "error"}`` line per item that could not be embedded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._file = None
+
+    def add(self, failures: Seq[tuple[str, str]]) -> None:
+        if not failures:
+            return
+        if self._file is None:
+            self._file = self.path.open("w", encoding="utf-8")
+        self._file.write("".join(json.dumps({"id": i, "error": e}) + "\n" for i, e in failures))
+        self._file.flush()
+        self.count += len(failures)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
