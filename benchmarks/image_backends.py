@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from uniembed.testing.jina_v4 import PREPROCESSOR_CONFIG
+from uniembed.testing.pdfs import assemble_pdf
 
 DEFAULT_MAX_PIXELS = (602_112, 2_000_000)
 PDF_DPI = 150.0
@@ -252,18 +253,7 @@ def vector_pdf(contents: Sequence[str]) -> bytes:
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold >>")
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return assemble_pdf(objects)
 
 
 # ----------------------------------------------------------------- comparison

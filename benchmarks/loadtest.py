@@ -339,14 +339,14 @@ class HttpxClient:
 def scrape_forward_totals(url: str) -> tuple[int, float]:
     """(forward batches, seconds in forward) summed over models, from the server's ``/metrics``."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
-    batches, seconds = 0, 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10.0).text.splitlines():
-        if line.startswith("uniembed_forward_duration_seconds_count"):
-            batches += int(float(line.rsplit(" ", 1)[1]))
-        elif line.startswith("uniembed_forward_duration_seconds_sum"):
-            seconds += float(line.rsplit(" ", 1)[1])
-    return batches, seconds
+    totals = {"uniembed_forward_duration_seconds_count": 0.0, "uniembed_forward_duration_seconds_sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10.0).text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return int(totals["uniembed_forward_duration_seconds_count"]), totals["uniembed_forward_duration_seconds_sum"]
 
 
 # ----------------------------------------------------------------- the server process

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
+from uniembed.testing.pdfs import assemble_pdf
+
 
 def png_bytes(
     color: tuple[int, ...] = (10, 200, 30), size: tuple[int, int] = (8, 6), mode: str = "RGB"
@@ -36,17 +38,7 @@ def pdf_bytes(colors: list[str], size: tuple[int, int] = (200, 100)) -> bytes:
 
 def handmade_pdf(objects: list[bytes], trailer_extra: bytes = b"") -> bytes:
     """A PDF from raw object bodies (object 1 is the catalog), with a correct xref table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\n" % (len(objects) + 1, trailer_extra)
-    out += b"startxref\n%d\n%%%%EOF\n" % xref
-    return bytes(out)
+    return assemble_pdf(objects, trailer_extra)
 
 
 def encrypted_pdf() -> bytes:

@@ -171,12 +171,9 @@ def _light_inputs(items: Seq[Item]) -> bool:
 
 def _light_outputs(outputs: Seq[SequenceOutput], multivector: bool) -> bool:
     """Few numbers to encode (single vectors of a few inputs), so encoding them inline is cheap."""
-    total = 0
-    for output in outputs:
-        if multivector or output.token_states is not None:  # multi-vectors, late chunking
-            return False
-        total += output.pooled.numel()
-    return total <= INLINE_OUTPUT_FLOATS
+    if multivector or any(output.token_states is not None for output in outputs):  # late chunking
+        return False
+    return sum(output.pooled.numel() for output in outputs) <= INLINE_OUTPUT_FLOATS
 
 
 def _check_finite(arrays: Seq[np.ndarray]) -> None:
