@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from uniembed.bulk import (
 )
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 from uniembed.testing.fake import FakeModel
 
 FORMATS = {"jsonl": "out.jsonl", "parquet": "out.parquet", "numpy": "out.npy"}
@@ -42,7 +42,7 @@ class CountingModel(FakeModel):
         self.fail_on_call = fail_on_call
         self.exc = exc or KeyboardInterrupt()
 
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         if self.fail_on_call is not None and len(self.forward_calls) + 1 == self.fail_on_call:
             raise self.exc
         return super().forward(batch)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uniembed.engine import BatchPolicy, plan_batches, run_sequences
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 
 
 @given(lengths=st.lists(st.integers(1, 3000), min_size=0, max_size=80), budget=st.integers(1, 5000),
@@ -39,13 +39,13 @@ def test_invalid_policy_is_refused() -> None:
 
 
 def test_run_sequences_restores_input_order_and_reports_progress() -> None:
-    rows = [Sequence(torch.arange(n), adapter=0, spans=((0, n),)) for n in (3, 9, 1, 5)]
+    rows = [Row(torch.arange(n), adapter=0, spans=((0, n),)) for n in (3, 9, 1, 5)]
     seen: list[list[int]] = []
     progress: list[int] = []
 
     def forward(batch):
         seen.append([r.num_tokens for r in batch])
-        return [SequenceOutput(pooled=torch.tensor([[float(r.num_tokens)]])) for r in batch]
+        return [RowOutput(pooled=torch.tensor([[float(r.num_tokens)]])) for r in batch]
 
     outputs = run_sequences(rows, forward, BatchPolicy(token_budget=10, max_batch_size=8), progress.append)
     assert [float(o.pooled) for o in outputs] == [3.0, 9.0, 1.0, 5.0]

@@ -13,8 +13,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -59,7 +58,7 @@ class Baseline:
 BASELINES = {"jina-embeddings-v4": Baseline(8, False), "jina-embeddings-v3": Baseline(32, True)}
 
 
-def realistic_workload(count: int, images: int, tasks: Seq[str], seed: int = 0) -> Workload:
+def realistic_workload(count: int, images: int, tasks: Sequence[str], seed: int = 0) -> Workload:
     """Texts with log-normal word counts (queries of a few words to passages of ~400), plus images."""
     from uniembed.inputs.items import ImageItem, TextItem
 
@@ -190,7 +189,7 @@ def _padded_tokens(embedder, workload: Workload, baseline: Baseline) -> dict[str
 
     lengths = [s.num_tokens for s in embedder.plan(workload.items, workload.tasks).sequences]
 
-    def padded(batches: Seq[Seq[int]]) -> int:
+    def padded(batches: Sequence[Sequence[int]]) -> int:
         return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
     return {

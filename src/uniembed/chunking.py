@@ -7,7 +7,7 @@ Long-Context Embedding Models", 2024). The steps, all on top of the model contra
    (:func:`join_chunks`), from a :data:`Chunker`, or given directly;
 2. :func:`char_spans_to_token_spans` maps them to token spans of ``task.prefix + text``; the
    first chunk absorbs the leading tokens (special tokens, the task prefix), the last the trailing;
-3. :func:`plan_document` builds one :class:`~uniembed.models.base.Sequence` per window (one for a
+3. :func:`plan_document` builds one :class:`~uniembed.models.base.Row` per window (one for a
    document that fits) whose spans are the chunks' kept token ranges, so the model returns span
    means only — token states never leave the model;
 4. :meth:`DocumentPlan.pool` combines each chunk's per-window means into the chunk mean.
@@ -18,14 +18,13 @@ from __future__ import annotations
 import itertools
 import re
 from bisect import bisect_right
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from uniembed.errors import InvalidInput
-from uniembed.models.base import EmbeddingModel, Sequence, SequenceOutput, Span, TaskSpec
+from uniembed.models.base import EmbeddingModel, Row, RowOutput, Span, TaskSpec
 
 DEFAULT_OVERLAP = 512
 Chunker = Callable[[str, EmbeddingModel], list[Span]]
@@ -33,7 +32,7 @@ Chunker = Callable[[str, EmbeddingModel], list[Span]]
 # ----------------------------------------------------------------- the API form
 
 
-def join_chunks(chunks: Seq[str]) -> tuple[str, list[Span]]:
+def join_chunks(chunks: Sequence[str]) -> tuple[str, list[Span]]:
     """Join consecutive chunks into one document; return it and each chunk's character span.
 
     A single space goes between two chunks unless the first ends or the second starts with
@@ -128,7 +127,7 @@ def fixed_token_chunker(tokens_per_chunk: int) -> Chunker:
 
 
 def _spans_cut_every(
-    token_offsets: Seq[tuple[int, int]], count: int, text_length: int
+    token_offsets: Sequence[tuple[int, int]], count: int, text_length: int
 ) -> list[Span]:
     """Cut before every ``count``-th token, but only where no earlier token reaches past the cut
     (byte-level pieces of one character share it and are never split).
@@ -153,7 +152,7 @@ def _spans_cut_every(
 # ----------------------------------------------------------------- characters → tokens
 
 
-def check_char_spans(spans: Seq[Span], text_length: int | None = None) -> list[Span]:
+def check_char_spans(spans: Sequence[Span], text_length: int | None = None) -> list[Span]:
     """``spans`` as a list of tuples after checking they are non-empty, in range, sorted and disjoint."""
     checked = [(int(start), int(end)) for start, end in spans]
     if not checked:
@@ -175,9 +174,9 @@ def check_char_spans(spans: Seq[Span], text_length: int | None = None) -> list[S
 
 
 def char_spans_to_token_spans(
-    offsets: Seq[tuple[int, int]],
-    special: Seq[bool],
-    char_spans: Seq[Span],
+    offsets: Sequence[tuple[int, int]],
+    special: Sequence[bool],
+    char_spans: Sequence[Span],
     num_tokens: int,
     *,
     text_start: int = 0,
@@ -222,7 +221,7 @@ def char_spans_to_token_spans(
 
 
 def _token_owners(
-    offsets: Seq[tuple[int, int]], special: Seq[bool], chunk_ends: list[int]
+    offsets: Sequence[tuple[int, int]], special: Sequence[bool], chunk_ends: list[int]
 ) -> list[int]:
     """Chunk index of every token, non-decreasing along the sequence."""
     last = len(chunk_ends) - 1
@@ -299,7 +298,7 @@ class ChunkPart:
 class DocumentPlan:
     """Model rows of one late-chunked document and how to pool their outputs into chunk vectors."""
 
-    sequences: list[Sequence]
+    sequences: list[Row]
     tokens_per_chunk: list[
         int
     ]  # sums to the document's tokens (prefix and special tokens included)
@@ -307,7 +306,7 @@ class DocumentPlan:
     windows: list[Window]  # one per sequence
     parts: list[list[ChunkPart]]  # per sequence, what each of its span means belongs to
 
-    def pool(self, outputs: Seq[SequenceOutput]) -> torch.Tensor:
+    def pool(self, outputs: Sequence[RowOutput]) -> torch.Tensor:
         """Raw (not normalised) chunk means → (chunks, dim) float32."""
         if len(outputs) != len(self.sequences):
             raise ValueError(f"got {len(outputs)} outputs for {len(self.sequences)} sequences")
@@ -330,7 +329,7 @@ def _weighted_mean(pieces: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
 def plan_document(
     model: EmbeddingModel,
     text: str,
-    spans: Seq[Span],
+    spans: Sequence[Span],
     task: TaskSpec,
     *,
     window: int,
@@ -354,7 +353,7 @@ def plan_document(
         tokens.offsets, tokens.special, spans, num_tokens, text_start=len(task.prefix)
     )
     windows = plan_windows(num_tokens, window, overlap)
-    sequences: list[Sequence] = []
+    sequences: list[Row] = []
     parts: list[list[ChunkPart]] = []
     for win in windows:
         local_spans, window_parts = _kept_pieces(win, token_spans)
@@ -365,7 +364,7 @@ def plan_document(
     )
 
 
-def _kept_pieces(win: Window, token_spans: Seq[Span]) -> tuple[list[Span], list[ChunkPart]]:
+def _kept_pieces(win: Window, token_spans: Sequence[Span]) -> tuple[list[Span], list[ChunkPart]]:
     """The chunks' pieces inside the kept part of ``win``, as spans local to the window."""
     local: list[Span] = []
     parts: list[ChunkPart] = []

@@ -3,15 +3,14 @@
 Work is split in three steps so that the server can share batches between requests:
 
 * :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a :class:`Plan`
-  holding :class:`~uniembed.models.base.Sequence` rows;
+  holding :class:`~uniembed.models.base.Row` rows;
 * run the rows — :meth:`Embedder.run` in this process, or the server's shared batching queue;
 * :meth:`Plan.assemble` — pool, truncate, normalise → an :class:`EncodeResult`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +21,10 @@ from uniembed import chunking
 from uniembed.engine import BatchPolicy, run_sequences
 from uniembed.errors import InputTooLarge, InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
-from uniembed.models.base import EmbeddingModel, ModelInfo, Sequence, SequenceOutput, TaskSpec
+from uniembed.models.base import EmbeddingModel, ModelInfo, Row, RowOutput, TaskSpec
 from uniembed.pooling import finalize_vectors, normalize
 
-TaskArg = str | Seq[str] | None
+TaskArg = str | Sequence[str] | None
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,8 @@ class EncodeResult:
 class Plan:
     """Prepared rows of one call and how to turn their outputs into the call's result."""
 
-    sequences: list[Sequence]
-    assemble: Callable[[Seq[SequenceOutput]], EncodeResult] = field(repr=False)
+    sequences: list[Row]
+    assemble: Callable[[Sequence[RowOutput]], EncodeResult] = field(repr=False)
 
 
 class Embedder:
@@ -124,7 +123,7 @@ class Embedder:
             raise InvalidInput(f"max_tokens must be between 1 and {self.info.max_tokens}, got {max_tokens}")
 
     # ----------------------------------------------------------------- planning
-    def plan(self, items: Seq[Item], task: TaskArg = None, options: EncodeOptions | None = None) -> Plan:
+    def plan(self, items: Sequence[Item], task: TaskArg = None, options: EncodeOptions | None = None) -> Plan:
         """Validate and prepare ``items``; nothing runs on the model yet."""
         options = options or EncodeOptions()
         self._check_options(options)
@@ -135,13 +134,13 @@ class Embedder:
             return self._plan_late_chunking(items, tasks, options)
         sequences = [self._sequence(i, item, spec, options) for i, (item, spec) in enumerate(zip(items, tasks))]
 
-        def assemble(outputs: Seq[SequenceOutput]) -> EncodeResult:
+        def assemble(outputs: Sequence[RowOutput]) -> EncodeResult:
             embeddings = [self._finish(out, options) for out in outputs]
             return EncodeResult(embeddings, [s.num_tokens for s in sequences])
 
         return Plan(sequences, assemble)
 
-    def _sequence(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Sequence:
+    def _sequence(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Row:
         if isinstance(item, ImageItem):
             if "image" not in self.info.modalities:
                 raise InvalidInput(f"input {index}: {self.info.name} embeds text only")
@@ -166,13 +165,13 @@ class Embedder:
             ids = ids[:limit]
         return ids
 
-    def _finish(self, output: SequenceOutput, options: EncodeOptions) -> torch.Tensor:
+    def _finish(self, output: RowOutput, options: EncodeOptions) -> torch.Tensor:
         if options.multivector:
             assert output.multivector is not None
             return output.multivector
         return finalize_vectors(output.pooled[0], options.dimensions, options.normalized)
 
-    def _plan_late_chunking(self, items: Seq[Item], tasks: list[TaskSpec], options: EncodeOptions) -> Plan:
+    def _plan_late_chunking(self, items: Sequence[Item], tasks: list[TaskSpec], options: EncodeOptions) -> Plan:
         if any(not isinstance(item, TextItem) for item in items):
             raise InvalidInput("late_chunking needs text inputs only")
         if len({spec.name for spec in tasks}) != 1:
@@ -180,7 +179,7 @@ class Embedder:
         text, spans = chunking.join_chunks([item.text for item in items])  # type: ignore[union-attr]
         document = self.plan_document(text, spans, tasks[0], options)
 
-        def assemble(outputs: Seq[SequenceOutput]) -> EncodeResult:
+        def assemble(outputs: Sequence[RowOutput]) -> EncodeResult:
             raw = document.pool(outputs)
             vectors = finalize_vectors(raw, options.dimensions, options.normalized)
             return EncodeResult(list(vectors), document.tokens_per_chunk)
@@ -188,7 +187,7 @@ class Embedder:
         return Plan(document.sequences, assemble)
 
     def plan_document(
-        self, text: str, spans: Seq[tuple[int, int]], spec: TaskSpec, options: EncodeOptions
+        self, text: str, spans: Sequence[tuple[int, int]], spec: TaskSpec, options: EncodeOptions
     ) -> chunking.DocumentPlan:
         """Late-chunking plan of one document with chunk character ``spans``."""
         window = options.window or options.max_tokens or self.info.max_tokens
@@ -207,7 +206,7 @@ class Embedder:
 
     def encode(
         self,
-        items: Seq[Any] | Any,
+        items: Sequence[Any] | Any,
         task: TaskArg = None,
         *,
         dimensions: int | None = None,
@@ -257,7 +256,7 @@ class Embedder:
     def embed_document(
         self,
         text: str,
-        spans: Seq[tuple[int, int]] | None = None,
+        spans: Sequence[tuple[int, int]] | None = None,
         *,
         chunker: chunking.Chunker | None = None,
         task: str | None = None,
@@ -286,7 +285,7 @@ class Embedder:
     # ----------------------------------------------------------------- official-compatible API
     def encode_text(
         self,
-        texts: str | Seq[str],
+        texts: str | Sequence[str],
         task: str | None = None,
         max_length: int | None = None,
         batch_size: int | None = None,

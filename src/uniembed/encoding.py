@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
-from collections.abc import Sequence as Seq
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ Vector = torch.Tensor | np.ndarray
 Encoded = list[float] | str | list[int]
 
 
-def parse_kinds(kinds: str | Seq[str], allowed: Seq[str] = EMBEDDING_TYPES) -> list[str]:
+def parse_kinds(kinds: str | Sequence[str], allowed: Sequence[str] = EMBEDDING_TYPES) -> list[str]:
     """Validate one encoding name or a list of them → the list of names, duplicates removed.
 
     >>> parse_kinds(["ubinary", "float", "ubinary"])
@@ -101,7 +100,7 @@ def _encode(array: np.ndarray, kind: str) -> Encoded | list[Encoded]:
     )
 
 
-def encode_all(embeddings: Iterable[Vector], kinds: str | Seq[str]) -> list[Any]:
+def encode_all(embeddings: Iterable[Vector], kinds: str | Sequence[str]) -> list[Any]:
     """The JSON ``embedding`` value of each item of a response.
 
     ``kinds`` is the request's ``embedding_type``: one name gives each item's encoding directly;
@@ -141,7 +140,7 @@ def decode_base64(data: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=FLOAT32_LE).astype(np.float32)
 
 
-def decode_ubinary(values: Seq[int], dim: int | None = None) -> np.ndarray:
+def decode_ubinary(values: Sequence[int], dim: int | None = None) -> np.ndarray:
     """Inverse of ``ubinary`` → the sign bits as uint8 0/1, cut to ``dim`` (padding dropped).
 
     >>> decode_ubinary([155, 128], dim=9).tolist()
@@ -153,7 +152,7 @@ def decode_ubinary(values: Seq[int], dim: int | None = None) -> np.ndarray:
     return _unpack(packed.astype(np.uint8), dim)
 
 
-def decode_binary(values: Seq[int], dim: int | None = None) -> np.ndarray:
+def decode_binary(values: Sequence[int], dim: int | None = None) -> np.ndarray:
     """Inverse of ``binary`` (int8 = uint8 − 128) → the sign bits as uint8 0/1.
 
     >>> decode_binary([27, 0], dim=9).tolist()

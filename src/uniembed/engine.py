@@ -7,11 +7,10 @@ of its own instead of blowing up a fixed-size batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 
 DEFAULT_TOKEN_BUDGET = 16384
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -29,7 +28,7 @@ class BatchPolicy:
             raise ValueError("token_budget and max_batch_size must be positive")
 
 
-def plan_batches(lengths: Seq[int], policy: BatchPolicy) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]:
     """Group indices of ``lengths`` into batches, longest first.
 
     Each batch satisfies ``len(batch) * max(length) <= token_budget`` unless it holds a single item
@@ -57,16 +56,16 @@ def plan_batches(lengths: Seq[int], policy: BatchPolicy) -> list[list[int]]:
 
 
 def run_sequences(
-    sequences: Seq[Sequence],
-    forward: Callable[[Seq[Sequence]], list[SequenceOutput]],
+    sequences: Sequence[Row],
+    forward: Callable[[Sequence[Row]], list[RowOutput]],
     policy: BatchPolicy,
     on_batch: Callable[[int], None] | None = None,
-) -> list[SequenceOutput]:
+) -> list[RowOutput]:
     """Run ``sequences`` in planned batches and return outputs in input order.
 
     ``on_batch`` is called with the number of finished sequences after each batch (progress bars).
     """
-    outputs: list[SequenceOutput | None] = [None] * len(sequences)
+    outputs: list[RowOutput | None] = [None] * len(sequences)
     for batch in plan_batches([s.num_tokens for s in sequences], policy):
         results = forward([sequences[i] for i in batch])
         for index, result in zip(batch, results):

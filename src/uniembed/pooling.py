@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 
 import torch
 
 from uniembed.models.base import Span
 
 
-def mean_pool_spans(states: torch.Tensor, spans: Seq[Span]) -> torch.Tensor:
+def mean_pool_spans(states: torch.Tensor, spans: Sequence[Span]) -> torch.Tensor:
     """Mean of ``states`` (tokens, dim) over each half-open token span → (len(spans), dim).
 
     >>> mean_pool_spans(torch.tensor([[1.0], [3.0], [5.0]]), [(0, 2), (2, 3)]).tolist()

@@ -9,7 +9,7 @@ import torch
 
 from uniembed.chunking import sentence_chunker
 from uniembed.errors import InvalidInput
-from uniembed.models.base import Sequence
+from uniembed.models.base import Row
 from uniembed.models.registry import detect_family
 
 
@@ -43,7 +43,7 @@ def test_late_chunking_equals_span_means_of_the_document(family: str, request: p
     text = " ".join(chunks)
     tokenized = embedder.model.tokenize(spec.prefix + text)
     ids = tokenized.ids
-    row = Sequence(torch.tensor(ids), spec.adapter, ((0, len(ids)),), token_states=True)
+    row = Row(torch.tensor(ids), spec.adapter, ((0, len(ids)),), token_states=True)
     states = embedder.model.forward([row])[0].token_states  # (tokens, dim), the whole document once
     # A token belongs to the chunk holding its first character; one starting on the joining space belongs
     # to the next chunk (it carries that chunk's first word); the prefix goes to the first chunk and

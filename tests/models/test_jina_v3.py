@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.inputs.items import TextItem
-from uniembed.models.base import Sequence
+from uniembed.models.base import Row
 from uniembed.models.jina_v3 import (
     DEFAULT_INSTRUCTIONS,
     NO_TASK,
@@ -121,7 +121,7 @@ def reference(snapshot: Path) -> Reference:
 
 
 def run_one(model: JinaV3Model, text: str, adapter: int, **kw: object) -> torch.Tensor:
-    row = Sequence(torch.tensor(model.tokenize(text).ids), adapter, ((0, len(model.tokenize(text).ids)),), **kw)
+    row = Row(torch.tensor(model.tokenize(text).ids), adapter, ((0, len(model.tokenize(text).ids)),), **kw)
     return model.forward([row])[0].pooled[0]
 
 
@@ -179,7 +179,7 @@ def test_mixed_tasks_in_one_batch_equal_single_rows(model):
     order=st.randoms(use_true_random=False),
 )
 def test_rows_do_not_depend_on_padding_or_order(model, rows, order):
-    sequences = [Sequence(torch.tensor(model.tokenize(t).ids), a, ((0, len(model.tokenize(t).ids)),)) for t, a in rows]
+    sequences = [Row(torch.tensor(model.tokenize(t).ids), a, ((0, len(model.tokenize(t).ids)),)) for t, a in rows]
     permutation = list(range(len(rows)))
     order.shuffle(permutation)
     outputs = model.forward([sequences[i] for i in permutation])
@@ -266,9 +266,9 @@ def test_images_and_multivectors_are_refused(model):
 
 def test_out_of_range_adapter_and_empty_rows_are_refused(model):
     with pytest.raises(InvalidInput, match="adapter 5 does not exist"):
-        model.forward([Sequence(torch.tensor([0, 2]), 5, ((0, 2),))])
+        model.forward([Row(torch.tensor([0, 2]), 5, ((0, 2),))])
     with pytest.raises(InvalidInput, match="empty"):
-        model.forward([Sequence(torch.tensor([], dtype=torch.long), 0, ())])
+        model.forward([Row(torch.tensor([], dtype=torch.long), 0, ())])
 
 
 def test_tokenize_wraps_in_bos_eos_with_character_offsets(model):

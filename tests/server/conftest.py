@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import uvicorn
 
 from uniembed.embedder import Embedder
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
@@ -69,7 +68,7 @@ class GatedModel(FakeModel):
         self.fail_batches_of: int | None = None  # fail every batch with this many rows
         self.rows_seen: list[int] = []
 
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         self.entered.set()
         if not self.gate.wait(10):
             raise RuntimeError("gate never opened")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,7 +14,7 @@ import torch
 from uniembed.embedder import Embedder, EncodeOptions, Plan
 from uniembed.engine import BatchPolicy
 from uniembed.inputs.items import Item, TextItem
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 from uniembed.server import service
 from uniembed.server.batching import Batcher
 from uniembed.server.metrics import Metrics
@@ -53,7 +53,7 @@ def test_the_batch_worker_runs_torch_with_its_own_thread_count(requested):
     seen: list[int] = []
 
     class Recording(FakeModel):
-        def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+        def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
             seen.append(torch.get_num_threads())
             return super().forward(batch)
 
@@ -79,12 +79,12 @@ class ThreadRecordingEmbedder(Embedder):
         self.plan_threads: list[str] = []
         self.assemble_threads: list[str] = []
 
-    def plan(self, items: Seq[Item], task=None, options: EncodeOptions | None = None) -> Plan:
+    def plan(self, items: Sequence[Item], task=None, options: EncodeOptions | None = None) -> Plan:
         self.plan_threads.append(threading.current_thread().name)
         plan = super().plan(items, task, options)
         assemble = plan.assemble
 
-        def recorded(outputs: Seq[SequenceOutput]):
+        def recorded(outputs: Sequence[RowOutput]):
             self.assemble_threads.append(threading.current_thread().name)
             return assemble(outputs)
 
@@ -111,9 +111,9 @@ def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_
 def test_light_work_thresholds():
     short, long_ = TextItem("a" * 10), TextItem("a" * service.INLINE_TEXT_CHARS)
     assert service._light_inputs([short]) and not service._light_inputs([short, long_])
-    vector = SequenceOutput(pooled=torch.zeros(1, 2048))
+    vector = RowOutput(pooled=torch.zeros(1, 2048))
     assert service._light_outputs([vector] * 4, multivector=False)
     assert not service._light_outputs([vector] * 5, multivector=False)
     assert not service._light_outputs([vector], multivector=True)
-    chunked = SequenceOutput(pooled=torch.zeros(1, 8), token_states=torch.zeros(3, 8))
+    chunked = RowOutput(pooled=torch.zeros(1, 8), token_states=torch.zeros(3, 8))
     assert not service._light_outputs([chunked], multivector=False)

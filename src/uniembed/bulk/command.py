@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -145,7 +144,7 @@ def _load(loader: Loader | None, model: str, device: str | None, dtype: str | No
 def _run_with_progress(
     console: Any,
     show: bool,
-    inputs: Seq[Path],
+    inputs: Sequence[Path],
     output: Path,
     embedder: Embedder,
     options: BulkOptions,

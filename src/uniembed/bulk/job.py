@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,10 +17,10 @@ if TYPE_CHECKING:
 
 
 from uniembed.bulk.outputs import (
+    EmbeddedRecord,
     ErrorLog,
     JsonlWriter,
     PartsWriter,
-    Row,
     Writer,
     errors_path_for,
     ids_path,
@@ -67,7 +66,7 @@ ProgressCallback = Callable[[int, int], None]  # (records done in a chunk, token
 
 
 def embed_files(
-    inputs: Seq[Path],
+    inputs: Sequence[Path],
     output: Path,
     embedder: Embedder,
     options: BulkOptions = BulkOptions(),
@@ -175,8 +174,8 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _process_chunk(
-    embedder: Embedder, chunk: Seq[Record], options: BulkOptions, done: set[str], seen: set[str]
-) -> tuple[list[Row], list[tuple[str, str]], int]:
+    embedder: Embedder, chunk: Sequence[Record], options: BulkOptions, done: set[str], seen: set[str]
+) -> tuple[list[EmbeddedRecord], list[tuple[str, str]], int]:
     """Parse, skip finished ids, encode → (rows, failures as (id, message), items skipped)."""
     entries: list[tuple[str, Item]] = []
     failures: list[tuple[str, str]] = []
@@ -231,7 +230,7 @@ def _without_index(message: str) -> str:
 
 def _encode_entries(
     embedder: Embedder, entries: list[tuple[str, Item]], options: BulkOptions
-) -> tuple[list[Row], list[tuple[str, str]]]:
+) -> tuple[list[EmbeddedRecord], list[tuple[str, str]]]:
     """Encode a chunk in one plan; when planning fails, find the bad items one by one."""
     if not entries:
         return [], []
@@ -246,7 +245,7 @@ def _encode_entries(
         plan = embedder.plan([item for _, item in entries], options.task, encode_options)
     result = embedder.run(plan)
     rows = [
-        Row(item_id, vector.detach().float().cpu().numpy(), tokens)
+        EmbeddedRecord(item_id, vector.detach().float().cpu().numpy(), tokens)
         for (item_id, _), vector, tokens in zip(entries, result.embeddings, result.token_counts)
     ]
     return rows, failures

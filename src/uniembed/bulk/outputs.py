@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
 
 
 @dataclass(frozen=True)
-class Row:
+class EmbeddedRecord:
     """One finished embedding: ``vector`` is (dim,) or, for multi-vectors, (tokens, dim)."""
 
     id: str
@@ -34,7 +34,7 @@ class Writer(Protocol):
 
     def done_ids(self) -> set[str]: ...
 
-    def write(self, rows: Seq[Row]) -> None: ...
+    def write(self, rows: Sequence[EmbeddedRecord]) -> None: ...
 
     def finish(self) -> None:
         """Called once after the last chunk: turn partial output into the final output."""
@@ -118,7 +118,7 @@ class JsonlWriter:
         with self.path.open(encoding="utf-8") as lines:
             return {_line_id(line, self.path, n) for n, line in enumerate(lines, 1) if line.strip()}
 
-    def write(self, rows: Seq[Row]) -> None:
+    def write(self, rows: Sequence[EmbeddedRecord]) -> None:
         if self._file is None:
             manifest = manifest_path_for(self.path)
             if not manifest.exists():
@@ -128,7 +128,7 @@ class JsonlWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def _line(self, row: Row) -> str:
+    def _line(self, row: EmbeddedRecord) -> str:
         return f'{{"id": {json.dumps(row.id)}, "{self.key}": {json.dumps(row.vector.tolist())}}}\n'
 
     def finish(self) -> None:
@@ -220,7 +220,7 @@ class PartsWriter:
         return sorted(self.folder.glob(f"part-*{self.suffix}"))
 
     # -- writing
-    def write(self, rows: Seq[Row]) -> None:
+    def write(self, rows: Sequence[EmbeddedRecord]) -> None:
         self._ensure_folder()
         self._write_part([r.id for r in rows], [r.vector for r in rows], [r.tokens for r in rows])
 
@@ -320,7 +320,7 @@ class ErrorLog:
         self.count = 0
         self._file = None
 
-    def add(self, failures: Seq[tuple[str, str]]) -> None:
+    def add(self, failures: Sequence[tuple[str, str]]) -> None:
         if not failures:
             return
         if self._file is None:

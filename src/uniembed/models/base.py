@@ -1,6 +1,6 @@
 """The contract between model families and the rest of uniembed.
 
-A model turns *items* into :class:`Sequence` objects (``prepare_*``, CPU work: tokenising, image
+A model turns *items* into :class:`Row` objects (``prepare_*``, CPU work: tokenising, image
 preprocessing) and runs batches of them (``forward``, the accelerator work). Everything else —
 batching, pooling into vectors, Matryoshka, encodings, late chunking, the server — works on these
 types alone and never looks inside a model family.
@@ -8,7 +8,7 @@ types alone and never looks inside a model family.
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -60,7 +60,7 @@ class ImageFeatures:
 
 
 @dataclass
-class Sequence:
+class Row:
     """One row of model work: a token sequence, its adapter and what to return for it."""
 
     input_ids: torch.Tensor  # (seq,) int64, CPU
@@ -76,8 +76,8 @@ class Sequence:
 
 
 @dataclass
-class SequenceOutput:
-    """What ``forward`` returns for one :class:`Sequence` (float32, on the CPU)."""
+class RowOutput:
+    """What ``forward`` returns for one :class:`Row` (float32, on the CPU)."""
 
     pooled: torch.Tensor  # (len(spans), dim): raw span means, not yet normalised
     multivector: torch.Tensor | None = None  # (num_tokens, multivector_dim), L2-normalised rows
@@ -103,25 +103,25 @@ class EmbeddingModel(Protocol):
         """Tokenise a full text exactly as the model sees it (special tokens included)."""
         ...
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
-        """Wrap already-tokenised text into a :class:`Sequence` (default span: all tokens)."""
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+        """Wrap already-tokenised text into a :class:`Row` (default span: all tokens)."""
         ...
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
-        """Preprocess one image into a :class:`Sequence` pooled over its vision span."""
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
+        """Preprocess one image into a :class:`Row` pooled over its vision span."""
         ...
 
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """Run one padded batch; a row's output never depends on the other rows."""
         ...
 
 
-def default_spans(num_tokens: int, spans: Seq[Span] | None) -> tuple[Span, ...]:
+def default_spans(num_tokens: int, spans: Sequence[Span] | None) -> tuple[Span, ...]:
     """``spans`` as a tuple, or one span covering every token."""
     return tuple(spans) if spans is not None else ((0, num_tokens),)
 
 
-def pad_ids(rows: Seq[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_ids(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D id tensors → ids (batch, seq) and attention mask (batch, seq).
 
     >>> ids, mask = pad_ids([torch.tensor([5, 6]), torch.tensor([7])], pad_id=0)

@@ -12,7 +12,7 @@ task).
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from torch import nn
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
     ModelInfo,
-    Sequence,
-    SequenceOutput,
+    Row,
+    RowOutput,
     Span,
     TaskSpec,
     TokenizedText,
@@ -385,13 +385,13 @@ class JinaV3Model:
             special=[bool(s) for s in encoding.special_tokens_mask],
         )
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
-        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
         raise InvalidInput(f"{self.info.name} embeds text only; images need jina-embeddings-v4")
 
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """One right-padded batch, each row with its own adapter; mean pooling over each row's spans."""
         if not batch:
             return []
@@ -404,7 +404,7 @@ class JinaV3Model:
             ).last_hidden_state.float()  # (batch, seq, dim)
         return _row_outputs(hidden, batch)
 
-    def _check_rows(self, batch: Seq[Sequence]) -> None:
+    def _check_rows(self, batch: Sequence[Row]) -> None:
         for row in batch:
             if row.multivector:
                 raise InvalidInput(f"{self.info.name} has no multi-vector output")
@@ -417,14 +417,14 @@ class JinaV3Model:
 
 
 
-def _row_outputs(hidden: torch.Tensor, batch: Seq[Sequence]) -> list[SequenceOutput]:
+def _row_outputs(hidden: torch.Tensor, batch: Sequence[Row]) -> list[RowOutput]:
     """Pool every row's spans on the device, then copy to the CPU once (token states only if asked)."""
     pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
     pooled = pooled.cpu().split([len(row.spans) for row in batch])  # (spans, dim) per row
     outputs = []
     for i, row in enumerate(batch):
         states = hidden[i, : row.num_tokens].cpu() if row.token_states else None
-        outputs.append(SequenceOutput(pooled=pooled[i], token_states=states))
+        outputs.append(RowOutput(pooled=pooled[i], token_states=states))
     return outputs
 
 

@@ -9,7 +9,7 @@ resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
     ImageFeatures,
     ModelInfo,
-    Sequence,
-    SequenceOutput,
+    Row,
+    RowOutput,
     Span,
     TaskSpec,
     TokenizedText,
@@ -168,19 +168,19 @@ class JinaV4Model:
         encoding = self.tokenizer.encode(text)
         return TokenizedText(list(encoding.ids), list(encoding.offsets), [bool(s) for s in encoding.special_tokens_mask])
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
         if not ids:
             raise InvalidInput("empty text: nothing to embed")
-        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
         features = self.preprocess_image(image, max_pixels)
         t, h, w = features.grid_thw
         count = t * h * w // self.merge_unit
         before, after = self.template.before_image, self.template.after_image
         ids = before + [self.template.image_token] * count + after
         span = (len(before) - 1, len(before) + count + 1)  # <|vision_start|> … <|vision_end|> inclusive
-        return Sequence(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features)
+        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features)
 
     def preprocess_image(self, image: Image.Image, max_pixels: int | None = None) -> ImageFeatures:
         """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and patchify."""
@@ -198,7 +198,7 @@ class JinaV4Model:
 
     # ----------------------------------------------------------------- the model
     @torch.inference_mode()
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         input_ids, mask = pad_ids([row.input_ids for row in batch], self.template.pad_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         images = [row.image for row in batch if row.image is not None]
@@ -223,10 +223,10 @@ class JinaV4Model:
         for index, row in enumerate(batch):
             states = hidden[index, : row.num_tokens]  # (tokens, hidden)
             pooled = mean_pool_spans(states, row.spans).cpu()
-            outputs.append(SequenceOutput(pooled, multivectors[index], states.cpu() if row.token_states else None))
+            outputs.append(RowOutput(pooled, multivectors[index], states.cpu() if row.token_states else None))
         return outputs
 
-    def _multivectors(self, hidden: torch.Tensor, batch: Seq[Sequence]) -> list[torch.Tensor | None]:
+    def _multivectors(self, hidden: torch.Tensor, batch: Sequence[Row]) -> list[torch.Tensor | None]:
         if not any(row.multivector for row in batch):
             return [None] * len(batch)
         projected = normalize(self.network.projector(hidden).float())  # (batch, seq, 128)

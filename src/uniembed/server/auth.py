@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 
 from fastapi import Request
 
@@ -12,7 +12,7 @@ from uniembed.server.errors import Unauthorized
 UNAUTHORIZED_MESSAGE = "missing or invalid API key"
 
 
-def key_matches(presented: str, keys: Seq[str]) -> bool:
+def key_matches(presented: str, keys: Sequence[str]) -> bool:
     """True when ``presented`` equals one of ``keys``.
 
     Every key is compared (``hmac.compare_digest``, no early exit), so the time taken does not tell
@@ -45,7 +45,7 @@ def bearer_token(header: str | None) -> str | None:
 class ApiKeyCheck:
     """A FastAPI dependency: passes when no keys are configured or the request carries one of them."""
 
-    def __init__(self, keys: Seq[str]) -> None:
+    def __init__(self, keys: Sequence[str]) -> None:
         self.keys = tuple(keys)
 
     async def __call__(self, request: Request) -> None:

@@ -20,31 +20,30 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 
 import torch
 
 from uniembed.engine import BatchPolicy, plan_batches
 from uniembed.errors import NotReady, Overloaded, UniembedError
-from uniembed.models.base import Sequence, SequenceOutput
+from uniembed.models.base import Row, RowOutput
 from uniembed.server.errors import BatchFailed
 from uniembed.server.metrics import Metrics
 
 logger = logging.getLogger("uniembed.server")
 
-Forward = Callable[[Seq[Sequence]], list[SequenceOutput]]
+Forward = Callable[[Sequence[Row]], list[RowOutput]]
 BATCH_FAILED_MESSAGE = "the model failed while embedding a batch holding this request's inputs; see the server log"
 
 
 class Job:
     """The rows of one request and the future that receives their outputs, in row order."""
 
-    def __init__(self, sequences: Seq[Sequence]) -> None:
+    def __init__(self, sequences: Sequence[Row]) -> None:
         self.sequences = list(sequences)
-        self.future: Future[list[SequenceOutput]] = Future()
-        self._outputs: list[SequenceOutput | None] = [None] * len(self.sequences)
+        self.future: Future[list[RowOutput]] = Future()
+        self._outputs: list[RowOutput | None] = [None] * len(self.sequences)
         self._remaining = len(self.sequences)
 
     @property
@@ -52,7 +51,7 @@ class Job:
         """Done, failed or cancelled: its remaining rows need not run."""
         return self.future.done()
 
-    def deliver(self, index: int, output: SequenceOutput) -> None:
+    def deliver(self, index: int, output: RowOutput) -> None:
         """Store one row's output; the last one resolves the future (worker thread only)."""
         self._outputs[index] = output
         self._remaining -= 1
@@ -125,7 +124,7 @@ class Batcher:
         return len(self._pending)
 
     # ----------------------------------------------------------------- requests (event loop side)
-    def submit(self, sequences: Seq[Sequence]) -> Job:
+    def submit(self, sequences: Sequence[Row]) -> Job:
         """Queue a job's rows, or refuse with Overloaded (queue full) / NotReady (not running).
 
         A job larger than the whole queue is still accepted when the queue is empty, so that no valid
@@ -157,7 +156,7 @@ class Batcher:
         if dropped:
             self.metrics.rows_dropped.inc(dropped)
 
-    async def run(self, sequences: Seq[Sequence]) -> list[SequenceOutput]:
+    async def run(self, sequences: Sequence[Row]) -> list[RowOutput]:
         """Submit and await the outputs; cancelling the awaiting task cancels the job."""
         job = self.submit(sequences)
         try:

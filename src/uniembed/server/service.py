@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -26,7 +25,7 @@ from uniembed.errors import InputTooLarge
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.items import Item, TextItem
 from uniembed.inputs.parse import aparse_api_items
-from uniembed.models.base import SequenceOutput
+from uniembed.models.base import RowOutput
 from uniembed.server.batching import Batcher
 from uniembed.server.errors import BatchFailed
 from uniembed.server.metrics import Metrics
@@ -122,7 +121,7 @@ class EmbeddingService:
     # ----------------------------------------------------------------- batching
     async def _run_until_disconnect(
         self, batcher: Batcher, plan: Plan, request: Request
-    ) -> list[SequenceOutput] | None:
+    ) -> list[RowOutput] | None:
         """The plan's outputs from the shared queue, or ``None`` when the client left first."""
         job = batcher.submit(plan.sequences)
         result = asyncio.wrap_future(job.future)
@@ -140,7 +139,7 @@ class EmbeddingService:
 
     # ----------------------------------------------------------------- response
     def _response_body(
-        self, served: str, plan: Plan, outputs: Seq[SequenceOutput], body: EmbeddingRequest
+        self, served: str, plan: Plan, outputs: Sequence[RowOutput], body: EmbeddingRequest
     ) -> bytes:
         result: EncodeResult = plan.assemble(outputs)
         self.metrics.for_model(served).tokens.inc(result.total_tokens)
@@ -159,7 +158,7 @@ class EmbeddingService:
         return orjson.dumps(document)
 
 
-def _light_inputs(items: Seq[Item]) -> bool:
+def _light_inputs(items: Sequence[Item]) -> bool:
     """Only text, and little of it: tokenising it costs less than handing it to a thread."""
     total = 0
     for item in items:
@@ -169,14 +168,14 @@ def _light_inputs(items: Seq[Item]) -> bool:
     return total <= INLINE_TEXT_CHARS
 
 
-def _light_outputs(outputs: Seq[SequenceOutput], multivector: bool) -> bool:
+def _light_outputs(outputs: Sequence[RowOutput], multivector: bool) -> bool:
     """Few numbers to encode (single vectors of a few inputs), so encoding them inline is cheap."""
     if multivector or any(output.token_states is not None for output in outputs):  # late chunking
         return False
     return sum(output.pooled.numel() for output in outputs) <= INLINE_OUTPUT_FLOATS
 
 
-def _check_finite(arrays: Seq[np.ndarray]) -> None:
+def _check_finite(arrays: Sequence[np.ndarray]) -> None:
     """JSON has no NaN or infinity; a model that produced them failed (a 500 naming the output)."""
     for index, array in enumerate(arrays):
         if not np.isfinite(array).all():

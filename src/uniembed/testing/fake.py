@@ -7,7 +7,7 @@ it (causal, so every token sees its left context, like the real decoders), shift
 
 from __future__ import annotations
 
-from collections.abc import Sequence as Seq
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ from uniembed.errors import InvalidInput
 from uniembed.models.base import (
     ImageFeatures,
     ModelInfo,
-    Sequence,
-    SequenceOutput,
+    Row,
+    RowOutput,
     Span,
     TaskSpec,
     TokenizedText,
@@ -75,17 +75,17 @@ class FakeModel:
         special = [True] + [False] * len(text) + [True]
         return TokenizedText(ids, offsets, special)
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Seq[Span] | None = None) -> Sequence:
+    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
         tensor = torch.tensor(ids, dtype=torch.long)
-        return Sequence(tensor, task.adapter, default_spans(len(ids), spans))
+        return Row(tensor, task.adapter, default_spans(len(ids), spans))
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Sequence:
+    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
         pixels = torch.from_numpy(np.asarray(image.convert("L").resize((4, 4)), dtype=np.int64).reshape(-1))
         ids = [BOS, IMAGE] + [4 + int(p) % (VOCAB - 4) for p in pixels] + [IMAGE, EOS]
         grid = ImageFeatures(pixel_values=pixels.float().unsqueeze(-1), grid_thw=(1, 4, 4))
-        return Sequence(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid)
+        return Row(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid)
 
-    def forward(self, batch: Seq[Sequence]) -> list[SequenceOutput]:
+    def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         self.forward_calls.append(len(batch))
         outputs = []
         for row in batch:
@@ -96,5 +96,5 @@ class FakeModel:
                 states = states + self.adapter_shift[row.adapter]
             pooled = torch.stack([states[s:e].mean(0) for s, e in row.spans])
             multivector = normalize(states @ self.projector) if row.multivector else None
-            outputs.append(SequenceOutput(pooled, multivector, states if row.token_states else None))
+            outputs.append(RowOutput(pooled, multivector, states if row.token_states else None))
         return outputs
