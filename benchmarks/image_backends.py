@@ -390,20 +390,22 @@ class TinyEmbedder:
     """The tiny random jina-embeddings-v4 of ``uniembed.testing``: pooled embeddings of features."""
 
     def __init__(self) -> None:
+        from uniembed.engine.loop import Engine
         from uniembed.models.registry import load_model
         from uniembed.testing.jina_v4 import write_tiny_jina_v4
 
         self._directory = tempfile.TemporaryDirectory(prefix="tiny-v4-")
         snapshot = write_tiny_jina_v4(self._directory.name)
-        self.model = load_model(snapshot, device="cpu", dtype="float32")
+        model = load_model(snapshot, device="cpu", dtype="float32")
+        self.model = model
+        self.engine = Engine(model.forward)  # rows built by hand below, run like every other row
         self.task = self.model.resolve_task("retrieval.passage")
 
     def embed(self, pixel_values: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
         """The pooled (span-mean) embedding of one preprocessed image."""
         import torch
 
-        from uniembed.models.base import ImageFeatures
-        from uniembed.models.base import Sequence as ModelSequence
+        from uniembed.models.base import ImageFeatures, Row
 
         template = self.model.template
         count = grid[0] * grid[1] * grid[2] // self.model.merge_unit
@@ -411,8 +413,8 @@ class TinyEmbedder:
         span = (len(template.before_image) - 1, len(template.before_image) + count + 1)
         pixels = torch.from_numpy(pixel_values)
         features = ImageFeatures(pixel_values=pixels, grid_thw=grid)  # type: ignore[arg-type]
-        sequence = ModelSequence(torch.tensor(ids), self.task.adapter, (span,), image=features)
-        return self.model.forward([sequence])[0].pooled[0].numpy()
+        row = Row(torch.tensor(ids), self.task.adapter, (span,), image=features)
+        return self.engine.run([row])[0].pooled[0].numpy()
 
     def close(self) -> None:
         self._directory.cleanup()

@@ -59,14 +59,14 @@ def make_document(embedder, tokens: int) -> str:
         words = [SENTENCE_WORDS[(index * 7 + k * 3) % len(SENTENCE_WORDS)] for k in range(6 + index % 12)]
         sentences.append(" ".join(words).capitalize() + ".")
     text = " ".join(sentences)
-    while len(embedder.model.tokenize(text).ids) < tokens:
+    while len(embedder.tokenize(text).ids) < tokens:
         text = f"{text} {text}"
     return _cut_to_tokens(embedder, text, tokens)
 
 
 def _cut_to_tokens(embedder, text: str, tokens: int) -> str:
     """The longest prefix of ``text`` ending at a sentence with at most ``tokens`` tokens."""
-    offsets = embedder.model.tokenize(text).offsets
+    offsets = embedder.tokenize(text).offsets
     end = offsets[min(tokens, len(offsets) - 1)][0]
     cut = text.rfind(".", 0, end)
     return text[: cut + 1] if cut > 0 else text[:end]
@@ -97,7 +97,7 @@ def measure(snapshot: Path, config: Config) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert bool(torch.isfinite(vectors).all()), "late chunking returned non-finite vectors"
     return {
-        "doc_tokens": len(embedder.model.tokenize(text).ids),
+        "doc_tokens": len(embedder.tokenize(text).ids),
         "chunks": int(vectors.shape[0]),
         "before_mib": before / 1024,
         "load_peak_mib": load_peak / 1024,

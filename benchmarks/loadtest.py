@@ -56,7 +56,7 @@ def build_embedder(args: argparse.Namespace) -> Embedder:
     """The model named by the arguments: FakeModel, or a snapshot loaded with ``uniembed.load``."""
     from uniembed import load
     from uniembed.embedder import Embedder
-    from uniembed.engine import BatchPolicy
+    from uniembed.engine.planning import BatchPolicy
     from uniembed.testing.fake import FakeModel
 
     if args.fake:
@@ -361,9 +361,9 @@ def serve(args: argparse.Namespace) -> None:
     """Child process: run the server for the model named by ``args`` on ``args.serve_port``."""
     import uvicorn
 
+    from uniembed.engine.threads import call_on_temporary_thread
     from uniembed.server.app import create_app
     from uniembed.server.settings import ServerSettings
-    from uniembed.server.threads import call_on_temporary_thread
 
     embedder = call_on_temporary_thread(build_embedder, args)  # as `uniembed serve` loads
     name = served_name(args, embedder)
@@ -519,7 +519,7 @@ def run(args: argparse.Namespace) -> list[Level]:
     texts = short_texts(args.requests * args.items_per_request)
     embedder = build_embedder(args)
     name = served_name(args, embedder)
-    print(f"library: {embedder.info.name} on {getattr(embedder.model, 'device', '?')}, {len(texts)} texts", flush=True)
+    print(f"library: {embedder.info.name} on {embedder.device}, {len(texts)} texts", flush=True)
     embedder.encode(texts[: min(len(texts), 16)], args.task)  # warm-up: lazy init, allocator
     per_request = measure_library_per_request(embedder, texts, args.items_per_request, args.task)
     one_call: list[Level] = []

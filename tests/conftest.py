@@ -8,6 +8,8 @@ import pytest
 
 import uniembed
 from uniembed.embedder import Embedder
+from uniembed.models.base import EmbeddingModel
+from uniembed.models.registry import load_model
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,14 @@ def tiny_v3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_v3(tiny_v3_path: Path) -> Embedder:
     return uniembed.load(tiny_v3_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_v4_model(tiny_v4_path: Path) -> EmbeddingModel:
+    """The model behind the contract, for tests of model internals (the same weights as ``tiny_v4``)."""
+    return load_model(tiny_v4_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_model(tiny_v3_path: Path) -> EmbeddingModel:
+    return load_model(tiny_v3_path, device="cpu")

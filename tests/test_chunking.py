@@ -92,12 +92,9 @@ def fake() -> FakeModel:
 
 
 def token_states(model: FakeModel, ids: list[int], task: TaskSpec) -> torch.Tensor:
-    """Last hidden states of one direct forward of ``ids`` → (tokens, dim)."""
-    sequence = model.text_sequence(ids, task)
-    sequence.token_states = True
-    states = model.forward([sequence])[0].token_states
-    assert states is not None
-    return states
+    """Last hidden states of one direct forward of ``ids`` → (tokens, dim) (one span per token)."""
+    row = model.text_sequence(ids, task, [(i, i + 1) for i in range(len(ids))])
+    return model.forward([row])[0].pooled
 
 
 def span_means(states: torch.Tensor, spans: list[Span]) -> torch.Tensor:
@@ -105,7 +102,7 @@ def span_means(states: torch.Tensor, spans: list[Span]) -> torch.Tensor:
 
 
 def run_plan(model: FakeModel, plan: DocumentPlan) -> torch.Tensor:
-    return plan.pool(model.forward(plan.sequences))
+    return plan.pooling.pool(model.forward(plan.rows))
 
 
 # ----------------------------------------------------------------- join_chunks
@@ -324,16 +321,16 @@ def test_single_pass_chunk_vectors_are_span_means_of_the_full_document(fake: Fak
     task = fake.resolve_task("retrieval.passage")
     spans = sentence_spans(TEXT)
     plan = plan_document(fake, TEXT, spans, task, window=512, overlap=None, truncate=False)
-    assert len(plan.sequences) == 1
+    assert len(plan.rows) == 1
     ids = fake.tokenize(task.prefix + TEXT).ids
-    assert plan.sequences[0].input_ids.tolist() == ids
+    assert plan.rows[0].input_ids.tolist() == ids
     # computed independently: 1 BOS + prefix to chunk 0, the EOS to the last chunk
     prefix = len(task.prefix)
     expected_spans = [(1 + prefix + s, 1 + prefix + e) for s, e in spans]
     expected_spans[0] = (0, expected_spans[0][1])
     expected_spans[-1] = (expected_spans[-1][0], len(ids))
-    assert plan.token_spans == expected_spans
-    assert plan.tokens_per_chunk == [e - s for s, e in expected_spans]
+    assert list(plan.token_spans) == expected_spans
+    assert list(plan.tokens_per_chunk) == [e - s for s, e in expected_spans]
     assert sum(plan.tokens_per_chunk) == len(ids)
     expected = span_means(token_states(fake, ids, task), expected_spans)
     assert torch.allclose(run_plan(fake, plan), expected, atol=1e-6)
@@ -348,7 +345,7 @@ def test_window_at_least_the_document_equals_the_single_pass_exactly(fake: FakeM
     )
     for window in (num_tokens, num_tokens + 1):
         plan = plan_document(fake, TEXT, spans, task, window=window, overlap=0, truncate=False)
-        assert len(plan.sequences) == 1
+        assert len(plan.rows) == 1
         assert torch.equal(run_plan(fake, plan), reference)
 
 
@@ -358,11 +355,11 @@ def test_small_windows_cover_exactly_the_document_tokens(fake: FakeModel) -> Non
     ids = fake.tokenize(task.prefix + TEXT).ids
     window, overlap = 20, 6
     plan = plan_document(fake, TEXT, spans, task, window=window, overlap=overlap, truncate=False)
-    assert len(plan.sequences) == len(plan.windows) > 3
+    assert len(plan.rows) == len(plan.windows) > 3
     kept_states = []
-    for win, sequence in zip(plan.windows, plan.sequences):
+    for win, sequence in zip(plan.windows, plan.rows):
         assert sequence.input_ids.tolist() == ids[win.start : win.end]
-        assert not sequence.token_states  # only span means come back from the model
+        assert len(sequence.spans) < sequence.num_tokens  # only chunk span means come back
         states = token_states(fake, ids[win.start : win.end], task)  # a direct forward of the slice
         kept_states.append(states[win.keep_from - win.start :])
     document_states = torch.cat(kept_states)  # (tokens, dim)
@@ -439,8 +436,8 @@ def test_plan_document_errors(fake: FakeModel) -> None:
     with pytest.raises(InvalidInput, match="smaller than the window"):
         plan_document(fake, "hello", [(0, 5)], task, window=4, overlap=4, truncate=False)
     plan = plan_document(fake, "hello", [(0, 5)], task, window=10, overlap=None, truncate=False)
-    with pytest.raises(ValueError, match="got 0 outputs for 2 sequences"):
-        plan.pool([])
+    with pytest.raises(ValueError, match="got 0 outputs for 2 rows"):
+        plan.pooling.pool([])
 
 
 # ----------------------------------------------------------------- through the Embedder

@@ -1,14 +1,22 @@
-"""Batch planning: token budget, row cap, order restored, long inputs alone."""
+"""The engine: batch planning (token budget, row cap, long inputs alone), order restored, one loop."""
 
 from __future__ import annotations
+
+import pickle
+import threading
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
-from uniembed.engine import BatchPolicy, plan_batches, run_sequences
-from uniembed.models.base import Row, RowOutput
+from uniembed.engine.loop import Engine
+from uniembed.engine.planning import BatchPolicy, plan_batches
+from uniembed.errors import BatchFailed
+from uniembed.inputs.items import ImageItem, TextItem
+from uniembed.models.base import PatchGrid, Row, RowOutput
+from uniembed.plans import EncodeOptions
 
 
 @given(lengths=st.lists(st.integers(1, 3000), min_size=0, max_size=80), budget=st.integers(1, 5000),
@@ -38,7 +46,7 @@ def test_invalid_policy_is_refused() -> None:
         BatchPolicy(token_budget=0)
 
 
-def test_run_sequences_restores_input_order_and_reports_progress() -> None:
+def test_run_restores_input_order_reports_progress_and_counts_padding() -> None:
     rows = [Row(torch.arange(n), adapter=0, spans=((0, n),)) for n in (3, 9, 1, 5)]
     seen: list[list[int]] = []
     progress: list[int] = []
@@ -47,6 +55,66 @@ def test_run_sequences_restores_input_order_and_reports_progress() -> None:
         seen.append([r.num_tokens for r in batch])
         return [RowOutput(pooled=torch.tensor([[float(r.num_tokens)]])) for r in batch]
 
-    outputs = run_sequences(rows, forward, BatchPolicy(token_budget=10, max_batch_size=8), progress.append)
+    engine = Engine(forward, BatchPolicy(token_budget=10, max_batch_size=8))
+    outputs = engine.run(rows, progress.append)
     assert [float(o.pooled) for o in outputs] == [3.0, 9.0, 1.0, 5.0]
     assert seen == [[9], [5, 3], [1]] and progress == [1, 2, 1]
+    totals = engine.totals
+    assert (totals.batches, totals.rows, totals.tokens, totals.padded_tokens) == (3, 4, 18, 9 + 10 + 1)
+
+
+def test_a_failing_batch_raises_the_models_error_here_and_the_engine_keeps_working() -> None:
+    calls = []
+
+    def forward(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return [RowOutput(pooled=torch.zeros(1, 1)) for _ in batch]
+
+    engine = Engine(forward)
+    rows = [Row(torch.arange(3), adapter=0, spans=((0, 3),))]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.run(rows)
+    assert engine.totals.failed_batches == 1
+    assert len(engine.run(rows)) == 1
+    calls.clear()
+    engine.start()
+    try:  # through the worker: every waiting job gets BatchFailed, the cause chained
+        with pytest.raises(BatchFailed) as failure:
+            engine.run(rows)
+        assert isinstance(failure.value.__cause__, RuntimeError)
+    finally:
+        engine.stop()
+
+
+def test_run_goes_through_the_queue_while_the_worker_runs_and_inline_otherwise() -> None:
+    threads: list[str] = []
+
+    def forward(batch):
+        threads.append(threading.current_thread().name)
+        return [RowOutput(pooled=torch.zeros(1, 1)) for _ in batch]
+
+    engine = Engine(forward, name="m")
+    rows = [Row(torch.arange(2), adapter=0, spans=((0, 2),))]
+    engine.run(rows)
+    engine.start()
+    try:
+        engine.run(rows)
+    finally:
+        engine.stop()
+    engine.run(rows)
+    here = threading.current_thread().name
+    assert threads == [here, "uniembed-engine-m", here]
+
+
+def test_plans_are_picklable_values(tiny_v4) -> None:
+    plan = tiny_v4.plan([TextItem("solar panels"), ImageItem(Image.new("RGB", (56, 84), "red"))],
+                        "retrieval.passage", EncodeOptions(output="both", dimensions=16))
+    copy = pickle.loads(pickle.dumps(plan))
+    assert [row.num_tokens for row in copy.rows] == [row.num_tokens for row in plan.rows]
+    here = plan.assemble(tiny_v4.engine.run(plan.rows))
+    there = copy.assemble(tiny_v4.engine.run(copy.rows))
+    assert all(torch.equal(a, b) for a, b in zip(here.embeddings, there.embeddings))
+    assert all(torch.equal(a, b) for a, b in zip(here.multivectors, there.multivectors))
+    assert here.patch_grids[0] is None and here.patch_grids[1] == PatchGrid(start=4, height=3, width=2)  # 84x56 px: 3x2 cells of 28 px

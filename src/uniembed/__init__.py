@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from uniembed.embedder import Embedder
 
 __version__ = "0.1.0"
+DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
 
 
 def load(
@@ -35,7 +36,7 @@ def load(
     available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a batch.
     """
     from uniembed.embedder import Embedder
-    from uniembed.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
+    from uniembed.engine.planning import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
     from uniembed.models.registry import load_model
 
     model = load_model(name_or_path, device=device, dtype=dtype, name=name)
@@ -43,4 +44,4 @@ def load(
     return Embedder(model, policy)
 
 
-__all__ = ["__version__", "load"]
+__all__ = ["DEFAULT_MODEL", "__version__", "load"]

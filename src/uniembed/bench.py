@@ -11,6 +11,7 @@ Both produce the same embeddings (checked); the ratio of their wall times is pri
 from __future__ import annotations
 
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 import typer
 from PIL import Image
+
+from uniembed.engine.planning import BatchPolicy
 
 WORDS = (
     "solar", "panel", "energy", "cell", "light", "power", "grid", "battery", "storage", "voltage", "current",
@@ -102,9 +105,9 @@ def official_style(embedder, workload: Workload, baseline: Baseline) -> list[tor
     results: list[torch.Tensor | None] = [None] * len(workload.items)
     for task, chunk in official_batches(workload, baseline):
         plan = embedder.plan([workload.items[i] for i in chunk], task)
-        with torch.inference_mode():
-            outputs = embedder.model.forward(plan.sequences)  # one fixed batch
-        for i, vector in zip(chunk, plan.assemble(outputs).embeddings):
+        one_batch = BatchPolicy(token_budget=sys.maxsize, max_batch_size=len(chunk))
+        vectors = embedder.run(plan, policy=one_batch).embeddings
+        for i, vector in zip(chunk, vectors):
             results[i] = vector
     return results  # type: ignore[return-value]
 
@@ -113,15 +116,26 @@ def ours(embedder, workload: Workload) -> list[torch.Tensor]:
     return embedder.run(embedder.plan(workload.items, workload.tasks)).embeddings
 
 
-def timed(function: Callable[[], list[torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
+@dataclass(frozen=True)
+class Timing:
+    """One timed run: wall seconds and the padded tokens its forward batches paid for."""
+
+    seconds: float
+    padded_tokens: int
+    vectors: list[torch.Tensor]
+
+
+def timed(embedder, function: Callable[[], list[torch.Tensor]]) -> Timing:
+    padded_before = embedder.engine.totals.padded_tokens
     start = time.perf_counter()
-    result = function()
-    return time.perf_counter() - start, result
+    vectors = function()
+    seconds = time.perf_counter() - start
+    return Timing(seconds, embedder.engine.totals.padded_tokens - padded_before, vectors)
 
 
-def best_of(repeat: int, function: Callable[[], list[torch.Tensor]]) -> tuple[float, list[torch.Tensor]]:
+def best_of(repeat: int, embedder, function: Callable[[], list[torch.Tensor]]) -> Timing:
     """The fastest of ``repeat`` timed runs (the least disturbed by other processes)."""
-    return min((timed(function) for _ in range(repeat)), key=lambda r: r[0])
+    return min((timed(embedder, function) for _ in range(repeat)), key=lambda t: t.seconds)
 
 
 def bench_command(
@@ -147,29 +161,21 @@ def bench_command(
         baseline = BASELINES.get(embedder.info.family, Baseline(8, False))
         images = images if "image" in embedder.info.modalities else 0
         workload = realistic_workload(texts, images, embedder.info.tasks, seed)
-        tokens = sum(s.num_tokens for s in embedder.plan(workload.items, workload.tasks).sequences)
-        padded = _padded_tokens(embedder, workload, baseline)
+        tokens = sum(embedder.plan(workload.items, workload.tasks).token_counts)
         ours(embedder, Workload(workload.items[:8], workload.tasks[:8]))  # warm-up
-        base_time, base = best_of(repeat, lambda: official_style(embedder, workload, baseline))
-        our_time, mine = best_of(repeat, lambda: ours(embedder, workload))
-        drift = max(float((a - b).abs().max()) for a, b in zip(base, mine))
+        base = best_of(repeat, embedder, lambda: official_style(embedder, workload, baseline))
+        mine = best_of(repeat, embedder, lambda: ours(embedder, workload))
+        drift = max(float((a - b).abs().max()) for a, b in zip(base.vectors, mine.vectors))
     print(f"model={model} family={embedder.info.family} items={len(workload.items)} real_tokens={tokens} "
           f"threads={torch.get_num_threads()}")
     print(f"{'':26}{'seconds':>10}{'tokens/s':>12}{'padded tokens':>15}")
-    print(f"{baseline.label:26}{base_time:10.2f}{tokens / base_time:12.0f}{padded['official']:15d}")
-    print(f"{'uniembed':26}{our_time:10.2f}{tokens / our_time:12.0f}{padded['ours']:15d}")
-    print(f"speed-up: {base_time / our_time:.2f}x   max |difference| between the two: {drift:.1e}")
-    if embedder.model.device.type == "cuda":
-        achieved = 2 * _linear_parameters(embedder.model) * tokens / our_time / 1e12
+    for label, timing in ((baseline.label, base), ("uniembed", mine)):
+        print(f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}{timing.padded_tokens:15d}")
+    print(f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: {drift:.1e}")
+    if embedder.device.type == "cuda":
+        achieved = embedder.flops_per_token() * tokens / mine.seconds / 1e12
         print(f"≈{achieved:.1f} TFLOP/s from 2 × linear weights × tokens "
               f"(MFU ≈ {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g}; attention not counted)")
-
-
-def _linear_parameters(model: object) -> int:
-    """Weights of every Linear layer a model holds: ~FLOPs per token / 2 (attention aside)."""
-    modules = [m for m in vars(model).values() if isinstance(m, torch.nn.Module)]
-    return sum(layer.weight.numel() for root in modules for layer in root.modules()
-               if isinstance(layer, torch.nn.Linear))
 
 
 def _snapshot(model: str, tmp: Path) -> Path:
@@ -181,18 +187,3 @@ def _snapshot(model: str, tmp: Path) -> Path:
         size = {"mid": jina_v4.MID, "tiny": jina_v4.TINY, "full": jina_v4.FULL}[model]
         return jina_v4.write_tiny_jina_v4(tmp / model, size=size)
     return Path(model)
-
-
-def _padded_tokens(embedder, workload: Workload, baseline: Baseline) -> dict[str, int]:
-    """Rows × longest row summed over batches: the work each schedule really pays for."""
-    from uniembed.engine import plan_batches
-
-    lengths = [s.num_tokens for s in embedder.plan(workload.items, workload.tasks).sequences]
-
-    def padded(batches: Sequence[Sequence[int]]) -> int:
-        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
-
-    return {
-        "official": padded([chunk for _, chunk in official_batches(workload, baseline)]),
-        "ours": padded(plan_batches(lengths, embedder.policy)),
-    }

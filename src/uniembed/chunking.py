@@ -10,7 +10,7 @@ Long-Context Embedding Models", 2024). The steps, all on top of the model contra
 3. :func:`plan_document` builds one :class:`~uniembed.models.base.Row` per window (one for a
    document that fits) whose spans are the chunks' kept token ranges, so the model returns span
    means only — token states never leave the model;
-4. :meth:`DocumentPlan.pool` combines each chunk's per-window means into the chunk mean.
+4. :meth:`uniembed.plans.ChunkPooling.pool` combines each chunk's per-window means into the chunk mean.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from uniembed.errors import InvalidInput
-from uniembed.models.base import EmbeddingModel, Row, RowOutput, Span, TaskSpec
+from uniembed.models.base import EmbeddingModel, Row, Span, TaskSpec
+from uniembed.plans import ChunkPart, ChunkPooling
 
 DEFAULT_OVERLAP = 512
 Chunker = Callable[[str, EmbeddingModel], list[Span]]
@@ -287,43 +286,18 @@ def plan_windows(num_tokens: int, window: int, overlap: int) -> list[Window]:
 
 
 @dataclass(frozen=True)
-class ChunkPart:
-    """One pooled row of a window's output: the mean of ``tokens`` tokens of chunk ``chunk``."""
-
-    chunk: int
-    tokens: int
-
-
-@dataclass
 class DocumentPlan:
     """Model rows of one late-chunked document and how to pool their outputs into chunk vectors."""
 
-    sequences: list[Row]
-    tokens_per_chunk: list[
-        int
-    ]  # sums to the document's tokens (prefix and special tokens included)
-    token_spans: list[Span]  # each chunk's tokens in the whole document
-    windows: list[Window]  # one per sequence
-    parts: list[list[ChunkPart]]  # per sequence, what each of its span means belongs to
+    rows: tuple[Row, ...]  # one per window
+    pooling: ChunkPooling
+    token_spans: tuple[Span, ...]  # each chunk's tokens in the whole document
+    windows: tuple[Window, ...]  # one per row
 
-    def pool(self, outputs: Sequence[RowOutput]) -> torch.Tensor:
-        """Raw (not normalised) chunk means → (chunks, dim) float32."""
-        if len(outputs) != len(self.sequences):
-            raise ValueError(f"got {len(outputs)} outputs for {len(self.sequences)} sequences")
-        pieces: list[list[tuple[torch.Tensor, int]]] = [[] for _ in self.tokens_per_chunk]
-        for output, parts in zip(outputs, self.parts):
-            for row, part in zip(output.pooled, parts):  # row: (dim,)
-                pieces[part.chunk].append((row, part.tokens))
-        return torch.stack([_weighted_mean(p) for p in pieces])  # (chunks, dim)
-
-
-def _weighted_mean(pieces: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
-    """Mean of a chunk from the means of its pieces (one piece: returned unchanged, bit-exact)."""
-    if len(pieces) == 1:
-        return pieces[0][0].to(torch.float32)
-    total = sum(count for _, count in pieces)
-    summed = sum(row.to(torch.float64) * count for row, count in pieces)
-    return (summed / total).to(torch.float32)  # type: ignore[union-attr]
+    @property
+    def tokens_per_chunk(self) -> tuple[int, ...]:
+        """Tokens of each chunk; they sum to the document's (prefix and special tokens included)."""
+        return self.pooling.tokens_per_chunk
 
 
 def plan_document(
@@ -353,15 +327,14 @@ def plan_document(
         tokens.offsets, tokens.special, spans, num_tokens, text_start=len(task.prefix)
     )
     windows = plan_windows(num_tokens, window, overlap)
-    sequences: list[Row] = []
-    parts: list[list[ChunkPart]] = []
+    rows: list[Row] = []
+    parts: list[tuple[ChunkPart, ...]] = []
     for win in windows:
         local_spans, window_parts = _kept_pieces(win, token_spans)
-        sequences.append(model.text_sequence(tokens.ids[win.start : win.end], task, local_spans))
-        parts.append(window_parts)
-    return DocumentPlan(
-        sequences, [end - start for start, end in token_spans], token_spans, windows, parts
-    )
+        rows.append(model.text_sequence(tokens.ids[win.start : win.end], task, local_spans))
+        parts.append(tuple(window_parts))
+    pooling = ChunkPooling(tuple(parts), tuple(end - start for start, end in token_spans))
+    return DocumentPlan(tuple(rows), pooling, tuple(token_spans), tuple(windows))
 
 
 def _kept_pieces(win: Window, token_spans: Sequence[Span]) -> tuple[list[Span], list[ChunkPart]]:

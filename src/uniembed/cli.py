@@ -15,11 +15,16 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from uniembed import DEFAULT_MODEL
+from uniembed.inputs.limits import InputLimits
+from uniembed.server.settings import ServerSettings
+
 LAZY_COMMANDS = {
     "embed": ("uniembed.bulk", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
     "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
 }
-DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # = uniembed.server.settings.DEFAULT_MODEL (not imported: cheap)
+SERVE = ServerSettings()  # the defaults every serve flag shows (both modules are torch-free)
+LIMITS = InputLimits()
 
 
 class LazyGroup(TyperGroup):
@@ -59,34 +64,34 @@ def serve(
         "--model", "-m", envvar=_env("MODEL"),
         help=f"Model to serve (hub id or local snapshot); repeat to serve several. Default: {DEFAULT_MODEL}.",
     )] = None,
-    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = 8080,
-    device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = None,
-    dtype: Annotated[str | None, typer.Option(envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA).")] = None,
+    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")] = SERVE.host,
+    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = SERVE.port,
+    device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = SERVE.device,
+    dtype: Annotated[str | None, typer.Option(envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA).")] = SERVE.dtype,
     api_key: Annotated[list[str] | None, typer.Option(
         "--api-key", envvar=_env("API_KEYS"), show_default=False,
         help="Accepted bearer token; repeat for several. None given: no authentication.",
     )] = None,
-    token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = 16384,
-    max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = 64,
-    max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = 4096,
-    cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = 8,
-    torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = None,
-    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = 64 * 1024 * 1024,
-    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count).")] = 2048,
-    max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = None,
-    max_tokens_per_request: Annotated[int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")] = 1_000_000,
-    max_image_bytes: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")] = 20 * 1024 * 1024,
-    max_image_pixels: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")] = 50_000_000,
-    max_pdf_bytes: Annotated[int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")] = 50 * 1024 * 1024,
-    max_pdf_pages: Annotated[int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")] = 50,
-    pdf_dpi: Annotated[float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")] = 150.0,
-    max_text_chars: Annotated[int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")] = 262_144,
-    fetch_timeout: Annotated[float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")] = 15.0,
-    max_redirects: Annotated[int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")] = 5,
-    max_concurrent_fetches: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request.")] = 8,
-    allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = False,
-    log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = "info",
+    token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = SERVE.token_budget,
+    max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = SERVE.max_batch_size,
+    max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = SERVE.max_queue_rows,
+    cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = SERVE.cpu_workers,
+    torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = SERVE.torch_threads,
+    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = SERVE.max_body_bytes,
+    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count).")] = SERVE.max_items_per_request,
+    max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = SERVE.max_tokens_per_item,
+    max_tokens_per_request: Annotated[int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")] = SERVE.max_tokens_per_request,
+    max_image_bytes: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")] = LIMITS.max_image_bytes,
+    max_image_pixels: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")] = LIMITS.max_image_pixels,
+    max_pdf_bytes: Annotated[int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")] = LIMITS.max_pdf_bytes,
+    max_pdf_pages: Annotated[int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")] = LIMITS.max_pdf_pages,
+    pdf_dpi: Annotated[float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")] = LIMITS.pdf_dpi,
+    max_text_chars: Annotated[int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")] = LIMITS.max_text_chars,
+    fetch_timeout: Annotated[float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")] = LIMITS.fetch_timeout,
+    max_redirects: Annotated[int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")] = LIMITS.max_redirects,
+    max_concurrent_fetches: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request.")] = LIMITS.max_concurrent_fetches,
+    allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = LIMITS.allow_private_urls,
+    log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = SERVE.log_level,
 ) -> None:
     """Serve the Jina- and OpenAI-compatible embeddings API."""
     options = dict(locals())
@@ -124,13 +129,13 @@ def run_server(settings: Any) -> None:
     import uvicorn
 
     import uniembed
+    from uniembed.engine.threads import call_on_temporary_thread
     from uniembed.server.app import create_app
-    from uniembed.server.threads import call_on_temporary_thread
 
     embedders = {}
     for name in settings.models:
         typer.echo(f"loading {name} …", err=True)
-        # not on the main thread: see uniembed.server.threads (why torch work stays off long-lived threads)
+        # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
         embedders[name] = call_on_temporary_thread(
             functools.partial(uniembed.load, name, device=settings.device, dtype=settings.dtype,
                               token_budget=settings.token_budget, max_batch_size=settings.max_batch_size)

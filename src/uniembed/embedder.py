@@ -1,160 +1,115 @@
 """The user-facing facade: items in, vectors out, for any model family.
 
-Work is split in three steps so that the server can share batches between requests:
+Work is split in three steps so that every caller can share batches:
 
-* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a :class:`Plan`
-  holding :class:`~uniembed.models.base.Row` rows;
-* run the rows — :meth:`Embedder.run` in this process, or the server's shared batching queue;
-* :meth:`Plan.assemble` — pool, truncate, normalise → an :class:`EncodeResult`.
+* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a :class:`~uniembed.plans.Plan`
+  holding :class:`~uniembed.models.base.Row` s (plain data: it can cross a process boundary);
+* run the rows — on the embedder's :class:`~uniembed.engine.loop.Engine`, the one batching loop that the
+  library, the server, bulk jobs and benchmarks all go through (:meth:`Embedder.run`, or
+  ``embedder.engine.submit`` for asynchronous callers);
+* :meth:`~uniembed.plans.Plan.assemble` — pool, truncate, normalise → an
+  :class:`~uniembed.plans.EncodeResult`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from uniembed import chunking
-from uniembed.engine import BatchPolicy, run_sequences
-from uniembed.errors import InputTooLarge, InvalidInput
+from uniembed.engine.loop import Engine
+from uniembed.engine.planning import BatchPolicy
+from uniembed.errors import InputTooLarge, InvalidInput, ValidationFailed
 from uniembed.inputs.items import ImageItem, Item, TextItem
-from uniembed.models.base import EmbeddingModel, ModelInfo, Row, RowOutput, TaskSpec
-from uniembed.pooling import finalize_vectors, normalize
+from uniembed.models.base import EmbeddingModel, ModelInfo, Row, TaskSpec, TokenizedText
+from uniembed.plans import EncodeOptions, EncodeResult, Output, Plan, check_dimensions
 
 TaskArg = str | Sequence[str] | None
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Per-call options shared by every item of a call (the API's request-level fields)."""
-
-    dimensions: int | None = None
-    multivector: bool = False
-    late_chunking: bool = False
-    truncate: bool = False
-    normalized: bool = True
-    max_tokens: int | None = None  # per item; None = the model's maximum
-    max_pixels: int | None = None  # per image; None = the model's default
-    window: int | None = None  # late chunking window in tokens; None = max_tokens
-    overlap: int | None = None  # late chunking overlap; None = min(DEFAULT_OVERLAP, window // 2)
-
-
-@dataclass
-class EncodeResult:
-    """One embedding per output item, and the tokens each item cost."""
-
-    embeddings: list[torch.Tensor]  # (dim,) single vectors or (tokens, multivector_dim)
-    token_counts: list[int]
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.token_counts)
-
-    # Behave like the official v3 ``encode`` result (a list / array of vectors) where it is used so.
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.embeddings[index]
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self.embeddings)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        """``np.asarray(result)``: a (items, dim) array of single vectors."""
-        if any(e.dim() != 1 for e in self.embeddings):
-            raise TypeError("multi-vector results have one matrix per item; use .embeddings")
-        array = torch.stack(self.embeddings).numpy()
-        return array.astype(dtype) if dtype is not None else array
-
-
-@dataclass
-class Plan:
-    """Prepared rows of one call and how to turn their outputs into the call's result."""
-
-    sequences: list[Row]
-    assemble: Callable[[Sequence[RowOutput]], EncodeResult] = field(repr=False)
 
 
 class Embedder:
     """Encode text and images with a loaded model; see :func:`uniembed.load`."""
 
     def __init__(self, model: EmbeddingModel, policy: BatchPolicy | None = None) -> None:
-        self.model = model
-        self.policy = policy or BatchPolicy()
+        self._model = model
+        self.engine = Engine(model.forward, policy, name=model.info.name)
 
     @property
     def info(self) -> ModelInfo:
-        return self.model.info
+        return self._model.info
+
+    @property
+    def device(self) -> torch.device:
+        return self._model.device
+
+    def flops_per_token(self) -> int:
+        """About 2 × the weights of every Linear layer: the matrix work one token costs (attention and
+        the vision tower's extra work aside). For MFU estimates."""
+        roots = [m for m in vars(self._model).values() if isinstance(m, torch.nn.Module)]
+        weights = sum(layer.weight.numel() for root in roots for layer in root.modules()
+                      if isinstance(layer, torch.nn.Linear))
+        return 2 * weights
 
     # ----------------------------------------------------------------- validation
     def resolve_tasks(self, task: TaskArg, count: int, prompt_name: str | None = None) -> list[TaskSpec]:
         """One :class:`TaskSpec` per item from a single task name or a list of them."""
         if task is None or isinstance(task, str):
-            spec = self.model.resolve_task(task, prompt_name)
+            spec = self._model.resolve_task(task, prompt_name)
             return [spec] * count
         names = list(task)
         if len(names) != count:
             raise InvalidInput(f"got {len(names)} task names for {count} inputs; give one task or one per input")
         cache: dict[str, TaskSpec] = {}
-        return [cache.setdefault(n, self.model.resolve_task(n, prompt_name)) for n in names]
+        return [cache.setdefault(n, self._model.resolve_task(n, prompt_name)) for n in names]
 
-    def check_dimensions(self, dimensions: int | None, *, strict: bool = False) -> None:
-        """Any size 1…dim is a valid prefix; ``strict`` allows only the trained Matryoshka sizes."""
-        if dimensions is None:
-            return
-        info = self.info
-        if strict and dimensions not in info.matryoshka_dims:
-            raise InvalidInput(f"truncate_dim {dimensions} is not one of {list(info.matryoshka_dims)}")
-        if not 1 <= dimensions <= info.dim:
-            raise InvalidInput(f"dimensions must be between 1 and {info.dim}, got {dimensions}")
+    def check_options(self, options: EncodeOptions) -> None:
+        """Refuse options that do not fit this model (:meth:`EncodeOptions.check`)."""
+        options.check(self.info)
 
-    def _check_options(self, options: EncodeOptions) -> None:
-        self.check_dimensions(options.dimensions)
-        if options.multivector and self.info.multivector_dim is None:
-            raise InvalidInput(f"{self.info.name} has no multi-vector output")
-        if options.multivector and options.late_chunking:
-            raise InvalidInput("late_chunking and multi-vector output cannot be combined")
-        max_tokens = options.max_tokens
-        if max_tokens is not None and not 1 <= max_tokens <= self.info.max_tokens:
-            raise InvalidInput(f"max_tokens must be between 1 and {self.info.max_tokens}, got {max_tokens}")
+    def tokenize(self, text: str) -> TokenizedText:
+        """Token ids, character offsets and special flags of ``text`` as the model tokenises it."""
+        return self._model.tokenize(text)
+
+    def token_strings(self, text: str, task: str | None = None) -> list[str]:
+        """The pieces of text the model sees as tokens for ``text`` under ``task`` (task prefix
+        included; special tokens as ``""``), e.g. to label the rows of a query's multi-vector."""
+        spec = self.resolve_tasks(task, 1)[0]
+        full = spec.prefix + text
+        tokens = self._model.tokenize(full)
+        return ["" if special else full[start:end]
+                for (start, end), special in zip(tokens.offsets, tokens.special)]
 
     # ----------------------------------------------------------------- planning
     def plan(self, items: Sequence[Item], task: TaskArg = None, options: EncodeOptions | None = None) -> Plan:
         """Validate and prepare ``items``; nothing runs on the model yet."""
         options = options or EncodeOptions()
-        self._check_options(options)
+        self.check_options(options)
         if not items:
             raise InvalidInput("no inputs given")
         tasks = self.resolve_tasks(task, len(items))
         if options.late_chunking:
             return self._plan_late_chunking(items, tasks, options)
-        sequences = [self._sequence(i, item, spec, options) for i, (item, spec) in enumerate(zip(items, tasks))]
+        rows = tuple(self._row(i, item, spec, options) for i, (item, spec) in enumerate(zip(items, tasks)))
+        return Plan(rows, options.output, options.dimensions, options.normalized)
 
-        def assemble(outputs: Sequence[RowOutput]) -> EncodeResult:
-            embeddings = [self._finish(out, options) for out in outputs]
-            return EncodeResult(embeddings, [s.num_tokens for s in sequences])
-
-        return Plan(sequences, assemble)
-
-    def _sequence(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Row:
+    def _row(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Row:
         if isinstance(item, ImageItem):
             if "image" not in self.info.modalities:
                 raise InvalidInput(f"input {index}: {self.info.name} embeds text only")
-            sequence = self.model.image_sequence(item.image, spec, options.max_pixels)
+            row = self._model.image_sequence(item.image, spec, options.max_pixels)
         elif isinstance(item, TextItem):
             ids = self._text_ids(index, item.text, spec, options)
-            sequence = self.model.text_sequence(ids, spec)
+            row = self._model.text_sequence(ids, spec)
         else:
             raise InvalidInput(f"input {index}: unsupported item type {type(item).__name__}")
-        sequence.multivector = options.multivector
-        return sequence
+        row.multivector = options.wants_multivectors
+        return row
 
     def _text_ids(self, index: int, text: str, spec: TaskSpec, options: EncodeOptions) -> list[int]:
-        ids = self.model.tokenize(spec.prefix + text).ids
+        ids = self._model.tokenize(spec.prefix + text).ids
         limit = options.max_tokens or self.info.max_tokens
         if len(ids) > limit:
             if not options.truncate:
@@ -165,12 +120,6 @@ class Embedder:
             ids = ids[:limit]
         return ids
 
-    def _finish(self, output: RowOutput, options: EncodeOptions) -> torch.Tensor:
-        if options.multivector:
-            assert output.multivector is not None
-            return output.multivector
-        return finalize_vectors(output.pooled[0], options.dimensions, options.normalized)
-
     def _plan_late_chunking(self, items: Sequence[Item], tasks: list[TaskSpec], options: EncodeOptions) -> Plan:
         if any(not isinstance(item, TextItem) for item in items):
             raise InvalidInput("late_chunking needs text inputs only")
@@ -178,13 +127,7 @@ class Embedder:
             raise InvalidInput("late_chunking encodes one document: use one task for all its chunks")
         text, spans = chunking.join_chunks([item.text for item in items])  # type: ignore[union-attr]
         document = self.plan_document(text, spans, tasks[0], options)
-
-        def assemble(outputs: Sequence[RowOutput]) -> EncodeResult:
-            raw = document.pool(outputs)
-            vectors = finalize_vectors(raw, options.dimensions, options.normalized)
-            return EncodeResult(list(vectors), document.tokens_per_chunk)
-
-        return Plan(document.sequences, assemble)
+        return Plan(document.rows, "single", options.dimensions, options.normalized, document.pooling)
 
     def plan_document(
         self, text: str, spans: Sequence[tuple[int, int]], spec: TaskSpec, options: EncodeOptions
@@ -192,23 +135,35 @@ class Embedder:
         """Late-chunking plan of one document with chunk character ``spans``."""
         window = options.window or options.max_tokens or self.info.max_tokens
         if not 1 <= window <= self.info.max_tokens:
-            raise InvalidInput(f"window must be between 1 and {self.info.max_tokens}, got {window}")
+            raise ValidationFailed(f"window must be between 1 and {self.info.max_tokens}, got {window}")
         return chunking.plan_document(
-            self.model, text, spans, spec, window=window, overlap=options.overlap, truncate=options.truncate
+            self._model, text, spans, spec, window=window, overlap=options.overlap, truncate=options.truncate
         )
 
     # ----------------------------------------------------------------- running
-    def run(self, plan: Plan, on_batch: Callable[[int], None] | None = None) -> EncodeResult:
-        """Run a plan in this process with length-sorted, token-budgeted batches."""
-        with torch.inference_mode():
-            outputs = run_sequences(plan.sequences, self.model.forward, self.policy, on_batch)
-        return plan.assemble(outputs)
+    def run(
+        self, plan: Plan, on_batch: Callable[[int], None] | None = None, *, policy: BatchPolicy | None = None
+    ) -> EncodeResult:
+        """Run a plan on the engine (sharing batches with other callers while its worker runs).
+
+        ``policy`` replaces the engine's batch limits for this call when it runs in this thread.
+        """
+        return plan.assemble(self.engine.run(plan.rows, on_batch, policy))
+
+    def _row_cap(self, batch_size: int | None) -> BatchPolicy | None:
+        """The engine's policy with at most ``batch_size`` rows a batch (the official knob)."""
+        if batch_size is None:
+            return None
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationFailed(f"batch_size must be a positive integer, got {batch_size!r}")
+        return BatchPolicy(self.engine.policy.token_budget, batch_size)
 
     def encode(
         self,
         items: Sequence[Any] | Any,
         task: TaskArg = None,
         *,
+        output: Output = "single",
         dimensions: int | None = None,
         multivector: bool = False,
         late_chunking: bool = False,
@@ -220,21 +175,37 @@ class Embedder:
     ) -> EncodeResult:
         """Embed mixed text and image items (the path the server uses).
 
+        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes, base64,
+        data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
+        (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``: ``"single"``
+        vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single vectors in
+        ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means ``"multi"``.
+
         Also the official v3 call ``encode(texts, task=..., truncate_dim=...)``: ``truncate_dim`` is
         ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates and
         converts (``np.asarray``) like the official list/array of vectors.
-
-        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes, base64,
-        data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
-        (``"retrieval.query"``, ``"code.passage"``, …) or one per item.
         """
         from uniembed.inputs.parse import coerce_items_with_origin  # local: keeps import light
 
         if truncate_dim is not None:
             if dimensions is not None:
-                raise InvalidInput("give dimensions or truncate_dim, not both")
-            self.check_dimensions(truncate_dim, strict=True)
+                raise ValidationFailed("give dimensions or truncate_dim, not both")
+            check_dimensions(truncate_dim, self.info, trained_only=True)
             dimensions = truncate_dim
+        if multivector:
+            if output not in ("single", "multi"):
+                raise ValidationFailed(f"multivector=True asks for output 'multi'; it contradicts output {output!r}")
+            output = "multi"
+        options = EncodeOptions(
+            output=output,
+            dimensions=dimensions,
+            late_chunking=late_chunking,
+            truncate=truncate,
+            normalized=normalized,
+            max_tokens=max_tokens,
+            max_pixels=max_pixels,
+        )
+        self.check_options(options)  # before any input is loaded
         raw = items if isinstance(items, (list, tuple)) else [items]
         parsed, origin = coerce_items_with_origin(raw)
         if task is not None and not isinstance(task, str):
@@ -242,15 +213,6 @@ class Embedder:
             if len(names) != len(raw):
                 raise InvalidInput(f"got {len(names)} task names for {len(raw)} inputs")
             task = [names[i] for i in origin]  # a PDF's pages share its task
-        options = EncodeOptions(
-            dimensions=dimensions,
-            multivector=multivector,
-            late_chunking=late_chunking,
-            truncate=truncate,
-            normalized=normalized,
-            max_tokens=max_tokens,
-            max_pixels=max_pixels,
-        )
         return self.run(self.plan(parsed, task, options))
 
     def embed_document(
@@ -272,15 +234,14 @@ class Embedder:
         """
         if (spans is None) == (chunker is None):
             raise InvalidInput("give exactly one of spans or chunker")
-        self.check_dimensions(dimensions)
+        options = EncodeOptions(dimensions=dimensions, window=window, overlap=overlap, truncate=truncate)
+        self.check_options(options)
         spec = self.resolve_tasks(task, 1)[0]
         if chunker is not None:
-            spans = chunker(text, self.model)
-        options = EncodeOptions(dimensions=dimensions, window=window, overlap=overlap, truncate=truncate)
+            spans = chunker(text, self._model)
         document = self.plan_document(text, spans, spec, options)  # type: ignore[arg-type]
-        plan = Plan(document.sequences, lambda outs: EncodeResult([document.pool(outs)], [0]))
-        raw = self.run(plan).embeddings[0]
-        return finalize_vectors(raw, dimensions)
+        plan = Plan(document.rows, "single", dimensions, True, document.pooling)
+        return torch.stack(self.run(plan).embeddings)
 
     # ----------------------------------------------------------------- official-compatible API
     def encode_text(
@@ -298,12 +259,10 @@ class Embedder:
         row cap for the token-budget batcher)."""
         single = isinstance(texts, str)
         batch = [texts] if single else list(texts)
-        self.check_dimensions(truncate_dim, strict=True)
         specs = self.resolve_tasks(task, len(batch), prompt_name)
-        options = EncodeOptions(
-            dimensions=truncate_dim, multivector=return_multivector, truncate=True, max_tokens=max_length
-        )
-        result = self._run_official(self.plan([TextItem(t) for t in batch], [s.name for s in specs], options), batch_size)
+        options = _official_options(self.info, truncate_dim, return_multivector, truncate=True, max_tokens=max_length)
+        plan = self.plan([TextItem(t) for t in batch], [s.name for s in specs], options)
+        result = self.run(plan, policy=self._row_cap(batch_size))
         return _official_output(result.embeddings, single, return_multivector, return_numpy)
 
     def encode_image(
@@ -320,17 +279,18 @@ class Embedder:
         from uniembed.inputs.parse import coerce_image_items
 
         single = not isinstance(images, (list, tuple))
+        options = _official_options(self.info, truncate_dim, return_multivector, max_pixels=max_pixels)
         items = coerce_image_items([images] if single else list(images))
-        self.check_dimensions(truncate_dim, strict=True)
-        options = EncodeOptions(dimensions=truncate_dim, multivector=return_multivector, max_pixels=max_pixels)
-        result = self._run_official(self.plan(items, task, options), batch_size)
+        result = self.run(self.plan(items, task, options), policy=self._row_cap(batch_size))
         return _official_output(result.embeddings, single, return_multivector, return_numpy)
 
-    def _run_official(self, plan: Plan, batch_size: int | None) -> EncodeResult:
-        if batch_size is None:
-            return self.run(plan)
-        capped = Embedder(self.model, BatchPolicy(self.policy.token_budget, batch_size))
-        return capped.run(plan)
+
+def _official_options(info: ModelInfo, truncate_dim: int | None, multivector: bool, **fields: Any) -> EncodeOptions:
+    """Options of the official ``encode_text``/``encode_image``: ``truncate_dim`` must be a trained
+    size and, as in the official code, does not apply to multi-vectors."""
+    check_dimensions(truncate_dim, info, trained_only=True)
+    dimensions = None if multivector else truncate_dim
+    return EncodeOptions(output="multi" if multivector else "single", dimensions=dimensions, **fields)
 
 
 def _official_output(embeddings: list[torch.Tensor], single: bool, multivector: bool, as_numpy: bool) -> Any:
@@ -342,4 +302,4 @@ def _official_output(embeddings: list[torch.Tensor], single: bool, multivector: 
     return [e.numpy() for e in embeddings] if as_numpy else embeddings
 
 
-__all__ = ["Embedder", "EncodeOptions", "EncodeResult", "Plan", "normalize"]
+__all__ = ["Embedder", "EncodeOptions", "EncodeResult", "Plan"]

@@ -1,12 +1,11 @@
-"""One domain error type; the server maps each kind to an HTTP status in one table."""
+"""One domain error type; the server maps each kind to an HTTP status in one table
+(:data:`uniembed.server.errors.STATUS_BY_ERROR`)."""
 
 from __future__ import annotations
 
 
 class UniembedError(Exception):
-    """Base of every error uniembed raises on purpose. ``status`` is the HTTP status it maps to."""
-
-    status: int = 400
+    """Base of every error uniembed raises on purpose; ``message`` is safe to show to a client."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -16,19 +15,13 @@ class UniembedError(Exception):
 class InvalidInput(UniembedError):
     """A request or call argument is malformed or refers to something that does not exist."""
 
-    status = 400
 
-
-class ValidationFailed(UniembedError):
-    """A field has a value outside what the schema allows (FastAPI-style 422)."""
-
-    status = 422
+class ValidationFailed(InvalidInput):
+    """An option has a value outside what the model or the schema allows (HTTP 422, not 400)."""
 
 
 class InputTooLarge(UniembedError):
     """An input exceeds a configured limit (bytes, pixels, pages, tokens, items)."""
-
-    status = 413
 
 
 class FetchError(InvalidInput):
@@ -38,22 +31,22 @@ class FetchError(InvalidInput):
 class ModelNotFound(UniembedError):
     """The requested model is not served by this process."""
 
-    status = 404
-
 
 class CheckpointError(UniembedError):
     """A model snapshot is missing, incomplete or malformed; the message names the file."""
 
-    status = 500
+
+class MissingDependency(UniembedError):
+    """An optional feature needs a package that is not installed; the message names the extra."""
+
+
+class BatchFailed(UniembedError):
+    """The model raised while running a batch; the cause is chained and logged, never sent to clients."""
 
 
 class Overloaded(UniembedError):
-    """The batching queue is full; the client should retry later."""
-
-    status = 429
+    """The batching queue is full; the caller should retry later."""
 
 
 class NotReady(UniembedError):
-    """The service is starting or shutting down."""
-
-    status = 503
+    """The engine is starting or shutting down."""

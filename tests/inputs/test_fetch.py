@@ -13,6 +13,7 @@ from input_samples import LocalServer, png_bytes, self_signed_certificate, start
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import IPAddress, SafeFetcher, blocked_reason, parse_url
 from uniembed.inputs.limits import InputLimits
+from uniembed.server.errors import status_of
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -123,7 +124,7 @@ def test_invalid_url_and_missing_host() -> None:
 def test_private_ip_literals_are_refused_without_dns(url: str) -> None:
     with pytest.raises(FetchError, match="only public addresses are allowed") as info:
         SafeFetcher(resolver=no_dns).check(url)
-    assert info.value.status == 400
+    assert status_of(info.value) == 400
 
 
 @pytest.mark.parametrize(
@@ -268,7 +269,7 @@ def test_size_cap_stops_a_streamed_body_early(local_server: LocalServer) -> None
     cap = 1024 * 1024
     with pytest.raises(InputTooLarge, match=f"larger than the limit of {cap} bytes") as info:
         LoopbackIsPublic().fetch(local_server.url("/endless"), max_bytes=cap)
-    assert info.value.status == 413
+    assert status_of(info.value) == 413
     assert local_server.state.stream_done.wait(10)
     # The server could send up to 256 MiB; it stopped after the cap plus socket buffers.
     assert local_server.state.streamed_bytes < 64 * 1024 * 1024
@@ -305,7 +306,7 @@ def test_connection_refused_is_a_fetch_error(local_server: LocalServer) -> None:
 
 
 def test_fetch_errors_are_invalid_input() -> None:
-    assert issubclass(FetchError, InvalidInput) and FetchError("x").status == 400
+    assert issubclass(FetchError, InvalidInput) and status_of(FetchError("x")) == 400
 
 
 @pytest.mark.parametrize(

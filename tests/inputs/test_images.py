@@ -16,6 +16,7 @@ from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.images import decode_base64_image, decode_image, load_image, to_rgb
 from uniembed.inputs.limits import InputLimits
+from uniembed.server.errors import status_of
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
@@ -131,7 +132,7 @@ def test_pillow_decompression_bomb_becomes_input_too_large() -> None:
     limits = InputLimits(max_image_pixels=10**12)
     with pytest.raises(InputTooLarge, match="pixel limit") as info:
         decode_image(png_header_only(100_000, 100_000), limits)
-    assert info.value.status == 413
+    assert status_of(info.value) == 413
 
 
 def test_byte_limit() -> None:

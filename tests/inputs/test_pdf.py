@@ -12,6 +12,7 @@ from uniembed.errors import InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.limits import InputLimits
 from uniembed.inputs.pdf import decode_base64_pdf, load_pdf, pdf_page_count, render_pdf
+from uniembed.server.errors import status_of
 
 RGB = {"red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
 
@@ -62,7 +63,7 @@ def test_more_pages_than_allowed_is_an_error_with_both_numbers() -> None:
     ) as info:
         render_pdf(data, InputLimits(max_pdf_pages=2), source="report.pdf")
     assert info.value.message.startswith("report.pdf: ")
-    assert info.value.status == 413
+    assert status_of(info.value) == 413
     assert len(render_pdf(data, InputLimits(max_pdf_pages=3))) == 3
 
 

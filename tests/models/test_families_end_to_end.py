@@ -36,15 +36,16 @@ def test_v3_official_encode_call(tiny_v3) -> None:
 
 @pytest.mark.parametrize("family", ["tiny_v3", "tiny_v4"])
 def test_late_chunking_equals_span_means_of_the_document(family: str, request: pytest.FixtureRequest) -> None:
-    embedder = request.getfixturevalue(family)
+    embedder, model = request.getfixturevalue(family), request.getfixturevalue(f"{family}_model")
     chunks = ["Solar panels turn light into power.", "Cells are made of silicon.", "太陽光は電気になります。"]
     vectors = embedder.encode(chunks, task="retrieval.passage", late_chunking=True).embeddings
-    spec = embedder.model.resolve_task("retrieval.passage")
+    spec = model.resolve_task("retrieval.passage")
     text = " ".join(chunks)
-    tokenized = embedder.model.tokenize(spec.prefix + text)
+    tokenized = model.tokenize(spec.prefix + text)
     ids = tokenized.ids
-    row = Row(torch.tensor(ids), spec.adapter, ((0, len(ids)),), token_states=True)
-    states = embedder.model.forward([row])[0].token_states  # (tokens, dim), the whole document once
+    one_span_per_token = tuple((i, i + 1) for i in range(len(ids)))
+    row = Row(torch.tensor(ids), spec.adapter, one_span_per_token)
+    states = model.forward([row])[0].pooled  # (tokens, dim): every token's state, the whole document once
     # A token belongs to the chunk holding its first character; one starting on the joining space belongs
     # to the next chunk (it carries that chunk's first word); the prefix goes to the first chunk and
     # trailing special tokens to the last.

@@ -134,7 +134,7 @@ def test_adapters_change_embeddings(tiny_v4) -> None:
 def test_mixed_tasks_and_modalities_in_one_batch_equal_single_rows(tiny_v4) -> None:
     items = [TextItem("alpha beta"), ImageItem(photo(4, (80, 80))), TextItem("gamma " * 20), TextItem("delta")]
     tasks = ["retrieval.query", "code.passage", "text-matching", "retrieval.passage"]
-    options = EncodeOptions(multivector=False)
+    options = EncodeOptions(output="single")
     together = tiny_v4.run(tiny_v4.plan(items, tasks, options)).embeddings
     for item, task, vector in zip(items, tasks, together):
         alone = tiny_v4.run(tiny_v4.plan([item], task, options)).embeddings[0]
@@ -159,11 +159,11 @@ def test_matryoshka_is_a_renormalised_prefix(tiny_v4) -> None:
         tiny_v4.encode_text("x", task="retrieval", truncate_dim=3)
 
 
-def test_multivector_length_is_the_token_count(tiny_v4) -> None:
+def test_multivector_length_is_the_token_count(tiny_v4, tiny_v4_model) -> None:
     texts = ["a", "a b c d e f", "longer " * 30]
     multis = tiny_v4.encode_text(texts, task="code", return_multivector=True)
     for text, multi in zip(texts, multis):
-        assert multi.shape == (len(tiny_v4.model.tokenize("Query: " + text).ids), 128)
+        assert multi.shape == (len(tiny_v4_model.tokenize("Query: " + text).ids), 128)
         torch.testing.assert_close(multi.norm(dim=-1), torch.ones(multi.shape[0]))
 
 
@@ -182,10 +182,23 @@ def test_unknown_task_and_prompt_are_clear_errors(tiny_v4) -> None:
         tiny_v4.encode_text("x", task="retrieval", prompt_name="document")
 
 
-def test_max_pixels_changes_the_grid_and_is_bounded(tiny_v4) -> None:
+def test_patch_grid_marks_the_image_pad_tokens_of_the_merged_grid(tiny_v4, tiny_v4_model) -> None:
+    image = photo(3, (300, 170))  # resized to multiples of 28: 308 x 168 -> 11 x 6 merged cells
+    row = tiny_v4_model.image_sequence(image, tiny_v4_model.resolve_task("retrieval.passage"))
+    grid, (t, h, w) = row.patches, row.image.grid_thw
+    assert (grid.height, grid.width) == (t * h // 2, w // 2) == (6, 11)
+    ids = row.input_ids.tolist()
+    image_pad = tiny_v4_model.template.image_token
+    assert ids[grid.start : grid.stop] == [image_pad] * (grid.height * grid.width)
+    assert image_pad not in ids[: grid.start] + ids[grid.stop :]
+    result = tiny_v4.encode([image], output="both")
+    assert result.patch_grids == [grid] and result.multivectors[0].shape[0] == len(ids)
+
+
+def test_max_pixels_changes_the_grid_and_is_bounded(tiny_v4, tiny_v4_model) -> None:
     image = photo(5, (600, 400))
-    small = tiny_v4.model.image_sequence(image, tiny_v4.model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 4)
-    large = tiny_v4.model.image_sequence(image, tiny_v4.model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 64)
+    small = tiny_v4_model.image_sequence(image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 4)
+    large = tiny_v4_model.image_sequence(image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 64)
     assert small.image.grid_thw == (1, 2, 4) and small.num_tokens < large.num_tokens
     with pytest.raises(InvalidInput, match="max_pixels"):
         tiny_v4.encode_image(image, task="retrieval", max_pixels=25_000_000)
@@ -196,7 +209,7 @@ def test_over_long_text_is_an_error_or_cut(tiny_v4) -> None:
     with pytest.raises(Exception, match="more than the limit of 8"):
         tiny_v4.plan([TextItem("many words " * 10)], "retrieval.query", options)
     cut = tiny_v4.plan([TextItem("many words " * 10)], "retrieval.query", EncodeOptions(max_tokens=8, truncate=True))
-    assert cut.sequences[0].num_tokens == 8
+    assert cut.rows[0].num_tokens == 8
 
 
 def test_key_mapping_on_strings() -> None:

@@ -12,12 +12,8 @@ import httpx
 import numpy as np
 
 from uniembed.embedder import Embedder
-from uniembed.engine import BatchPolicy
-from uniembed.errors import NotReady
+from uniembed.errors import BatchFailed, NotReady
 from uniembed.inputs.items import TextItem
-from uniembed.server.batching import Batcher
-from uniembed.server.errors import BatchFailed
-from uniembed.server.metrics import Metrics
 from uniembed.testing.fake import FakeModel
 
 TASKS = ["retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage"]
@@ -33,10 +29,10 @@ def wait_until(condition, timeout: float = 10.0) -> None:
 def test_concurrent_mixed_requests_share_batches_and_equal_single_results(serve, gated):
     model = gated
     embedder = Embedder(model)
-    live = serve({"fake-model": embedder})
-    batcher = live.app.state.batchers["fake-model"]
     requests = [{"input": [f"text {i}", f"more {i * 7}"], "task": TASKS[i % 5]} for i in range(64)]
-    expected = [embedder.encode(r["input"], task=r["task"]).embeddings for r in requests]
+    expected = [embedder.encode(r["input"], task=r["task"]).embeddings for r in requests]  # inline, alone
+    live = serve({"fake-model": embedder})
+    engine = live.app.state.engines["fake-model"]
     model.forward_calls.clear()
     model.gate.clear()
 
@@ -45,7 +41,7 @@ def test_concurrent_mixed_requests_share_batches_and_equal_single_results(serve,
             blocker = asyncio.create_task(http.post("/v1/embeddings", json={"input": "hold the worker"}))
             await asyncio.to_thread(model.entered.wait, 10)
             tasks = [asyncio.create_task(http.post("/v1/embeddings", json=r)) for r in requests]
-            await asyncio.to_thread(wait_until, lambda: batcher.queued_rows == 128)
+            await asyncio.to_thread(wait_until, lambda: engine.queued_rows == 128)
             model.gate.set()
             return [await blocker, *[await t for t in tasks]]
 
@@ -72,9 +68,9 @@ def test_a_client_that_disconnects_has_its_rows_dropped(serve, gated):
         with socket.create_connection(("127.0.0.1", live.port)) as raw:
             raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            wait_until(lambda: live.app.state.batchers["fake-model"].queued_rows == 3)
+            wait_until(lambda: live.app.state.engines["fake-model"].queued_rows == 3)
         wait_until(lambda: live.metric("uniembed_rows_dropped_total", model="fake-model") == 3)
-        assert live.app.state.batchers["fake-model"].queued_rows == 0
+        assert live.app.state.engines["fake-model"].queued_rows == 0
         model.gate.set()
         holder.join(10)
         assert http.post("/v1/embeddings", json={"input": "after"}).status_code == 200
@@ -92,8 +88,8 @@ def test_a_full_queue_answers_429_with_retry_after(serve, gated):
             first = asyncio.create_task(http.post("/v1/embeddings", json={"input": "a"}))
             await asyncio.to_thread(model.entered.wait, 10)
             queued = asyncio.create_task(http.post("/v1/embeddings", json={"input": ["b", "c"]}))
-            batcher = live.app.state.batchers["fake-model"]
-            await asyncio.to_thread(wait_until, lambda: batcher.queued_rows == 2)
+            engine = live.app.state.engines["fake-model"]
+            await asyncio.to_thread(wait_until, lambda: engine.queued_rows == 2)
             refused = await http.post("/v1/embeddings", json={"input": "d"})
             model.gate.set()
             return [refused, await first, await queued]
@@ -120,7 +116,7 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_lives_on(serve, gated
 
     (failed,) = asyncio.run(run())
     assert failed.status_code == 500
-    assert "CUDA" not in failed.text and "server log" in failed.json()["detail"]
+    assert "CUDA" not in failed.text and "cause is logged" in failed.json()["detail"]
     with httpx.Client(base_url=live.url) as http:
         assert http.post("/v1/embeddings", json={"input": "again"}).status_code == 200
         assert http.get("/ready").status_code == 200
@@ -130,51 +126,50 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_lives_on(serve, gated
 def test_every_request_of_a_failing_shared_batch_gets_the_error(gated):
     model = gated
     embedder = Embedder(model)
-    batcher = Batcher("m", model.forward, BatchPolicy(), 100, Metrics())
-    batcher.start()
+    embedder.engine.start()
+    engine = embedder.engine
     try:
         model.gate.clear()
         model.fail_batches_of = 2
-        blocker = batcher.submit(embedder.plan([TextItem("hold")]).sequences)
+        blocker = engine.submit(embedder.plan([TextItem("hold")]).rows)
         assert model.entered.wait(10)
-        shared = [batcher.submit(embedder.plan([TextItem(t)]).sequences) for t in ("one", "two")]
+        shared = [engine.submit(embedder.plan([TextItem(t)]).rows) for t in ("one", "two")]
         model.gate.set()
         assert len(blocker.future.result(10)) == 1
         for job in shared:
             error = job.future.exception(10)
-            assert isinstance(error, BatchFailed) and "server log" in error.message
+            assert isinstance(error, BatchFailed) and "cause is logged" in error.message
         model.fail_batches_of = None
-        assert len(batcher.submit(embedder.plan([TextItem("ok")]).sequences).future.result(10)) == 1
+        assert len(engine.submit(embedder.plan([TextItem("ok")]).rows).future.result(10)) == 1
     finally:
-        batcher.stop()
+        engine.stop()
 
 
-def test_batcher_run_and_stop_fail_waiting_jobs_with_not_ready(gated):
+def test_engine_arun_and_stop_fail_waiting_jobs_with_not_ready(gated):
     model = gated
     embedder = Embedder(model)
-    metrics = Metrics()
-    batcher = Batcher("m", model.forward, BatchPolicy(), 100, metrics)
-    rows = embedder.plan([TextItem("abc"), TextItem("de")]).sequences
+    engine = embedder.engine
+    rows = embedder.plan([TextItem("abc"), TextItem("de")]).rows
     try:
-        batcher.submit(rows)
+        engine.submit(rows)
     except NotReady:
         pass
     else:
-        raise AssertionError("a stopped batcher must refuse work")
-    batcher.start()
-    outputs = asyncio.run(batcher.run(rows))
+        raise AssertionError("a stopped engine must refuse work")
+    engine.start()
+    outputs = asyncio.run(engine.arun(rows))
     assert [o.pooled.shape for o in outputs] == [(1, 32), (1, 32)]
     assert np.array_equal(outputs[0].pooled, FakeModel().forward(rows)[0].pooled)
     model.gate.clear()
     model.entered.clear()
-    running = batcher.submit(rows)
+    running = engine.submit(rows)
     assert model.entered.wait(10)
-    waiting = batcher.submit(rows)
-    stopper = threading.Thread(target=batcher.stop)
+    waiting = engine.submit(rows)
+    stopper = threading.Thread(target=engine.stop)
     stopper.start()
     wait_until(lambda: waiting.finished)
     assert isinstance(waiting.future.exception(), NotReady)
     model.gate.set()
     stopper.join(10)
     assert running.future.result()[1].pooled.shape == (1, 32)
-    assert not batcher.is_running
+    assert not engine.is_running

@@ -51,7 +51,8 @@ def test_the_error_table():
     [
         ({"model": "nope", "input": "x"}, 404, ["nope", "fake-model"]),
         ({"input": "x", "task": "retrieval.everything"}, 400, ["retrieval.everything", "code.query"]),
-        ({"input": "x", "dimensions": 33}, 400, ["dimensions", "32"]),
+        ({"input": "x", "dimensions": 33}, 422, ["dimensions", "32"]),  # one code for any bad value
+        ({"input": "x", "dimensions": 8, "return_multivector": True}, 422, ["single vectors"]),
         ({"input": "x", "dimensions": 0}, 422, ["dimensions"]),
         ({"input": "x", "dimension": 8}, 422, ["dimension", "Extra inputs"]),
         ({"input": "x", "embedding_type": "int4"}, 422, ["embedding_type"]),
@@ -68,7 +69,7 @@ def test_the_error_table():
         ({"input": ["a", {"image": "bm90IGFuIGltYWdl"}]}, 400, ["input 1"]),
         ({"input": [{"pdf": "bm90IGEgcGRm"}]}, 400, ["input 0"]),
         ({"input": [{"image": "file:///etc/passwd"}]}, 400, ["input 0"]),
-        ({"input": ["a", "b"], "late_chunking": True, "return_multivector": True}, 400, ["late_chunking"]),
+        ({"input": ["a", "b"], "late_chunking": True, "return_multivector": True}, 422, ["late_chunking"]),
         ({"input": ["a", {"image": "data:image/png;base64,AAAA"}], "late_chunking": True}, 400, ["input 1"]),
     ],
 )
@@ -199,7 +200,7 @@ def test_several_models_are_addressed_by_name_or_last_path_component(serve):
     assert len(post(live, {"model": "big", "input": "x"}).json()["data"][0]["embedding"]) == 64
     assert post(live, {"input": "x"}).json()["model"] == "org/small"
     assert_error(post(live, {"model": "srv", "input": "x"}), 404, "org/small", "/srv/models/big")
-    assert sorted(live.app.state.batchers) == ["/srv/models/big", "org/small"]
+    assert sorted(live.app.state.engines) == ["/srv/models/big", "org/small"]
 
 
 def test_ambiguous_aliases_resolve_only_by_served_name():
@@ -224,8 +225,8 @@ def test_not_ready_before_the_workers_start():
 
     app = create_app(ServerSettings(models=("m",)), {"m": Embedder(FakeModel())})
     with pytest.raises(NotReady):
-        app.state.batchers["m"].submit([])
-    assert InputTooLarge("x").status == 413
+        app.state.engines["m"].submit([])
+    assert status_of(InputTooLarge("x")) == 413
 
 
 class NaNModel(FakeModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from uniembed.embedder import Embedder, EncodeOptions, Plan
-from uniembed.engine import BatchPolicy
+from uniembed.embedder import Embedder
+from uniembed.engine.threads import call_on_temporary_thread, single_threaded_torch
 from uniembed.inputs.items import Item, TextItem
 from uniembed.models.base import Row, RowOutput
+from uniembed.plans import EncodeOptions, EncodeResult, Plan
 from uniembed.server import service
-from uniembed.server.batching import Batcher
-from uniembed.server.metrics import Metrics
-from uniembed.server.threads import call_on_temporary_thread, single_threaded_torch
 from uniembed.testing.fake import FakeModel
 
 
@@ -61,35 +60,40 @@ def test_the_batch_worker_runs_torch_with_its_own_thread_count(requested):
     expected = requested or torch.get_num_threads()
     with ThreadPoolExecutor(1, initializer=single_threaded_torch) as pool:  # a helper ran first
         pool.submit(torch.get_num_threads).result()
-    batcher = Batcher("m", model.forward, BatchPolicy(), 16, Metrics(), torch_threads=requested)
-    batcher.start()
+    embedder = Embedder(model)
+    embedder.engine.start(torch_threads=requested)
     try:
-        rows = Embedder(model).plan([TextItem("hello")]).sequences
-        assert len(batcher.submit(rows).future.result(10)) == 1
+        rows = embedder.plan([TextItem("hello")]).rows
+        assert len(embedder.engine.submit(rows).future.result(10)) == 1
     finally:
-        batcher.stop()
+        embedder.engine.stop()
     assert seen == [expected]
 
 
+ASSEMBLE_THREADS: list[str] = []
+
+
+class ThreadRecordingPlan(Plan):
+    """A plan that records the thread its outputs are assembled on."""
+
+    def assemble(self, outputs: Sequence[RowOutput]) -> EncodeResult:
+        ASSEMBLE_THREADS.append(threading.current_thread().name)
+        return super().assemble(outputs)
+
+
 class ThreadRecordingEmbedder(Embedder):
-    """Records the thread of every ``plan`` call and of every response assembly."""
+    """Records the thread of every ``plan`` call; its plans record where they are assembled."""
 
     def __init__(self) -> None:
         super().__init__(FakeModel(max_tokens=8192))
         self.plan_threads: list[str] = []
-        self.assemble_threads: list[str] = []
+        ASSEMBLE_THREADS.clear()
+        self.assemble_threads = ASSEMBLE_THREADS
 
     def plan(self, items: Sequence[Item], task=None, options: EncodeOptions | None = None) -> Plan:
         self.plan_threads.append(threading.current_thread().name)
         plan = super().plan(items, task, options)
-        assemble = plan.assemble
-
-        def recorded(outputs: Sequence[RowOutput]):
-            self.assemble_threads.append(threading.current_thread().name)
-            return assemble(outputs)
-
-        plan.assemble = recorded
-        return plan
+        return ThreadRecordingPlan(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
 
 
 def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_threads(serve):
@@ -115,5 +119,3 @@ def test_light_work_thresholds():
     assert service._light_outputs([vector] * 4, multivector=False)
     assert not service._light_outputs([vector] * 5, multivector=False)
     assert not service._light_outputs([vector], multivector=True)
-    chunked = RowOutput(pooled=torch.zeros(1, 8), token_states=torch.zeros(3, 8))
-    assert not service._light_outputs([chunked], multivector=False)

@@ -16,12 +16,10 @@ if TYPE_CHECKING:
     from uniembed.embedder import Embedder
 
 
+from uniembed import DEFAULT_MODEL
 from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
 from uniembed.bulk.outputs import errors_path_for, infer_format
 from uniembed.bulk.records import ReadOptions, count_records
-
-DEFAULT_MODEL = "jinaai/jina-embeddings-v4"
-
 
 Loader = Callable[..., "Embedder"]
 

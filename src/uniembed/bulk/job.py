@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from uniembed.errors import InvalidInput, UniembedError
 
 if TYPE_CHECKING:
-    from uniembed.embedder import Embedder, EncodeOptions
+    from uniembed.embedder import Embedder
     from uniembed.inputs.items import Item
+    from uniembed.plans import EncodeOptions
 
 
 from uniembed.bulk.outputs import (
@@ -118,15 +119,9 @@ def embed_files(
 
 
 def _check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
-    """Fail before reading any input when the options do not fit the model."""
+    """Fail before reading any input when the options do not fit the model (the library's rules)."""
     embedder.resolve_tasks(options.task, 1)
-    embedder.check_dimensions(options.dimensions)
-    if options.multivector and embedder.info.multivector_dim is None:
-        raise InvalidInput(f"{embedder.info.name} has no multi-vector output; drop --multivector")
-    if options.multivector and options.dimensions is not None:
-        raise InvalidInput(
-            "--dimensions applies to single vectors only; multi-vectors keep their size"
-        )
+    embedder.check_options(_encode_options(options))
 
 
 def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) -> None:
@@ -267,8 +262,7 @@ def _split_bad_entries(
 
 
 def _encode_options(options: BulkOptions) -> EncodeOptions:
-    from uniembed.embedder import EncodeOptions
+    from uniembed.plans import EncodeOptions
 
-    return EncodeOptions(
-        dimensions=options.dimensions, multivector=options.multivector, truncate=options.truncate
-    )
+    output = "multi" if options.multivector else "single"
+    return EncodeOptions(output=output, dimensions=options.dimensions, truncate=options.truncate)

@@ -14,7 +14,7 @@ uniembed.errors.InvalidInput: InputLimits.max_pdf_pages must be an integer >= 1,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from uniembed.errors import InvalidInput
 
@@ -88,11 +88,6 @@ class InputLimits:
     def max_download_bytes(self) -> int:
         """The largest body any download may have (an image or a PDF)."""
         return max(self.max_image_bytes, self.max_pdf_bytes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Names of all limits, e.g. for building CLI flags."""
-        return [f.name for f in fields(cls)]
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

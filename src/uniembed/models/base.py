@@ -1,7 +1,7 @@
 """The contract between model families and the rest of uniembed.
 
-A model turns *items* into :class:`Row` objects (``prepare_*``, CPU work: tokenising, image
-preprocessing) and runs batches of them (``forward``, the accelerator work). Everything else —
+A model turns *items* into :class:`Row` objects (``text_sequence`` / ``image_sequence``, CPU work:
+tokenising, image preprocessing) and runs batches of them (``forward``, the accelerator work). Everything else —
 batching, pooling into vectors, Matryoshka, encodings, late chunking, the server — works on these
 types alone and never looks inside a model family.
 """
@@ -59,6 +59,21 @@ class ImageFeatures:
     grid_thw: tuple[int, int, int]
 
 
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where an image's patches sit among its tokens: rows ``[start, start + height * width)`` of the
+    multi-vector, row-major over a ``height`` × ``width`` grid of cells covering the resized image."""
+
+    start: int
+    height: int
+    width: int
+
+    @property
+    def stop(self) -> int:
+        """One past the last patch token."""
+        return self.start + self.height * self.width
+
+
 @dataclass
 class Row:
     """One row of model work: a token sequence, its adapter and what to return for it."""
@@ -67,8 +82,8 @@ class Row:
     adapter: int  # resident adapter index for this row; -1 = none
     spans: tuple[Span, ...]  # token spans, each mean-pooled into one vector
     multivector: bool = False  # also return projected, normalised per-token vectors
-    token_states: bool = False  # also return the last hidden state of every token
     image: ImageFeatures | None = None
+    patches: PatchGrid | None = None  # images: where the patch tokens are
 
     @property
     def num_tokens(self) -> int:
@@ -81,7 +96,6 @@ class RowOutput:
 
     pooled: torch.Tensor  # (len(spans), dim): raw span means, not yet normalised
     multivector: torch.Tensor | None = None  # (num_tokens, multivector_dim), L2-normalised rows
-    token_states: torch.Tensor | None = None  # (num_tokens, dim), last hidden states
 
 
 @runtime_checkable

@@ -418,14 +418,10 @@ class JinaV3Model:
 
 
 def _row_outputs(hidden: torch.Tensor, batch: Sequence[Row]) -> list[RowOutput]:
-    """Pool every row's spans on the device, then copy to the CPU once (token states only if asked)."""
+    """Pool every row's spans on the device, then copy to the CPU once."""
     pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
     pooled = pooled.cpu().split([len(row.spans) for row in batch])  # (spans, dim) per row
-    outputs = []
-    for i, row in enumerate(batch):
-        states = hidden[i, : row.num_tokens].cpu() if row.token_states else None
-        outputs.append(RowOutput(pooled=pooled[i], token_states=states))
-    return outputs
+    return [RowOutput(pooled=rows) for rows in pooled]
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,6 +1,8 @@
 """jina-embeddings-v4: Qwen2.5-VL backbone (from transformers) + task LoRA + multi-vector projector.
 
-Facts (prompts, image template, pooling, key layout) follow ``shared/reference/jina-models.md``.
+Facts (prompts, image template, pooling, key layout) follow the official model card and snapshot files
+(``config.json``, ``preprocessor_config.json``, ``adapters/adapter_config.json``); the README's "What the
+outputs are" section states them.
 The backbone is transformers' ``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout
 (``model.layers.*``, ``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay
 resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
@@ -23,6 +25,7 @@ from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
     ImageFeatures,
     ModelInfo,
+    PatchGrid,
     Row,
     RowOutput,
     Span,
@@ -128,7 +131,8 @@ class JinaV4Model:
         self.task_names: tuple[str, ...] = tuple(config["task_names"])
         self.device = device
         self.dtype = dtype
-        self.merge_unit = int(config["vision_config"].get("spatial_merge_size", 2)) ** 2
+        self.merge_size = int(config["vision_config"].get("spatial_merge_size", 2))
+        self.merge_unit = self.merge_size**2
         self.template = _template(tokenizer, int(config["image_token_id"]))
         self.min_pixels = int(image_processor.size["shortest_edge"])
         self.default_max_pixels = int(image_processor.size["longest_edge"])
@@ -180,7 +184,9 @@ class JinaV4Model:
         before, after = self.template.before_image, self.template.after_image
         ids = before + [self.template.image_token] * count + after
         span = (len(before) - 1, len(before) + count + 1)  # <|vision_start|> … <|vision_end|> inclusive
-        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features)
+        merge = self.merge_size
+        patches = PatchGrid(start=len(before), height=t * h // merge, width=w // merge)  # merged 2x2 cells
+        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features, patches=patches)
 
     def preprocess_image(self, image: Image.Image, max_pixels: int | None = None) -> ImageFeatures:
         """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and patchify."""
@@ -223,7 +229,7 @@ class JinaV4Model:
         for index, row in enumerate(batch):
             states = hidden[index, : row.num_tokens]  # (tokens, hidden)
             pooled = mean_pool_spans(states, row.spans).cpu()
-            outputs.append(RowOutput(pooled, multivectors[index], states.cpu() if row.token_states else None))
+            outputs.append(RowOutput(pooled, multivectors[index]))
         return outputs
 
     def _multivectors(self, hidden: torch.Tensor, batch: Sequence[Row]) -> list[torch.Tensor | None]:

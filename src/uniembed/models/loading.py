@@ -17,7 +17,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
 
 
-def resolve_snapshot(name_or_path: str | os.PathLike[str], allow_patterns: Iterable[str] | None = None) -> Path:
+def resolve_snapshot(name_or_path: str | os.PathLike[str]) -> Path:
     """A local directory as is, else a hub id downloaded (and cached) with huggingface_hub.
 
     With no network and nothing cached, fails fast with a message on how to use a local snapshot.
@@ -33,9 +33,8 @@ def resolve_snapshot(name_or_path: str | os.PathLike[str], allow_patterns: Itera
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    patterns = list(allow_patterns) if allow_patterns is not None else None
     try:
-        return Path(snapshot_download(repo_id=name, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id=name))
     except LocalEntryNotFoundError as error:
         raise CheckpointError(
             f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "

@@ -13,9 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from uniembed.embedder import Embedder
-from uniembed.engine import BatchPolicy
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.batching import Batcher
 from uniembed.server.body_limit import BodyLimitMiddleware
 from uniembed.server.errors import install_error_handlers
 from uniembed.server.metrics import Metrics, MetricsMiddleware
@@ -29,38 +27,36 @@ See docs/server.md for every setting, limit and error."""
 
 
 def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> FastAPI:
-    """The service for ``embedders`` (served name → embedder); batch workers run during the lifespan.
+    """The service for ``embedders`` (served name → embedder); their engines' workers run during the
+    lifespan (batching is the embedders' own: ``uniembed.load(token_budget=…, max_batch_size=…)``).
 
-    State is reachable for tests and operators as ``app.state.batchers``, ``app.state.metrics`` and
+    State is reachable for tests and operators as ``app.state.engines``, ``app.state.metrics`` and
     ``app.state.registry``.
     """
     registry = ModelRegistry(embedders)
     metrics = Metrics()
-    policy = BatchPolicy(settings.token_budget, settings.max_batch_size)
-    batchers = {
-        name: Batcher(name, embedder.model.forward, policy, settings.max_queue_rows, metrics, settings.torch_threads)
-        for name, embedder in registry.embedders.items()
-    }
-    service = EmbeddingService(settings, registry, batchers, metrics)
+    engines = {name: embedder.engine for name, embedder in registry.embedders.items()}
+    service = EmbeddingService(settings, registry, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for batcher in batchers.values():
-            batcher.start()
+        for name, engine in engines.items():
+            engine.start(max_queue_rows=settings.max_queue_rows, torch_threads=settings.torch_threads,
+                         observer=metrics.for_model(name))
         try:
             yield
         finally:
-            for batcher in batchers.values():
-                await run_in_threadpool(batcher.stop)
+            for engine in engines.values():
+                await run_in_threadpool(engine.stop)
             await run_in_threadpool(service.close)
 
     app = FastAPI(title="uniembed", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
-    app.state.batchers = batchers
+    app.state.engines = engines
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(build_router(service, registry, batchers, metrics, ApiKeyCheck(settings.api_keys)))
+    app.include_router(build_router(service, registry, metrics, ApiKeyCheck(settings.api_keys)))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

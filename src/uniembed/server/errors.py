@@ -15,10 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from uniembed.errors import (
+    BatchFailed,
     CheckpointError,
     FetchError,
     InputTooLarge,
     InvalidInput,
+    MissingDependency,
     ModelNotFound,
     NotReady,
     Overloaded,
@@ -34,14 +36,6 @@ RETRY_AFTER_SECONDS = 1
 class Unauthorized(UniembedError):
     """A missing or wrong API key."""
 
-    status = 401
-
-
-class BatchFailed(UniembedError):
-    """The model raised while running a batch; the cause is logged, never sent to clients."""
-
-    status = 500
-
 
 STATUS_BY_ERROR: dict[type[UniembedError], int] = {
     InvalidInput: 400,
@@ -53,6 +47,7 @@ STATUS_BY_ERROR: dict[type[UniembedError], int] = {
     Overloaded: 429,
     BatchFailed: 500,
     CheckpointError: 500,
+    MissingDependency: 500,
     NotReady: 503,
 }
 """The status of each error type; a subclass not listed takes its nearest listed base's status."""

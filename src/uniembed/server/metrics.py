@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from uniembed.engine.stats import BatchStats, EngineObserver
 
 KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
                          "/docs", "/redoc", "/openapi.json"})
@@ -67,18 +68,36 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-@dataclass(frozen=True)
-class ModelMetrics:
-    """The per-model children of :class:`Metrics` (same names, one model's label already applied)."""
+class ModelMetrics(EngineObserver):
+    """The per-model children of :class:`Metrics` (one model's label applied), fed by its engine."""
 
-    batch_size: Any
-    forward_seconds: Any
-    queue_depth: Any
-    tokens: Any
-    rows: Any
-    rows_dropped: Any
-    batch_failures: Any
-    rejected: Any
+    def __init__(self, batch_size: Any, forward_seconds: Any, queue_depth: Any, tokens: Any, rows: Any,
+                 rows_dropped: Any, batch_failures: Any, rejected: Any) -> None:
+        self.batch_size = batch_size
+        self.forward_seconds = forward_seconds
+        self.queue_depth = queue_depth
+        self.tokens = tokens
+        self.rows = rows
+        self.dropped = rows_dropped
+        self.batch_failures = batch_failures
+        self.rejected = rejected
+
+    def batch_finished(self, stats: BatchStats) -> None:
+        self.forward_seconds.observe(stats.seconds)
+        self.batch_size.observe(stats.rows)
+        self.rows.inc(stats.rows)
+
+    def batch_failed(self, rows: int) -> None:
+        self.batch_failures.inc()
+
+    def rows_dropped(self, count: int) -> None:
+        self.dropped.inc(count)
+
+    def job_rejected(self) -> None:
+        self.rejected.inc()
+
+    def queue_changed(self, rows: int) -> None:
+        self.queue_depth.set(rows)
 
 
 class MetricsMiddleware:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -11,7 +10,6 @@ from starlette.responses import Response
 
 from uniembed.embedder import Embedder
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.batching import Batcher
 from uniembed.server.errors import error_response
 from uniembed.server.metrics import Metrics
 from uniembed.server.registry import ModelRegistry
@@ -32,7 +30,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
 def build_router(
     service: EmbeddingService,
     registry: ModelRegistry,
-    batchers: Mapping[str, Batcher],
     metrics: Metrics,
     auth: ApiKeyCheck,
 ) -> APIRouter:
@@ -59,7 +56,7 @@ def build_router(
     @router.get("/ready", summary="Readiness: models loaded and batch workers running",
                 responses={503: {"description": "Not ready"}})
     async def ready() -> JSONResponse:
-        stopped = [name for name, batcher in batchers.items() if not batcher.is_running]
+        stopped = [name for name, embedder in registry.embedders.items() if not embedder.engine.is_running]
         if stopped:
             return error_response(503, f"not ready: batch workers not running for {', '.join(stopped)}")
         return JSONResponse({"status": "ready", "models": registry.names})

@@ -3,14 +3,14 @@
 Heavy CPU work (tokenising long texts, decoding images, encoding large responses) runs in the
 service's worker threads so the event loop never blocks for long; the same work for a small request
 (a few short texts) runs on the event loop, where it costs less than the hand-off to a thread would.
-Model work runs on the model's batch worker (:mod:`uniembed.server.batching`).
+Model work runs on the model's engine (:mod:`uniembed.engine`), shared with every other request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -19,20 +19,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from uniembed.embedder import EncodeOptions, EncodeResult, Plan
 from uniembed.encoding import as_float32, encode_all
-from uniembed.errors import InputTooLarge
+from uniembed.engine.loop import Engine
+from uniembed.engine.threads import single_threaded_torch
+from uniembed.errors import BatchFailed, InputTooLarge
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.items import Item, TextItem
 from uniembed.inputs.parse import aparse_api_items
 from uniembed.models.base import RowOutput
-from uniembed.server.batching import Batcher
-from uniembed.server.errors import BatchFailed
+from uniembed.plans import EncodeOptions, EncodeResult, Plan
 from uniembed.server.metrics import Metrics
 from uniembed.server.registry import ModelRegistry
 from uniembed.server.schemas import EmbeddingRequest
 from uniembed.server.settings import ServerSettings
-from uniembed.server.threads import single_threaded_torch
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never seen by a client
 # Work below these sizes runs on the event loop (well under a millisecond); above, in a worker thread.
@@ -49,12 +48,10 @@ class EmbeddingService:
         self,
         settings: ServerSettings,
         registry: ModelRegistry,
-        batchers: Mapping[str, Batcher],
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.batchers = dict(batchers)
         self.metrics = metrics
         self.fetcher = SafeFetcher(settings.input_limits)
         self._workers = ThreadPoolExecutor(
@@ -75,7 +72,7 @@ class EmbeddingService:
         options = self._options(body, embedder.info.max_tokens)
         plan: Plan = await self._compute(_light_inputs(items), embedder.plan, items, body.task, options)
         self._check_request_tokens(plan)
-        outputs = await self._run_until_disconnect(self.batchers[served], plan, request)
+        outputs = await self._run_until_disconnect(embedder.engine, plan, request)
         if outputs is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         light = _light_outputs(outputs, body.return_multivector)
@@ -102,7 +99,7 @@ class EmbeddingService:
         per_item = self.settings.max_tokens_per_item
         return EncodeOptions(
             dimensions=body.dimensions,
-            multivector=body.return_multivector,
+            output="multi" if body.return_multivector else "single",
             late_chunking=body.late_chunking,
             truncate=body.truncate,
             normalized=body.normalized,
@@ -110,7 +107,7 @@ class EmbeddingService:
         )
 
     def _check_request_tokens(self, plan: Plan) -> None:
-        total = sum(sequence.num_tokens for sequence in plan.sequences)
+        total = sum(row.num_tokens for row in plan.rows)
         limit = self.settings.max_tokens_per_request
         if total > limit:
             raise InputTooLarge(
@@ -120,17 +117,17 @@ class EmbeddingService:
 
     # ----------------------------------------------------------------- batching
     async def _run_until_disconnect(
-        self, batcher: Batcher, plan: Plan, request: Request
+        self, engine: Engine, plan: Plan, request: Request
     ) -> list[RowOutput] | None:
         """The plan's outputs from the shared queue, or ``None`` when the client left first."""
-        job = batcher.submit(plan.sequences)
+        job = engine.submit(plan.rows)
         result = asyncio.wrap_future(job.future)
         watcher = asyncio.get_running_loop().create_task(_client_disconnected(request))
         watcher.add_done_callback(lambda _: result.cancel())  # no-op once the result is in
         try:
             return await result
         except asyncio.CancelledError:
-            batcher.cancel(job)  # its queued rows never run
+            engine.cancel(job)  # its queued rows never run
             if watcher.done() and not watcher.cancelled():  # the client left
                 return None
             raise  # this request itself was cancelled (shutdown)
@@ -170,7 +167,7 @@ def _light_inputs(items: Sequence[Item]) -> bool:
 
 def _light_outputs(outputs: Sequence[RowOutput], multivector: bool) -> bool:
     """Few numbers to encode (single vectors of a few inputs), so encoding them inline is cheap."""
-    if multivector or any(output.token_states is not None for output in outputs):  # late chunking
+    if multivector:
         return False
     return sum(output.pooled.numel() for output in outputs) <= INLINE_OUTPUT_FLOATS
 

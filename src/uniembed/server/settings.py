@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uniembed.engine import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET
+from uniembed import DEFAULT_MODEL
+from uniembed.engine.planning import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_ROWS,
+    DEFAULT_TOKEN_BUDGET,
+)
 from uniembed.errors import InvalidInput
 from uniembed.inputs.limits import InputLimits
 
-DEFAULT_MODEL = "jinaai/jina-embeddings-v4"
 MiB = 1024 * 1024
 
 
@@ -37,7 +41,7 @@ class ServerSettings:
     # batching
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
-    max_queue_rows: int = 4096  # rows waiting per model before new requests get 429
+    max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
     cpu_workers: int = 8  # threads for tokenising, image/PDF decoding and large responses
     torch_threads: int | None = None  # CPU threads of each model's forward; None: torch's default
     # request limits
@@ -63,10 +67,6 @@ class ServerSettings:
         for name in ("max_tokens_per_item", "torch_threads"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
-
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
 
 
 def _check_positive(name: str, value: object) -> None:

@@ -17,6 +17,7 @@ from uniembed.errors import InvalidInput
 from uniembed.models.base import (
     ImageFeatures,
     ModelInfo,
+    PatchGrid,
     Row,
     RowOutput,
     Span,
@@ -83,7 +84,8 @@ class FakeModel:
         pixels = torch.from_numpy(np.asarray(image.convert("L").resize((4, 4)), dtype=np.int64).reshape(-1))
         ids = [BOS, IMAGE] + [4 + int(p) % (VOCAB - 4) for p in pixels] + [IMAGE, EOS]
         grid = ImageFeatures(pixel_values=pixels.float().unsqueeze(-1), grid_thw=(1, 4, 4))
-        return Row(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid)
+        patches = PatchGrid(start=2, height=4, width=4)  # the 16 pixel tokens
+        return Row(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid, patches=patches)
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         self.forward_calls.append(len(batch))
@@ -96,5 +98,5 @@ class FakeModel:
                 states = states + self.adapter_shift[row.adapter]
             pooled = torch.stack([states[s:e].mean(0) for s, e in row.spans])
             multivector = normalize(states @ self.projector) if row.multivector else None
-            outputs.append(RowOutput(pooled, multivector, states if row.token_states else None))
+            outputs.append(RowOutput(pooled, multivector))
         return outputs

@@ -11,7 +11,7 @@ threads owned teams too). So, in the server:
   (:func:`call_on_temporary_thread`);
 * helper threads (tokenising, decoding, large responses) run torch single-threaded
   (:func:`single_threaded_torch`, an executor initializer), so they never start a team;
-* each batch worker sets its own thread count when it starts (``Batcher(torch_threads=…)``).
+* each batch worker sets its own thread count when it starts (``Engine.start(torch_threads=…)``).
 
 ``torch.set_num_threads`` sets the calling thread's OpenMP thread count and the default of threads
 that have not run torch yet; a thread that already ran torch keeps its own count.

@@ -1,4 +1,4 @@
-"""Batch planning and synchronous execution.
+"""Batch planning: which rows run together.
 
 Work is sorted by length and cut into batches whose *padded* size (rows × longest row) stays under
 a token budget, so mixed lengths waste little padding and one very long input simply gets a batch
@@ -7,13 +7,12 @@ of its own instead of blowing up a fixed-size batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from uniembed.models.base import Row, RowOutput
-
-DEFAULT_TOKEN_BUDGET = 16384
-DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_TOKEN_BUDGET = 16384  # padded tokens per forward batch
+DEFAULT_MAX_BATCH_SIZE = 64  # rows per forward batch
+DEFAULT_MAX_QUEUE_ROWS = 4096  # rows waiting in an engine's queue before new jobs are refused
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,15 @@ class BatchPolicy:
     def __post_init__(self) -> None:
         if self.token_budget < 1 or self.max_batch_size < 1:
             raise ValueError("token_budget and max_batch_size must be positive")
+
+
+def padded_tokens(lengths: Sequence[int]) -> int:
+    """Tokens a batch of rows of these ``lengths`` occupies once padded to the longest.
+
+    >>> padded_tokens([3, 7, 5])
+    21
+    """
+    return len(lengths) * max(lengths, default=0)
 
 
 def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]:
@@ -53,23 +61,3 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]
     if current:
         batches.append(current)
     return batches
-
-
-def run_sequences(
-    sequences: Sequence[Row],
-    forward: Callable[[Sequence[Row]], list[RowOutput]],
-    policy: BatchPolicy,
-    on_batch: Callable[[int], None] | None = None,
-) -> list[RowOutput]:
-    """Run ``sequences`` in planned batches and return outputs in input order.
-
-    ``on_batch`` is called with the number of finished sequences after each batch (progress bars).
-    """
-    outputs: list[RowOutput | None] = [None] * len(sequences)
-    for batch in plan_batches([s.num_tokens for s in sequences], policy):
-        results = forward([sequences[i] for i in batch])
-        for index, result in zip(batch, results):
-            outputs[index] = result
-        if on_batch is not None:
-            on_batch(len(batch))
-    return outputs  # type: ignore[return-value]
