@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 
 import pytest
 import torch
@@ -118,3 +119,36 @@ def test_plans_are_picklable_values(tiny_v4) -> None:
     assert all(torch.equal(a, b) for a, b in zip(here.embeddings, there.embeddings))
     assert all(torch.equal(a, b) for a, b in zip(here.multivectors, there.multivectors))
     assert here.patch_grids[0] is None and here.patch_grids[1] == PatchGrid(start=4, height=3, width=2)  # 84x56 px: 3x2 cells of 28 px
+
+
+def _closed_loop_batches(max_gather_seconds: float) -> list[int]:
+    """Batch sizes when half of 8 callers come back right after their answer while the other half
+    waits in the queue: the alternation that halves every batch without gathering."""
+    sizes: list[int] = []
+    running = threading.Event()
+
+    def forward(batch):
+        sizes.append(len(batch))
+        running.set()
+        time.sleep(0.3)
+        return [RowOutput(pooled=torch.zeros(1, 1)) for _ in batch]
+
+    engine = Engine(forward, BatchPolicy(token_budget=10_000, max_batch_size=64))
+    row = [Row(torch.arange(2), adapter=0, spans=((0, 2),))]
+    engine.start(max_gather_seconds=max_gather_seconds)
+    try:
+        first = engine.submit(row * 4)  # half A (one job, so it starts as one batch) runs alone
+        assert running.wait(10)
+        others = [engine.submit(row) for _ in range(4)]  # half B queues while A runs
+        first.future.result(10)  # A's callers come back as soon as they are answered
+        again = [engine.submit(row) for _ in range(4)]
+        for job in others + again:
+            job.future.result(10)
+    finally:
+        engine.stop()
+    return sizes
+
+
+def test_a_round_gathers_the_callers_the_last_round_served() -> None:
+    assert _closed_loop_batches(max_gather_seconds=1.0) == [4, 8]  # waits ≤ 0.2 × 0.3 s for A
+    assert _closed_loop_batches(max_gather_seconds=0.0) == [4, 4, 4]  # without: halves alternate

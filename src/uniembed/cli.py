@@ -75,6 +75,7 @@ def serve(
     token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = SERVE.token_budget,
     max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = SERVE.max_batch_size,
     max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = SERVE.max_queue_rows,
+    batch_gather_ms: Annotated[float, typer.Option(envvar=_env("BATCH_GATHER_MS"), help="Longest wait of a batch for the clients the last one answered (0: never wait).")] = SERVE.batch_gather_ms,
     cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = SERVE.cpu_workers,
     torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = SERVE.torch_threads,
     max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = SERVE.max_body_bytes,

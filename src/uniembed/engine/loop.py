@@ -30,10 +30,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 
 import torch
 
 from uniembed.engine.planning import (
+    DEFAULT_MAX_GATHER_SECONDS,
     DEFAULT_MAX_QUEUE_ROWS,
     BatchPolicy,
     padded_tokens,
@@ -48,6 +50,8 @@ logger = logging.getLogger("uniembed.engine")
 Forward = Callable[[Sequence[Row]], list[RowOutput]]
 ProgressCallback = Callable[[int], None]  # rows finished by the last batch
 BATCH_FAILED_MESSAGE = "the model failed on a batch holding these inputs; the cause is logged"
+
+GATHER_SHARE = 0.2  # a gathering wait is at most this share of the last round's duration
 
 
 class Job:
@@ -84,6 +88,16 @@ class Job:
 QueuedRow = tuple[Job, int]  # a job and the index of one of its rows
 
 
+@dataclass
+class _LastRound:
+    """What the worker remembers of its last round, to decide how long to gather the next one."""
+
+    ended: float = 0.0  # time.monotonic() at its end
+    seconds: float = 0.0  # how long it ran
+    rows: int = 0  # rows it delivered
+    arrivals_at_end: int = 0  # rows submitted since the engine started, counted at its end
+
+
 class Engine:
     """Batches and runs the rows of every caller of one model; see the module docstring."""
 
@@ -95,6 +109,9 @@ class Engine:
         self._observer = EngineObserver()
         self._max_queue_rows = DEFAULT_MAX_QUEUE_ROWS
         self._torch_threads: int | None = None
+        self._max_gather = 0.0
+        self._arrivals = 0  # rows submitted so far
+        self._last_round = _LastRound()
         self._pending: deque[QueuedRow] = deque()
         self._condition = threading.Condition()
         self._forward_lock = threading.Lock()  # one batch at a time, whichever thread runs it
@@ -108,12 +125,16 @@ class Engine:
         max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
         torch_threads: int | None = None,
         observer: EngineObserver | None = None,
+        max_gather_seconds: float = DEFAULT_MAX_GATHER_SECONDS,
     ) -> None:
         """Start the worker thread (idempotent). ``torch_threads``: CPU threads of its torch ops
-        (None: the count torch has now); see :mod:`uniembed.engine.threads`."""
+        (None: the count torch has now); see :mod:`uniembed.engine.threads`. ``max_gather_seconds``:
+        how long a round may wait for the callers it just served to come back (0: never wait);
+        see :meth:`_gather`."""
         with self._condition:
             if self.is_running:
                 return
+            self._max_gather = max_gather_seconds
             self._max_queue_rows = max_queue_rows
             self._torch_threads = torch_threads or torch.get_num_threads()
             self._observer = observer or EngineObserver()
@@ -180,6 +201,7 @@ class Engine:
                     "retry shortly"
                 )
             self._pending.extend((job, i) for i in range(len(job.rows)))
+            self._arrivals += len(job.rows)
             self._observer.queue_changed(len(self._pending))
             self._condition.notify()
         return job
@@ -215,9 +237,13 @@ class Engine:
         torch.set_num_threads(self._torch_threads or torch.get_num_threads())
         try:
             while (rows := self._next_round()) is not None:
+                started = time.monotonic()
                 error = self._run_round(rows, self.policy, None)
                 if error is not None:
                     logger.error("model %r failed on a batch", self.name, exc_info=error)
+                with self._condition:
+                    ended = time.monotonic()
+                    self._last_round = _LastRound(ended, ended - started, len(rows), self._arrivals)
         finally:
             with self._condition:
                 self._accepting = False
@@ -227,12 +253,36 @@ class Engine:
         with self._condition:
             while self._accepting and not self._pending:
                 self._condition.wait()
+            self._gather()
             if not self._accepting:
                 return None
             rows = list(self._pending)
             self._pending.clear()
             self._observer.queue_changed(0)
             return rows
+
+    def _gather(self) -> None:
+        """Wait (lock held) for the callers the last round served to send their next rows.
+
+        Closed-loop callers (a client that sends its next request when the last one is answered)
+        come back a few milliseconds after a round ends. Without waiting, two halves of them
+        alternate for ever: one half's rows run while the other half's responses travel, so every
+        batch is half as large as it could be. So a round that starts soon after the last one waits
+        until as many rows have arrived since that round ended as it delivered, at most
+        ``min(max_gather_seconds, GATHER_SHARE × its duration)`` after it ended, and never while
+        a full batch is already queued. One-off callers thus cost a round at most that much delay.
+        """
+        last = self._last_round
+        if self._max_gather <= 0 or last.rows == 0:
+            return
+        deadline = last.ended + min(self._max_gather, GATHER_SHARE * last.seconds)
+        while (
+            self._accepting
+            and self._arrivals - last.arrivals_at_end < last.rows
+            and len(self._pending) < self.policy.max_batch_size
+            and (remaining := deadline - time.monotonic()) > 0
+        ):
+            self._condition.wait(remaining)
 
     def _run_round(
         self, rows: list[QueuedRow], policy: BatchPolicy, on_batch: ProgressCallback | None

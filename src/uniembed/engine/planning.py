@@ -13,6 +13,7 @@ from dataclasses import dataclass
 DEFAULT_TOKEN_BUDGET = 16384  # padded tokens per forward batch
 DEFAULT_MAX_BATCH_SIZE = 64  # rows per forward batch
 DEFAULT_MAX_QUEUE_ROWS = 4096  # rows waiting in an engine's queue before new jobs are refused
+DEFAULT_MAX_GATHER_SECONDS = 0.010  # longest wait for returning callers (Engine._gather)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for name, engine in engines.items():
             engine.start(max_queue_rows=settings.max_queue_rows, torch_threads=settings.torch_threads,
-                         observer=metrics.for_model(name))
+                         observer=metrics.for_model(name), max_gather_seconds=settings.batch_gather_ms / 1000)
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from uniembed import DEFAULT_MODEL
 from uniembed.engine.planning import (
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_GATHER_SECONDS,
     DEFAULT_MAX_QUEUE_ROWS,
     DEFAULT_TOKEN_BUDGET,
 )
@@ -42,6 +43,7 @@ class ServerSettings:
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
     max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
+    batch_gather_ms: float = DEFAULT_MAX_GATHER_SECONDS * 1000  # wait for returning clients; 0: never
     cpu_workers: int = 8  # threads for tokenising, image/PDF decoding and large responses
     torch_threads: int | None = None  # CPU threads of each model's forward; None: torch's default
     # request limits
@@ -64,6 +66,8 @@ class ServerSettings:
         for name in ("token_budget", "max_batch_size", "max_queue_rows", "cpu_workers", "max_body_bytes",
                      "max_items_per_request", "max_tokens_per_request"):
             _check_positive(name, getattr(self, name))
+        if not 0 <= self.batch_gather_ms <= 1000:
+            raise InvalidInput(f"batch_gather_ms must be between 0 and 1000, got {self.batch_gather_ms}")
         for name in ("max_tokens_per_item", "torch_threads"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
