@@ -369,7 +369,7 @@ def serve(args: argparse.Namespace) -> None:
     name = served_name(args, embedder)
     settings = ServerSettings(models=(name,), host=HOST, port=args.serve_port, device=args.device, dtype=args.dtype,
                               token_budget=args.token_budget, max_batch_size=args.max_batch_size,
-                              log_level="warning")
+                              batch_gather_ms=args.batch_gather_ms, log_level="warning")
     app = create_app(settings, {name: embedder})
     uvicorn.run(app, host=HOST, port=args.serve_port, log_level="warning", http=args.http)
 
@@ -391,7 +391,7 @@ def model_arguments(args: argparse.Namespace) -> list[str]:
         if value is not None:
             result += [flag, value]
     return result + ["--token-budget", str(args.token_budget), "--max-batch-size", str(args.max_batch_size),
-                     "--http", args.http]
+                     "--batch-gather-ms", str(args.batch_gather_ms), "--http", args.http]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -499,6 +499,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--batch-gather-ms", type=float, default=10.0, help="the server's --batch-gather-ms")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # internal: child server process
     args = parser.parse_args(argv)

@@ -52,6 +52,7 @@ ProgressCallback = Callable[[int], None]  # rows finished by the last batch
 BATCH_FAILED_MESSAGE = "the model failed on a batch holding these inputs; the cause is logged"
 
 GATHER_SHARE = 0.2  # a gathering wait is at most this share of the last round's duration
+GATHER_SHARE_ROWS = 0.25  # only rounds of at most this share of max_batch_size rows gather
 
 
 class Job:
@@ -267,13 +268,16 @@ class Engine:
         Closed-loop callers (a client that sends its next request when the last one is answered)
         come back a few milliseconds after a round ends. Without waiting, two halves of them
         alternate for ever: one half's rows run while the other half's responses travel, so every
-        batch is half as large as it could be. So a round that starts soon after the last one waits
-        until as many rows have arrived since that round ended as it delivered, at most
-        ``min(max_gather_seconds, GATHER_SHARE × its duration)`` after it ended, and never while
-        a full batch is already queued. One-off callers thus cost a round at most that much delay.
+        batch is half as large as it could be. So after a small round (at most ``GATHER_SHARE_ROWS``
+        of ``max_batch_size`` rows: under heavy load batches are large anyway, and an idle forward
+        would cost more than it gains), the next round waits until as many rows have arrived since
+        that round ended as it delivered, at most ``min(max_gather_seconds, GATHER_SHARE × its
+        duration)`` after it ended, and not while a full batch is queued. One-off callers thus cost a
+        round at most that much delay.
         """
         last = self._last_round
-        if self._max_gather <= 0 or last.rows == 0:
+        small = 0 < last.rows <= GATHER_SHARE_ROWS * self.policy.max_batch_size
+        if self._max_gather <= 0 or not small:
             return
         deadline = last.ended + min(self._max_gather, GATHER_SHARE * last.seconds)
         while (
