@@ -1,0 +1,618 @@
+"""An index of texts, images and PDF pages, searched by text or image (see docs/search.md).
+
+>>> from uniembed.embedder import Embedder
+>>> from uniembed.testing.fake import FakeModel
+>>> import tempfile
+>>> index = Index.create(tempfile.mkdtemp() + "/idx", Embedder(FakeModel()))
+>>> index.add(["solar panels turn light into power", "a recipe for bread"], ids=["solar", "bread"])
+['solar', 'bread']
+>>> [hit.id for hit in index.search("solar panels", k=1, mode="multivector")]
+['solar']
+>>> index.close()
+
+Every entry is encoded with ONE forward pass (``Embedder.encode(..., output="both")``): its single
+vector (cut to the Matryoshka size chosen at creation) and its multi-vector (float16, token-pooled
+when asked, always under the store's row cap) are written together, with the document id, page
+number and metadata, in one store operation per batch of whole documents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+from uniembed.errors import InvalidInput
+from uniembed.inputs.items import ImageItem, Item, TextItem
+from uniembed.inputs.limits import InputLimits
+from uniembed.retrieval.compression import max_rows_for, pool_by_labels, pool_to_fit, to_float16
+from uniembed.retrieval.documents import (
+    Document,
+    documents_from_inputs,
+    documents_from_path,
+    item_input,
+    thumbnail,
+)
+from uniembed.retrieval.scan import Codec, MultivectorScan
+from uniembed.retrieval.similarity import SimilarityMap, patch_scores
+from uniembed.retrieval.store import (
+    Condition,
+    Found,
+    HasIds,
+    Layout,
+    Match,
+    Point,
+    Store,
+    dense_search,
+    multivector_search,
+    parse_filter,
+    point_id,
+    rerank_search,
+    two_stage_search,
+)
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from uniembed.embedder import Embedder
+    from uniembed.models.base import ModelInfo, PatchGrid
+
+FORMAT = 1  # of the manifest and the payload layout
+MODES = ("dense", "multivector", "two-stage", "binary")
+DEFAULT_MODE = "two-stage"  # as good as exact MaxSim (recall@10) and much faster: BENCHMARKS.md
+DEFAULT_CANDIDATES = 100  # dense candidates reranked by two-stage, Hamming candidates by binary
+DEFAULT_BATCH_ITEMS = 16  # items (pages) encoded and written together
+ENTRY_FIELDS = ("id", "kind", "page", "metadata", "text", "source", "grid")  # returned with hits
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """What an index was built with (its manifest): the model and how entries are stored."""
+
+    model: str  # the model's name (ModelInfo.name); reopening checks it
+    family: str
+    model_source: str | None  # what to load the model from when none is given (path or hub id)
+    dimensions: int  # single vectors are cut to this Matryoshka size
+    multivector_dim: int | None
+    pool_factor: int = 1
+    protected_tokens: int = 1  # kept out of token pooling, as sentence-transformers does
+    max_rows: int | None = None  # most stored rows per entry (None: no multi-vectors)
+    document_task: str = "retrieval.passage"
+    query_task: str = "retrieval.query"
+    thumbnails: bool = True
+    metadata_fields: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IndexSettings:
+        if data.get("format") != FORMAT:
+            raise InvalidInput(f"index format {data.get('format')!r} is not {FORMAT}; rebuild the index")
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def layout(self) -> Layout:
+        return Layout.build(self.dimensions, self.multivector_dim, self.metadata_fields)
+
+    def check_model(self, info: ModelInfo) -> None:
+        """Refuse a model other than the one the index was built with."""
+        found = (info.name, info.family, info.multivector_dim)
+        expected = (self.model, self.family, self.multivector_dim)
+        if found != expected or info.dim < self.dimensions:
+            raise InvalidInput(
+                f"this index was built with {self.model} ({self.family}); the model given is "
+                f"{info.name} ({info.family}): open it with the same model"
+            )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the entry (a text, an image or a page of a PDF) and its score — cosine for
+    ``dense``, the MaxSim sum for the late-interaction modes."""
+
+    id: str
+    score: float
+    kind: str
+    page: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    source: str | None = None
+    thumbnail: str | None = None  # a JPEG data URI (``thumbnails=True``)
+    similarity: SimilarityMap | None = None  # image and page hits (``maps=True``)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "similarity"}
+        data["similarity"] = self.similarity.to_json() if self.similarity is not None else None
+        return data
+
+
+class Index:
+    """Texts, images and PDF pages with ids and metadata, in a Qdrant store (see module docstring).
+
+    Open or create one with :meth:`open` / :meth:`create` (or :func:`uniembed.retrieval.open_index`).
+    Methods may be called from several threads: writes are serialised, searches run alongside them
+    and see each document whole or not at all.
+    """
+
+    def __init__(self, store: Store, model: Embedder, settings: IndexSettings) -> None:
+        settings.check_model(model.info)
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self._write_lock = threading.Lock()
+        self._scans: dict[str, MultivectorScan] = {}
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def create(
+        cls,
+        location: str | Path,
+        model: Embedder | str | Path,
+        *,
+        dimensions: int | None = None,
+        pool_factor: int = 1,
+        metadata_fields: Mapping[str, str] | None = None,
+        document_task: str = "retrieval.passage",
+        query_task: str = "retrieval.query",
+        thumbnails: bool = True,
+        max_rows: int | None = None,
+        client: Any = None,
+        device: str | None = None,
+    ) -> Index:
+        """A new, empty index at ``location``: a directory (embedded Qdrant) or a Qdrant URL
+        ``http(s)://host:port/collection`` — or a collection name on ``client`` (a QdrantClient).
+
+        ``dimensions``: Matryoshka size of the stored single vectors (default: the model's full
+        size). ``pool_factor``: store about 1/factor of each multi-vector's rows (2 or 3 keep most of
+        the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
+        filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
+        entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
+        """
+        embedder, source = _embedder(model, device)
+        settings = _new_settings(embedder.info, source, dimensions, pool_factor, metadata_fields,
+                                 document_task, query_task, thumbnails, max_rows)
+        embedder.resolve_tasks(document_task, 1)
+        embedder.resolve_tasks(query_task, 1)
+        layout, manifest = settings.layout(), {"uniembed_index": settings.to_json()}
+        if client is not None:
+            from uniembed.retrieval.client_store import ClientStore
+
+            store: Store = ClientStore.create(client, str(location), layout, manifest)
+        else:
+            from uniembed.retrieval.store import create_store
+
+            store = create_store(location, layout, manifest)
+        return cls(store, embedder, settings)
+
+    @classmethod
+    def open(
+        cls,
+        location: str | Path,
+        model: Embedder | str | Path | None = None,
+        *,
+        client: Any = None,
+        device: str | None = None,
+    ) -> Index:
+        """The index at ``location`` (see :meth:`create`). Without ``model``, the model it was built
+        with is loaded from the source recorded at creation."""
+        if client is not None:
+            from uniembed.retrieval.client_store import ClientStore
+
+            store: Store = ClientStore.open(client, str(location))
+        else:
+            from uniembed.retrieval.store import open_store
+
+            store = open_store(location)
+        try:
+            settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
+            if model is None:
+                if settings.model_source is None:
+                    raise InvalidInput(f"the index records no model source; pass the model ({settings.model})")
+                model = settings.model_source
+            embedder, _ = _embedder(model, device)
+            return cls(store, embedder, settings)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- writes
+    def add(
+        self,
+        inputs: Sequence[Any],
+        ids: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_items: int = DEFAULT_BATCH_ITEMS,
+        limits: InputLimits | None = None,
+        on_written: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Add texts (strings), images (PIL, ``{"image": path | URL | bytes | base64}``) and PDFs
+        (``{"pdf": …}``, one entry per page) with ``ids`` (default: random) and JSON ``metadata``.
+        An id that is already indexed is replaced (delete + add). Returns the ids."""
+        if isinstance(inputs, (str, bytes, Mapping, Image.Image)):
+            raise InvalidInput("add takes a list of inputs; wrap one input in a list")
+        return self.add_documents(documents_from_inputs(list(inputs), ids, metadata, limits),
+                                  batch_items=batch_items, on_written=on_written)
+
+    def add_path(
+        self,
+        path: str | Path,
+        *,
+        batch_items: int = DEFAULT_BATCH_ITEMS,
+        limits: InputLimits | None = None,
+        on_written: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Add a file, or every text (.txt, .md), image and PDF under a folder; a folder's files are
+        named by their path inside it."""
+        return self.add_documents(documents_from_path(path, limits), batch_items=batch_items,
+                                  on_written=on_written)
+
+    def add_documents(
+        self,
+        documents: Iterable[Document],
+        *,
+        batch_items: int = DEFAULT_BATCH_ITEMS,
+        on_written: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Encode and write documents, a batch of whole documents at a time (one store operation
+        per batch: a crash leaves each document fully there or absent)."""
+        written: list[str] = []
+        seen: set[str] = set()
+        for batch in _batches(documents, batch_items):
+            for document in batch:
+                if document.id in seen:
+                    raise InvalidInput(f"document id {document.id!r} appears twice in one add")
+                seen.add(document.id)
+            self._write(batch)
+            written.extend(d.id for d in batch)
+            if on_written is not None:
+                on_written(len(batch))
+        return written
+
+    def update(self, doc_id: str, value: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        """Replace document ``doc_id`` (delete + add; an interrupted update leaves it absent)."""
+        self.add([value], [doc_id], [metadata])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove documents (every page) by id; unknown ids are ignored."""
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._write_lock:
+            for scan in self._scans.values():
+                scan.remove(ids)
+            self.store.delete(list(ids))
+
+    def optimize(self) -> None:
+        """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
+        self.store.optimize()
+
+    # ----------------------------------------------------------------- reads
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """Entries (texts, images, pages) matching ``filter`` (see :meth:`search`)."""
+        return self.store.count(parse_filter(filter))
+
+    def get(self, doc_id: str) -> list[Hit]:
+        """The entries of document ``doc_id`` (its pages in order); empty if there is none."""
+        entries = [_hit(found) for found in self.store.scroll((Match("id", doc_id),), payload=list(ENTRY_FIELDS))]
+        return sorted(entries, key=lambda hit: hit.page or 0)
+
+    def search(
+        self,
+        query: Any,
+        *,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        mode: str | None = None,
+        candidates: int | None = None,
+        maps: bool = False,
+        thumbnails: bool = False,
+    ) -> list[Hit]:
+        """The ``k`` best entries for a text (string) or image (PIL, ``{"image": …}``) query.
+
+        ``mode``: ``dense`` (cosine of single vectors, HNSW), ``multivector`` (exact MaxSim over
+        every entry), ``two-stage`` (the ``candidates`` best by dense, reranked by MaxSim; the
+        default) or ``binary`` (Hamming MaxSim over sign bits picks ``candidates``, float MaxSim
+        reranks). ``filter``: all of ``{"id" | "kind" | "page" | "metadata.<field>": value | [any
+        of] | {"gte"|"gt"|"lte"|"lt": number}}``. ``maps``: similarity maps for image and page hits.
+        """
+        mode = self._check_mode(mode)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput(f"k must be a positive integer, got {k!r}")
+        candidates = DEFAULT_CANDIDATES if candidates is None else candidates
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise InvalidInput(f"candidates must be a positive integer, got {candidates!r}")
+        item = _query_item(query)
+        dense, multi = self._encode_query(item)
+        conditions = parse_filter(filter)
+        read = {"payload": self._fields(thumbnails, maps), "with_multivector": maps}
+        if mode == "dense":
+            found = self.store.search(dense_search(dense.tolist(), k, conditions, **read))
+        elif mode == "two-stage":
+            found = self.store.search(two_stage_search(dense.tolist(), multi.tolist(), k, candidates, conditions, **read))
+        elif mode == "multivector" and not self.store.embedded:
+            found = self.store.search(multivector_search(multi.tolist(), k, conditions, **read))
+        elif mode == "multivector":
+            found = self._from_scan("float16", multi, k, conditions, read)
+        else:
+            ranked = self._scan("binary").search(multi, max(candidates, k), self._allowed(conditions))
+            ids = [pid for pid, _ in ranked]
+            found = self.store.search(rerank_search(multi.tolist(), ids, k, **read)) if ids else []
+        labels = self._token_labels(item, multi) if maps else []
+        return [_hit(f, multi if maps else None, labels) for f in found]
+
+    def info(self) -> dict[str, Any]:
+        """The manifest settings and the number of entries."""
+        return {"entries": self.count(), "settings": self.settings.to_json()}
+
+    # ----------------------------------------------------------------- internals
+    def _check_mode(self, mode: str | None) -> str:
+        if self.settings.multivector_dim is None:
+            if mode not in (None, "dense"):
+                raise InvalidInput(f"this index has single vectors only ({self.settings.model}); use mode 'dense'")
+            return "dense"
+        mode = mode or DEFAULT_MODE
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        return mode
+
+    def _fields(self, thumbnails: bool, maps: bool) -> list[str]:
+        return [*ENTRY_FIELDS, *(["thumbnail"] if thumbnails else []), *(["patch_rows"] if maps else [])]
+
+    def _encode_query(self, item: Item) -> tuple[torch.Tensor, torch.Tensor]:
+        """Single vector and multi-vector of the query from one forward pass."""
+        both = self.settings.multivector_dim is not None
+        result = self.model.encode([item_input(item)], task=self.settings.query_task,
+                                   output="both" if both else "single", dimensions=self.settings.dimensions)
+        multi = result.multivectors[0] if both and result.multivectors else torch.empty(0)
+        return result.embeddings[0], multi
+
+    def _write(self, batch: list[Document]) -> None:
+        points, stored = self._encode_documents(batch)
+        ids = [d.id for d in batch]
+        with self._write_lock:
+            for scan in self._scans.values():
+                scan.remove(ids)
+            self.store.delete(ids)
+            self.store.upsert(points)
+            for scan in self._scans.values():
+                scan.add([p.id for p in points], [p.payload["id"] for p in points], stored)
+
+    def _encode_documents(self, batch: list[Document]) -> tuple[list[Point], list[torch.Tensor]]:
+        entries = [(doc, page, item) for doc in batch for page, item in enumerate(doc.items, start=1)]
+        both = self.settings.multivector_dim is not None
+        result = self.model.encode(
+            [item_input(item) for _, _, item in entries],
+            task=self.settings.document_task,
+            output="both" if both else "single",
+            dimensions=self.settings.dimensions,
+        )
+        points, stored = [], []
+        for position, (doc, page, item) in enumerate(entries):
+            multi = result.multivectors[position] if both and result.multivectors else None
+            grid = result.patch_grids[position] if result.patch_grids else None
+            point, rows = self._point(doc, page, item, result.embeddings[position], multi, grid)
+            points.append(point)
+            if rows is not None:
+                stored.append(rows)
+        return points, stored
+
+    def _point(
+        self,
+        doc: Document,
+        page: int,
+        item: Item,
+        dense: torch.Tensor,
+        multi: torch.Tensor | None,
+        grid: PatchGrid | None,
+    ) -> tuple[Point, torch.Tensor | None]:
+        payload: dict[str, Any] = {"id": doc.id, "kind": doc.entry_kind, "metadata": doc.metadata}
+        page_number = page if doc.kind == "pdf" else None
+        if page_number is not None:
+            payload["page"] = page_number
+        if doc.source is not None:
+            payload["source"] = doc.source
+        if isinstance(item, TextItem):
+            payload["text"] = item.text
+        elif self.settings.thumbnails:
+            payload["thumbnail"] = thumbnail(item.image)
+        rows = None
+        if multi is not None:
+            labels = self._pool_labels(multi)
+            rows = to_float16(multi if labels is None else pool_by_labels(multi, labels))  # (rows, d)
+            if grid is not None:
+                payload["grid"] = [grid.start, grid.height, grid.width]
+                if labels is not None:
+                    payload["patch_rows"] = labels[grid.start : grid.stop].tolist()
+        point = Point(
+            point_id(doc.id, page_number),
+            dense.tolist(),
+            rows.float().tolist() if rows is not None else None,
+            payload,
+        )
+        return point, rows
+
+    def _pool_labels(self, multi: torch.Tensor) -> torch.Tensor | None:
+        """The stored row of each token, or ``None`` when the rows are stored as they are."""
+        settings = self.settings
+        assert settings.max_rows is not None
+        if settings.pool_factor == 1 and multi.shape[0] <= settings.max_rows:
+            return None
+        return pool_to_fit(multi, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens)
+
+    def _scan(self, codec: Codec) -> MultivectorScan:
+        """The in-memory copy of the multi-vectors, loaded from the store on first use."""
+        scan = self._scans.get(codec)
+        if scan is not None:
+            return scan
+        with self._write_lock:  # no writes while loading, so the copy matches the store
+            if codec not in self._scans:
+                assert self.settings.multivector_dim is not None
+                scan = MultivectorScan(codec, self.settings.multivector_dim)
+                for chunk in _chunks(self.store.scroll(payload=["id"], with_multivector=True), 1024):
+                    scan.add([f.id for f in chunk], [f.payload["id"] for f in chunk],
+                             [f.multivector for f in chunk])  # type: ignore[misc]
+                self._scans[codec] = scan
+            return self._scans[codec]
+
+    def _allowed(self, conditions: tuple[Condition, ...]) -> set[str] | None:
+        if not conditions:
+            return None
+        return {found.id for found in self.store.scroll(conditions, payload=False, page_size=4096)}
+
+    def _from_scan(
+        self, codec: Codec, multi: torch.Tensor, k: int, conditions: tuple[Condition, ...], read: dict[str, Any]
+    ) -> list[Found]:
+        ranked = self._scan(codec).search(multi, k, self._allowed(conditions))
+        if not ranked:
+            return []
+        records = {
+            f.id: f
+            for f in self.store.scroll((HasIds(tuple(pid for pid, _ in ranked)),), payload=read["payload"],
+                                       with_multivector=read["with_multivector"])
+        }
+        return [
+            Found(pid, records[pid].payload, score, records[pid].multivector)
+            for pid, score in ranked
+            if pid in records  # deleted since the scan was read
+        ]
+
+    def _token_labels(self, item: Item, multi: torch.Tensor) -> list[str]:
+        labels = []
+        if isinstance(item, TextItem):
+            labels = self.model.token_strings(item.text, self.settings.query_task)
+        if len(labels) != multi.shape[0]:
+            labels = [f"token {i}" for i in range(multi.shape[0])]
+        return labels
+
+
+def open_index(location: str | Path, model: Embedder | str | Path | None = None, **create: Any) -> Index:
+    """Open the index at ``location``, or create it (with ``model`` and the :meth:`Index.create`
+    options) when there is none."""
+    from uniembed.retrieval.store import store_exists
+
+    if store_exists(location):
+        return Index.open(location, model, device=create.get("device"))
+    if model is None:
+        raise InvalidInput(f"no index at {location}; give a model to create one")
+    return Index.create(location, model, **create)
+
+
+# ----------------------------------------------------------------- helpers
+def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedder, str | None]:
+    """An embedder and the source to record (a path or hub id; ``None`` for a given embedder)."""
+    if isinstance(model, (str, Path)):
+        import uniembed
+
+        source = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else str(model)
+        return uniembed.load(source, device=device), source
+    return model, None
+
+
+def _new_settings(
+    info: ModelInfo,
+    source: str | None,
+    dimensions: int | None,
+    pool_factor: int,
+    metadata_fields: Mapping[str, str] | None,
+    document_task: str,
+    query_task: str,
+    thumbnails: bool,
+    max_rows: int | None,
+) -> IndexSettings:
+    dimensions = info.dim if dimensions is None else dimensions
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= info.dim:
+        raise InvalidInput(f"dimensions must be between 1 and {info.dim}, got {dimensions!r}")
+    if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
+        raise InvalidInput(f"pool_factor must be a positive integer, got {pool_factor!r}")
+    cap = None
+    if info.multivector_dim is not None:
+        limit = max_rows_for(info.multivector_dim)
+        cap = limit if max_rows is None else max_rows
+        if not 2 <= cap <= limit:
+            raise InvalidInput(f"max_rows must be between 2 and {limit}, got {max_rows!r}")
+    return IndexSettings(
+        model=info.name,
+        family=info.family,
+        model_source=source,
+        dimensions=dimensions,
+        multivector_dim=info.multivector_dim,
+        pool_factor=pool_factor,
+        max_rows=cap,
+        document_task=document_task,
+        query_task=query_task,
+        thumbnails=thumbnails,
+        metadata_fields=dict(metadata_fields or {}),
+    )
+
+
+def _query_item(query: Any) -> Item:
+    """One text or image item from a query (a string, PIL image, ``{"text"|"image": …}`` or item)."""
+    if isinstance(query, (TextItem, ImageItem)):
+        return query
+    from uniembed.inputs.parse import coerce_items_with_origin
+
+    if isinstance(query, Mapping) and "pdf" in query:
+        raise InvalidInput("a query is a text or an image, not a PDF")
+    items, _ = coerce_items_with_origin([query])
+    return items[0]
+
+
+def _hit(found: Found, query: torch.Tensor | None = None, labels: Sequence[str] = ()) -> Hit:
+    payload = found.payload
+    similarity = None
+    grid = payload.get("grid")
+    if query is not None and grid is not None and found.multivector is not None:
+        scores = patch_scores(query, found.multivector, tuple(grid), payload.get("patch_rows"))
+        similarity = SimilarityMap(list(labels), scores)
+    return Hit(
+        id=payload["id"],
+        score=found.score,
+        kind=payload.get("kind", "text"),
+        page=payload.get("page"),
+        metadata=payload.get("metadata") or {},
+        text=payload.get("text"),
+        source=payload.get("source"),
+        thumbnail=payload.get("thumbnail"),
+        similarity=similarity,
+    )
+
+
+def _batches(documents: Iterable[Document], items: int) -> Iterator[list[Document]]:
+    """Whole documents, about ``items`` entries a batch (a long PDF makes a batch of its own)."""
+    batch: list[Document] = []
+    size = 0
+    for document in documents:
+        batch.append(document)
+        size += len(document.items)
+        if size >= items:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _chunks(found: Iterable[Found], size: int) -> Iterator[list[Found]]:
+    chunk: list[Found] = []
+    for record in found:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
