@@ -18,7 +18,6 @@ number and metadata, in one store operation per batch of whole documents.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,22 +37,16 @@ from uniembed.retrieval.documents import (
     item_input,
     thumbnail,
 )
-from uniembed.retrieval.scan import Codec, MultivectorScan
+from uniembed.retrieval.retriever import MODES, Retriever
 from uniembed.retrieval.similarity import SimilarityMap, patch_scores
 from uniembed.retrieval.store import (
-    Condition,
     Found,
-    HasIds,
     Layout,
     Match,
     Point,
     Store,
-    dense_search,
-    multivector_search,
     parse_filter,
     point_id,
-    rerank_search,
-    two_stage_search,
 )
 
 if TYPE_CHECKING:
@@ -63,9 +56,8 @@ if TYPE_CHECKING:
     from uniembed.models.base import ModelInfo, PatchGrid
 
 FORMAT = 1  # of the manifest and the payload layout
-MODES = ("dense", "multivector", "two-stage", "binary")
 DEFAULT_MODE = "two-stage"  # as good as exact MaxSim (recall@10) and much faster: BENCHMARKS.md
-DEFAULT_CANDIDATES = 100  # dense candidates reranked by two-stage, Hamming candidates by binary
+DEFAULT_CANDIDATES = 1000  # dense candidates reranked by two-stage, Hamming candidates by binary
 DEFAULT_BATCH_ITEMS = 16  # items (pages) encoded and written together
 ENTRY_FIELDS = ("id", "kind", "page", "metadata", "text", "source", "grid")  # returned with hits
 
@@ -146,8 +138,7 @@ class Index:
         self.store = store
         self.model = model
         self.settings = settings
-        self._write_lock = threading.Lock()
-        self._scans: dict[str, MultivectorScan] = {}
+        self.retriever = Retriever(store)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -291,12 +282,7 @@ class Index:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove documents (every page) by id; unknown ids are ignored."""
-        if isinstance(ids, str):
-            ids = [ids]
-        with self._write_lock:
-            for scan in self._scans.values():
-                scan.remove(ids)
-            self.store.delete(list(ids))
+        self.retriever.delete([ids] if isinstance(ids, str) else list(ids))
 
     def optimize(self) -> None:
         """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
@@ -339,20 +325,9 @@ class Index:
             raise InvalidInput(f"candidates must be a positive integer, got {candidates!r}")
         item = _query_item(query)
         dense, multi = self._encode_query(item)
-        conditions = parse_filter(filter)
-        read = {"payload": self._fields(thumbnails, maps), "with_multivector": maps}
-        if mode == "dense":
-            found = self.store.search(dense_search(dense.tolist(), k, conditions, **read))
-        elif mode == "two-stage":
-            found = self.store.search(two_stage_search(dense.tolist(), multi.tolist(), k, candidates, conditions, **read))
-        elif mode == "multivector" and not self.store.embedded:
-            found = self.store.search(multivector_search(multi.tolist(), k, conditions, **read))
-        elif mode == "multivector":
-            found = self._from_scan("float16", multi, k, conditions, read)
-        else:
-            ranked = self._scan("binary").search(multi, max(candidates, k), self._allowed(conditions))
-            ids = [pid for pid, _ in ranked]
-            found = self.store.search(rerank_search(multi.tolist(), ids, k, **read)) if ids else []
+        found = self.retriever.search(dense, multi, k, mode=mode, candidates=candidates,
+                                      conditions=parse_filter(filter),
+                                      payload=self._fields(thumbnails, maps), with_multivector=maps)
         labels = self._token_labels(item, multi) if maps else []
         return [_hit(f, multi if maps else None, labels) for f in found]
 
@@ -384,14 +359,7 @@ class Index:
 
     def _write(self, batch: list[Document]) -> None:
         points, stored = self._encode_documents(batch)
-        ids = [d.id for d in batch]
-        with self._write_lock:
-            for scan in self._scans.values():
-                scan.remove(ids)
-            self.store.delete(ids)
-            self.store.upsert(points)
-            for scan in self._scans.values():
-                scan.add([p.id for p in points], [p.payload["id"] for p in points], stored)
+        self.retriever.write([d.id for d in batch], points, stored)
 
     def _encode_documents(self, batch: list[Document]) -> tuple[list[Point], list[torch.Tensor]]:
         entries = [(doc, page, item) for doc in batch for page, item in enumerate(doc.items, start=1)]
@@ -454,43 +422,6 @@ class Index:
         if settings.pool_factor == 1 and multi.shape[0] <= settings.max_rows:
             return None
         return pool_to_fit(multi, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens)
-
-    def _scan(self, codec: Codec) -> MultivectorScan:
-        """The in-memory copy of the multi-vectors, loaded from the store on first use."""
-        scan = self._scans.get(codec)
-        if scan is not None:
-            return scan
-        with self._write_lock:  # no writes while loading, so the copy matches the store
-            if codec not in self._scans:
-                assert self.settings.multivector_dim is not None
-                scan = MultivectorScan(codec, self.settings.multivector_dim)
-                for chunk in _chunks(self.store.scroll(payload=["id"], with_multivector=True), 1024):
-                    scan.add([f.id for f in chunk], [f.payload["id"] for f in chunk],
-                             [f.multivector for f in chunk])  # type: ignore[misc]
-                self._scans[codec] = scan
-            return self._scans[codec]
-
-    def _allowed(self, conditions: tuple[Condition, ...]) -> set[str] | None:
-        if not conditions:
-            return None
-        return {found.id for found in self.store.scroll(conditions, payload=False, page_size=4096)}
-
-    def _from_scan(
-        self, codec: Codec, multi: torch.Tensor, k: int, conditions: tuple[Condition, ...], read: dict[str, Any]
-    ) -> list[Found]:
-        ranked = self._scan(codec).search(multi, k, self._allowed(conditions))
-        if not ranked:
-            return []
-        records = {
-            f.id: f
-            for f in self.store.scroll((HasIds(tuple(pid for pid, _ in ranked)),), payload=read["payload"],
-                                       with_multivector=read["with_multivector"])
-        }
-        return [
-            Found(pid, records[pid].payload, score, records[pid].multivector)
-            for pid, score in ranked
-            if pid in records  # deleted since the scan was read
-        ]
 
     def _token_labels(self, item: Item, multi: torch.Tensor) -> list[str]:
         labels = []
@@ -605,14 +536,3 @@ def _batches(documents: Iterable[Document], items: int) -> Iterator[list[Documen
             batch, size = [], 0
     if batch:
         yield batch
-
-
-def _chunks(found: Iterable[Found], size: int) -> Iterator[list[Found]]:
-    chunk: list[Found] = []
-    for record in found:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
