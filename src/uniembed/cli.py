@@ -22,6 +22,8 @@ from uniembed.server.settings import ServerSettings
 LAZY_COMMANDS = {
     "embed": ("uniembed.bulk", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
     "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
+    "index": ("uniembed.retrieval.command", "index_command", "Create an index and add or delete documents."),
+    "search": ("uniembed.retrieval.command", "search_command", "Search an index by text or image."),
 }
 SERVE = ServerSettings()  # the defaults every serve flag shows (both modules are torch-free)
 LIMITS = InputLimits()
@@ -93,14 +95,20 @@ def serve(
     max_concurrent_fetches: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request.")] = LIMITS.max_concurrent_fetches,
     allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = LIMITS.allow_private_urls,
     log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = SERVE.log_level,
+    index: Annotated[str | None, typer.Option(envvar=_env("INDEX"), help="Also serve this index (directory or Qdrant URL): /v1/search, /v1/index and the search page at /. Its model is served when no --model is given.")] = None,
 ) -> None:
-    """Serve the Jina- and OpenAI-compatible embeddings API."""
+    """Serve the Jina- and OpenAI-compatible embeddings API (and, with --index, search)."""
     options = dict(locals())
     from uniembed.errors import UniembedError
 
     try:
+        index_location = options.pop("index")
+        if index_location and not options["model"]:
+            from uniembed.retrieval.index import recorded_model
+
+            options["model"] = [recorded_model(index_location)]
         settings = build_settings(**options)
-        run_server(settings)
+        run_server(settings, index_location)
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(code=1) from None
@@ -125,8 +133,9 @@ def build_settings(**flags: Any) -> Any:
     return ServerSettings(models=models, api_keys=keys, input_limits=limits, **flags)
 
 
-def run_server(settings: Any) -> None:
-    """Load every model (failing fast with a clear message), then run uvicorn until stopped."""
+def run_server(settings: Any, index_location: str | None = None) -> None:
+    """Load every model (failing fast with a clear message), open the index if any, then run uvicorn
+    until stopped."""
     import uvicorn
 
     import uniembed
@@ -141,8 +150,17 @@ def run_server(settings: Any) -> None:
             functools.partial(uniembed.load, name, device=settings.device, dtype=settings.dtype,
                               token_budget=settings.token_budget, max_batch_size=settings.max_batch_size)
         )
-    app_ = create_app(settings, embedders)
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+    index = None
+    if index_location:
+        from uniembed.retrieval.index import open_served_index
+
+        index = open_served_index(index_location, embedders)
+    app_ = create_app(settings, embedders, index)
+    try:
+        uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+    finally:
+        if index is not None:
+            index.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -203,11 +203,9 @@ class Index:
             store = open_store(location)
         try:
             settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
-            if model is None:
-                if settings.model_source is None:
-                    raise InvalidInput(f"the index records no model source; pass the model ({settings.model})")
-                model = settings.model_source
-            embedder, _ = _embedder(model, device)
+            if model is None and settings.model_source is None:
+                raise InvalidInput(f"the index records no model source; give the model ({settings.model})")
+            embedder, _ = _embedder(model if model is not None else settings.model_source, device)
             return cls(store, embedder, settings)
         except BaseException:
             store.close()
@@ -442,6 +440,37 @@ def open_index(location: str | Path, model: Embedder | str | Path | None = None,
     if model is None:
         raise InvalidInput(f"no index at {location}; give a model to create one")
     return Index.create(location, model, **create)
+
+
+def read_settings(location: str | Path) -> IndexSettings:
+    """The settings recorded in the index at ``location`` (it is opened and closed again)."""
+    from uniembed.retrieval.store import open_store
+
+    store = open_store(location)
+    try:
+        return IndexSettings.from_json(store.manifest()["uniembed_index"])
+    finally:
+        store.close()
+
+
+def recorded_model(location: str | Path) -> str:
+    """What to load the model of the index at ``location`` from (the source recorded at creation)."""
+    settings = read_settings(location)
+    if settings.model_source is None:
+        raise InvalidInput(f"the index at {location} records no model source; give the model ({settings.model})")
+    return settings.model_source
+
+
+def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -> Index:
+    """Open the index at ``location`` with the one of the served ``embedders`` it was built with."""
+    settings = read_settings(location)
+    for embedder in embedders.values():
+        if embedder.info.name == settings.model:
+            return Index.open(location, embedder)
+    raise InvalidInput(
+        f"the index at {location} was built with {settings.model}, which is not served "
+        f"(serving {', '.join(e.info.name for e in embedders.values())})"
+    )
 
 
 # ----------------------------------------------------------------- helpers

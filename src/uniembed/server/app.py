@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -22,11 +23,14 @@ from uniembed.server.routes import build_router
 from uniembed.server.service import EmbeddingService
 from uniembed.server.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from uniembed.retrieval.index import Index
+
 DESCRIPTION = """Self-hosted embeddings with the Jina and OpenAI `POST /v1/embeddings` API.
 See docs/server.md for every setting, limit and error."""
 
 
-def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> FastAPI:
+def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], index: Index | None = None) -> FastAPI:
     """The service for ``embedders`` (served name → embedder); their engines' workers run during the
     lifespan (batching is the embedders' own: ``uniembed.load(token_budget=…, max_batch_size=…)``).
 
@@ -57,6 +61,10 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder]) -> F
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(build_router(service, registry, metrics, ApiKeyCheck(settings.api_keys)))
+    if index is not None:  # uniembed serve --index: search routes and page (search_routes.py)
+        from uniembed.server.search_routes import build_search_router
+
+        app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings.input_limits))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

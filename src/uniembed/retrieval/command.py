@@ -1,0 +1,153 @@
+"""``uniembed index`` and ``uniembed search``: build an index from files and query it from a shell."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from uniembed.errors import InvalidInput, UniembedError
+
+
+def index_command(
+    location: Annotated[str, typer.Argument(help="Index directory (embedded Qdrant) or http(s)://host:port/collection.")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Files and folders to add: texts (.txt, .md), images, PDFs (one entry per page).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model to create the index with (hub id or snapshot); default: the one recorded "
+        "in the index, or jinaai/jina-embeddings-v4 for a new one.")] = None,
+    jsonl: Annotated[list[Path] | None, typer.Option(
+        help='JSONL file of documents: {"id": …, "text"|"image"|"pdf": …, "metadata": {…}} per line.')] = None,
+    delete: Annotated[list[str] | None, typer.Option(help="Document id to delete; repeat for several.")] = None,
+    dimensions: Annotated[int | None, typer.Option(help="New index: Matryoshka size of the single vectors.")] = None,
+    pool_factor: Annotated[int, typer.Option(help="New index: store about 1/N of each multi-vector's rows.")] = 1,
+    field: Annotated[list[str] | None, typer.Option(
+        help="New index: metadata field to index for filters, as name:keyword|integer|float|bool.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")] = None,
+    batch_items: Annotated[int, typer.Option(help="Entries encoded and written together.")] = 16,
+    optimize: Annotated[bool, typer.Option(help="Build the vector indexes (HNSW) after adding.")] = True,
+) -> None:
+    """Create or open an index; add files, folders and JSONL documents; delete documents by id."""
+    try:
+        fields = dict(_field(spec) for spec in field or [])
+        index = _open_or_create(location, model, device, dimensions=dimensions, pool_factor=pool_factor,
+                                metadata_fields=fields)
+        with index:
+            if delete:
+                index.delete(delete)
+                typer.echo(f"deleted {len(delete)} document id(s)", err=True)
+            started = time.perf_counter()
+            added = _add_all(index, paths or [], jsonl or [], batch_items)
+            if added and optimize:
+                index.optimize()
+            if added:
+                seconds = time.perf_counter() - started
+                typer.echo(f"added {added} document(s) in {seconds:.1f} s ({added / seconds:.2f}/s)", err=True)
+            typer.echo(json.dumps(index.info()))
+    except UniembedError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def search_command(
+    location: Annotated[str, typer.Argument(help="Index directory or http(s)://host:port/collection.")],
+    query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
+    image: Annotated[Path | None, typer.Option(help="Search with this image instead of a text.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    mode: Annotated[str | None, typer.Option(help="dense, multivector, two-stage (default) or binary.")] = None,
+    candidates: Annotated[int | None, typer.Option(help="Candidates for two-stage and binary.")] = None,
+    filter: Annotated[str | None, typer.Option(
+        "--filter", help='JSON filter, e.g. \'{"metadata.lang": "en", "page": {"lte": 3}}\'.')] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the index's).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON lines.")] = False,
+) -> None:
+    """Search an index by text or image; prints score, id, page and a snippet per result."""
+    from uniembed.retrieval.index import Index
+
+    try:
+        if (query is None) == (image is None):
+            raise InvalidInput("give a text query or --image, not both")
+        spec = _json_object(filter, "--filter") if filter else None
+        with Index.open(location, model, device=device) as index:
+            target: Any = query if image is None else {"image": str(image)}
+            hits = index.search(target, k=k, mode=mode, candidates=candidates, filter=spec)
+        for hit in hits:
+            if as_json:
+                typer.echo(json.dumps(hit.to_json()))
+            else:
+                where = f" p.{hit.page}" if hit.page is not None else ""
+                snippet = " ".join((hit.text or hit.source or hit.kind).split())[:80]
+                typer.echo(f"{hit.score:10.4f}  {hit.id}{where}  {snippet}")
+    except UniembedError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+def _open_or_create(location: str, model: str | None, device: str | None, **create: Any) -> Any:
+    """The index at ``location``; a new one (with ``model``, default v4) when there is none."""
+    from uniembed import DEFAULT_MODEL
+    from uniembed.retrieval.index import Index
+    from uniembed.retrieval.store import store_exists
+
+    if store_exists(location):
+        return Index.open(location, model, device=device)
+    return Index.create(location, model or DEFAULT_MODEL, device=device, **create)
+
+
+def _add_all(index: Any, paths: list[Path], jsonl: list[Path], batch_items: int) -> int:
+    added = 0
+
+    def progress(count: int) -> None:
+        nonlocal added
+        added += count
+        typer.echo(f"\r{added} document(s) written", err=True, nl=False)
+
+    for path in paths:
+        index.add_path(path, batch_items=batch_items, on_written=progress)
+    for file in jsonl:
+        index.add_documents(_jsonl_documents(file), batch_items=batch_items, on_written=progress)
+    if added:
+        typer.echo("", err=True)
+    return added
+
+
+def _jsonl_documents(file: Path) -> Iterator[Any]:
+    """Documents of a JSONL file; errors name the file and line."""
+    from uniembed.retrieval.documents import documents_from_inputs
+
+    with open(file, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise InvalidInput("expected a JSON object")
+                value = {k: record[k] for k in ("text", "image", "pdf") if k in record}
+                doc_id = str(record.get("id") or f"{file.name}:{number}")
+                yield from documents_from_inputs([value], [doc_id], [record.get("metadata")])
+            except (json.JSONDecodeError, InvalidInput) as error:
+                message = error.message if isinstance(error, InvalidInput) else str(error)
+                raise InvalidInput(f"{file}:{number}: {message}") from None
+
+
+def _field(spec: str) -> tuple[str, str]:
+    name, _, kind = spec.partition(":")
+    if not name or not kind:
+        raise InvalidInput(f"--field {spec!r}: write name:keyword|integer|float|bool")
+    return name, kind
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"{option} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{option} must be a JSON object")
+    return value

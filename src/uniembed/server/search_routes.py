@@ -1,0 +1,124 @@
+"""Search routes and the search page of ``uniembed serve --index``; every route calls the library's
+:class:`~uniembed.retrieval.index.Index` (no search logic lives here).
+
+* ``POST /v1/search`` — a text or image query → hits (scores, ids, pages, metadata; optional
+  thumbnails and similarity maps);
+* ``POST /v1/index/documents`` — add documents (texts, images, PDFs as base64 or data URIs, or URLs
+  under the server's fetching rules); ``DELETE /v1/index/documents/{id}``; ``GET /v1/index``;
+* ``GET /`` and ``GET /ui`` — the search page (``server/static/search.html``).
+
+Inputs are parsed with the API rules (no file paths, the server's limits), as for embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from uniembed.errors import InvalidInput, UniembedError
+from uniembed.inputs.items import Item
+from uniembed.inputs.limits import InputLimits
+from uniembed.retrieval.documents import Document
+from uniembed.retrieval.index import Index
+from uniembed.server.auth import ApiKeyCheck
+from uniembed.server.routes import ERROR_RESPONSES
+
+PAGE = Path(__file__).parent / "static" / "search.html"
+MAX_K = 1000
+MAX_DOCUMENTS = 256
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | dict[str, Any] = Field(description='A text, or {"text": …} / {"image": base64 | data URI | URL}.')
+    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    filter: dict[str, Any] | None = Field(default=None, description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}.')
+    mode: Literal["dense", "multivector", "two-stage", "binary"] | None = None
+    candidates: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    maps: bool = Field(default=False, description="Similarity maps for image and page hits.")
+    thumbnails: bool = Field(default=False, description="JPEG data URIs of image and page hits.")
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, min_length=1, max_length=1024)
+    text: str | None = None
+    image: str | None = None
+    pdf: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AddRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCUMENTS)]
+
+
+def build_search_router(index: Index, auth: ApiKeyCheck, limits: InputLimits) -> APIRouter:
+    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured."""
+    router = APIRouter()
+    secured = [Depends(auth)]
+
+    @router.post("/v1/search", dependencies=secured, responses=ERROR_RESPONSES, summary="Search the index")
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        item = await _one_item(body.query, limits)
+        hits = await run_in_threadpool(
+            index.search, item, k=body.k, filter=body.filter, mode=body.mode, candidates=body.candidates,
+            maps=body.maps, thumbnails=body.thumbnails,
+        )
+        return {"results": [hit.to_json() for hit in hits]}
+
+    @router.post("/v1/index/documents", dependencies=secured, responses=ERROR_RESPONSES,
+                 summary="Add or replace documents")
+    async def add_documents(body: AddRequest) -> dict[str, Any]:
+        documents = [await _document(position, doc, limits) for position, doc in enumerate(body.documents)]
+        ids = await run_in_threadpool(index.add_documents, documents)
+        return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
+
+    @router.delete("/v1/index/documents/{doc_id:path}", dependencies=secured, summary="Delete a document")
+    async def delete_document(doc_id: str) -> dict[str, Any]:
+        await run_in_threadpool(index.delete, [doc_id])
+        return {"deleted": doc_id}
+
+    @router.get("/v1/index", dependencies=secured, summary="Entries and settings of the index")
+    async def index_info() -> dict[str, Any]:
+        return await run_in_threadpool(index.info)
+
+    @router.get("/", include_in_schema=False, response_class=HTMLResponse)
+    @router.get("/ui", include_in_schema=False, response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    return router
+
+
+async def _one_item(query: str | dict[str, Any], limits: InputLimits) -> Item:
+    from uniembed.inputs.parse import aparse_api_items
+
+    if isinstance(query, dict) and "pdf" in query:
+        raise InvalidInput("a query is a text or an image, not a PDF")
+    items, _ = await aparse_api_items([query], limits)
+    return items[0]
+
+
+async def _document(position: int, doc: DocumentIn, limits: InputLimits) -> Document:
+    import uuid
+
+    from uniembed.inputs.parse import aparse_api_items
+
+    given = {kind: getattr(doc, kind) for kind in ("text", "image", "pdf") if getattr(doc, kind) is not None}
+    if len(given) != 1:
+        raise InvalidInput(f"document {position}: give exactly one of text, image, pdf")
+    (kind, value), = given.items()
+    try:
+        items, _ = await aparse_api_items([{kind: value}], limits)
+    except UniembedError as error:
+        raise type(error)(f"document {position}: {error.message.removeprefix('input 0: ')}") from error
+    return Document(doc.id or uuid.uuid4().hex, kind, tuple(items), doc.metadata)  # type: ignore[arg-type]
