@@ -264,3 +264,11 @@ def test_get_by_id_reads_payload_only(v4_index: Index) -> None:
     (solar,) = v4_index.get("solar")
     assert solar.text == TEXTS["solar"] and solar.thumbnail is None and solar.metadata["n"] == 0
     assert isinstance(Match("id", "solar"), Match)
+
+
+def test_indexing_runs_one_forward_row_per_entry(fake_embedder: Embedder, tmp_path: Path) -> None:
+    index = Index.create(tmp_path / "index", fake_embedder)
+    before = fake_embedder.engine.totals.rows
+    index.add(["a text", color_image("red"), {"pdf": page_pdf(PDF_COLORS)}], ["t", "i", "p"])
+    assert fake_embedder.engine.totals.rows - before == index.count() == 5  # single and multi from one forward
+    index.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 DEFAULT_CHUNK_ROWS = 8192  # document rows scored per step: bounds the (rows, query tokens) buffer
-Decode = Callable[[torch.Tensor], torch.Tensor]  # stored rows → float32 rows
+Decode = Callable[[torch.Tensor, torch.Tensor], None]  # stored rows (r, …) → float32 rows into out (r, d)
 
 
 def maxsim(
@@ -167,6 +167,8 @@ def pad_multivectors(multivectors: list[torch.Tensor]) -> tuple[torch.Tensor, to
 
 
 # ----------------------------------------------------------------- the two scoring loops
+# Both decode each chunk into one preallocated float32 buffer and multiply into another: on the
+# machine of BENCHMARKS.md, fresh tensors per chunk (page faults) made scoring 2-4x slower.
 def _padded_maxsim(
     query: torch.Tensor,
     docs: torch.Tensor,
@@ -177,12 +179,16 @@ def _padded_maxsim(
     count, tokens = docs.shape[:2]
     scores = torch.empty(count, dtype=torch.float32)
     step = max(1, chunk_rows // max(tokens, 1))
+    block = torch.empty(min(step, count) * tokens, query.shape[1])  # decoded rows of one chunk
+    sims = torch.empty(min(step, count) * tokens, query.shape[0])
     for start in range(0, count, step):
         stop = min(count, start + step)
-        sims = decode(docs[start:stop]) @ query.T  # (m, t, q)
+        rows = (stop - start) * tokens
+        decode(docs[start:stop].reshape(rows, -1), block[:rows])
+        chunk = torch.mm(block[:rows], query.T, out=sims[:rows]).view(stop - start, tokens, -1)  # (m, t, q)
         if mask is not None:
-            sims.masked_fill_(~mask[start:stop, :, None], float("-inf"))
-        scores[start:stop] = sims.amax(dim=1).sum(dim=-1)  # (m,)
+            chunk.masked_fill_(~mask[start:stop, :, None], float("-inf"))
+        scores[start:stop] = chunk.amax(dim=1).sum(dim=-1)  # (m,)
     return scores
 
 
@@ -190,9 +196,15 @@ def _ragged_maxsim(
     query: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor, decode: Decode, chunk_rows: int
 ) -> torch.Tensor:
     scores = torch.empty(len(lengths), dtype=torch.float32)
-    for first, last, row_start, row_stop in _row_chunks(lengths, chunk_rows):
-        sims = decode(rows[row_start:row_stop]) @ query.T  # (rows, q)
-        best = torch.segment_reduce(sims, "max", lengths=lengths[first:last], axis=0)  # (m, q)
+    chunks = list(_row_chunks(lengths, chunk_rows))
+    largest = max((row_stop - row_start for _, _, row_start, row_stop in chunks), default=0)
+    block = torch.empty(largest, query.shape[1])  # decoded rows of one chunk
+    sims = torch.empty(largest, query.shape[0])
+    for first, last, row_start, row_stop in chunks:
+        size = row_stop - row_start
+        decode(rows[row_start:row_stop], block[:size])
+        torch.mm(block[:size], query.T, out=sims[:size])  # (rows, q)
+        best = torch.segment_reduce(sims[:size], "max", lengths=lengths[first:last], axis=0)  # (m, q)
         scores[first:last] = best.sum(dim=-1)  # (m,)
     return scores
 
@@ -211,12 +223,15 @@ def _row_chunks(lengths: torch.Tensor, chunk_rows: int) -> Iterator[tuple[int, i
         yield bounds[k], bounds[k + 1], row_bounds[k], row_bounds[k + 1]
 
 
-def _to_float32(rows: torch.Tensor) -> torch.Tensor:
-    return rows.float()
+def _to_float32(rows: torch.Tensor, out: torch.Tensor) -> None:
+    out.copy_(rows)
 
 
 def _sign_decoder(dim: int | None) -> Decode:
-    return lambda bits: unpack_signs(bits, dim)
+    def decode(bits: torch.Tensor, out: torch.Tensor) -> None:
+        out.copy_(unpack_signs(bits, dim))
+
+    return decode
 
 
 _SIGN_TABLE = torch.tensor(
