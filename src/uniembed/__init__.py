@@ -10,12 +10,13 @@ Example (needs the weights)::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
     from uniembed.embedder import Embedder
+    from uniembed.retrieval.index import Index
 
 __version__ = "0.1.0"
 DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
@@ -44,4 +45,13 @@ def load(
     return Embedder(model, policy)
 
 
-__all__ = ["DEFAULT_MODEL", "__version__", "load"]
+def index(location: str | os.PathLike[str], model: Any = None, **options: Any) -> Index:
+    """Open the search index at ``location`` (a directory or ``http(s)://host:port/collection``), or
+    create it with ``model`` (an embedder, a path or a hub id) and ``options`` when there is none;
+    see :class:`uniembed.retrieval.index.Index` and docs/search.md."""
+    from uniembed.retrieval.index import open_index
+
+    return open_index(location, model, **options)
+
+
+__all__ = ["DEFAULT_MODEL", "__version__", "index", "load"]

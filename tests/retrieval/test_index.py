@@ -272,3 +272,16 @@ def test_indexing_runs_one_forward_row_per_entry(fake_embedder: Embedder, tmp_pa
     index.add(["a text", color_image("red"), {"pdf": page_pdf(PDF_COLORS)}], ["t", "i", "p"])
     assert fake_embedder.engine.totals.rows - before == index.count() == 5  # single and multi from one forward
     index.close()
+
+
+def test_uniembed_index_opens_or_creates(fake_embedder: Embedder, tmp_path: Path) -> None:
+    import uniembed
+
+    created = uniembed.index(tmp_path / "index", fake_embedder, pool_factor=2)
+    created.add(["first"], ["a"])
+    created.close()
+    reopened = uniembed.index(tmp_path / "index", fake_embedder)
+    assert reopened.count() == 1 and reopened.settings.pool_factor == 2
+    reopened.close()
+    with pytest.raises(InvalidInput, match="give a model"):
+        uniembed.index(tmp_path / "other")

@@ -24,7 +24,7 @@ from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
 
 Kind = Literal["text", "image", "pdf"]
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 PDF_SUFFIXES = (".pdf",)
 THUMBNAIL_SIDE = 384  # longest side of a stored page thumbnail, in pixels
