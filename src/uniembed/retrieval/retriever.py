@@ -86,8 +86,9 @@ class Retriever:
         with_multivector: bool = False,
     ) -> list[Found]:
         """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens, 128))."""
-        if mode in ("multivector", "binary") and (mode == "binary" or self.exact_in_scan):
-            self.scan("float16" if mode == "multivector" else "binary")  # load before reading
+        codec = self._codec(mode)
+        if codec is not None:
+            self.scan(codec)  # loading takes the write lock: before the read lock, not inside it
         with self._lock.reading():
             return self._search(dense, multi, k, mode, candidates, conditions, payload, with_multivector)
 
@@ -120,6 +121,12 @@ class Retriever:
             ids = [pid for pid, _ in ranked]
             return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+
+    def _codec(self, mode: str) -> Codec | None:
+        """The in-memory scan ``mode`` reads, if any."""
+        if mode == "binary":
+            return "binary"
+        return "float16" if mode == "multivector" and self.exact_in_scan else None
 
     def scan(self, codec: Codec) -> MultivectorScan:
         """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first use."""
