@@ -229,7 +229,10 @@ def _to_float32(rows: torch.Tensor, out: torch.Tensor) -> None:
 
 def _sign_decoder(dim: int | None) -> Decode:
     def decode(bits: torch.Tensor, out: torch.Tensor) -> None:
-        out.copy_(unpack_signs(bits, dim))
+        if out.shape[1] == 8 * bits.shape[1]:  # whole bytes: look the signs up straight into out
+            torch.index_select(_SIGN_TABLE, 0, bits.reshape(-1).long(), out=out.view(-1, 8))
+        else:
+            out.copy_(unpack_signs(bits, dim))
 
     return decode
 
