@@ -196,15 +196,22 @@ class PaddedDocs:
                 stop += 1
             positions = order[start:stop]
             longest = int(lengths[order[stop - 1]])  # sorted: the last is the longest
-            self.blocks.append((*_pad([docs[i] for i in positions.tolist()], longest), positions))
+            self.blocks.append((*pad_multivectors([docs[i] for i in positions.tolist()], longest), positions))
             start = stop
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         return iter(self.blocks)
 
 
-def _pad(docs: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(docs, length, dim)`` zero-padded vectors and their ``(docs, length)`` mask."""
+def pad_multivectors(docs: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(docs, length, dim)`` zero-padded vectors (``length``: the longest by default) and the
+    ``(docs, length)`` mask of their real rows.
+
+    >>> padded, mask = pad_multivectors([torch.ones(1, 2), torch.ones(3, 2)])
+    >>> tuple(padded.shape), mask.tolist()
+    ((2, 3, 2), [[True, False, False], [True, True, True]])
+    """
+    length = max(d.shape[0] for d in docs) if length is None else length
     padded = torch.zeros(len(docs), length, docs[0].shape[1], dtype=docs[0].dtype)
     mask = torch.zeros(len(docs), length, dtype=torch.bool)
     for row, doc in enumerate(docs):
@@ -226,7 +233,7 @@ def maxsim_rerank(query: torch.Tensor, docs: Sequence[torch.Tensor], candidates:
     from uniembed.retrieval.scores import maxsim
 
     chosen = [docs[i] for i in candidates.tolist()]
-    vectors, mask = _pad(chosen, max(d.shape[0] for d in chosen))
+    vectors, mask = pad_multivectors(chosen, max(d.shape[0] for d in chosen))
     return top(maxsim(query, vectors, mask).float(), len(chosen), candidates)
 
 
