@@ -15,8 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-WORDS = ("amber basil cedar delta ember fjord garnet harbor iris juniper kelp lagoon meadow nectar "
-         "orchid pebble quartz raven saffron tundra umber violet willow xenon yarrow zephyr").split()
+WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris", "juniper", "kelp", "lagoon", "meadow", "nectar", "orchid", "pebble", "quartz", "raven", "saffron", "tundra", "umber", "violet", "willow", "xenon", "yarrow", "zephyr"]
 
 
 def sentences(count: int, seed: int = 0) -> list[str]:

@@ -18,16 +18,16 @@ def test_eval_retrieval_writes_report_chart_and_runs(tiny_v4_path: Path, tmp_pat
     data = write_beir(tmp_path / "beir", *identity_dataset(10))
     out = tmp_path / "report"
     args = ["eval", "retrieval", str(data), "-m", str(tiny_v4_path), "--task", "text-matching",
-            "-s", "dense:all", "-s", "dense-binary", "--k", "1", "--k", "10", "-o", str(out),
+            "-s", "dense:all", "-s", "dense-int8", "--k", "1", "--k", "10", "-o", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--runs", "--no-progress"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "dense-binary:64" in result.output and "ndcg@10" in result.output
+    assert "dense-int8:64" in result.output and "ndcg@10" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"] == {"queries": "text-matching", "corpus": "text-matching"}
     assert report["settings"][4]["name"] == "dense:64" and report["settings"][4]["metrics"]["ndcg@10"] == 1.0
     assert (out / "quality_vs_bytes.png").is_file() and len(list((out / "runs").iterdir())) == 6
-    again = runner.invoke(app, [*args[:-1], "-s", "dense-int8"])  # cached: a new setting only
+    again = runner.invoke(app, [*args[:-1], "-s", "dense:8"])  # cached: a new setting only
     assert again.exit_code == 0, again.output
     assert json.loads((out / "report.json").read_text())["encoding"]["corpus"]["chunks_from_cache"] == 1
 

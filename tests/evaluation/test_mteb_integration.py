@@ -16,11 +16,11 @@ from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval
 from uniembed.integrations.mteb import MTEBModel
 
 mteb = pytest.importorskip("mteb")
-from datasets import Dataset, DatasetDict  # noqa: E402
-from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402
-from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData  # noqa: E402
-from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402
-from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+from datasets import Dataset, DatasetDict
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+from mteb.abstasks.sts import AbsTaskSTS
+from mteb.abstasks.task_metadata import TaskMetadata
 
 K = [1, 3, 5, 10]
 

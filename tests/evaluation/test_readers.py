@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from builders import (
     color_image,
     pdf_file,
@@ -15,6 +14,7 @@ from builders import (
     write_jsonl,
     write_vidore,
 )
+
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import PdfPage, encode_input, fingerprint
 from uniembed.evaluation.readers import load_dataset

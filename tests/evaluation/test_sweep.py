@@ -3,6 +3,7 @@ nothing half-written), scores against direct formulations, and the identity data
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -26,11 +27,9 @@ LATE_SETTINGS = ["maxsim", "maxsim-fp16", "maxsim-pool:2", "maxsim-binary:5", "t
 
 def retrieval_available() -> bool:
     try:
-        import uniembed.retrieval.compression  # noqa: F401
-        import uniembed.retrieval.scores  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("uniembed.retrieval.compression") is not None
+    except ModuleNotFoundError:  # no uniembed.retrieval package at all
         return False
-    return True
 
 
 needs_retrieval = pytest.mark.skipif(not retrieval_available(),
@@ -69,11 +68,11 @@ def test_second_eval_with_other_settings_runs_no_forward(tiny_v4: Embedder, tmp_
     first = evaluate_retrieval(tiny_v4, data, matching(["dense"], encode=EncodeSettings(chunk_size=6)), cache=cache)
     assert first.encoding["corpus"].chunks == 4 and first.encoding["corpus"].cached_chunks == 0
     batches = tiny_v4.engine.totals.batches
-    second = evaluate_retrieval(tiny_v4, data, matching(["dense-int8", "dense-binary", "dense:8"]), cache=cache)
+    second = evaluate_retrieval(tiny_v4, data, matching(["dense-int8", "dense:16", "dense:8"]), cache=cache)
     assert tiny_v4.engine.totals.batches == batches  # not one forward pass
     assert second.encoding["corpus"].cached_chunks == 4 and second.encoding["queries"].cached_chunks == 4
     assert second.encoding["corpus"].seconds == first.encoding["corpus"].seconds  # throughput of the real run
-    assert [r.name for r in second.results] == ["dense-int8:64", "dense-binary:64", "dense:8"]
+    assert [r.name for r in second.results] == ["dense-int8:64", "dense:16", "dense:8"]
 
 
 def test_cache_key_changes_with_task_and_content(tiny_v4: Embedder, tmp_path: Path) -> None:
@@ -141,14 +140,62 @@ def test_dense_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
     scores, positions = Dense(16).build(corpus).search(query, 30)
     torch.testing.assert_close(scores.double(), expected[positions], rtol=0, atol=1e-6)
     assert positions.tolist() == torch.argsort(expected, descending=True).tolist()
-    # binary: the dot product of sign vectors, from numpy's own bit unpacking
-    signs = np.where(cut.numpy() > 0, 1, -1)
-    q_signs = np.where(q16.numpy() > 0, 1, -1)
-    scores, positions = Dense(16, "binary").build(corpus).search(query, 30)
-    assert scores.tolist() == (signs @ q_signs)[positions.numpy()].astype(float).tolist()
     # int8: within the quantisation step of the float scores, and the same top item here
     scores, positions = Dense(16, "int8").build(corpus).search(query, 30)
     assert float((scores.double() - expected[positions]).abs().max()) < 16 * (2 / 255)
+
+
+@needs_retrieval
+def test_dense_binary_scores_the_sign_vectors(tiny_v4: Embedder) -> None:
+    texts = sentences(30, seed=9)
+    corpus, _ = encode_items(tiny_v4, [str(i) for i in range(30)], texts, "retrieval.passage")
+    query_enc, _ = encode_items(tiny_v4, ["q"], ["a query about cedar"], "retrieval.query")
+    query = QueryVectors(query_enc.single[0], query_enc.multivector(0))
+    signs_ = np.where(corpus.single[:, :16].numpy() > 0, 1, -1)  # the cut's renormalising keeps signs
+    q_signs = np.where(query.single[:16].numpy() > 0, 1, -1)
+    scores, positions = Dense(16, "binary").build(corpus).search(query, 30)
+    assert scores.tolist() == (signs_ @ q_signs)[positions.numpy()].astype(float).tolist()
+    assert Dense(16, "binary").build(corpus).stored_bytes == 2
+
+
+def loop_maxsim(query: torch.Tensor, doc: torch.Tensor) -> float:
+    """Σ over query tokens of the best dot product with any document token, as plain loops."""
+    return sum(max(float(q.double() @ d.double()) for d in doc) for q in query)
+
+
+def signs(rows: torch.Tensor) -> torch.Tensor:
+    return torch.where(rows > 0, 1.0, -1.0).double()
+
+
+@needs_retrieval
+def test_late_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
+    from uniembed.evaluation.settings import BinaryMaxSim, MaxSim, TwoStage
+
+    texts = sentences(16, seed=13)
+    corpus, _ = encode_items(tiny_v4, [str(i) for i in range(16)], texts, "retrieval.passage")
+    query_enc, _ = encode_items(tiny_v4, ["q"], ["basil cedar meadow"], "retrieval.query")
+    query = QueryVectors(query_enc.single[0], query_enc.multivector(0))
+    exact = torch.tensor([loop_maxsim(query.multi, corpus.multivector(i)) for i in range(16)], dtype=torch.float64)
+    scores, positions = MaxSim().build(corpus).search(query, 16)
+    torch.testing.assert_close(scores.double(), exact[positions], rtol=0, atol=1e-5)
+    assert positions.tolist() == torch.argsort(exact, descending=True).tolist()
+    # two-stage: the 4 best by the 16-d dense cosine, in their exact MaxSim order
+    dense = torch.nn.functional.normalize(corpus.single[:, :16], dim=-1) @ torch.nn.functional.normalize(
+        query.single[:16], dim=0)
+    candidates = torch.argsort(dense, descending=True)[:4]
+    scores, positions = TwoStage(16, candidates=4).build(corpus).search(query, 10)
+    assert sorted(positions.tolist()) == sorted(candidates.tolist())
+    assert positions.tolist() == sorted(candidates.tolist(), key=lambda i: -float(exact[i]))
+    # binary: candidates by MaxSim of the sign vectors, then the exact order among them
+    coarse = torch.tensor([loop_maxsim(signs(query.multi), signs(corpus.multivector(i))) for i in range(16)])
+    scores, positions = BinaryMaxSim(candidates=5).build(corpus).search(query, 3)
+    fifth = float(torch.sort(coarse, descending=True).values[4])  # ties at the cut may go either way
+    assert all(float(coarse[i]) >= fifth for i in positions.tolist())
+    assert positions.tolist() == sorted(positions.tolist(), key=lambda i: -float(exact[i]))
+    torch.testing.assert_close(scores.double(), exact[positions], rtol=0, atol=1e-5)
+    if int((coarse >= fifth).sum()) == 5:  # no tie at the cut: exactly the best 3 of the 5
+        best = sorted(torch.nonzero(coarse >= fifth).flatten().tolist(), key=lambda i: -float(exact[i]))
+        assert positions.tolist() == best[:3]
 
 
 @needs_retrieval
@@ -193,7 +240,7 @@ def test_config_errors(tiny_v4: Embedder) -> None:
 
 def test_report_files(tiny_v4: Embedder, tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "beir", *identity_dataset(8))
-    report = evaluate_retrieval(tiny_v4, load_dataset(folder), matching(["dense:all", "dense-binary"]))
+    report = evaluate_retrieval(tiny_v4, load_dataset(folder), matching(["dense:all", "dense-int8"]))
     written = write_report(report, tmp_path / "out", runs=True)
     assert [p.name for p in written[:2]] == [REPORT_JSON, CHART_PNG]
     data = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
@@ -205,5 +252,5 @@ def test_report_files(tiny_v4: Embedder, tmp_path: Path) -> None:
     assert data["pareto_front"] == pareto_front(
         [(r.name, r.stored_bytes, r.metrics["ndcg@10"]) for r in report.results])
     assert (tmp_path / "out" / CHART_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "out" / "runs" / "dense-binary_64.trec").is_file()
+    assert (tmp_path / "out" / "runs" / "dense-int8_64.trec").is_file()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".tmp")]

@@ -11,20 +11,22 @@ short specs (:func:`parse_settings`)::
     maxsim                exact late interaction (MaxSim) on float32 multi-vectors
     maxsim-fp16           the same with multi-vectors stored as float16
     maxsim-pool:F         multi-vectors token-pooled by factor F (2, 3, …), then MaxSim
-    maxsim-binary[:N]     binarised multi-vectors, Hamming MaxSim for N candidates (default 100),
-                          then float MaxSim on those
-    two-stage[:DIM[:N]]   dense (DIM, default the smallest Matryoshka size) for N candidates
-                          (default 100), then exact MaxSim on those
+    maxsim-binary[:N]     multi-vectors as sign bits: Hamming MaxSim picks N candidates
+                          (default 100), float MaxSim reranks them
+    two-stage[:DIM[:N]]   dense (DIM, default the smallest Matryoshka size) picks N candidates
+                          (default 100), exact MaxSim reranks them
     all                   dense at every Matryoshka size, dense-int8, dense-binary, maxsim,
                           maxsim-fp16, maxsim-pool:2, maxsim-pool:3, maxsim-binary, two-stage
 
-MaxSim, token pooling and binarisation come from :mod:`uniembed.retrieval` (the search code), so
-what is measured here is what search runs.
+MaxSim (``maxsim_ragged``), Hamming MaxSim, token pooling, float16 and binarisation come from
+:mod:`uniembed.retrieval` (the search code), so what is measured here is what search runs. A
+two-stage setting returns its candidates only: with N below the largest cut-off, recall at that
+cut-off is what the setting really finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,9 +38,7 @@ from uniembed.models.base import ModelInfo
 from uniembed.pooling import finalize_vectors
 
 DEFAULT_CANDIDATES = 100
-BLOCK_ROWS = 1 << 18  # padded multi-vector rows scored per MaxSim call (128 MiB of float32 at 128-d)
 FLOAT32, FLOAT16 = 4, 2
-BlockScorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (query, docs, mask)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,9 @@ class Dense:
         if self.precision == "int8":
             return Int8Index(*quantize_int8(vectors), self.dimensions)
         if self.precision == "binary":
-            return BinaryIndex(pack_bits(vectors), self.dimensions)
+            from uniembed.retrieval.compression import binarize
+
+            return BinaryIndex(binarize(vectors), self.dimensions)
         return FloatIndex(vectors, self.dimensions)
 
 
@@ -146,97 +148,25 @@ class Int8Index:
         return top(scores, depth)
 
 
-_POPCOUNT = torch.tensor([byte.bit_count() for byte in range(256)], dtype=torch.int32)
-
-
-def pack_bits(vectors: torch.Tensor) -> torch.Tensor:
-    """Sign bits (value > 0), 8 per byte, most significant first: the API's ``ubinary`` bytes.
-
-    >>> pack_bits(torch.tensor([[1.0, -1, 0, 2, 0.5, -0.5, 3, 4]])).tolist()
-    [[155]]
-    """
-    from uniembed.encoding import pack_sign_bits
-
-    return torch.from_numpy(pack_sign_bits(vectors.numpy()))
-
-
-def hamming(codes: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """Bits that differ between each row of ``codes`` (items, bytes) and ``query`` (bytes,).
-
-    >>> hamming(torch.tensor([[0b1111_0000], [0b0000_0001]], dtype=torch.uint8), torch.tensor([0], dtype=torch.uint8)).tolist()
-    [4, 1]
-    """
-    return _POPCOUNT[(codes ^ query).long()].sum(-1)
-
-
 class BinaryIndex:
+    """Sign bits of the cut vectors; the score of an item is the dot product of the ±1 vectors,
+    ``d - 2 * Hamming distance`` — :func:`~uniembed.retrieval.scores.hamming_maxsim_ragged` with one
+    row per item and per query."""
+
     def __init__(self, codes: torch.Tensor, dimensions: int) -> None:
         self.codes, self.dimensions = codes, dimensions  # (items, ceil(d / 8)) uint8
+        self.ones = torch.ones(codes.shape[0], dtype=torch.int64)
         self.stored_bytes = self.scanned_bytes = float(codes.shape[1])
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        bits = pack_bits(finalize_vectors(query.single, self.dimensions)[None])[0]
-        # the dot product of the ±1 vectors: d - 2 * Hamming distance
-        return top((self.dimensions - 2 * hamming(self.codes, bits)).float(), depth)
+        from uniembed.retrieval.compression import binarize
+        from uniembed.retrieval.scores import hamming_maxsim_ragged
+
+        bits = binarize(finalize_vectors(query.single, self.dimensions)[None])  # (1, bytes)
+        return top(hamming_maxsim_ragged(bits, self.codes, self.ones, dim=self.dimensions), depth)
 
 
 # --------------------------------------------------------------------- late interaction
-class PaddedDocs:
-    """Multi-vectors padded into blocks of similar length (sorted, so little padding), each
-    ``(docs, tokens, dim)`` with a ``(docs, tokens)`` mask and the corpus positions of its docs."""
-
-    def __init__(self, docs: Sequence[torch.Tensor], block_rows: int = BLOCK_ROWS) -> None:
-        lengths = torch.tensor([d.shape[0] for d in docs])
-        order = torch.argsort(lengths, stable=True)
-        self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        start = 0
-        while start < len(order):  # grow a block while its padded rows fit in block_rows
-            stop = start + 1
-            while stop < len(order) and (stop - start + 1) * int(lengths[order[stop]]) <= block_rows:
-                stop += 1
-            positions = order[start:stop]
-            longest = int(lengths[order[stop - 1]])  # sorted: the last is the longest
-            self.blocks.append((*pad_multivectors([docs[i] for i in positions.tolist()], longest), positions))
-            start = stop
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        return iter(self.blocks)
-
-
-def pad_multivectors(docs: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(docs, length, dim)`` zero-padded vectors (``length``: the longest by default) and the
-    ``(docs, length)`` mask of their real rows.
-
-    >>> padded, mask = pad_multivectors([torch.ones(1, 2), torch.ones(3, 2)])
-    >>> tuple(padded.shape), mask.tolist()
-    ((2, 3, 2), [[True, False, False], [True, True, True]])
-    """
-    length = max(d.shape[0] for d in docs) if length is None else length
-    padded = torch.zeros(len(docs), length, docs[0].shape[1], dtype=docs[0].dtype)
-    mask = torch.zeros(len(docs), length, dtype=torch.bool)
-    for row, doc in enumerate(docs):
-        padded[row, : doc.shape[0]] = doc
-        mask[row, : doc.shape[0]] = True
-    return padded, mask
-
-
-def _late_scores(query: torch.Tensor, docs: PaddedDocs, items: int, scorer: BlockScorer) -> torch.Tensor:
-    """``scorer(query, block, mask)`` over every block, back in corpus order → (items,)."""
-    scores = torch.empty(items)
-    for vectors, mask, positions in docs:
-        scores[positions] = scorer(query, vectors, mask).float()
-    return scores
-
-
-def maxsim_rerank(query: torch.Tensor, docs: Sequence[torch.Tensor], candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact MaxSim of ``query`` with the ``candidates`` (corpus positions) → sorted scores, positions."""
-    from uniembed.retrieval.scores import maxsim
-
-    chosen = [docs[i] for i in candidates.tolist()]
-    vectors, mask = pad_multivectors(chosen, max(d.shape[0] for d in chosen))
-    return top(maxsim(query, vectors, mask).float(), len(chosen), candidates)
-
-
 @dataclass(frozen=True)
 class MaxSim:
     """Exact late interaction on the stored multi-vectors (token-pooled by ``pool_factor`` > 1)."""
@@ -255,28 +185,43 @@ class MaxSim:
         return "late"
 
     def build(self, corpus: Encodings) -> Index:
-        docs = corpus.multivectors()
-        if self.pool_factor > 1:
-            from uniembed.retrieval.compression import pool_tokens
+        from uniembed.retrieval.compression import pool_tokens, to_float16
 
-            docs = [pool_tokens(doc, self.pool_factor) for doc in docs]
+        rows, lengths = corpus.multi, corpus.lengths  # (all tokens, d), (items,)
+        if self.pool_factor > 1:
+            pooled = [pool_tokens(doc, self.pool_factor) for doc in corpus.multivectors()]
+            rows, lengths = torch.cat(pooled), torch.tensor([p.shape[0] for p in pooled])
+        width = FLOAT32
         if self.storage == "float16":
-            docs = [doc.half() for doc in docs]
-        width = FLOAT32 if self.storage == "float32" else FLOAT16
-        rows = sum(d.shape[0] for d in docs) / len(docs)
-        return LateIndex(PaddedDocs(docs), len(docs), rows * corpus.multi.shape[1] * width)
+            rows, width = to_float16(rows), FLOAT16
+        return LateIndex(rows, lengths, float(lengths.float().mean()) * rows.shape[1] * width)
 
 
 class LateIndex:
-    def __init__(self, docs: PaddedDocs, items: int, bytes_per_item: float) -> None:
-        self.docs, self.items = docs, items
+    def __init__(self, rows: torch.Tensor, lengths: torch.Tensor, bytes_per_item: float) -> None:
+        self.rows, self.lengths = rows, lengths  # documents back to back
         self.stored_bytes = self.scanned_bytes = bytes_per_item
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from uniembed.retrieval.scores import maxsim
+        from uniembed.retrieval.scores import maxsim_ragged
 
-        dtype = self.docs.blocks[0][0].dtype
-        return top(_late_scores(query.multi.to(dtype), self.docs, self.items, maxsim), depth)
+        return top(maxsim_ragged(query.multi, self.rows, self.lengths), depth)
+
+
+class Reranker:
+    """Exact MaxSim on a few candidates, from the float multi-vectors (the second stage)."""
+
+    def __init__(self, corpus: Encodings) -> None:
+        self.docs, self.lengths = corpus.multivectors(), corpus.lengths
+        self.bytes_per_item = float(corpus.lengths.float().mean()) * corpus.multi.shape[1] * FLOAT32
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best ``depth`` of ``candidates`` (corpus positions) by exact MaxSim, best first."""
+        from uniembed.retrieval.scores import maxsim_ragged
+
+        rows = torch.cat([self.docs[i] for i in candidates.tolist()])
+        scores = maxsim_ragged(query, rows, self.lengths[candidates])
+        return top(scores, depth, candidates)
 
 
 @dataclass(frozen=True)
@@ -296,26 +241,23 @@ class BinaryMaxSim:
     def build(self, corpus: Encodings) -> Index:
         from uniembed.retrieval.compression import binarize
 
-        docs = corpus.multivectors()
-        codes = [binarize(doc) for doc in docs]
-        rows = sum(d.shape[0] for d in docs) / len(docs)
-        return BinaryLateIndex(PaddedDocs(codes), docs, rows * codes[0].shape[1],
-                               rows * corpus.multi.shape[1] * FLOAT32, self.candidates)
+        return BinaryLateIndex(binarize(corpus.multi), corpus.lengths, Reranker(corpus), self.candidates)
 
 
 class BinaryLateIndex:
-    def __init__(self, codes: PaddedDocs, docs: list[torch.Tensor], code_bytes: float,
-                 float_bytes: float, candidates: int) -> None:
-        self.codes, self.docs, self.candidates = codes, docs, candidates
-        self.scanned_bytes = code_bytes
-        self.stored_bytes = code_bytes + float_bytes
+    def __init__(self, codes: torch.Tensor, lengths: torch.Tensor, reranker: Reranker, candidates: int) -> None:
+        self.codes, self.lengths, self.reranker, self.candidates = codes, lengths, reranker, candidates
+        self.scanned_bytes = float(lengths.float().mean()) * codes.shape[1]  # one bit per dimension
+        self.stored_bytes = self.scanned_bytes + reranker.bytes_per_item
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from uniembed.retrieval.compression import binarize, hamming_maxsim
+        from uniembed.retrieval.compression import binarize
+        from uniembed.retrieval.scores import hamming_maxsim_ragged
 
-        coarse = _late_scores(binarize(query.multi), self.codes, len(self.docs), hamming_maxsim)
-        _, candidates = top(coarse, max(depth, self.candidates))
-        return _first(maxsim_rerank(query.multi, self.docs, candidates), depth)
+        dim = query.multi.shape[1]
+        coarse = hamming_maxsim_ragged(binarize(query.multi), self.codes, self.lengths, dim=dim)
+        _, candidates = top(coarse, self.candidates)
+        return self.reranker.rerank(query.multi, candidates, depth)
 
 
 @dataclass(frozen=True)
@@ -335,24 +277,18 @@ class TwoStage:
 
     def build(self, corpus: Encodings) -> Index:
         dense = FloatIndex(finalize_vectors(corpus.single, self.dimensions), self.dimensions)
-        rows = float(corpus.lengths.float().mean())
-        return TwoStageIndex(dense, corpus.multivectors(), rows * corpus.multi.shape[1] * FLOAT32,
-                             self.candidates)
+        return TwoStageIndex(dense, Reranker(corpus), self.candidates)
 
 
 class TwoStageIndex:
-    def __init__(self, dense: FloatIndex, docs: list[torch.Tensor], float_bytes: float, candidates: int) -> None:
-        self.dense, self.docs, self.candidates = dense, docs, candidates
+    def __init__(self, dense: FloatIndex, reranker: Reranker, candidates: int) -> None:
+        self.dense, self.reranker, self.candidates = dense, reranker, candidates
         self.scanned_bytes = dense.scanned_bytes
-        self.stored_bytes = dense.stored_bytes + float_bytes
+        self.stored_bytes = dense.stored_bytes + reranker.bytes_per_item
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        _, candidates = top(self.dense.scores(query), max(depth, self.candidates))
-        return _first(maxsim_rerank(query.multi, self.docs, candidates), depth)
-
-
-def _first(ranked: tuple[torch.Tensor, torch.Tensor], depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return ranked[0][:depth], ranked[1][:depth]
+        _, candidates = top(self.dense.scores(query), self.candidates)
+        return self.reranker.rerank(query.multi, candidates, depth)
 
 
 # --------------------------------------------------------------------- specs

@@ -24,7 +24,6 @@ import torch
 
 from uniembed._optional import require
 from uniembed.embedder import Embedder
-from uniembed.evaluation.settings import pad_multivectors
 from uniembed.pooling import normalize
 
 # MTEB prompt keys -> API task names (None: the model's default task)
@@ -161,11 +160,11 @@ class MTEBModel:
         """(n, m) scores: cosine of single vectors, or MaxSim of each query with each document."""
         if not self.multivector:
             return normalize(_matrix(embeddings1)) @ normalize(_matrix(embeddings2)).T
-        from uniembed.retrieval.scores import maxsim
+        from uniembed.retrieval.scores import maxsim_ragged
 
         documents = _multivectors(embeddings2)
-        padded, mask = pad_multivectors(documents)
-        return torch.stack([maxsim(query, padded, mask).float() for query in _multivectors(embeddings1)])
+        rows, lengths = torch.cat(documents), torch.tensor([d.shape[0] for d in documents])
+        return torch.stack([maxsim_ragged(query, rows, lengths) for query in _multivectors(embeddings1)])
 
     def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
         """(n,) scores of row i with row i."""
@@ -173,11 +172,8 @@ class MTEBModel:
             return (normalize(_matrix(embeddings1)) * normalize(_matrix(embeddings2))).sum(-1)
         from uniembed.retrieval.scores import maxsim
 
-        scores = []
-        for query, document in zip(_multivectors(embeddings1), _multivectors(embeddings2), strict=True):
-            padded, mask = pad_multivectors([document])
-            scores.append(maxsim(query, padded, mask).float()[0])
-        return torch.stack(scores)
+        pairs = zip(_multivectors(embeddings1), _multivectors(embeddings2), strict=True)
+        return torch.stack([maxsim(query, document[None])[0] for query, document in pairs])
 
 
 def is_programming(task_metadata: Any) -> bool:
