@@ -88,8 +88,12 @@ def draw_chart(report: EvalReport, path: Path) -> None:
         axes.scatter(size, quality, color=FAMILY_COLORS.get(result.family, "tab:gray"), zorder=3)
         axes.annotate(result.name, (size, quality), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = [points[name] for name in pareto_front(_points(report))]
-    axes.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:green",
-              linestyle="--", label="Pareto front")
+    widest = max(size for size, _ in points.values())
+    steps = [*front, (widest, front[-1][1])]  # the best quality holds on to the right edge
+    axes.step([x for x, _ in steps], [y for _, y in steps], where="post", color="tab:green",
+              linestyle="--", label="Pareto front", zorder=2)
+    axes.scatter([x for x, _ in front], [y for _, y in front], s=120, facecolors="none",
+                 edgecolors="tab:green", zorder=4)
     for family in dict.fromkeys(result.family for result in report.results):
         label = "single vector" if family == "dense" else "multi-vector"
         axes.scatter([], [], color=FAMILY_COLORS.get(family, "tab:gray"), label=label)
@@ -98,7 +102,7 @@ def draw_chart(report: EvalReport, path: Path) -> None:
     axes.set_ylabel(primary)
     axes.set_title(f"{report.dataset['name']} · {report.model['name']}: {primary} against storage", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
     with atomic_path(path) as tmp, tmp.open("wb") as file:
         figure.savefig(file, format="png")
