@@ -15,7 +15,34 @@ from typing import Any
 
 from PIL import Image
 
-WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris", "juniper", "kelp", "lagoon", "meadow", "nectar", "orchid", "pebble", "quartz", "raven", "saffron", "tundra", "umber", "violet", "willow", "xenon", "yarrow", "zephyr"]
+WORDS = [
+    "amber",
+    "basil",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "garnet",
+    "harbor",
+    "iris",
+    "juniper",
+    "kelp",
+    "lagoon",
+    "meadow",
+    "nectar",
+    "orchid",
+    "pebble",
+    "quartz",
+    "raven",
+    "saffron",
+    "tundra",
+    "umber",
+    "violet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
+]
 
 
 def sentences(count: int, seed: int = 0) -> list[str]:
@@ -34,12 +61,18 @@ def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> Path:
 
 
 def write_beir(
-    folder: Path, docs: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
-    split: str = "test", titles: dict[str, str] | None = None,
+    folder: Path,
+    docs: dict[str, str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    split: str = "test",
+    titles: dict[str, str] | None = None,
 ) -> Path:
     titles = titles or {}
-    write_jsonl(folder / "corpus.jsonl",
-                [{"_id": i, "title": titles.get(i, ""), "text": t} for i, t in docs.items()])
+    write_jsonl(
+        folder / "corpus.jsonl",
+        [{"_id": i, "title": titles.get(i, ""), "text": t} for i, t in docs.items()],
+    )
     write_jsonl(folder / "queries.jsonl", [{"_id": i, "text": t} for i, t in queries.items()])
     lines = ["query-id\tcorpus-id\tscore"] + [
         f"{q}\t{d}\t{s}" for q, docs_ in qrels.items() for d, s in docs_.items()
@@ -49,7 +82,9 @@ def write_beir(
     return folder
 
 
-def identity_dataset(count: int, seed: int = 0) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+def identity_dataset(
+    count: int, seed: int = 0
+) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """Every query is the text of its one relevant document."""
     texts = sentences(count, seed)
     docs = {f"d{i}": text for i, text in enumerate(texts)}
@@ -82,12 +117,16 @@ def vidore_tables(images: int = 6) -> dict[str, Any]:
 
     corpus = datasets.Dataset.from_dict(
         {"corpus-id": list(range(images)), "image": [color_image(i) for i in range(images)]},
-        features=datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image()}),
+        features=datasets.Features(
+            {"corpus-id": datasets.Value("int64"), "image": datasets.Image()}
+        ),
     )
     queries = datasets.Dataset.from_dict(
-        {"query-id": list(range(images)), "query": sentences(images, seed=7)})
+        {"query-id": list(range(images)), "query": sentences(images, seed=7)}
+    )
     qrels = datasets.Dataset.from_dict(
-        {"query-id": list(range(images)), "corpus-id": list(range(images)), "score": [1] * images})
+        {"query-id": list(range(images)), "corpus-id": list(range(images)), "score": [1] * images}
+    )
     return {"corpus": corpus, "queries": queries, "qrels": qrels}
 
 

@@ -22,10 +22,16 @@ def write_pairs(folder: Path, count: int) -> Path:
     return write_jsonl(folder / "pairs.jsonl", records)
 
 
-def direct(embedder: Embedder, pairs: list, dimensions: int | None = None) -> tuple[float, float, float]:
+def direct(
+    embedder: Embedder, pairs: list, dimensions: int | None = None
+) -> tuple[float, float, float]:
     """The definitions, written out with loops over plain floats."""
-    images = embedder.encode([image for image, _ in pairs], "retrieval.passage", dimensions=dimensions).embeddings
-    texts = embedder.encode([text for _, text in pairs], "retrieval.query", dimensions=dimensions).embeddings
+    images = embedder.encode(
+        [image for image, _ in pairs], "retrieval.passage", dimensions=dimensions
+    ).embeddings
+    texts = embedder.encode(
+        [text for _, text in pairs], "retrieval.query", dimensions=dimensions
+    ).embeddings
     n = len(pairs)
     cos = [[float(images[i].double() @ texts[j].double()) for j in range(n)] for i in range(n)]
     matching = sum(cos[i][i] for i in range(n)) / n
@@ -62,7 +68,10 @@ def test_pairs_from_a_datasets_folder(tmp_path: Path) -> None:
 
     table = datasets.Dataset.from_dict(
         {"image": [color_image(i) for i in range(3)], "caption": sentences(3)},
-        features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}))
+        features=datasets.Features(
+            {"image": datasets.Image(), "caption": datasets.Value("string")}
+        ),
+    )
     table.save_to_disk(str(tmp_path / "saved"))
     pairs = read_pairs(tmp_path / "saved")
     assert [caption for _, caption in pairs] == sentences(3)

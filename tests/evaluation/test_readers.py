@@ -65,16 +65,22 @@ def test_jsonl_with_text_image_and_pdf_pages(tmp_path: Path) -> None:
     folder.mkdir()
     color_image(3).save(folder / "img.png")
     pdf_file(folder / "docs" / "report.pdf", pages=3)
-    write_jsonl(folder / "corpus.jsonl", [
-        {"id": "t", "text": "plain text", "title": "T"},
-        {"id": "i", "image": "img.png"},
-        {"id": "r", "pdf": "docs/report.pdf"},
-    ])
-    write_jsonl(folder / "queries.jsonl", [
-        {"id": "q1", "text": "page two", "relevant": ["r#p2"]},
-        {"id": "q2", "image": "img.png", "relevant": {"i": 2, "t": 1}},
-        {"id": "q3", "text": "unjudged"},
-    ])
+    write_jsonl(
+        folder / "corpus.jsonl",
+        [
+            {"id": "t", "text": "plain text", "title": "T"},
+            {"id": "i", "image": "img.png"},
+            {"id": "r", "pdf": "docs/report.pdf"},
+        ],
+    )
+    write_jsonl(
+        folder / "queries.jsonl",
+        [
+            {"id": "q1", "text": "page two", "relevant": ["r#p2"]},
+            {"id": "q2", "image": "img.png", "relevant": {"i": 2, "t": 1}},
+            {"id": "q3", "text": "unjudged"},
+        ],
+    )
     data = load_dataset(folder)
     assert data.corpus_ids == ["t", "i", "r#p1", "r#p2", "r#p3"]
     assert data.corpus[0] == "T plain text"
@@ -90,11 +96,15 @@ def test_fingerprint_follows_content(tmp_path: Path) -> None:
     folder = small_beir(tmp_path / "beir")
     first = load_dataset(folder)
     again = load_dataset(folder)
-    assert fingerprint(first.corpus_ids, first.corpus) == fingerprint(again.corpus_ids, again.corpus)
+    assert fingerprint(first.corpus_ids, first.corpus) == fingerprint(
+        again.corpus_ids, again.corpus
+    )
     lines = (folder / "corpus.jsonl").read_text().replace("wind farms", "wind farm")
     (folder / "corpus.jsonl").write_text(lines)
     changed = load_dataset(folder)
-    assert fingerprint(first.corpus_ids, first.corpus) != fingerprint(changed.corpus_ids, changed.corpus)
+    assert fingerprint(first.corpus_ids, first.corpus) != fingerprint(
+        changed.corpus_ids, changed.corpus
+    )
 
 
 # --------------------------------------------------------------------- errors
@@ -114,7 +124,10 @@ def test_qrels_id_absent_from_corpus_names_file_and_line(tmp_path: Path) -> None
     folder = small_beir(tmp_path / "beir")
     with (folder / "qrels" / "test.tsv").open("a") as file:
         file.write("q2\tmissing-doc\t1\n")
-    assert error_of(folder) == f"{folder / 'qrels' / 'test.tsv'}:5: corpus id 'missing-doc' is not in the corpus"
+    assert (
+        error_of(folder)
+        == f"{folder / 'qrels' / 'test.tsv'}:5: corpus id 'missing-doc' is not in the corpus"
+    )
 
 
 def test_qrels_unknown_query_and_bad_score(tmp_path: Path) -> None:
@@ -132,7 +145,9 @@ def test_qrels_without_header_or_judgements(tmp_path: Path) -> None:
     folder = small_beir(tmp_path / "beir")
     qrels = folder / "qrels" / "test.tsv"
     qrels.write_text("q1\td1\t1\n")
-    assert error_of(folder).startswith(f"{qrels}:1: expected the header line 'query-id<TAB>corpus-id<TAB>score'")
+    assert error_of(folder).startswith(
+        f"{qrels}:1: expected the header line 'query-id<TAB>corpus-id<TAB>score'"
+    )
     qrels.write_text("query-id\tcorpus-id\tscore\n")
     assert error_of(folder) == f"{qrels}: no relevance judgements"
 
@@ -147,7 +162,10 @@ def test_empty_corpus_and_malformed_lines(tmp_path: Path) -> None:
     corpus.write_text('{"_id": "d1", "text": "ok"}\n["d2"]\n')
     assert error_of(folder) == f"{corpus}:2: expected a JSON object, got list"
     corpus.write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d1", "text": "again"}\n')
-    assert error_of(folder) == f"{corpus}:2: corpus ({corpus}) id 'd1' appears twice (first at {corpus}:1)"
+    assert (
+        error_of(folder)
+        == f"{corpus}:2: corpus ({corpus}) id 'd1' appears twice (first at {corpus}:1)"
+    )
     corpus.write_text('{"_id": "d1"}\n')
     assert error_of(folder) == f"{corpus}:1: 'text' must be a string, got None"
 
@@ -155,14 +173,22 @@ def test_empty_corpus_and_malformed_lines(tmp_path: Path) -> None:
 def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     pdf_file(folder / "a.pdf", pages=2)
-    write_jsonl(folder / "corpus.jsonl", [{"id": "a", "pdf": "a.pdf"}, {"id": "b", "image": "gone.png"}])
+    write_jsonl(
+        folder / "corpus.jsonl", [{"id": "a", "pdf": "a.pdf"}, {"id": "b", "image": "gone.png"}]
+    )
     write_jsonl(folder / "queries.jsonl", [{"id": "q", "text": "x", "relevant": ["a"]}])
     corpus, queries = folder / "corpus.jsonl", folder / "queries.jsonl"
     assert error_of(folder) == f"{corpus}:2: image file {folder / 'gone.png'} does not exist"
     write_jsonl(corpus, [{"id": "a", "pdf": "a.pdf"}, {"id": "b", "text": "t", "image": "x"}])
-    assert error_of(folder) == f"{corpus}:2: give exactly one of 'text', 'image', 'pdf' (found: text, image)"
+    assert (
+        error_of(folder)
+        == f"{corpus}:2: give exactly one of 'text', 'image', 'pdf' (found: text, image)"
+    )
     write_jsonl(corpus, [{"id": "a", "pdf": "a.pdf"}])
-    assert error_of(folder) == f"{queries}:1: corpus id 'a' is not in the corpus (it is a PDF: name its pages, e.g. 'a#p1')"
+    assert (
+        error_of(folder) == f"{queries}:1: corpus id 'a' is not in the corpus "
+        "(it is a PDF: name its pages, e.g. 'a#p1')"
+    )
     (folder / "bad.pdf").write_bytes(b"%PDF-1.4 not really")
     write_jsonl(corpus, [{"id": "a", "pdf": "bad.pdf"}])
     assert error_of(folder) == f"{corpus}:1: not a valid PDF (corrupt, truncated, or without pages)"
@@ -172,8 +198,9 @@ def test_vidore_errors_name_the_row(tmp_path: Path) -> None:
     import datasets
 
     folder = write_vidore(tmp_path / "vidore", "parquet", images=3)
-    datasets.Dataset.from_dict({"query-id": [0, 1], "corpus-id": [0, 9], "score": [1, 1]}).to_parquet(
-        str(folder / "qrels.parquet"))
+    datasets.Dataset.from_dict(
+        {"query-id": [0, 1], "corpus-id": [0, 9], "score": [1, 1]}
+    ).to_parquet(str(folder / "qrels.parquet"))
     assert error_of(folder) == "qrels row 1: corpus id '9' is not in the corpus"
     (folder / "qrels.parquet").unlink()
     assert "not a dataset folder" in error_of(folder)
@@ -182,7 +209,10 @@ def test_vidore_errors_name_the_row(tmp_path: Path) -> None:
 def test_hub_id_offline_fails_fast_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = error_of("vidore/some-dataset")
-    assert message.startswith("dataset 'vidore/some-dataset' is not a local folder and the Hugging Face hub cannot be reached")
+    assert message.startswith(
+        "dataset 'vidore/some-dataset' is not a local folder "
+        "and the Hugging Face hub cannot be reached"
+    )
     assert "save_to_disk" in message
     assert error_of("no/such/path").startswith("dataset 'no/such/path': no such folder")
 

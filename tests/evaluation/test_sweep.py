@@ -32,26 +32,44 @@ def retrieval_available() -> bool:
         return False
 
 
-needs_retrieval = pytest.mark.skipif(not retrieval_available(),
-                                     reason="uniembed.retrieval (MaxSim, pooling, binarisation) not merged yet")
+needs_retrieval = pytest.mark.skipif(
+    not retrieval_available(),
+    reason="uniembed.retrieval (MaxSim, pooling, binarisation) not merged yet",
+)
 
 
 def dataset(count: int = 12, seed: int = 0) -> RetrievalDataset:
     docs, queries, qrels = identity_dataset(count, seed)
-    return RetrievalDataset("identity", list(queries), list(queries.values()), list(docs),
-                            list(docs.values()), qrels)
+    return RetrievalDataset(
+        "identity", list(queries), list(queries.values()), list(docs), list(docs.values()), qrels
+    )
 
 
 def matching(settings: list[str], **kwargs: object) -> EvalConfig:
-    return EvalConfig(settings=settings, k_values=[1, 10], query_task="text-matching",
-                      corpus_task="text-matching", **kwargs)  # type: ignore[arg-type]
+    return EvalConfig(
+        settings=settings,
+        k_values=[1, 10],
+        query_task="text-matching",
+        corpus_task="text-matching",
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_identity_dataset_scores_ndcg_1_under_text_matching(tiny_v4: Embedder) -> None:
     report = evaluate_retrieval(tiny_v4, dataset(), matching(["dense:all"]))
-    assert [r.name for r in report.results] == ["dense:4", "dense:8", "dense:16", "dense:32", "dense:64"]
+    assert [r.name for r in report.results] == [
+        "dense:4",
+        "dense:8",
+        "dense:16",
+        "dense:32",
+        "dense:64",
+    ]
     full = report.results[-1]
-    assert full.metrics["ndcg@10"] == 1.0 and full.metrics["mrr@1"] == 1.0 and full.metrics["recall@1"] == 1.0
+    assert (
+        full.metrics["ndcg@10"] == 1.0
+        and full.metrics["mrr@1"] == 1.0
+        and full.metrics["recall@1"] == 1.0
+    )
     assert full.stored_bytes == 64 * 4
 
 
@@ -65,13 +83,22 @@ def test_identity_dataset_scores_ndcg_1_with_exact_maxsim(tiny_v4: Embedder) -> 
 def test_second_eval_with_other_settings_runs_no_forward(tiny_v4: Embedder, tmp_path: Path) -> None:
     cache = EncodingCache(tmp_path / "cache")
     data = dataset(20)
-    first = evaluate_retrieval(tiny_v4, data, matching(["dense"], encode=EncodeSettings(chunk_size=6)), cache=cache)
+    first = evaluate_retrieval(
+        tiny_v4, data, matching(["dense"], encode=EncodeSettings(chunk_size=6)), cache=cache
+    )
     assert first.encoding["corpus"].chunks == 4 and first.encoding["corpus"].cached_chunks == 0
     batches = tiny_v4.engine.totals.batches
-    second = evaluate_retrieval(tiny_v4, data, matching(["dense-int8", "dense:16", "dense:8"]), cache=cache)
+    second = evaluate_retrieval(
+        tiny_v4, data, matching(["dense-int8", "dense:16", "dense:8"]), cache=cache
+    )
     assert tiny_v4.engine.totals.batches == batches  # not one forward pass
-    assert second.encoding["corpus"].cached_chunks == 4 and second.encoding["queries"].cached_chunks == 4
-    assert second.encoding["corpus"].seconds == first.encoding["corpus"].seconds  # throughput of the real run
+    assert (
+        second.encoding["corpus"].cached_chunks == 4
+        and second.encoding["queries"].cached_chunks == 4
+    )
+    assert (
+        second.encoding["corpus"].seconds == first.encoding["corpus"].seconds
+    )  # throughput of the real run
     assert [r.name for r in second.results] == ["dense-int8:64", "dense:16", "dense:8"]
 
 
@@ -104,13 +131,30 @@ def test_interrupted_encoding_resumes_from_whole_chunks(tiny_v4: Embedder, tmp_p
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        encode_items(tiny_v4, ids, texts, "retrieval.passage", settings=EncodeSettings(chunk_size=4),
-                     cache=cache, on_progress=stop_in_third_chunk)
+        encode_items(
+            tiny_v4,
+            ids,
+            texts,
+            "retrieval.passage",
+            settings=EncodeSettings(chunk_size=4),
+            cache=cache,
+            on_progress=stop_in_third_chunk,
+        )
     [entry] = (tmp_path / "cache").iterdir()
-    assert sorted(p.name for p in entry.iterdir()) == ["chunk-000000.npz", "chunk-000001.npz", "manifest.json"]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "chunk-000000.npz",
+        "chunk-000001.npz",
+        "manifest.json",
+    ]
     rows = tiny_v4.engine.totals.rows
-    resumed, stats = encode_items(tiny_v4, ids, texts, "retrieval.passage",
-                                  settings=EncodeSettings(chunk_size=99), cache=cache)  # the entry keeps 4
+    resumed, stats = encode_items(
+        tiny_v4,
+        ids,
+        texts,
+        "retrieval.passage",
+        settings=EncodeSettings(chunk_size=99),
+        cache=cache,
+    )  # the entry keeps 4
     assert stats.cached_chunks == 2 and stats.chunks == 5
     assert tiny_v4.engine.totals.rows - rows == 12  # only the missing items ran
     fresh, _ = encode_items(tiny_v4, ids, texts, "retrieval.passage")
@@ -151,7 +195,9 @@ def test_dense_binary_scores_the_sign_vectors(tiny_v4: Embedder) -> None:
     corpus, _ = encode_items(tiny_v4, [str(i) for i in range(30)], texts, "retrieval.passage")
     query_enc, _ = encode_items(tiny_v4, ["q"], ["a query about cedar"], "retrieval.query")
     query = QueryVectors(query_enc.single[0], query_enc.multivector(0))
-    signs_ = np.where(corpus.single[:, :16].numpy() > 0, 1, -1)  # the cut's renormalising keeps signs
+    signs_ = np.where(
+        corpus.single[:, :16].numpy() > 0, 1, -1
+    )  # the cut's renormalising keeps signs
     q_signs = np.where(query.single[:16].numpy() > 0, 1, -1)
     scores, positions = Dense(16, "binary").build(corpus).search(query, 30)
     assert scores.tolist() == (signs_ @ q_signs)[positions.numpy()].astype(float).tolist()
@@ -175,26 +221,35 @@ def test_late_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
     corpus, _ = encode_items(tiny_v4, [str(i) for i in range(16)], texts, "retrieval.passage")
     query_enc, _ = encode_items(tiny_v4, ["q"], ["basil cedar meadow"], "retrieval.query")
     query = QueryVectors(query_enc.single[0], query_enc.multivector(0))
-    exact = torch.tensor([loop_maxsim(query.multi, corpus.multivector(i)) for i in range(16)], dtype=torch.float64)
+    exact = torch.tensor(
+        [loop_maxsim(query.multi, corpus.multivector(i)) for i in range(16)], dtype=torch.float64
+    )
     scores, positions = MaxSim().build(corpus).search(query, 16)
     torch.testing.assert_close(scores.double(), exact[positions], rtol=0, atol=1e-5)
     assert positions.tolist() == torch.argsort(exact, descending=True).tolist()
     # two-stage: the 4 best by the 16-d dense cosine, in their exact MaxSim order
-    dense = torch.nn.functional.normalize(corpus.single[:, :16], dim=-1) @ torch.nn.functional.normalize(
-        query.single[:16], dim=0)
+    dense = torch.nn.functional.normalize(
+        corpus.single[:, :16], dim=-1
+    ) @ torch.nn.functional.normalize(query.single[:16], dim=0)
     candidates = torch.argsort(dense, descending=True)[:4]
     scores, positions = TwoStage(16, candidates=4).build(corpus).search(query, 10)
     assert sorted(positions.tolist()) == sorted(candidates.tolist())
     assert positions.tolist() == sorted(candidates.tolist(), key=lambda i: -float(exact[i]))
     # binary: candidates by MaxSim of the sign vectors, then the exact order among them
-    coarse = torch.tensor([loop_maxsim(signs(query.multi), signs(corpus.multivector(i))) for i in range(16)])
+    coarse = torch.tensor(
+        [loop_maxsim(signs(query.multi), signs(corpus.multivector(i))) for i in range(16)]
+    )
     scores, positions = BinaryMaxSim(candidates=5).build(corpus).search(query, 3)
-    fifth = float(torch.sort(coarse, descending=True).values[4])  # ties at the cut may go either way
+    fifth = float(
+        torch.sort(coarse, descending=True).values[4]
+    )  # ties at the cut may go either way
     assert all(float(coarse[i]) >= fifth for i in positions.tolist())
     assert positions.tolist() == sorted(positions.tolist(), key=lambda i: -float(exact[i]))
     torch.testing.assert_close(scores.double(), exact[positions], rtol=0, atol=1e-5)
     if int((coarse >= fifth).sum()) == 5:  # no tie at the cut: exactly the best 3 of the 5
-        best = sorted(torch.nonzero(coarse >= fifth).flatten().tolist(), key=lambda i: -float(exact[i]))
+        best = sorted(
+            torch.nonzero(coarse >= fifth).flatten().tolist(), key=lambda i: -float(exact[i])
+        )
         assert positions.tolist() == best[:3]
 
 
@@ -213,13 +268,28 @@ def test_late_settings_rank_and_size(tiny_v4: Embedder) -> None:
 def test_parse_settings_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:
     info = tiny_v4.info
     names = [s.name for s in parse_settings(["all"], info)]
-    assert names == ["dense:4", "dense:8", "dense:16", "dense:32", "dense:64", "dense-int8:64",
-                     "dense-binary:64", "maxsim", "maxsim-fp16", "maxsim-pool:2", "maxsim-pool:3",
-                     "maxsim-binary:100", "two-stage:4:100"]
+    assert names == [
+        "dense:4",
+        "dense:8",
+        "dense:16",
+        "dense:32",
+        "dense:64",
+        "dense-int8:64",
+        "dense-binary:64",
+        "maxsim",
+        "maxsim-fp16",
+        "maxsim-pool:2",
+        "maxsim-pool:3",
+        "maxsim-binary:100",
+        "two-stage:4:100",
+    ]
     for spec, message in [
         ("dense:0", "setting 'dense:0': dimensions must be between 1 and 64"),
         ("dense:x", "setting 'dense:x': 'x' is not an integer"),
-        ("maxsim-pool", "setting 'maxsim-pool': give a pool factor of 2 or more, e.g. maxsim-pool:2"),
+        (
+            "maxsim-pool",
+            "setting 'maxsim-pool': give a pool factor of 2 or more, e.g. maxsim-pool:2",
+        ),
         ("maxsim:3", "setting 'maxsim:3': too many ':' arguments"),
         ("colbert", "unknown setting 'colbert'"),
     ]:
@@ -228,7 +298,10 @@ def test_parse_settings_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:
         assert caught.value.message.startswith(message)
     with pytest.raises(InvalidInput, match="needs multi-vectors"):
         parse_settings(["maxsim"], tiny_v3.info)
-    assert [s.name for s in parse_settings(["all"], tiny_v3.info)][-2:] == ["dense-int8:32", "dense-binary:32"]
+    assert [s.name for s in parse_settings(["all"], tiny_v3.info)][-2:] == [
+        "dense-int8:32",
+        "dense-binary:32",
+    ]
 
 
 def test_config_errors(tiny_v4: Embedder) -> None:
@@ -240,7 +313,9 @@ def test_config_errors(tiny_v4: Embedder) -> None:
 
 def test_report_files(tiny_v4: Embedder, tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "beir", *identity_dataset(8))
-    report = evaluate_retrieval(tiny_v4, load_dataset(folder), matching(["dense:all", "dense-int8"]))
+    report = evaluate_retrieval(
+        tiny_v4, load_dataset(folder), matching(["dense:all", "dense-int8"])
+    )
     written = write_report(report, tmp_path / "out", runs=True)
     assert [p.name for p in written[:2]] == [REPORT_JSON, CHART_PNG]
     data = json.loads((tmp_path / "out" / REPORT_JSON).read_text())
@@ -250,7 +325,8 @@ def test_report_files(tiny_v4: Embedder, tmp_path: Path) -> None:
     assert set(data["settings"][0]["query_latency_ms"]) == {"mean", "p50", "p95"}
     assert data["encoding"]["corpus"]["items"] == 8
     assert data["pareto_front"] == pareto_front(
-        [(r.name, r.stored_bytes, r.metrics["ndcg@10"]) for r in report.results])
+        [(r.name, r.stored_bytes, r.metrics["ndcg@10"]) for r in report.results]
+    )
     assert (tmp_path / "out" / CHART_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "out" / "runs" / "dense-int8_64.trec").is_file()
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".tmp")]

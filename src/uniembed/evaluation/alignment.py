@@ -40,7 +40,7 @@ class AlignmentResult:
 
 
 def alignment_scores(images: torch.Tensor, texts: torch.Tensor) -> AlignmentResult:
-    """The three numbers for L2-normalised ``images`` and ``texts`` (pairs, dim), row i matching row i.
+    """The three numbers for L2-normalised ``images`` and ``texts`` (pairs, dim); rows i match.
 
     >>> images = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> alignment_scores(images, images)
@@ -48,8 +48,10 @@ def alignment_scores(images: torch.Tensor, texts: torch.Tensor) -> AlignmentResu
     """
     count = images.shape[0]
     if count < 2 or texts.shape != images.shape:
-        raise InvalidInput(f"alignment needs at least 2 image-text pairs of equal shape, got "
-                           f"{tuple(images.shape)} and {tuple(texts.shape)}")
+        raise InvalidInput(
+            f"alignment needs at least 2 image-text pairs of equal shape, got "
+            f"{tuple(images.shape)} and {tuple(texts.shape)}"
+        )
     similarities = images.double() @ texts.double().T  # (pairs, pairs): image i with text j
     matching = similarities.diagonal().sum()
     gap = torch.linalg.vector_norm(images.double().mean(0) - texts.double().mean(0))
@@ -79,15 +81,19 @@ def evaluate_alignment(
         chosen = random.Random(seed).sample(chosen, sample)
     images = _single_vectors(embedder, [image for image, _ in chosen], image_task, on_progress)
     texts = _single_vectors(embedder, [text for _, text in chosen], text_task, on_progress)
-    return alignment_scores(finalize_vectors(images, dimensions), finalize_vectors(texts, dimensions))
+    return alignment_scores(
+        finalize_vectors(images, dimensions), finalize_vectors(texts, dimensions)
+    )
 
 
-def _single_vectors(embedder: Embedder, items: list[Any], task: str, on_progress: Progress | None) -> torch.Tensor:
+def _single_vectors(
+    embedder: Embedder, items: list[Any], task: str, on_progress: Progress | None
+) -> torch.Tensor:
     from uniembed.evaluation.data import encode_input
 
     vectors = []
     for start in range(0, len(items), IMAGE_CHUNK):
-        chunk = [encode_input(item) for item in items[start:start + IMAGE_CHUNK]]
+        chunk = [encode_input(item) for item in items[start : start + IMAGE_CHUNK]]
         vectors += embedder.encode(chunk, task).embeddings
         if on_progress:
             on_progress(len(chunk))
@@ -111,7 +117,9 @@ def _jsonl_pairs(path: Path) -> list[tuple[EvalItem, str]]:
         caption = record.get("text", record.get("caption"))
         image = record.get("image")
         if not isinstance(caption, str) or not isinstance(image, str):
-            raise InvalidInput(f"{where}: expected 'image' (a path) and 'text' (the caption) strings")
+            raise InvalidInput(
+                f"{where}: expected 'image' (a path) and 'text' (the caption) strings"
+            )
         file = path.parent / image
         if not file.is_file():
             raise InvalidInput(f"{where}: image file {file} does not exist")
@@ -127,8 +135,10 @@ def _table_pairs(path: Path) -> list[tuple[EvalItem, str]]:
     table = load_table(path)
     caption = next((c for c in ("text", "caption") if c in table.column_names), None)
     if "image" not in table.column_names or caption is None:
-        raise InvalidInput(f"{path}: expected columns 'image' and 'text' (or 'caption'), "
-                           f"got {', '.join(table.column_names)}")
+        raise InvalidInput(
+            f"{path}: expected columns 'image' and 'text' (or 'caption'), "
+            f"got {', '.join(table.column_names)}"
+        )
     images = ImageColumn(table, "image")
     captions = table[caption]
     if len(captions) == 0:

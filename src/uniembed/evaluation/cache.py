@@ -26,7 +26,8 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$UNIEMBED_CACHE/eval``, else ``$XDG_CACHE_HOME/uniembed/eval``, else ``~/.cache/uniembed/eval``."""
+    """``$UNIEMBED_CACHE/eval``, else ``$XDG_CACHE_HOME/uniembed/eval``, else
+    ``~/.cache/uniembed/eval``."""
     if "UNIEMBED_CACHE" in os.environ:
         return Path(os.environ["UNIEMBED_CACHE"]).expanduser() / "eval"
     base = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
@@ -69,9 +70,17 @@ class CacheEntry:
                 stored = json.loads(manifest.read_text(encoding="utf-8"))
                 return int(stored["chunk_size"])
             except (ValueError, KeyError, TypeError) as error:
-                raise InvalidInput(f"{manifest}: unreadable cache manifest ({error}); delete the folder") from error
-        write_text(manifest, json.dumps({"version": CACHE_VERSION, "chunk_size": chunk_size,
-                                         "key": asdict(self.key)}, indent=1, default=list))
+                raise InvalidInput(
+                    f"{manifest}: unreadable cache manifest ({error}); delete the folder"
+                ) from error
+        write_text(
+            manifest,
+            json.dumps(
+                {"version": CACHE_VERSION, "chunk_size": chunk_size, "key": asdict(self.key)},
+                indent=1,
+                default=list,
+            ),
+        )
         return chunk_size
 
     @property

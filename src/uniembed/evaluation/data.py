@@ -53,8 +53,14 @@ class RetrievalDataset:
     def summary(self) -> dict[str, Any]:
         """Counts for reports."""
         judgements = sum(len(docs) for docs in self.qrels.values())
-        return {"name": self.name, "queries": len(self.query_ids), "corpus": len(self.corpus_ids),
-                "judgements": judgements, "skipped_queries": self.skipped_queries, **self.details}
+        return {
+            "name": self.name,
+            "queries": len(self.query_ids),
+            "corpus": len(self.corpus_ids),
+            "judgements": judgements,
+            "skipped_queries": self.skipped_queries,
+            **self.details,
+        }
 
 
 def unique_ids(ids: Iterable[tuple[str, str]], what: str) -> list[str]:
@@ -70,7 +76,9 @@ def unique_ids(ids: Iterable[tuple[str, str]], what: str) -> list[str]:
     seen: dict[str, str] = {}
     for item_id, where in ids:
         if item_id in seen:
-            raise InvalidInput(f"{where}: {what} id {item_id!r} appears twice (first at {seen[item_id]})")
+            raise InvalidInput(
+                f"{where}: {what} id {item_id!r} appears twice (first at {seen[item_id]})"
+            )
         seen[item_id] = where
     if not seen:
         raise InvalidInput(f"the {what} is empty")
@@ -148,8 +156,10 @@ def fingerprint(ids: Sequence[str], items: Iterable[EvalItem]) -> str:
     Texts and image bytes are hashed; files by path, size and modification time (so a changed
     file is encoded again without reading every file on each run).
 
-    >>> fingerprint(["a"], ["x"]) == fingerprint(["a"], ["x"]), fingerprint(["a"], ["x"]) == fingerprint(["a"], ["y"])
-    (True, False)
+    >>> fingerprint(["a"], ["x"]) == fingerprint(["a"], ["x"])
+    True
+    >>> fingerprint(["a"], ["x"]) == fingerprint(["a"], ["y"])
+    False
     """
     digest = hashlib.blake2b(digest_size=16)
     for item_id, item in zip(ids, items, strict=True):
@@ -193,4 +203,3 @@ def _rendered_pdf(path: Path, mtime_ns: int) -> list[Any]:
     from uniembed.inputs.pdf import render_pdf
 
     return render_pdf(path.read_bytes(), source=str(path))
-

@@ -83,7 +83,9 @@ def encode_items(
             if on_progress:
                 on_progress(len(span))
         else:
-            part, took = _encode_chunk(embedder, [items[i] for i in span], task, settings, on_progress)
+            part, took = _encode_chunk(
+                embedder, [items[i] for i in span], task, settings, on_progress
+            )
             if entry is not None:
                 entry.write(index, part, took)
         parts.append(part)
@@ -94,14 +96,19 @@ def encode_items(
 
 
 def _encode_chunk(
-    embedder: Embedder, items: list[EvalItem], task: str, settings: EncodeSettings, on_progress: Progress | None
+    embedder: Embedder,
+    items: list[EvalItem],
+    task: str,
+    settings: EncodeSettings,
+    on_progress: Progress | None,
 ) -> tuple[Encodings, float]:
     from uniembed.inputs.parse import coerce_items
     from uniembed.plans import EncodeOptions
 
     started = time.perf_counter()
-    options = EncodeOptions(output="both", truncate=True, max_tokens=settings.max_tokens,
-                            max_pixels=settings.max_pixels)
+    options = EncodeOptions(
+        output="both", truncate=True, max_tokens=settings.max_tokens, max_pixels=settings.max_pixels
+    )
     plan = embedder.plan(coerce_items([encode_input(item) for item in items]), task, options)
     result = embedder.run(plan, on_progress)
     assert result.multivectors is not None  # output="both"

@@ -34,7 +34,7 @@ class Encodings:
     def multivector(self, index: int) -> torch.Tensor:
         """(tokens, multivector_dim) rows of item ``index``."""
         offsets = self.offsets
-        return self.multi[offsets[index]:offsets[index + 1]]
+        return self.multi[offsets[index] : offsets[index + 1]]
 
     def multivectors(self) -> list[torch.Tensor]:
         """Every item's multi-vector (views into ``multi``)."""
@@ -42,12 +42,19 @@ class Encodings:
 
     @classmethod
     def empty(cls, dim: int, multivector_dim: int) -> Encodings:
-        return cls(torch.zeros(0, dim), torch.zeros(0, multivector_dim),
-                   torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+        return cls(
+            torch.zeros(0, dim),
+            torch.zeros(0, multivector_dim),
+            torch.zeros(0, dtype=torch.int64),
+            torch.zeros(0, dtype=torch.int64),
+        )
 
     @classmethod
     def from_vectors(
-        cls, single: Sequence[torch.Tensor], multi: Sequence[torch.Tensor], token_counts: Sequence[int]
+        cls,
+        single: Sequence[torch.Tensor],
+        multi: Sequence[torch.Tensor],
+        token_counts: Sequence[int],
     ) -> Encodings:
         """From per-item vectors (an ``EncodeResult`` with ``output="both"``)."""
         return cls(
@@ -59,14 +66,25 @@ class Encodings:
 
     @classmethod
     def concat(cls, parts: Sequence[Encodings]) -> Encodings:
-        return cls(*(torch.cat([getattr(p, name) for p in parts])
-                     for name in ("single", "multi", "lengths", "token_counts")))
+        return cls(
+            *(
+                torch.cat([getattr(p, name) for p in parts])
+                for name in ("single", "multi", "lengths", "token_counts")
+            )
+        )
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         """Arrays to save (``np.savez``)."""
-        return {name: getattr(self, name).numpy() for name in ("single", "multi", "lengths", "token_counts")}
+        return {
+            name: getattr(self, name).numpy()
+            for name in ("single", "multi", "lengths", "token_counts")
+        }
 
     @classmethod
     def from_numpy(cls, arrays: dict[str, np.ndarray]) -> Encodings:
-        return cls(*(torch.from_numpy(np.ascontiguousarray(arrays[name]))
-                     for name in ("single", "multi", "lengths", "token_counts")))
+        return cls(
+            *(
+                torch.from_numpy(np.ascontiguousarray(arrays[name]))
+                for name in ("single", "multi", "lengths", "token_counts")
+            )
+        )

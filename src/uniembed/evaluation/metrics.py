@@ -42,7 +42,9 @@ def cut(run: Run, k: int) -> Run:
     return {query: dict(ranked(scores)[:k]) for query, scores in run.items()}
 
 
-def per_query_metrics(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K) -> dict[str, dict[str, float]]:
+def per_query_metrics(
+    qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
+) -> dict[str, dict[str, float]]:
     """``{query: {"ndcg@10": …, "recall@10": …, "map@10": …, "mrr@10": …}}`` for every judged
     query in ``run``."""
     pytrec_eval = require("pytrec_eval", "eval", "retrieval metrics")
@@ -51,7 +53,11 @@ def per_query_metrics(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"{m}.{ks}" for m in _MEASURES.values()})
     raw = evaluator.evaluate(run)
     results = {
-        query: {f"{name}@{k}": values[f"{measure}_{k}"] for name, measure in _MEASURES.items() for k in k_values}
+        query: {
+            f"{name}@{k}": values[f"{measure}_{k}"]
+            for name, measure in _MEASURES.items()
+            for k in k_values
+        }
         for query, values in raw.items()
     }
     reciprocal = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"})
@@ -61,7 +67,9 @@ def per_query_metrics(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_
     return results
 
 
-def compute_metrics(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K) -> dict[str, float]:
+def compute_metrics(
+    qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K
+) -> dict[str, float]:
     """Mean of each metric over the judged queries in ``run`` (see the module docstring).
 
     >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
@@ -73,7 +81,9 @@ def compute_metrics(qrels: Qrels, run: Run, k_values: Sequence[int] = DEFAULT_K)
     if not per_query:
         return {f"{metric}@{k}": 0.0 for metric in METRICS for k in k_values}
     names = [f"{metric}@{k}" for metric in METRICS for k in k_values]
-    return {name: sum(values[name] for values in per_query.values()) / len(per_query) for name in names}
+    return {
+        name: sum(values[name] for values in per_query.values()) / len(per_query) for name in names
+    }
 
 
 def format_trec_run(run: Run, tag: str) -> str:

@@ -62,7 +62,8 @@ def _read_folder(path: Path, split: str) -> RetrievalDataset:
     if all(_config_source(path, name) is not None for name in HF_CONFIGS):
         return read_hf_folder(path, split)
     raise InvalidInput(
-        f"{path}: not a dataset folder; expected BEIR (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), "
+        f"{path}: not a dataset folder; expected BEIR (corpus.jsonl, queries.jsonl, "
+        f"qrels/{split}.tsv), "
         "JSONL (corpus.jsonl, queries.jsonl with 'relevant') or ViDoRe/MTEB configs "
         "(corpus, queries, qrels saved with save_to_disk or as Parquet)"
     )
@@ -107,27 +108,44 @@ def document_text(title: Any, text: str) -> str:
 def read_beir(path: Path, split: str = "test") -> RetrievalDataset:
     """A BEIR folder; documents are ``title + " " + text``."""
     corpus_rows = [
-        (as_id(record.get("_id"), where, "_id"),
-         document_text(record.get("title"), _text_field(record, "text", where)), where)
+        (
+            as_id(record.get("_id"), where, "_id"),
+            document_text(record.get("title"), _text_field(record, "text", where)),
+            where,
+        )
         for where, record in iter_jsonl(path / "corpus.jsonl")
     ]
     query_rows = [
         (as_id(record.get("_id"), where, "_id"), _text_field(record, "text", where), where)
         for where, record in iter_jsonl(path / "queries.jsonl")
     ]
-    corpus_ids = unique_ids(((i, w) for i, _, w in corpus_rows), f"corpus ({path / 'corpus.jsonl'})")
-    query_ids = unique_ids(((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})")
+    corpus_ids = unique_ids(
+        ((i, w) for i, _, w in corpus_rows), f"corpus ({path / 'corpus.jsonl'})"
+    )
+    query_ids = unique_ids(
+        ((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})"
+    )
     qrels = _read_beir_qrels(path / "qrels", split, query_ids, corpus_ids)
     ids, queries, skipped = judged_queries(query_ids, [text for _, text, _ in query_rows], qrels)
-    return RetrievalDataset(path.name, ids, queries, corpus_ids, [text for _, text, _ in corpus_rows],
-                            qrels, skipped, {"format": "beir", "split": split})
+    return RetrievalDataset(
+        path.name,
+        ids,
+        queries,
+        corpus_ids,
+        [text for _, text, _ in corpus_rows],
+        qrels,
+        skipped,
+        {"format": "beir", "split": split},
+    )
 
 
 def _read_beir_qrels(folder: Path, split: str, query_ids: list[str], corpus_ids: list[str]) -> dict:
     file = folder / f"{split}.tsv"
     if not file.is_file():
         found = sorted(p.stem for p in folder.glob("*.tsv"))
-        raise InvalidInput(f"{file}: no qrels for split {split!r} (found: {', '.join(found) or 'none'})")
+        raise InvalidInput(
+            f"{file}: no qrels for split {split!r} (found: {', '.join(found) or 'none'})"
+        )
     builder = QrelsBuilder(query_ids, corpus_ids, str(file))
     with file.open(encoding="utf-8") as lines:
         header = next(lines, "").rstrip("\r\n").split("\t")
@@ -158,9 +176,13 @@ def read_jsonl(path: Path) -> RetrievalDataset:
             corpus_ids.append((page_id, where))
             corpus.append(item)
     ids = unique_ids(corpus_ids, f"corpus ({path / 'corpus.jsonl'})")
-    query_rows = [(as_id(record.get("id"), where, "id"), record, where)
-                  for where, record in iter_jsonl(path / "queries.jsonl")]
-    query_ids = unique_ids(((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})")
+    query_rows = [
+        (as_id(record.get("id"), where, "id"), record, where)
+        for where, record in iter_jsonl(path / "queries.jsonl")
+    ]
+    query_ids = unique_ids(
+        ((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})"
+    )
     builder = QrelsBuilder(query_ids, ids, str(path / "queries.jsonl"))
     queries = []
     for query_id, record, where in query_rows:
@@ -169,18 +191,24 @@ def read_jsonl(path: Path) -> RetrievalDataset:
             builder.add(query_id, doc_id, grade, where)
     qrels = builder.build()
     kept_ids, kept, skipped = judged_queries(query_ids, queries, qrels)
-    return RetrievalDataset(path.name, kept_ids, kept, ids, corpus, qrels, skipped, {"format": "jsonl"})
+    return RetrievalDataset(
+        path.name, kept_ids, kept, ids, corpus, qrels, skipped, {"format": "jsonl"}
+    )
 
 
 def _one_kind(record: dict[str, Any], kinds: Sequence[str], where: str) -> str:
     present = [kind for kind in kinds if kind in record]
     if len(present) != 1:
-        raise InvalidInput(f"{where}: give exactly one of {', '.join(map(repr, kinds))} "
-                           f"(found: {', '.join(present) or 'none'})")
+        raise InvalidInput(
+            f"{where}: give exactly one of {', '.join(map(repr, kinds))} "
+            f"(found: {', '.join(present) or 'none'})"
+        )
     return present[0]
 
 
-def _corpus_items(item_id: str, record: dict[str, Any], root: Path, where: str) -> list[tuple[str, EvalItem]]:
+def _corpus_items(
+    item_id: str, record: dict[str, Any], root: Path, where: str
+) -> list[tuple[str, EvalItem]]:
     kind = _one_kind(record, ("text", "image", "pdf"), where)
     if kind == "text":
         return [(item_id, document_text(record.get("title"), _text_field(record, "text", where)))]
@@ -214,7 +242,9 @@ def _relevant(record: dict[str, Any], where: str) -> dict[str, Any]:
         return {str(doc_id): 1 for doc_id in value}
     if isinstance(value, dict):
         return {str(doc_id): grade for doc_id, grade in value.items()}
-    raise InvalidInput(f"{where}: 'relevant' must be a list of corpus ids or an object {{id: grade}}")
+    raise InvalidInput(
+        f"{where}: 'relevant' must be a list of corpus ids or an object {{id: grade}}"
+    )
 
 
 # --------------------------------------------------------------------- ViDoRe / MTEB configs
@@ -227,8 +257,9 @@ def read_hf_folder(path: Path, split: str = "test") -> RetrievalDataset:
 def read_hub(name: str, split: str = "test") -> RetrievalDataset:
     """A hub dataset with ViDoRe/MTEB configs; offline it fails at once, saying what to do."""
     datasets = require("datasets", "eval", "reading hub datasets")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
-        os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "HF_DATASETS_OFFLINE", "0"
+    ) not in ("0", "", "false")
     if offline:
         raise InvalidInput(_hub_unreachable(name, "HF_HUB_OFFLINE is set"))
     tables = {}
@@ -236,7 +267,9 @@ def read_hub(name: str, split: str = "test") -> RetrievalDataset:
         try:
             tables[config] = datasets.load_dataset(name, config, split=split)
         except (ConnectionError, OSError) as error:
-            raise InvalidInput(_hub_unreachable(name, f"{type(error).__name__}: {error}")) from error
+            raise InvalidInput(
+                _hub_unreachable(name, f"{type(error).__name__}: {error}")
+            ) from error
         except ValueError as error:  # unknown config or split
             raise InvalidInput(f"hub dataset {name!r}, config {config!r}: {error}") from error
     return _from_tables(name, tables, {"format": "hub", "split": split})
@@ -244,7 +277,8 @@ def read_hub(name: str, split: str = "test") -> RetrievalDataset:
 
 def _hub_unreachable(name: str, why: str) -> str:
     return (
-        f"dataset {name!r} is not a local folder and the Hugging Face hub cannot be reached ({why}). "
+        f"dataset {name!r} is not a local folder and the Hugging Face hub cannot be reached "
+        f"({why}). "
         "Where the hub is reachable, save its corpus, queries and qrels configs with "
         "`datasets.load_dataset(name, config, split=...).save_to_disk(DIR/config)` (or download "
         "its Parquet files), copy DIR here and pass the folder instead of the hub id."
@@ -307,8 +341,10 @@ def _column(table: Any, candidates: Sequence[str], config: str) -> str:
     for name in candidates:
         if name in table.column_names:
             return name
-    raise InvalidInput(f"the {config!r} config has no column {' or '.join(map(repr, candidates))} "
-                       f"(columns: {', '.join(table.column_names)})")
+    raise InvalidInput(
+        f"the {config!r} config has no column {' or '.join(map(repr, candidates))} "
+        f"(columns: {', '.join(table.column_names)})"
+    )
 
 
 def _from_tables(name: str, tables: dict[str, Any], details: dict[str, Any]) -> RetrievalDataset:
@@ -325,11 +361,14 @@ def _from_tables(name: str, tables: dict[str, Any], details: dict[str, Any]) -> 
         zip(qrels_table[query_column], qrels_table[doc_column], scores, strict=True)
     ):
         where = f"qrels row {row}"
-        builder.add(as_id(query_id, where, query_column), as_id(doc_id, where, doc_column), score, where)
+        builder.add(
+            as_id(query_id, where, query_column), as_id(doc_id, where, doc_column), score, where
+        )
     qrels = builder.build()
     ids, kept, skipped = judged_queries(query_ids, queries, qrels)
-    return RetrievalDataset(name.rstrip("/").split("/")[-1], ids, kept, corpus_ids, corpus, qrels,
-                            skipped, details)
+    return RetrievalDataset(
+        name.rstrip("/").split("/")[-1], ids, kept, corpus_ids, corpus, qrels, skipped, details
+    )
 
 
 def _id_rows(table: Any, candidates: Sequence[str], config: str) -> Iterator[tuple[str, str]]:

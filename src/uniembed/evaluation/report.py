@@ -86,21 +86,38 @@ def draw_chart(report: EvalReport, path: Path) -> None:
     for result in report.results:
         size, quality = points[result.name]
         axes.scatter(size, quality, color=FAMILY_COLORS.get(result.family, "tab:gray"), zorder=3)
-        axes.annotate(result.name, (size, quality), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        axes.annotate(
+            result.name, (size, quality), textcoords="offset points", xytext=(4, 4), fontsize=7
+        )
     front = [points[name] for name in pareto_front(_points(report))]
     widest = max(size for size, _ in points.values())
     steps = [*front, (widest, front[-1][1])]  # the best quality holds on to the right edge
-    axes.step([x for x, _ in steps], [y for _, y in steps], where="post", color="tab:green",
-              linestyle="--", label="Pareto front", zorder=2)
-    axes.scatter([x for x, _ in front], [y for _, y in front], s=120, facecolors="none",
-                 edgecolors="tab:green", zorder=4)
+    axes.step(
+        [x for x, _ in steps],
+        [y for _, y in steps],
+        where="post",
+        color="tab:green",
+        linestyle="--",
+        label="Pareto front",
+        zorder=2,
+    )
+    axes.scatter(
+        [x for x, _ in front],
+        [y for _, y in front],
+        s=120,
+        facecolors="none",
+        edgecolors="tab:green",
+        zorder=4,
+    )
     for family in dict.fromkeys(result.family for result in report.results):
         label = "single vector" if family == "dense" else "multi-vector"
         axes.scatter([], [], color=FAMILY_COLORS.get(family, "tab:gray"), label=label)
     axes.set_xscale("log")
     axes.set_xlabel("bytes stored per corpus item (log scale)")
     axes.set_ylabel(primary)
-    axes.set_title(f"{report.dataset['name']} · {report.model['name']}: {primary} against storage", fontsize=9)
+    axes.set_title(
+        f"{report.dataset['name']} · {report.model['name']}: {primary} against storage", fontsize=9
+    )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
@@ -114,8 +131,10 @@ def render_table(report: EvalReport, metrics: Sequence[str] | None = None) -> An
 
     names = list(metrics) if metrics else report.config.metric_names()
     front = set(pareto_front(_points(report)))
-    table = Table(title=f"{report.dataset['name']} · {report.model['name']} "
-                        f"({report.dataset['queries']} queries, {report.dataset['corpus']} items)")
+    table = Table(
+        title=f"{report.dataset['name']} · {report.model['name']} "
+        f"({report.dataset['queries']} queries, {report.dataset['corpus']} items)"
+    )
     table.add_column("setting")
     for name in names:
         table.add_column(name, justify="right")
@@ -123,10 +142,17 @@ def render_table(report: EvalReport, metrics: Sequence[str] | None = None) -> An
         table.add_column(header, justify="right")
     for r in report.results:
         marker = " *" if r.name in front else ""
-        table.add_row(r.name + marker, *(f"{r.metrics[n]:.4f}" for n in names), _bytes(r.stored_bytes),
-                      _bytes(r.scanned_bytes), f"{r.latency_ms['p50']:.2f}")
-    table.caption = (f"* on the Pareto front of {report.config.primary_metric} against bytes/item; "
-                     "ms/query: median scoring time of one query")
+        table.add_row(
+            r.name + marker,
+            *(f"{r.metrics[n]:.4f}" for n in names),
+            _bytes(r.stored_bytes),
+            _bytes(r.scanned_bytes),
+            f"{r.latency_ms['p50']:.2f}",
+        )
+    table.caption = (
+        f"* on the Pareto front of {report.config.primary_metric} against bytes/item; "
+        "ms/query: median scoring time of one query"
+    )
     return table
 
 

@@ -71,7 +71,9 @@ class Setting(Protocol):
     def build(self, corpus: Encodings) -> Index: ...
 
 
-def top(scores: torch.Tensor, depth: int, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def top(
+    scores: torch.Tensor, depth: int, positions: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``depth`` best scores and their positions (mapped through ``positions`` if given).
 
     >>> top(torch.tensor([0.1, 0.9, 0.5]), 2)
@@ -137,7 +139,9 @@ def quantize_int8(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 class Int8Index:
-    def __init__(self, codes: torch.Tensor, low: torch.Tensor, step: torch.Tensor, dimensions: int) -> None:
+    def __init__(
+        self, codes: torch.Tensor, low: torch.Tensor, step: torch.Tensor, dimensions: int
+    ) -> None:
         self.codes, self.low, self.step, self.dimensions = codes, low, step, dimensions
         self.stored_bytes = self.scanned_bytes = float(dimensions)  # + two float vectors per corpus
 
@@ -177,7 +181,9 @@ class MaxSim:
     @property
     def name(self) -> str:
         if self.pool_factor > 1:
-            return f"maxsim-pool:{self.pool_factor}" + ("" if self.storage == "float32" else "-fp16")
+            return f"maxsim-pool:{self.pool_factor}" + (
+                "" if self.storage == "float32" else "-fp16"
+            )
         return "maxsim" if self.storage == "float32" else "maxsim-fp16"
 
     @property
@@ -215,7 +221,9 @@ class Reranker:
         self.docs, self.lengths = corpus.multivectors(), corpus.lengths
         self.bytes_per_item = float(corpus.lengths.float().mean()) * corpus.multi.shape[1] * FLOAT32
 
-    def rerank(self, query: torch.Tensor, candidates: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rerank(
+        self, query: torch.Tensor, candidates: torch.Tensor, depth: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The best ``depth`` of ``candidates`` (corpus positions) by exact MaxSim, best first."""
         from uniembed.retrieval.scores import maxsim_ragged
 
@@ -241,12 +249,21 @@ class BinaryMaxSim:
     def build(self, corpus: Encodings) -> Index:
         from uniembed.retrieval.compression import binarize
 
-        return BinaryLateIndex(binarize(corpus.multi), corpus.lengths, Reranker(corpus), self.candidates)
+        return BinaryLateIndex(
+            binarize(corpus.multi), corpus.lengths, Reranker(corpus), self.candidates
+        )
 
 
 class BinaryLateIndex:
-    def __init__(self, codes: torch.Tensor, lengths: torch.Tensor, reranker: Reranker, candidates: int) -> None:
-        self.codes, self.lengths, self.reranker, self.candidates = codes, lengths, reranker, candidates
+    def __init__(
+        self, codes: torch.Tensor, lengths: torch.Tensor, reranker: Reranker, candidates: int
+    ) -> None:
+        self.codes, self.lengths, self.reranker, self.candidates = (
+            codes,
+            lengths,
+            reranker,
+            candidates,
+        )
         self.scanned_bytes = float(lengths.float().mean()) * codes.shape[1]  # one bit per dimension
         self.stored_bytes = self.scanned_bytes + reranker.bytes_per_item
 
@@ -293,10 +310,17 @@ class TwoStageIndex:
 
 # --------------------------------------------------------------------- specs
 def default_specs(info: ModelInfo) -> list[str]:
-    """What ``all`` means for a model (late-interaction settings only where it has multi-vectors)."""
+    """What ``all`` means for a model (late-interaction settings only with multi-vectors)."""
     specs = ["dense:all", "dense-int8", "dense-binary"]
     if info.multivector_dim is not None:
-        specs += ["maxsim", "maxsim-fp16", "maxsim-pool:2", "maxsim-pool:3", "maxsim-binary", "two-stage"]
+        specs += [
+            "maxsim",
+            "maxsim-fp16",
+            "maxsim-pool:2",
+            "maxsim-pool:3",
+            "maxsim-binary",
+            "two-stage",
+        ]
     return specs
 
 
@@ -304,7 +328,8 @@ def parse_settings(specs: Sequence[str], info: ModelInfo) -> list[Setting]:
     """Settings from specs (see the module docstring), in order, duplicates dropped.
 
     >>> from uniembed.testing.fake import FakeModel
-    >>> [s.name for s in parse_settings(["dense:all", "two-stage", "maxsim-pool:2"], FakeModel().info)]
+    >>> specs = ["dense:all", "two-stage", "maxsim-pool:2"]
+    >>> [s.name for s in parse_settings(specs, FakeModel().info)]
     ['dense:8', 'dense:16', 'dense:32', 'two-stage:8:100', 'maxsim-pool:2']
     """
     settings: dict[str, Setting] = {}
@@ -334,7 +359,9 @@ def _parse_one(spec: str, info: ModelInfo) -> list[Setting]:
     if kind == "maxsim-pool":
         (factor,) = _args(spec, args, 1, [None])
         if factor is None or factor < 2:
-            raise InvalidInput(f"setting {spec!r}: give a pool factor of 2 or more, e.g. maxsim-pool:2")
+            raise InvalidInput(
+                f"setting {spec!r}: give a pool factor of 2 or more, e.g. maxsim-pool:2"
+            )
         return [MaxSim(pool_factor=factor)]
     if kind == "maxsim-binary":
         (candidates,) = _args(spec, args, 1, [DEFAULT_CANDIDATES])
@@ -342,8 +369,10 @@ def _parse_one(spec: str, info: ModelInfo) -> list[Setting]:
     if kind == "two-stage":
         dimensions, candidates = _args(spec, args, 2, [min(_matryoshka(info)), DEFAULT_CANDIDATES])
         return [TwoStage(_dimensions(dimensions, info, spec), _positive(candidates, spec))]
-    raise InvalidInput(f"unknown setting {spec!r}; use dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
-                       "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]] or all")
+    raise InvalidInput(
+        f"unknown setting {spec!r}; use dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
+        "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]] or all"
+    )
 
 
 def _args(spec: str, args: list[str], most: int, defaults: list[int | None]) -> list[int | None]:

@@ -55,11 +55,15 @@ class EvalConfig:
         return "ndcg@10" if 10 in self.k_values else f"ndcg@{max(self.k_values)}"
 
     def check(self) -> None:
-        if not self.k_values or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.k_values):
+        if not self.k_values or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.k_values
+        ):
             raise InvalidInput(f"cut-offs must be positive integers, got {list(self.k_values)}")
         if self.primary_metric not in self.metric_names():
-            raise InvalidInput(f"primary metric {self.primary_metric!r} is not computed; "
-                               f"choose one of {', '.join(self.metric_names())}")
+            raise InvalidInput(
+                f"primary metric {self.primary_metric!r} is not computed; "
+                f"choose one of {', '.join(self.metric_names())}"
+            )
 
 
 @dataclass
@@ -76,9 +80,15 @@ class SettingResult:
     run: Run = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "family": self.family, "metrics": self.metrics,
-                "stored_bytes_per_item": self.stored_bytes, "scanned_bytes_per_item": self.scanned_bytes,
-                "build_seconds": self.build_seconds, "query_latency_ms": self.latency_ms}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "metrics": self.metrics,
+            "stored_bytes_per_item": self.stored_bytes,
+            "scanned_bytes_per_item": self.scanned_bytes,
+            "build_seconds": self.build_seconds,
+            "query_latency_ms": self.latency_ms,
+        }
 
 
 @dataclass
@@ -104,9 +114,15 @@ class EvalReport:
 
 
 def _stats_dict(stats: EncodingStats) -> dict[str, Any]:
-    return {"items": stats.items, "tokens": stats.tokens, "seconds": stats.seconds,
-            "items_per_second": stats.items_per_second, "tokens_per_second": stats.tokens_per_second,
-            "chunks": stats.chunks, "chunks_from_cache": stats.cached_chunks}
+    return {
+        "items": stats.items,
+        "tokens": stats.tokens,
+        "seconds": stats.seconds,
+        "items_per_second": stats.items_per_second,
+        "tokens_per_second": stats.tokens_per_second,
+        "chunks": stats.chunks,
+        "chunks_from_cache": stats.cached_chunks,
+    }
 
 
 def evaluate_retrieval(
@@ -117,25 +133,44 @@ def evaluate_retrieval(
     cache: EncodingCache | None = None,
     progress: ProgressFactory | None = None,
 ) -> EvalReport:
-    """Encode ``dataset`` once (through ``cache`` when given) and score every setting of ``config``."""
+    """Encode ``dataset`` once (through ``cache`` when given); score every setting of ``config``."""
     config.check()
     settings = parse_settings(config.settings, embedder.info)
     progress = progress or _no_progress
     queries, query_stats = encode_items(
-        embedder, dataset.query_ids, dataset.queries, config.query_task, settings=config.encode,
-        cache=cache, on_progress=progress("encoding queries", len(dataset.queries)),
+        embedder,
+        dataset.query_ids,
+        dataset.queries,
+        config.query_task,
+        settings=config.encode,
+        cache=cache,
+        on_progress=progress("encoding queries", len(dataset.queries)),
     )
     corpus, corpus_stats = encode_items(
-        embedder, dataset.corpus_ids, dataset.corpus, config.corpus_task, settings=config.encode,
-        cache=cache, on_progress=progress("encoding corpus", len(dataset.corpus)),
+        embedder,
+        dataset.corpus_ids,
+        dataset.corpus,
+        config.corpus_task,
+        settings=config.encode,
+        cache=cache,
+        on_progress=progress("encoding corpus", len(dataset.corpus)),
     )
     depth = max(config.k_values)
-    results = [score_setting(setting, queries, corpus, dataset, config, depth, progress)
-               for setting in settings]
+    results = [
+        score_setting(setting, queries, corpus, dataset, config, depth, progress)
+        for setting in settings
+    ]
     info = embedder.info
-    model = {"name": info.name, "family": info.family, "dim": info.dim,
-             "multivector_dim": info.multivector_dim, "weights_digest": embedder.weights_digest()}
-    return EvalReport(dataset.summary(), model, config, {"queries": query_stats, "corpus": corpus_stats}, results)
+    model = {
+        "name": info.name,
+        "family": info.family,
+        "dim": info.dim,
+        "multivector_dim": info.multivector_dim,
+        "weights_digest": embedder.weights_digest(),
+    }
+    return EvalReport(
+        dataset.summary(), model, config, {"queries": query_stats, "corpus": corpus_stats}, results
+    )
 
 
 def score_setting(
@@ -147,7 +182,7 @@ def score_setting(
     depth: int,
     progress: ProgressFactory = lambda label, total: _ignore,
 ) -> SettingResult:
-    """Build ``setting``'s index from the cached corpus vectors, then rank the corpus for every query
+    """Build ``setting``'s index from the cached corpus vectors, then rank the corpus for each query
     one at a time (each query timed alone), and compute the metrics of the run."""
     started = time.perf_counter()
     index = setting.build(corpus)
@@ -162,16 +197,30 @@ def score_setting(
         began = time.perf_counter()
         scores, positions = index.search(query, depth)
         seconds.append(time.perf_counter() - began)
-        run[query_id] = {dataset.corpus_ids[p]: s for p, s in zip(positions.tolist(), scores.tolist(), strict=True)}
+        run[query_id] = {
+            dataset.corpus_ids[p]: s
+            for p, s in zip(positions.tolist(), scores.tolist(), strict=True)
+        }
         advance(1)
-    return SettingResult(setting.name, setting.family, compute_metrics(dataset.qrels, run, config.k_values),
-                         index.stored_bytes, index.scanned_bytes, build_seconds, _latency(seconds), run)
+    return SettingResult(
+        setting.name,
+        setting.family,
+        compute_metrics(dataset.qrels, run, config.k_values),
+        index.stored_bytes,
+        index.scanned_bytes,
+        build_seconds,
+        _latency(seconds),
+        run,
+    )
 
 
 def _latency(seconds: list[float]) -> dict[str, float]:
     values = np.array(seconds) * 1000
-    return {"mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
-            "p95": float(np.percentile(values, 95))}
+    return {
+        "mean": float(values.mean()),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+    }
 
 
 def _ignore(count: int) -> None:
@@ -182,4 +231,11 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
     return _ignore
 
 
-__all__ = ["EvalConfig", "EvalReport", "Index", "SettingResult", "evaluate_retrieval", "score_setting"]
+__all__ = [
+    "EvalConfig",
+    "EvalReport",
+    "Index",
+    "SettingResult",
+    "evaluate_retrieval",
+    "score_setting",
+]

@@ -86,27 +86,35 @@ class MTEBModel:
             model_meta = require("mteb.models.model_meta", "mteb", "the MTEB integration")
             info = self.embedder.info
             name = info.name if "/" in info.name else f"local/{info.name}"
-            self._meta = model_meta.ModelMeta.create_empty(overwrites={
-                "name": name,
-                "revision": self.embedder.weights_digest(),
-                "modalities": sorted(info.modalities),
-                "model_type": ["late-interaction" if self.multivector else "dense"],
-                "similarity_fn_name": "MaxSim" if self.multivector else "cosine",
-                "embed_dim": info.multivector_dim if self.multivector else (self.dimensions or info.dim),
-                "max_tokens": info.max_tokens,
-                "framework": ["PyTorch"],
-                "use_instructions": True,
-            })
+            self._meta = model_meta.ModelMeta.create_empty(
+                overwrites={
+                    "name": name,
+                    "revision": self.embedder.weights_digest(),
+                    "modalities": sorted(info.modalities),
+                    "model_type": ["late-interaction" if self.multivector else "dense"],
+                    "similarity_fn_name": "MaxSim" if self.multivector else "cosine",
+                    "embed_dim": info.multivector_dim
+                    if self.multivector
+                    else (self.dimensions or info.dim),
+                    "max_tokens": info.max_tokens,
+                    "framework": ["PyTorch"],
+                    "use_instructions": True,
+                }
+            )
         return self._meta
 
     # ----------------------------------------------------------------- tasks
     def task_for(self, task_metadata: Any, prompt_type: Any = None) -> str | None:
-        """The API task for a batch of ``task_metadata`` with ``prompt_type`` (query, document, None)."""
+        """The API task for a batch of ``task_metadata`` with ``prompt_type`` (query, document or
+        None); None means the model's default task."""
         abs_encoder = require("mteb.models.abs_encoder", "mteb", "the MTEB integration")
         key = abs_encoder.get_prompt_name(self.tasks, task_metadata, prompt_type)
         task = self.tasks[key] if key is not None else None
         if self.embedder.info.family == "jina-embeddings-v4" and is_programming(task_metadata):
-            document = prompt_type is not None and str(getattr(prompt_type, "value", prompt_type)) == "document"
+            document = (
+                prompt_type is not None
+                and str(getattr(prompt_type, "value", prompt_type)) == "document"
+            )
             return "code.passage" if document else "code.query"
         return task
 
@@ -129,7 +137,9 @@ class MTEBModel:
             texts += list(batch.get("text", []))
             images += list(batch.get("image", []))
         text_vectors = self._embed(texts, task) if texts else None
-        image_vectors = self._embed([{"image": image} for image in images], task) if images else None
+        image_vectors = (
+            self._embed([{"image": image} for image in images], task) if images else None
+        )
         if text_vectors is not None and image_vectors is not None:
             vectors = self._fuse(text_vectors, image_vectors)
         else:
@@ -142,15 +152,21 @@ class MTEBModel:
         vectors: list[torch.Tensor] = []
         for start in range(0, len(items), ENCODE_CHUNK):
             result = self.embedder.encode(
-                items[start:start + ENCODE_CHUNK], task, output="multi" if self.multivector else "single",
-                dimensions=self.dimensions, truncate=True, max_pixels=self.max_pixels,
+                items[start : start + ENCODE_CHUNK],
+                task,
+                output="multi" if self.multivector else "single",
+                dimensions=self.dimensions,
+                truncate=True,
+                max_pixels=self.max_pixels,
             )
             vectors += [v.float() for v in result.embeddings]
         return vectors
 
     def _fuse(self, texts: list[torch.Tensor], images: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(texts) != len(images):
-            raise ValueError(f"{len(texts)} texts and {len(images)} images: expected one of each per row")
+            raise ValueError(
+                f"{len(texts)} texts and {len(images)} images: expected one of each per row"
+            )
         if self.multivector:
             return [torch.cat([t, i]) for t, i in zip(texts, images, strict=True)]
         return list(normalize(torch.stack(texts) + torch.stack(images)))
@@ -164,7 +180,9 @@ class MTEBModel:
 
         documents = _multivectors(embeddings2)
         rows, lengths = torch.cat(documents), torch.tensor([d.shape[0] for d in documents])
-        return torch.stack([maxsim_ragged(query, rows, lengths) for query in _multivectors(embeddings1)])
+        return torch.stack(
+            [maxsim_ragged(query, rows, lengths) for query in _multivectors(embeddings1)]
+        )
 
     def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> torch.Tensor:
         """(n,) scores of row i with row i."""
@@ -188,7 +206,9 @@ def is_programming(task_metadata: Any) -> bool:
 
 
 def _matrix(embeddings: Any) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
+    tensor = torch.as_tensor(
+        np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings
+    )
     return tensor.float().reshape(-1, tensor.shape[-1])
 
 
