@@ -83,13 +83,6 @@ class CacheEntry:
         )
         return chunk_size
 
-    @property
-    def chunks(self) -> int:
-        return -(-self.key.items // self.chunk_size)
-
-    def chunk_range(self, index: int) -> range:
-        return range(index * self.chunk_size, min((index + 1) * self.chunk_size, self.key.items))
-
     def _path(self, index: int) -> Path:
         return self.folder / f"chunk-{index:06d}.npz"
 

@@ -203,8 +203,8 @@ def _errors_reported(console: Any) -> Iterator[None]:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(
-            "[yellow]interrupted[/yellow]: encoded chunks are cached; "
-            "rerun the same command to continue where it stopped"
+            "[yellow]interrupted[/yellow]: the chunks encoded so far are cached (unless "
+            "--no-cache); rerun the same command to continue where it stopped"
         )
         raise typer.Exit(130) from None
 

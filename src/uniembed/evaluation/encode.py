@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from uniembed.embedder import Embedder
+from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import CacheKey, EncodingCache
 from uniembed.evaluation.data import EvalItem, encode_input, fingerprint
 from uniembed.evaluation.encodings import Encodings
@@ -62,6 +63,8 @@ def encode_items(
 ) -> tuple[Encodings, EncodingStats]:
     """Single and multi-vectors of ``items`` under ``task``; chunks found in ``cache`` are read,
     the others encoded and written there as they finish."""
+    if not items:
+        raise InvalidInput(f"nothing to encode with task {task!r}")
     key = CacheKey(
         model=f"{embedder.info.name}|{embedder.info.family}",
         weights=embedder.weights_digest(),
@@ -72,8 +75,8 @@ def encode_items(
     )
     chunk_size = settings.chunk_size or (TEXT_CHUNK if isinstance(items[0], str) else IMAGE_CHUNK)
     entry = cache.entry(key, chunk_size) if cache is not None else None
-    chunks = -(-len(items) // chunk_size) if entry is None else entry.chunks
-    size = chunk_size if entry is None else entry.chunk_size
+    size = entry.chunk_size if entry is not None else chunk_size  # an entry keeps its own size
+    chunks = -(-len(items) // size)
     parts, seconds, cached = [], 0.0, 0
     for index in range(chunks):
         span = range(index * size, min((index + 1) * size, len(items)))
