@@ -96,6 +96,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "mid", "full"],
+        default="mid",
+        help="random v4 checkpoint size (full: the published sizes, for a GPU)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, …")
     parser.add_argument("--setting", action="append", help="setting spec (repeat); default: all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write report.json and the chart here")
@@ -106,7 +113,7 @@ def main() -> None:
     import uniembed
     from uniembed.evaluation import EncodingCache, EvalConfig, evaluate_retrieval, load_dataset
     from uniembed.evaluation.report import write_report
-    from uniembed.testing.jina_v4 import MID, write_tiny_jina_v4
+    from uniembed.testing import jina_v4
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,7 +122,9 @@ def main() -> None:
         write_dataset(work / "stdlib-docstrings", args.items, args.queries, args.seed)
         data = load_dataset(work / "stdlib-docstrings")
         model = uniembed.load(
-            write_tiny_jina_v4(work / "mid", size=MID), device="cpu", name="random-v4-mid"
+            jina_v4.write_tiny_jina_v4(work / args.size, size=getattr(jina_v4, args.size.upper())),
+            device=args.device,
+            name=f"random-v4-{args.size}",
         )
         config = EvalConfig(settings=args.setting or ["all"], k_values=[1, 5, 10, 100])
         cache = EncodingCache(work / "cache")
