@@ -1,4 +1,5 @@
-"""The ``uniembed`` command line: ``serve`` here; ``embed`` and ``bench`` load lazily from their modules.
+"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench`` and ``eval`` load lazily from their
+modules.
 
 Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
 Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
@@ -24,13 +25,15 @@ LAZY_COMMANDS = {
     "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
     "index": ("uniembed.retrieval.command", "index_command", "Create an index and add or delete documents."),
     "search": ("uniembed.retrieval.command", "search_command", "Search an index by text or image."),
+    "eval": ("uniembed.evaluation.command", "eval_app", "Measure retrieval quality and alignment."),
 }
 SERVE = ServerSettings()  # the defaults every serve flag shows (both modules are torch-free)
 LIMITS = InputLimits()
 
 
 class LazyGroup(TyperGroup):
-    """A typer group that imports the modules of ``embed`` and ``bench`` only when they are run."""
+    """A typer group that imports the modules of its lazy commands only when they are run; a lazy
+    command is a function (one command) or a ``typer.Typer`` (a group of subcommands)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *LAZY_COMMANDS]
@@ -40,6 +43,10 @@ class LazyGroup(TyperGroup):
             return super().get_command(ctx, cmd_name)
         module, attribute, help_text = LAZY_COMMANDS[cmd_name]
         function = getattr(importlib.import_module(module), attribute)
+        if isinstance(function, typer.Typer):
+            group = typer.main.get_command(function)
+            group.name = cmd_name
+            return group
         single = typer.Typer(add_completion=False)
         single.command(name=cmd_name, help=function.__doc__ or help_text)(function)
         command = typer.main.get_command(single)

@@ -45,13 +45,41 @@ class Embedder:
     def device(self) -> torch.device:
         return self._model.device
 
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in vars(self._model).values() if isinstance(m, torch.nn.Module)]
+
     def flops_per_token(self) -> int:
         """About 2 × the weights of every Linear layer: the matrix work one token costs (attention and
         the vision tower's extra work aside). For MFU estimates."""
-        roots = [m for m in vars(self._model).values() if isinstance(m, torch.nn.Module)]
-        weights = sum(layer.weight.numel() for root in roots for layer in root.modules()
+        weights = sum(layer.weight.numel() for root in self._modules() for layer in root.modules()
                       if isinstance(layer, torch.nn.Linear))
         return 2 * weights
+
+    def weights_digest(self, samples_per_tensor: int = 1024) -> str:
+        """A digest of the loaded weights (adapters included): every tensor's name, shape, dtype and
+        ``samples_per_tensor`` evenly spaced values. Tells two loaded models apart without running
+        either (caches of encodings key on it); milliseconds even for the full-size model."""
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.info.name}|{self.info.family}".encode())
+        for name, tensor in self._tensors():
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // samples_per_tensor)
+            sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).numpy()
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            digest.update(sample.tobytes())
+        return digest.hexdigest()
+
+    def _tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Every weight the model holds: its modules' state and tensors kept as plain attributes."""
+        found = []
+        for attribute, value in vars(self._model).items():
+            if isinstance(value, torch.nn.Module):
+                found += [(f"{attribute}.{name}", t) for name, t in value.state_dict().items()]
+            elif isinstance(value, torch.Tensor):
+                found.append((attribute, value))
+        return found
 
     # ----------------------------------------------------------------- validation
     def resolve_tasks(self, task: TaskArg, count: int, prompt_name: str | None = None) -> list[TaskSpec]:
