@@ -193,7 +193,7 @@ def test_checkpointed_gradients_equal_plain_ones(family) -> None:
 
     plain = gradients(False)
     calls: list[int] = []
-    layer = next(m for name, m in _root(model).named_modules() if name.endswith("layers.0.mlp"))
+    layer = next(m for name, m in _root(model).named_modules() if name.endswith("layers.0.self_attn.q_proj"))
     hook = layer.register_forward_hook(lambda *_: calls.append(1))
     checkpointed = gradients(True)
     hook.remove()
