@@ -320,12 +320,13 @@ class JinaV4Model:
     ) -> None:
         """See :meth:`uniembed.models.base.AdaptableModel.add_task`. ``factors`` are keyed as PEFT
         saves one adapter (:func:`task_factor_key` without a task). v4's prefixes are fixed
-        (``Query: `` / ``Passage: ``), so ``prompts`` must be left out."""
+        (``Query: `` / ``Passage: ``): ``prompts`` may only repeat them."""
         check_task_name(name)
         if name in self.tasks and not replace:
             raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
-        if prompts:
-            raise InvalidInput(f"{self.info.name} has fixed prefixes ('Query: ', 'Passage: '); prompts cannot be set")
+        fixed = {api: f"{PREFIXES[side]}: " for api, (_, side) in _api_table({name: _Task(0, symmetric)}).items()}
+        if any(fixed.get(api) != text for api, text in (prompts or {}).items()):
+            raise InvalidInput(f"{self.info.name} has fixed prefixes {fixed}; other prompts cannot be set")
         layers = routed_layers(self.network)
         if factors is not None:
             new = _factors_by_layer(factors, layers)
