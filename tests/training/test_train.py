@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 import uniembed
 from uniembed.errors import InvalidInput
 from uniembed.training import TrainConfig, TrainResult, export_snapshot, train
-from uniembed.training.evaluate import evaluate
 from uniembed.training.data import read_eval_data
+from uniembed.training.evaluate import evaluate
 
 TEXTS = ["nopqr stuvw", "abcde fghij klm", "xyz", "some unrelated words of text"]
 V4_OFFICIAL = ("retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage")
@@ -51,7 +51,7 @@ def encode_all(embedder, tasks) -> dict[str, list[torch.Tensor]]:
 
 
 def test_training_raises_held_out_ndcg(trained, domain_files) -> None:
-    family, base, result = trained
+    _, base, result = trained
     start, best = result.metrics["start"], result.metrics["best"]
     assert start["step"] == 0 and best["ndcg@10"] - start["ndcg@10"] >= MIN_GAIN, result.metrics
     # the saved adapter is the best checkpoint: served from the folder, it scores what training logged
