@@ -240,3 +240,29 @@ def test_continuing_an_official_task_replaces_it_on_export(tiny_v4_path, domain_
     for mine, theirs, before in zip(trained_now, exported, original):
         torch.testing.assert_close(theirs, mine, atol=1e-6, rtol=0)
         assert not torch.allclose(mine, before, atol=1e-6)
+
+
+def test_the_v4_adapter_folder_is_a_peft_adapter_of_the_official_model(trained) -> None:
+    """Independent formulation: PEFT loads the folder onto transformers' own Qwen2.5-VL (the official
+    model's module tree: ``model`` + ``multi_vector_projector``) and embeds like the resident routing."""
+    family, base, result = trained
+    if family != "v4":
+        pytest.skip("v3 adapters are stored as the official parametrizations, not as PEFT")
+    from peft import PeftModel
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    official = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
+    weights = {k: v.float() for f in base.glob("model-*.safetensors") for k, v in load_file(f).items()}
+    official.multi_vector_projector = torch.nn.Linear(weights["multi_vector_projector.weight"].shape[1], 128)
+    official.multi_vector_projector.load_state_dict(
+        {"weight": weights["multi_vector_projector.weight"], "bias": weights["multi_vector_projector.bias"]})
+    peft_model = PeftModel.from_pretrained(official, str(result.adapter), adapter_name="dom").eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ours = result.embedder.encode(TEXTS, task="dom.passage", output="both")
+    for text, single, multi in zip(TEXTS, ours.embeddings, ours.multivectors):
+        batch = tokenizer([f"Passage: {text}"], return_tensors="pt")
+        with torch.no_grad():
+            hidden = peft_model.base_model.model.model(**batch, use_cache=False).last_hidden_state[0]
+            projected = peft_model.base_model.model.multi_vector_projector(hidden)
+        torch.testing.assert_close(single, torch.nn.functional.normalize(hidden.mean(0), dim=-1), atol=2e-5, rtol=0)
+        torch.testing.assert_close(multi, torch.nn.functional.normalize(projected, dim=-1), atol=2e-5, rtol=0)
