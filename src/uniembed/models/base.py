@@ -128,21 +128,21 @@ def task_api_names(task: str, symmetric: bool) -> dict[str, str]:
     return {QUERY: f"{task}.{QUERY}", PASSAGE: f"{task}.{PASSAGE}"}
 
 
-_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,49}")  # + ".passage" fits the API's 64
 
 
 def check_task_name(name: str) -> None:
-    """Task names are 1-64 letters, digits, ``-`` or ``_`` (no dots: a dot separates the side).
+    """Task names are 1-50 letters, digits, ``-`` or ``_`` (no dots: a dot separates the side).
 
     >>> check_task_name("my-domain")
     >>> check_task_name("my.domain")
     Traceback (most recent call last):
     ...
-    uniembed.errors.InvalidInput: invalid task name 'my.domain': use 1-64 letters, digits, '-' or '_', starting with a letter or digit
+    uniembed.errors.InvalidInput: invalid task name 'my.domain': use 1-50 letters, digits, '-' or '_', starting with a letter or digit
     """
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
         raise InvalidInput(
-            f"invalid task name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+            f"invalid task name {name!r}: use 1-50 letters, digits, '-' or '_', starting with a letter or digit"
         )
 
 
