@@ -210,6 +210,9 @@ def _trainer(
     config: TrainConfig, embedder: Any, model: AdaptableModel, plan: Plan, data: TrainingData,
     eval_data: EvalData | None, callbacks: Sequence[Any],
 ) -> Any:
+    from uniembed._optional import require
+
+    require("accelerate", "train", "the transformers Trainer")
     from transformers import TrainingArguments
 
     from uniembed.plans import EncodeOptions
