@@ -156,8 +156,8 @@ def _export_v3(snapshot: Path, config: dict, folder: AdapterFolder, task: str, r
     for adapter_name in names:
         _check_clash(adapter_name, adaptations, replace, snapshot)
     instructions = dict(config.get("task_instructions") or {})
-    for side, adapter_name in sides.items():
-        instructions[adapter_name] = folder.prompts.get(side, "")
+    instructions.update({adapter_name: "" for adapter_name in names})
+    instructions.update({sides[side]: text for side, text in folder.prompts.items() if side in sides})
     slots = []
     for adapter_name in names:
         if adapter_name not in adaptations:
