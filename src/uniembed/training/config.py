@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from uniembed.errors import InvalidInput
+from uniembed.models.base import check_task_name
 
 LossName = Literal["auto", "infonce", "joint", "cosent"]
 LOSSES = ("auto", "infonce", "joint", "cosent")
@@ -68,6 +69,7 @@ class TrainConfig:
         object.__setattr__(self, "output", Path(self.output))
         if self.eval_data is not None:
             object.__setattr__(self, "eval_data", Path(self.eval_data))
+        check_task_name(self.task)
         if self.loss not in LOSSES:
             raise InvalidInput(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("batch_size", "gradient_accumulation", "eval_steps", "keep_checkpoints", "logging_steps",

@@ -68,10 +68,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     started = time.monotonic()
     data = read_training_data(config.data, split=config.data_split, negatives=config.negatives)
     eval_data = read_eval_data(config.eval_data, config.eval_split) if config.eval_data is not None else None
-    _prepare_output(config)
+    _check_output(config)
     model = _load_model(config)
     plan = plan_run(config, model, data)
     _check_items(model.info, data, eval_data)
+    _record_settings(config)
     model.add_task(plan.task, symmetric=plan.symmetric, init_from=plan.init_from, replace=config.overwrite,
                    factor_dtype=torch.float32, seed=config.seed)
     from uniembed.embedder import Embedder
@@ -83,7 +84,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
 
 # --------------------------------------------------------------------------- checks and plan
-def _prepare_output(config: TrainConfig) -> None:
+def _check_output(config: TrainConfig) -> None:
+    """A new run needs a folder without checkpoints; a resumed one checkpoints made with its settings."""
     checkpoints = config.output / CHECKPOINTS
     existing = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
     record = json.loads(json.dumps(config.as_record()))
@@ -103,8 +105,14 @@ def _prepare_output(config: TrainConfig) -> None:
         raise InvalidInput(
             f"{config.output} holds checkpoints of an earlier run: resume it (--resume) or choose a new --output"
         )
+
+
+def _record_settings(config: TrainConfig) -> None:
+    if config.resume:
+        return
     config.output.mkdir(parents=True, exist_ok=True)
-    saved_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record = json.dumps(config.as_record(), indent=2) + "\n"
+    (config.output / CONFIG_FILE).write_text(record, encoding="utf-8")
 
 
 def _load_model(config: TrainConfig) -> AdaptableModel:
