@@ -64,6 +64,7 @@ OFFICIAL_SYMMETRIC_TASKS = ("text-matching",)
 SYMMETRIC_TASKS_KEY = "symmetric_task_names"
 DEFAULT_TASK = "retrieval.query"  # the official encode_text defaults prompt_name to "query"
 _ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.(?P<task>[^.]+)\.weight$")
+_SINGLE_ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 PEFT_PREFIX = "base_model.model."
 
 
@@ -123,6 +124,18 @@ def task_factor_key(module: str, factor: str, task: str | None = None) -> str:
     'base_model.model.multi_vector_projector.lora_B.weight'
     """
     return f"{PEFT_PREFIX}{module}.lora_{factor}.{task + '.' if task else ''}weight"
+
+
+def with_task(key: str, task: str) -> str:
+    """A single-adapter PEFT key (:func:`task_factor_key` without a task) → the official file's key.
+
+    >>> with_task("base_model.model.multi_vector_projector.lora_B.weight", "my-domain")
+    'base_model.model.multi_vector_projector.lora_B.my-domain.weight'
+    """
+    match = _SINGLE_ADAPTER_KEY.match(key)
+    if match is None:
+        raise CheckpointError(f"not a PEFT LoRA factor key: {key!r}")
+    return task_factor_key(match["module"], match["factor"], task)
 
 
 class JinaV4Network(nn.Module):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,12 +40,12 @@ from uniembed.models.adapters import (
     read_adapter_folder,
 )
 from uniembed.models.base import AdaptableModel, check_task_name, task_api_names
+from uniembed.models.jina_v4 import with_task
 from uniembed.models.loading import load_tensors, read_json, resolve_snapshot, weight_files
 from uniembed.models.registry import detect_family
 
 V4 = "jina-embeddings-v4"
 V3 = "jina-embeddings-v3"
-_PEFT_SINGLE_KEY = re.compile(r"^(?P<stem>base_model\.model\..+\.lora_[AB])\.weight$")
 
 
 # --------------------------------------------------------------------------- adapter folders
@@ -133,10 +132,7 @@ def _export_v4(snapshot: Path, config: dict, folder: AdapterFolder, task: str, r
     adapters_file = snapshot / "adapters" / ADAPTER_WEIGHTS_FILE
     tensors = {k: v for k, v in load_tensors([adapters_file]).items() if f".{task}.weight" not in k}
     for key, value in folder.factors.items():
-        match = _PEFT_SINGLE_KEY.match(key)
-        if match is None:
-            raise InvalidInput(f"{folder.path / ADAPTER_WEIGHTS_FILE}: unexpected tensor {key!r}")
-        tensors[f"{match['stem']}.{task}.weight"] = value.contiguous()
+        tensors[with_task(key, task)] = value.contiguous()
     if task not in tasks:
         tasks.append(task)
     symmetric = [t for t in config.get("symmetric_task_names", []) if t != task]
