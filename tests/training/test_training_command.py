@@ -101,3 +101,10 @@ def _wait_ready(process: subprocess.Popen, port: int) -> None:
         if time.monotonic() > deadline:
             pytest.fail("server not ready")
         time.sleep(0.2)
+
+
+def test_train_is_listed_and_documents_its_flags() -> None:
+    assert "train" in runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"}).output
+    text = runner.invoke(cli.app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--mini-batch-size", "--gradient-checkpointing", "--resume", "--export-snapshot", "--init-from"):
+        assert flag in text
