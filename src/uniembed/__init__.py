@@ -10,6 +10,7 @@ Example (needs the weights)::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,17 +31,25 @@ def load(
     token_budget: int | None = None,
     max_batch_size: int | None = None,
     name: str | None = None,
+    adapters: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Embedder:
     """Load a jina-embeddings-v4 or v3 model from a local snapshot or a Hugging Face hub id.
 
     ``device``/``dtype`` take strings (``"cuda"``, ``"bfloat16"``) or torch objects; defaults: CUDA if
     available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a batch.
+    ``adapters`` maps new task names to adapter folders (written by ``uniembed train``), served beside
+    the official tasks from the same base weights (see docs/training.md for the API task names).
     """
     from uniembed.embedder import Embedder
     from uniembed.engine.planning import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
     from uniembed.models.registry import load_model
 
     model = load_model(name_or_path, device=device, dtype=dtype, name=name)
+    if adapters:
+        from uniembed.models.adapters import attach_adapter_folder
+
+        for task, folder in adapters.items():
+            attach_adapter_folder(model, task, folder)  # type: ignore[arg-type]
     policy = BatchPolicy(token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE)
     return Embedder(model, policy)
 

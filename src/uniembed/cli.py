@@ -1,5 +1,5 @@
-"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench`` and ``eval`` load lazily from their
-modules.
+"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench``, ``index``, ``search``, ``eval``
+and ``train`` load lazily from their modules.
 
 Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
 Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
@@ -26,6 +26,7 @@ LAZY_COMMANDS = {
     "index": ("uniembed.retrieval.command", "index_command", "Create an index and add or delete documents."),
     "search": ("uniembed.retrieval.command", "search_command", "Search an index by text or image."),
     "eval": ("uniembed.evaluation.command", "eval_app", "Measure retrieval quality and alignment."),
+    "train": ("uniembed.training.command", "train_command", "Fine-tune a task adapter or add a task."),
 }
 SERVE = ServerSettings()  # the defaults every serve flag shows (both modules are torch-free)
 LIMITS = InputLimits()
@@ -77,6 +78,11 @@ def serve(
     port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = SERVE.port,
     device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = SERVE.device,
     dtype: Annotated[str | None, typer.Option(envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA).")] = SERVE.dtype,
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", envvar=_env("ADAPTERS"), show_default=False,
+        help="NAME=DIR: serve the adapter folder DIR (uniembed train) as task NAME beside the official ones; "
+             "repeat for several.",
+    )] = None,
     api_key: Annotated[list[str] | None, typer.Option(
         "--api-key", envvar=_env("API_KEYS"), show_default=False,
         help="Accepted bearer token; repeat for several. None given: no authentication.",
@@ -137,7 +143,22 @@ def build_settings(**flags: Any) -> Any:
     limits = InputLimits(**{name: flags.pop(name) for name in INPUT_LIMIT_FLAGS})
     models = tuple(flags.pop("model") or (DEFAULT_MODEL,))
     keys = tuple(flags.pop("api_key") or ())
-    return ServerSettings(models=models, api_keys=keys, input_limits=limits, **flags)
+    adapters = tuple(parse_adapter(value) for value in flags.pop("adapter") or ())
+    return ServerSettings(models=models, api_keys=keys, adapters=adapters, input_limits=limits, **flags)
+
+
+def parse_adapter(value: str) -> tuple[str, str]:
+    """``NAME=DIR`` → ``(NAME, DIR)``.
+
+    >>> parse_adapter("my-domain=/runs/a/adapter")
+    ('my-domain', '/runs/a/adapter')
+    """
+    from uniembed.errors import InvalidInput
+
+    name, sep, folder = value.partition("=")
+    if not sep or not name or not folder:
+        raise InvalidInput(f"--adapter takes NAME=DIR, got {value!r}")
+    return name, folder
 
 
 def run_server(settings: Any, index_location: str | None = None) -> None:
@@ -155,7 +176,8 @@ def run_server(settings: Any, index_location: str | None = None) -> None:
         # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
         embedders[name] = call_on_temporary_thread(
             functools.partial(uniembed.load, name, device=settings.device, dtype=settings.dtype,
-                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size)
+                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size,
+                              adapters=dict(settings.adapters))
         )
     index = None
     if index_location:

@@ -8,12 +8,16 @@ types alone and never looks inside a model family.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
+from torch import nn
+
+from uniembed.errors import InvalidInput
 
 Span = tuple[int, int]  # half-open token range [start, end)
 
@@ -98,6 +102,50 @@ class RowOutput:
     multivector: torch.Tensor | None = None  # (num_tokens, multivector_dim), L2-normalised rows
 
 
+@dataclass
+class GradOutput:
+    """What ``forward_with_grad`` returns for a batch: on the model's device, float32, differentiable."""
+
+    pooled: torch.Tensor  # (spans of all rows, dim): raw span means, rows in order
+    multivectors: torch.Tensor | None  # (rows, tokens, multivector_dim): L2-normalised, zero at padding
+    mask: torch.Tensor  # (rows, tokens) bool: True at real tokens
+
+
+QUERY, PASSAGE = "query", "passage"  # the two sides of a retrieval-like task
+
+
+def task_api_names(task: str, symmetric: bool) -> dict[str, str]:
+    """The API task name each side of ``task`` is called by: ``task.query`` / ``task.passage``, or
+    ``task`` alone for a symmetric task (both sides embedded alike, as text-matching is).
+
+    >>> task_api_names("my-domain", symmetric=False)
+    {'query': 'my-domain.query', 'passage': 'my-domain.passage'}
+    >>> task_api_names("my-domain", symmetric=True)
+    {'query': 'my-domain', 'passage': 'my-domain'}
+    """
+    if symmetric:
+        return {QUERY: task, PASSAGE: task}
+    return {QUERY: f"{task}.{QUERY}", PASSAGE: f"{task}.{PASSAGE}"}
+
+
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,49}")  # + ".passage" fits the API's 64
+
+
+def check_task_name(name: str) -> None:
+    """Task names are 1-50 letters, digits, ``-`` or ``_`` (no dots: a dot separates the side).
+
+    >>> check_task_name("my-domain")
+    >>> check_task_name("my.domain")
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: invalid task name 'my.domain': use 1-50 letters, digits, '-' or '_', starting with a letter or digit
+    """
+    if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid task name {name!r}: use 1-50 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+
+
 @runtime_checkable
 class EmbeddingModel(Protocol):
     """What every model family implements."""
@@ -127,6 +175,56 @@ class EmbeddingModel(Protocol):
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """Run one padded batch; a row's output never depends on the other rows."""
+        ...
+
+
+@runtime_checkable
+class AdaptableModel(EmbeddingModel, Protocol):
+    """What adding tasks (served beside the official ones) and training them needs.
+
+    A *task* is what users name (``retrieval``, ``my-domain``); it runs one resident adapter (v4) or
+    one per side (v3 ``retrieval.query`` / ``retrieval.passage``). Added tasks leave the official
+    adapters untouched.
+    """
+
+    def add_task(
+        self,
+        name: str,
+        *,
+        symmetric: bool = False,
+        init_from: str | None = None,
+        factors: Mapping[str, torch.Tensor] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        replace: bool = False,
+        factor_dtype: torch.dtype | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Make ``name`` servable under :func:`task_api_names`. Its factors come from ``factors``
+        (the layout of :meth:`task_factors`), else a copy of task ``init_from``'s, else a fresh
+        PEFT-style initialisation drawn with ``seed`` (the task then equals the base weights).
+        ``replace`` lets ``name`` shadow an existing task; ``factor_dtype`` (default: the model's)
+        is float32 for training."""
+        ...
+
+    def task_factors(self, name: str) -> dict[str, torch.Tensor]:
+        """The task's LoRA factors keyed as in the family's official adapter files (CPU copies)."""
+        ...
+
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        """The task's factors as the Parameters the model runs (each once, tied ones included once)."""
+        ...
+
+    def lora_settings(self) -> dict:
+        """Rank, alpha and target modules of the resident adapters (``r``, ``lora_alpha``,
+        ``target_modules``)."""
+        ...
+
+    def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
+        """:meth:`forward` with autograd on: outputs stay on the device, padded as one batch."""
+        ...
+
+    def set_training(self, enabled: bool, *, gradient_checkpointing: bool = False) -> None:
+        """Training mode (no dropout in either family) with optional activation checkpointing."""
         ...
 
 

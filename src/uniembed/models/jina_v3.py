@@ -12,7 +12,8 @@ task).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,19 @@ from torch import nn
 
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
+    PASSAGE,
+    QUERY,
+    GradOutput,
     ModelInfo,
     Row,
     RowOutput,
     Span,
     TaskSpec,
     TokenizedText,
+    check_task_name,
     default_spans,
     pad_ids,
+    task_api_names,
 )
 from uniembed.models.loading import load_tensors, weight_files
 from uniembed.models.lora import (
@@ -40,6 +46,9 @@ from uniembed.models.lora import (
     LoraWeights,
     MultiLoRAEmbedding,
     attach_lora,
+    fresh_factors,
+    routed_layers,
+    set_backbone_training,
 )
 from uniembed.pooling import mean_pool_spans
 
@@ -191,6 +200,15 @@ class ConvertedWeights:
     embedding_lora: dict[str, LoraWeights]
 
 
+def lora_key(module: str, factor: str) -> str:
+    """Official key of an official module's stacked LoRA factor (``factor`` ``"A"`` or ``"B"``).
+
+    >>> lora_key("encoder.layers.0.mixer.Wqkv", "A")
+    'roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight.0.lora_A'
+    """
+    return f"roberta.{module}.parametrizations.weight.0.lora_{factor}"
+
+
 class _OfficialTensors:
     """Looks official tensors up by module path, naming the snapshot in errors."""
 
@@ -283,6 +301,8 @@ def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch
         type_vocab_size=config.type_vocab_size,
         layer_norm_eps=config.layer_norm_eps,
         pad_token_id=config.pad_token_id,
+        hidden_dropout_prob=0.0,  # the official inference runs without dropout and training here does too
+        attention_probs_dropout_prob=0.0,
         rope_parameters={"rope_type": "default", "rope_theta": config.rotary_base},
     )
     native_config._attn_implementation = "sdpa"
@@ -346,7 +366,9 @@ class JinaV3Model:
         self.backbone = backbone
         self.routing = routing
         self.tokenizer = tokenizer
-        self.config = config
+        self.config = config  # as loaded; tasks added later live in adapters / instructions only
+        self.adapters = {task: index for index, task in enumerate(config.tasks)}  # API name → adapter
+        self.instructions = dict(config.instructions)  # API name → instruction
         self.device = device
         self.dtype = dtype
         self.info = ModelInfo(
@@ -365,16 +387,16 @@ class JinaV3Model:
         if prompt_name is not None:
             raise InvalidInput(
                 f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task alone, "
-                f"one of: {', '.join(self.config.tasks)}"
+                f"one of: {', '.join(self.adapters)}"
             )
         if task is None or task == NO_TASK:
             return TaskSpec(name=NO_TASK, adapter=NO_ADAPTER, prefix="")
-        if task not in self.config.tasks:
+        if task not in self.adapters:
             raise InvalidInput(
-                f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.config.tasks)} "
+                f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.adapters)} "
                 f"(or no task, {NO_TASK!r}, for the base weights)"
             )
-        return TaskSpec(name=task, adapter=self.config.tasks.index(task), prefix=self.config.instructions[task])
+        return TaskSpec(name=task, adapter=self.adapters[task], prefix=self.instructions[task])
 
     def tokenize(self, text: str) -> TokenizedText:
         """``<s> … </s>`` around the text's tokens; offsets are character offsets into ``text``."""
@@ -395,26 +417,184 @@ class JinaV3Model:
         """One right-padded batch, each row with its own adapter; mean pooling over each row's spans."""
         if not batch:
             return []
+        with torch.inference_mode():
+            hidden, _ = self._run(batch)
+        return _row_outputs(hidden, batch)
+
+    def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
+        hidden, mask = self._run(batch)
+        pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+        return GradOutput(pooled, None, mask.bool())
+
+    def _run(self, batch: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states (batch, seq, dim) in float32 and the attention mask (batch, seq)."""
         self._check_rows(batch)
         input_ids, mask = pad_ids([row.input_ids for row in batch], self.config.pad_token_id)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         adapters = torch.tensor([row.adapter for row in batch], dtype=torch.long)
-        with torch.inference_mode(), self.routing.use(adapters.to(self.device)):
-            hidden = self.backbone(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
-            ).last_hidden_state.float()  # (batch, seq, dim)
-        return _row_outputs(hidden, batch)
+        with self.routing.use(adapters.to(self.device)):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        return hidden, mask
+
+    def set_training(self, enabled: bool, *, gradient_checkpointing: bool = False) -> None:
+        set_backbone_training(self.backbone, self.routing, enabled, gradient_checkpointing)
 
     def _check_rows(self, batch: Sequence[Row]) -> None:
         for row in batch:
             if row.multivector:
                 raise InvalidInput(f"{self.info.name} has no multi-vector output")
-            if not NO_ADAPTER <= row.adapter < len(self.config.tasks):
+            if not NO_ADAPTER <= row.adapter < self.resident_adapters:
                 raise InvalidInput(
-                    f"adapter {row.adapter} does not exist; {self.info.name} has {len(self.config.tasks)}"
+                    f"adapter {row.adapter} does not exist; {self.info.name} has {self.resident_adapters}"
                 )
             if row.num_tokens == 0:
                 raise InvalidInput("cannot embed an empty token sequence")
 
+    @property
+    def resident_adapters(self) -> int:
+        return len(next(iter(routed_layers(self.backbone).values())).lora_A)
+
+    # ----------------------------------------------------------------- added tasks
+    def add_task(
+        self,
+        name: str,
+        *,
+        symmetric: bool = False,
+        init_from: str | None = None,
+        factors: Mapping[str, torch.Tensor] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        replace: bool = False,
+        factor_dtype: torch.dtype | None = None,
+        seed: int = 0,
+    ) -> None:
+        """See :meth:`uniembed.models.base.AdaptableModel.add_task`. An asymmetric task gets two
+        adapters, ``name.query`` and ``name.passage`` (as ``retrieval`` has); a symmetric one gets one
+        adapter called ``name``. ``factors`` are keyed as in the official file (:func:`lora_key`),
+        stacked over the task's adapters in that order. ``prompts`` maps those API names to their
+        instructions (default: ``init_from``'s, else none)."""
+        check_task_name(name)
+        if self._task_adapters(name) and not replace:
+            raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
+        names = list(dict.fromkeys(task_api_names(name, symmetric).values()))  # 1 or 2 adapter names
+        unknown = sorted(set(prompts or {}) - set(names))
+        if unknown:
+            raise InvalidInput(f"prompts for {unknown} do not belong to task {name!r} (its names: {names})")
+        sources = self._sides(init_from) if init_from is not None else None
+        inherited = {side: self._instruction_of(i) for side, i in sources.items()} if sources else {}
+        if factors is not None:
+            official = dict(factors)
+        elif sources is not None:
+            official = self._official_factors([sources[side] for side in _sides_of(symmetric)])
+        else:
+            official = self._fresh_factors(len(names), torch.Generator().manual_seed(seed))
+        first = self.resident_adapters
+        self._install(official, len(names), factor_dtype or self.dtype)
+        for old in self._task_adapters(name):
+            del self.adapters[old]
+            del self.instructions[old]
+        for offset, (api_name, side) in enumerate(zip(names, _sides_of(symmetric))):
+            self.adapters[api_name] = first + offset
+            self.instructions[api_name] = (prompts or {}).get(api_name, inherited.get(side, ""))
+        self.info = dataclasses.replace(self.info, tasks=tuple(self.adapters))
+
+    def _instruction_of(self, adapter: int) -> str:
+        return next(self.instructions[n] for n, i in self.adapters.items() if i == adapter)
+
+    def _task_adapters(self, name: str) -> list[str]:
+        """The API names (= adapter names) of task ``name``: itself, or its ``.query``/``.passage``."""
+        return [n for n in (name, f"{name}.{QUERY}", f"{name}.{PASSAGE}") if n in self.adapters]
+
+    def _sides(self, task: str) -> dict[str, int]:
+        """The adapter each side of ``task`` runs: a symmetric task (or one side named alone) for
+        both, else ``task.query`` / ``task.passage``."""
+        if task in self.adapters:
+            return {QUERY: self.adapters[task], PASSAGE: self.adapters[task]}
+        names = task_api_names(task, symmetric=False)
+        if all(n in self.adapters for n in names.values()):
+            return {side: self.adapters[n] for side, n in names.items()}
+        tasks = sorted({n.rsplit(".", 1)[0] if n.endswith((f".{QUERY}", f".{PASSAGE}")) else n for n in self.adapters})
+        raise InvalidInput(f"unknown task {task!r} for {self.info.name}; tasks: {', '.join(tasks)}")
+
+    def task_factors(self, name: str) -> dict[str, torch.Tensor]:
+        adapters = self._task_adapters(name)
+        if not adapters:
+            self._sides(name)  # raises, naming the tasks
+        return self._official_factors([self.adapters[n] for n in adapters])
+
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        indices = [self.adapters[n] for n in self._task_adapters(name)]
+        unique: dict[int, nn.Parameter] = {}
+        for layer in routed_layers(self.backbone).values():
+            for index in indices:
+                for parameter in (layer.lora_A[index], layer.lora_B[index]):
+                    unique.setdefault(id(parameter), parameter)  # q/k/v share their A
+        return list(unique.values())
+
+    def lora_settings(self) -> dict[str, Any]:
+        targets = sorted({m.official.removeprefix("encoder.layers.0.") for m in official_modules(1) if m.kind != "norm"})
+        return {"r": self.config.lora_rank, "lora_alpha": self.config.lora_alpha, "target_modules": targets}
+
+    def _official_modules(self) -> list[tuple[ModuleMap, list[Any]]]:
+        """Official modules that carry LoRA, with their adapted native layers."""
+        layers = routed_layers(self.backbone)
+        return [(m, [layers[n] for n in m.native]) for m in official_modules(self.config.num_layers) if m.kind != "norm"]
+
+    def _official_factors(self, adapters: list[int]) -> dict[str, torch.Tensor]:
+        """Factors of ``adapters`` in the official layout: q/k/v fused back into ``Wqkv`` (shared A,
+        B concatenated), stacked over ``adapters``."""
+        factors = {}
+        for module, natives in self._official_modules():
+            a = [natives[0].lora_A[i].detach() for i in adapters]
+            b = [torch.cat([n.lora_B[i].detach() for n in natives]) for i in adapters]
+            factors[lora_key(module.official, "A")] = torch.stack(a).cpu().clone()
+            factors[lora_key(module.official, "B")] = torch.stack(b).cpu().clone()
+        return factors
+
+    def _fresh_factors(self, count: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        factors: dict[str, list[torch.Tensor]] = {}
+        for _ in range(count):
+            for module, natives in self._official_modules():
+                a, b = fresh_factors(natives[0], generator)
+                # a Linear's B starts at zero, so the fused Wqkv B is zeros of the fused shape
+                b = torch.cat([b, *(torch.zeros(n.lora_B[0].shape) for n in natives[1:])])
+                factors.setdefault(lora_key(module.official, "A"), []).append(a)
+                factors.setdefault(lora_key(module.official, "B"), []).append(b)
+        return {key: torch.stack(parts) for key, parts in factors.items()}
+
+    def _install(self, official: Mapping[str, torch.Tensor], count: int, dtype: torch.dtype) -> None:
+        """Append ``count`` adapters from official-layout factors to every adapted layer (checked first)."""
+        modules = self._official_modules()
+        expected = {}
+        for module, natives in modules:
+            fused_b = (sum(n.lora_B[0].shape[0] for n in natives), natives[0].lora_B[0].shape[1])
+            expected[lora_key(module.official, "A")] = (count, *natives[0].lora_A[0].shape)
+            expected[lora_key(module.official, "B")] = (count, *fused_b)
+        for key, shape in expected.items():
+            if key not in official:
+                raise CheckpointError(f"adapter factors lack {key!r}")
+            if tuple(official[key].shape) != shape:
+                raise CheckpointError(
+                    f"adapter factor {key!r} has shape {tuple(official[key].shape)}; the model needs {shape} "
+                    "(an adapter trained on another base model or rank?)"
+                )
+        extra = sorted(set(official) - set(expected))
+        if extra:
+            raise CheckpointError(f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}")
+        for j in range(count):
+            for module, natives in modules:
+                a = _parameter(official[lora_key(module.official, "A")][j], dtype, self.device)  # shared by q/k/v
+                b = official[lora_key(module.official, "B")][j].chunk(len(natives), 0)
+                for native, b_part in zip(natives, b):
+                    native.add_adapter(a, _parameter(b_part, dtype, self.device))
+
+
+
+def _sides_of(symmetric: bool) -> list[str]:
+    return [QUERY] if symmetric else [QUERY, PASSAGE]
+
+
+def _parameter(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> nn.Parameter:
+    return nn.Parameter(tensor.to(device=device, dtype=dtype, copy=True), requires_grad=False)
 
 
 def _row_outputs(hidden: torch.Tensor, batch: Sequence[Row]) -> list[RowOutput]:
@@ -453,5 +633,5 @@ def load_jina_v3(
     backbone = build_backbone(parsed, weights, dtype, snapshot)
     routing = AdapterRouting()
     attach_adapters(backbone, weights, routing)
-    backbone.to(device).eval()
+    backbone.requires_grad_(False).to(device).eval()  # frozen: training makes one task's factors trainable
     return JinaV3Model(backbone, routing, tokenizer, parsed, name=name, device=device, dtype=dtype)

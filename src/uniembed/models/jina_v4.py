@@ -10,8 +10,9 @@ resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from torch import nn
 
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
+    QUERY,
+    GradOutput,
     ImageFeatures,
     ModelInfo,
     PatchGrid,
@@ -31,11 +34,20 @@ from uniembed.models.base import (
     Span,
     TaskSpec,
     TokenizedText,
+    check_task_name,
     default_spans,
     pad_ids,
+    task_api_names,
 )
 from uniembed.models.loading import load_tensors, read_json, weight_files
-from uniembed.models.lora import AdapterRouting, LoraWeights, attach_lora
+from uniembed.models.lora import (
+    AdapterRouting,
+    LoraWeights,
+    attach_lora,
+    fresh_factors,
+    routed_layers,
+    set_backbone_training,
+)
 from uniembed.pooling import mean_pool_spans, normalize
 
 FAMILY = "jina-embeddings-v4"
@@ -45,16 +57,15 @@ MAX_PIXELS_LIMIT = 20_000_000  # the model card: images up to 20 megapixels
 IMAGE_TEMPLATE = ("<|im_start|>user\n<|vision_start|>", "<|vision_end|>Describe the image.<|im_end|>\n")
 PAD_TOKEN = "<|endoftext|>"
 PREFIXES = {"query": "Query", "passage": "Passage"}
-# API task name → (adapter task, prompt name). text-matching always uses the query prefix.
-API_TASKS = {
-    "retrieval.query": ("retrieval", "query"),
-    "retrieval.passage": ("retrieval", "passage"),
-    "text-matching": ("text-matching", "query"),
-    "code.query": ("code", "query"),
-    "code.passage": ("code", "passage"),
-}
+# Symmetric tasks have one API name and always use the query prefix (the official code does so for
+# text-matching); others are called task.query / task.passage. Added symmetric tasks are listed in
+# config.json under SYMMETRIC_TASKS_KEY (a uniembed key; the official code ignores it).
+OFFICIAL_SYMMETRIC_TASKS = ("text-matching",)
+SYMMETRIC_TASKS_KEY = "symmetric_task_names"
 DEFAULT_TASK = "retrieval.query"  # the official encode_text defaults prompt_name to "query"
 _ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.(?P<task>[^.]+)\.weight$")
+_SINGLE_ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+PEFT_PREFIX = "base_model.model."
 
 
 def backbone_key(key: str) -> str | None:
@@ -90,6 +101,43 @@ def adapter_module(module: str) -> str:
     return "backbone." + mapped[: -len(".weight")]
 
 
+def peft_module(path: str) -> str:
+    """Path under :class:`JinaV4Network` → PEFT module path (the inverse of :func:`adapter_module`),
+    in the current transformers naming that the official adapter file uses.
+
+    >>> peft_module("backbone.language_model.layers.3.self_attn.q_proj"), peft_module("projector")
+    ('model.language_model.layers.3.self_attn.q_proj', 'multi_vector_projector')
+    """
+    if path == "projector":
+        return "multi_vector_projector"
+    if not path.startswith("backbone."):
+        raise ValueError(f"no PEFT name for module {path!r}")
+    return "model." + path[len("backbone."):]
+
+
+def task_factor_key(module: str, factor: str, task: str | None = None) -> str:
+    """A PEFT key: with ``task`` as in the official multi-task file, without as PEFT saves one adapter.
+
+    >>> task_factor_key("multi_vector_projector", "A", "code")
+    'base_model.model.multi_vector_projector.lora_A.code.weight'
+    >>> task_factor_key("multi_vector_projector", "B")
+    'base_model.model.multi_vector_projector.lora_B.weight'
+    """
+    return f"{PEFT_PREFIX}{module}.lora_{factor}.{task + '.' if task else ''}weight"
+
+
+def with_task(key: str, task: str) -> str:
+    """A single-adapter PEFT key (:func:`task_factor_key` without a task) → the official file's key.
+
+    >>> with_task("base_model.model.multi_vector_projector.lora_B.weight", "my-domain")
+    'base_model.model.multi_vector_projector.lora_B.my-domain.weight'
+    """
+    match = _SINGLE_ADAPTER_KEY.match(key)
+    if match is None:
+        raise CheckpointError(f"not a PEFT LoRA factor key: {key!r}")
+    return task_factor_key(match["module"], match["factor"], task)
+
+
 class JinaV4Network(nn.Module):
     """The backbone and the multi-vector projector: the weights ``forward`` runs."""
 
@@ -97,6 +145,23 @@ class JinaV4Network(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.projector = projector
+
+
+@dataclass(frozen=True)
+class _Task:
+    """A servable task: its resident adapter and whether both sides share one API name."""
+
+    adapter: int
+    symmetric: bool
+
+
+def _api_table(tasks: Mapping[str, _Task]) -> dict[str, tuple[int, str]]:
+    """API task name → (adapter, prompt name); a symmetric task's one name takes the query prefix."""
+    table: dict[str, tuple[int, str]] = {}
+    for name, task in tasks.items():
+        for side, api_name in task_api_names(name, task.symmetric).items():
+            table.setdefault(api_name, (task.adapter, side))
+    return table
 
 
 @dataclass(frozen=True)
@@ -123,12 +188,16 @@ class JinaV4Model:
         name: str,
         device: torch.device,
         dtype: torch.dtype,
+        adapter_config: dict[str, Any] | None = None,
     ) -> None:
         self.network = network
         self.routing = routing
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.task_names: tuple[str, ...] = tuple(config["task_names"])
+        symmetric = {*OFFICIAL_SYMMETRIC_TASKS, *config.get(SYMMETRIC_TASKS_KEY, [])}
+        self.tasks = {task: _Task(i, task in symmetric) for i, task in enumerate(config["task_names"])}
+        self.api_tasks = _api_table(self.tasks)
+        self.adapter_config = dict(adapter_config or {})  # the snapshot's adapters/adapter_config.json
         self.device = device
         self.dtype = dtype
         self.merge_size = int(config["vision_config"].get("spatial_merge_size", 2))
@@ -143,7 +212,7 @@ class JinaV4Model:
             dim=hidden,
             matryoshka_dims=tuple(int(d) for d in config.get("matryoshka_dims") or (hidden,)),
             max_tokens=MAX_TOKENS,
-            tasks=tuple(API_TASKS),
+            tasks=tuple(self.api_tasks),
             default_task=DEFAULT_TASK,
             multivector_dim=int(config.get("multi_vector_projector_dim", 128)),
             modalities=frozenset({"text", "image"}),
@@ -152,21 +221,16 @@ class JinaV4Model:
     # ----------------------------------------------------------------- tasks and inputs
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
         """API names (``retrieval.query``) or official ones (``retrieval`` + ``prompt_name``)."""
-        name = task or DEFAULT_TASK
-        if name in self.task_names:  # official form: adapter task + prompt_name (default "query")
-            prompt = prompt_name or "query"
-            if prompt not in PREFIXES:
-                raise InvalidInput(f"invalid prompt_name {prompt_name!r}; use one of {list(PREFIXES)}")
-            name = "text-matching" if name == "text-matching" else f"{name}.{prompt}"
-        elif prompt_name is not None and prompt_name not in PREFIXES:
+        if prompt_name is not None and prompt_name not in PREFIXES:
             raise InvalidInput(f"invalid prompt_name {prompt_name!r}; use one of {list(PREFIXES)}")
-        if name not in API_TASKS:
-            valid = ", ".join([*API_TASKS, *self.task_names])
+        name = task or DEFAULT_TASK
+        if name in self.tasks:  # official form: task + prompt_name (default "query")
+            name = task_api_names(name, self.tasks[name].symmetric)[prompt_name or QUERY]
+        if name not in self.api_tasks:
+            valid = ", ".join([*self.api_tasks, *self.tasks])
             raise InvalidInput(f"unknown task {task!r} for {self.info.name}; valid tasks: {valid}")
-        adapter_task, prompt = API_TASKS[name]
-        if task in self.task_names and prompt_name and adapter_task != "text-matching":
-            prompt = prompt_name
-        return TaskSpec(name=name, adapter=self.task_names.index(adapter_task), prefix=f"{PREFIXES[prompt]}: ")
+        adapter, prompt = self.api_tasks[name]
+        return TaskSpec(name=name, adapter=adapter, prefix=f"{PREFIXES[prompt]}: ")
 
     def tokenize(self, text: str) -> TokenizedText:
         encoding = self.tokenizer.encode(text)
@@ -205,6 +269,29 @@ class JinaV4Model:
     # ----------------------------------------------------------------- the model
     @torch.inference_mode()
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
+        hidden, projected, _ = self._run(batch)
+        hidden = hidden.float()
+        multivectors = normalize(projected.float()) if projected is not None else None  # (batch, seq, 128)
+        outputs = []
+        for index, row in enumerate(batch):
+            states = hidden[index, : row.num_tokens]  # (tokens, hidden)
+            pooled = mean_pool_spans(states, row.spans).cpu()
+            multi = multivectors[index, : row.num_tokens].cpu() if row.multivector else None  # type: ignore[index]
+            outputs.append(RowOutput(pooled, multi))
+        return outputs
+
+    def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
+        hidden, projected, mask = self._run(batch)
+        hidden = hidden.float()
+        pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+        multivectors = None
+        if projected is not None:
+            multivectors = normalize(projected.float()) * mask.unsqueeze(-1)  # (batch, seq, 128), 0 at padding
+        return GradOutput(pooled, multivectors, mask.bool())
+
+    def _run(self, batch: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Last hidden states (batch, seq, hidden), projected token vectors (batch, seq, 128) if a
+        row wants multi-vectors, and the attention mask (batch, seq)."""
         input_ids, mask = pad_ids([row.input_ids for row in batch], self.template.pad_token)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         images = [row.image for row in batch if row.image is not None]
@@ -223,20 +310,73 @@ class JinaV4Model:
                 image_grid_thw=grid,
                 use_cache=False,
             ).last_hidden_state  # (batch, seq, hidden)
-            multivectors = self._multivectors(hidden, batch)
-        hidden = hidden.float()
-        outputs = []
-        for index, row in enumerate(batch):
-            states = hidden[index, : row.num_tokens]  # (tokens, hidden)
-            pooled = mean_pool_spans(states, row.spans).cpu()
-            outputs.append(RowOutput(pooled, multivectors[index]))
-        return outputs
+            wants_multi = any(row.multivector for row in batch)
+            projected = self.network.projector(hidden) if wants_multi else None  # routed LoRA too
+        return hidden, projected, mask
 
-    def _multivectors(self, hidden: torch.Tensor, batch: Sequence[Row]) -> list[torch.Tensor | None]:
-        if not any(row.multivector for row in batch):
-            return [None] * len(batch)
-        projected = normalize(self.network.projector(hidden).float())  # (batch, seq, 128)
-        return [projected[i, : row.num_tokens].cpu() if row.multivector else None for i, row in enumerate(batch)]
+    def set_training(self, enabled: bool, *, gradient_checkpointing: bool = False) -> None:
+        set_backbone_training(self.network.backbone, self.routing, enabled, gradient_checkpointing)
+        self.network.projector.train(enabled)
+
+    # ----------------------------------------------------------------- added tasks
+    def add_task(
+        self,
+        name: str,
+        *,
+        symmetric: bool = False,
+        init_from: str | None = None,
+        factors: Mapping[str, torch.Tensor] | None = None,
+        prompts: Mapping[str, str] | None = None,
+        replace: bool = False,
+        factor_dtype: torch.dtype | None = None,
+        seed: int = 0,
+    ) -> None:
+        """See :meth:`uniembed.models.base.AdaptableModel.add_task`. ``factors`` are keyed as PEFT
+        saves one adapter (:func:`task_factor_key` without a task). v4's prefixes are fixed
+        (``Query: `` / ``Passage: ``): ``prompts`` may only repeat them."""
+        check_task_name(name)
+        if name in self.tasks and not replace:
+            raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
+        fixed = {api: f"{PREFIXES[side]}: " for api, (_, side) in _api_table({name: _Task(0, symmetric)}).items()}
+        if any(fixed.get(api) != text for api, text in (prompts or {}).items()):
+            raise InvalidInput(f"{self.info.name} has fixed prefixes {fixed}; other prompts cannot be set")
+        layers = routed_layers(self.network)
+        if factors is not None:
+            new = _factors_by_layer(factors, layers)
+        elif init_from is not None:
+            source = self._task(init_from).adapter
+            new = {path: (layer.lora_A[source].detach(), layer.lora_B[source].detach()) for path, layer in layers.items()}
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            new = {path: fresh_factors(layer, generator) for path, layer in layers.items()}
+        dtype = factor_dtype or self.dtype
+        for path, (a, b) in new.items():
+            adapter = layers[path].add_adapter(_parameter(a, dtype, self.device), _parameter(b, dtype, self.device))
+        self.tasks[name] = _Task(adapter, symmetric)
+        self.api_tasks = _api_table(self.tasks)
+        self.info = dataclasses.replace(self.info, tasks=tuple(self.api_tasks))
+
+    def _task(self, name: str) -> _Task:
+        if name not in self.tasks:
+            raise InvalidInput(f"unknown task {name!r} for {self.info.name}; tasks: {', '.join(self.tasks)}")
+        return self.tasks[name]
+
+    def task_factors(self, name: str) -> dict[str, torch.Tensor]:
+        adapter = self._task(name).adapter
+        factors = {}
+        for path, layer in routed_layers(self.network).items():
+            module = peft_module(path)
+            factors[task_factor_key(module, "A")] = layer.lora_A[adapter].detach().cpu().clone()
+            factors[task_factor_key(module, "B")] = layer.lora_B[adapter].detach().cpu().clone()
+        return factors
+
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        adapter = self._task(name).adapter
+        layers = routed_layers(self.network).values()
+        return [p for layer in layers for p in (layer.lora_A[adapter], layer.lora_B[adapter])]
+
+    def lora_settings(self) -> dict[str, Any]:
+        return dict(self.adapter_config)
 
     def _positions(self, input_ids: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
         """3-D multimodal RoPE positions (3, batch, seq); plain 0…n-1 on all three axes for text."""
@@ -249,6 +389,33 @@ class JinaV4Model:
         )
         return positions
 
+
+
+def _parameter(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> nn.Parameter:
+    return nn.Parameter(tensor.to(device=device, dtype=dtype, copy=True), requires_grad=False)
+
+
+def _factors_by_layer(factors: Mapping[str, torch.Tensor], layers: Mapping[str, Any]) -> dict:
+    """Single-adapter PEFT keys → (A, B) per adapted layer; every layer must be covered exactly."""
+    wanted = {}
+    for path, layer in layers.items():
+        module = peft_module(path)
+        pair = []
+        for factor, like in (("A", layer.lora_A[0]), ("B", layer.lora_B[0])):
+            key = task_factor_key(module, factor)
+            if key not in factors:
+                raise CheckpointError(f"adapter factors lack {key!r}")
+            if tuple(factors[key].shape) != tuple(like.shape):
+                raise CheckpointError(
+                    f"adapter factor {key!r} has shape {tuple(factors[key].shape)}; the model needs {tuple(like.shape)} "
+                    "(an adapter trained on another base model or rank?)"
+                )
+            pair.append(factors[key])
+        wanted[path] = tuple(pair)
+    extra = sorted(set(factors) - {task_factor_key(peft_module(p), f) for p in layers for f in "AB"})
+    if extra:
+        raise CheckpointError(f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}")
+    return wanted
 
 
 def _template(tokenizer: Any, image_token: int) -> _Template:
@@ -278,15 +445,21 @@ def load_jina_v4(
     image_processor = _image_processor(snapshot)
     network = _network(snapshot, config, dtype)
     routing = AdapterRouting()
-    _attach_adapters(network, snapshot, tuple(config["task_names"]), routing)
-    network.to(device).eval()
-    return JinaV4Model(network, routing, tokenizer, image_processor, config, name=name, device=device, dtype=dtype)
+    adapter_config = _attach_adapters(network, snapshot, tuple(config["task_names"]), routing)
+    network.requires_grad_(False).to(device).eval()  # frozen: training makes one task's factors trainable
+    return JinaV4Model(network, routing, tokenizer, image_processor, config, name=name, device=device, dtype=dtype,
+                       adapter_config=adapter_config)
 
 
 def _check_config(snapshot: Path, config: dict[str, Any]) -> None:
     for key in ("text_config", "vision_config", "task_names", "image_token_id"):
         if key not in config:
             raise CheckpointError(f"malformed {snapshot / 'config.json'}: missing key {key!r}")
+    symmetric = config.get(SYMMETRIC_TASKS_KEY, [])
+    if not (isinstance(symmetric, list) and set(symmetric) <= set(config["task_names"])):
+        raise CheckpointError(
+            f"malformed {snapshot / 'config.json'}: {SYMMETRIC_TASKS_KEY} must list names of task_names"
+        )
 
 
 def _image_processor(snapshot: Path) -> Any:
@@ -353,7 +526,10 @@ def _rebuild_rotary_buffers(backbone: nn.Module) -> None:
                 setattr(module, buffer_name, value)
 
 
-def _attach_adapters(network: JinaV4Network, snapshot: Path, tasks: tuple[str, ...], routing: AdapterRouting) -> None:
+def _attach_adapters(
+    network: JinaV4Network, snapshot: Path, tasks: tuple[str, ...], routing: AdapterRouting
+) -> dict[str, Any]:
+    """Attach every task's adapter; returns the snapshot's adapter_config.json."""
     adapters = snapshot / "adapters"
     settings = read_json(adapters / "adapter_config.json")
     try:
@@ -366,6 +542,7 @@ def _attach_adapters(network: JinaV4Network, snapshot: Path, tasks: tuple[str, .
         raise CheckpointError(f"missing file: {file}")
     layers = _stack_adapters(load_tensors([file]), tasks, scaling, file)
     attach_lora(network, layers, routing)
+    return settings
 
 
 def _stack_adapters(

@@ -4,12 +4,17 @@ Adapted layers wrap the original module and read the per-row adapter indices fro
 :class:`AdapterRouting`, which the model sets around each forward pass. Rows whose adapter is
 ``-1`` use the base weights only. Rows are grouped by adapter, so a batch of one task costs one
 extra pair of thin matrix products per layer, and a mixed batch one pair per task present.
+
+Each adapter's factors are Parameters of their own (one entry per adapter in ``lora_A`` /
+``lora_B``), so an adapter can be added at run time (:meth:`add_adapter`) without touching the
+others, and one adapter can be trained while the rest stay frozen.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +33,23 @@ class AdapterRouting:
     @contextmanager
     def use(self, rows: torch.Tensor) -> Iterator[None]:
         """Route rows to adapters for the duration of one forward pass."""
-        self.rows = rows
-        self.groups = _group_rows(rows)
+        with self._routed(rows, _group_rows(rows)):
+            yield
+
+    @contextmanager
+    def _routed(self, rows: torch.Tensor | None, groups: list) -> Iterator[None]:
+        previous = self.rows, self.groups
+        self.rows, self.groups = rows, groups
         try:
             yield
         finally:
-            self.rows, self.groups = None, []
+            self.rows, self.groups = previous
+
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """``context_fn`` for non-reentrant ``torch.utils.checkpoint``: a checkpointed layer is
+        recomputed during the backward pass, when the forward's routing is long gone; the second
+        context puts back the routing the layer ran with."""
+        return nullcontext(), self._routed(self.rows, self.groups)
 
 
 def _group_rows(rows: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
@@ -53,7 +69,7 @@ class LoraWeights:
 
 
 class _RoutedLora(nn.Module):
-    """A wrapped layer, its stacked per-task factors and the shared routing."""
+    """A wrapped layer, its per-adapter factors and the shared routing."""
 
     def __init__(
         self, base: nn.Module, weights: LoraWeights, routing: AdapterRouting, shapes: tuple, layer: str
@@ -64,10 +80,34 @@ class _RoutedLora(nn.Module):
                 f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit {layer}"
             )
         self.base = base
-        self.lora_A = nn.Parameter(weights.A.to(base.weight.dtype), requires_grad=False)
-        self.lora_B = nn.Parameter(weights.B.to(base.weight.dtype), requires_grad=False)
+        dtype = base.weight.dtype
+        self.lora_A = nn.ParameterList([_frozen(a, dtype) for a in weights.A.unbind(0)])
+        self.lora_B = nn.ParameterList([_frozen(b, dtype) for b in weights.B.unbind(0)])
         self.scaling = weights.scaling
         self.routing = routing
+
+    def add_adapter(self, a: nn.Parameter, b: nn.Parameter) -> int:
+        """Append one adapter's factors (shaped like the existing ones); returns its index."""
+        if a.shape != self.lora_A[0].shape or b.shape != self.lora_B[0].shape:
+            raise ValueError(
+                f"new adapter A{tuple(a.shape)} B{tuple(b.shape)} does not fit this layer's "
+                f"A{tuple(self.lora_A[0].shape)} B{tuple(self.lora_B[0].shape)}"
+            )
+        self.lora_A.append(a)
+        self.lora_B.append(b)
+        return len(self.lora_A) - 1
+
+    def factors(self, adapter: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A``, ``B`` of one adapter in ``dtype`` (trained factors may be kept in float32 while the
+        base weights and activations are bf16)."""
+        a, b = self.lora_A[adapter], self.lora_B[adapter]
+        if a.dtype != dtype:
+            a, b = a.to(dtype), b.to(dtype)
+        return a, b
+
+
+def _frozen(tensor: torch.Tensor, dtype: torch.dtype) -> nn.Parameter:
+    return nn.Parameter(tensor.to(dtype), requires_grad=False)
 
 
 class MultiLoRALinear(_RoutedLora):
@@ -82,7 +122,7 @@ class MultiLoRALinear(_RoutedLora):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # fresh output: the deltas are added to it in place, scaling fused
         for adapter, rows in self.routing.groups:
-            a, b = self.lora_A[adapter], self.lora_B[adapter]  # (r, in), (out, r)
+            a, b = self.factors(adapter, y.dtype)  # (r, in), (out, r)
             if rows is None:
                 flat = y.view(-1, y.shape[-1])  # (tokens, out)
                 flat.addmm_(x.reshape(-1, x.shape[-1]) @ a.T, b.T, alpha=self.scaling)
@@ -127,10 +167,50 @@ class MultiLoRAEmbedding(_RoutedLora):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         y = self.base(ids)
         for adapter, rows in self.routing.groups:
-            a, b = self.lora_A[adapter], self.lora_B[adapter]  # (num_embeddings, r), (r, dim)
+            a, b = self.factors(adapter, y.dtype)  # (num_embeddings, r), (r, dim)
             if rows is None:
-                y = y + (nn.functional.embedding(ids, a) @ b) * self.scaling
+                y = y + (nn.functional.embedding(ids, a) @ b).to(y.dtype) * self.scaling
             else:
                 delta = (nn.functional.embedding(ids[rows], a) @ b) * self.scaling  # (rows, …, dim)
-                y.index_add_(0, rows, delta)  # y is fresh from base: update it in place
+                y.index_add_(0, rows, delta.to(y.dtype))  # y is fresh from base: update it in place
         return y
+
+
+def routed_layers(root: nn.Module) -> dict[str, _RoutedLora]:
+    """Every adapted layer under ``root`` by its dotted path."""
+    return {path: module for path, module in root.named_modules() if isinstance(module, _RoutedLora)}
+
+
+def fresh_factors(
+    layer: _RoutedLora, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """New float32 factors for ``layer`` initialised as PEFT initialises LoRA (``init_lora_weights=True``),
+    so the new adapter starts as the base weights: Linear — ``A`` Kaiming-uniform (a = √5), ``B`` zero;
+    Embedding — ``A`` zero, ``B`` standard normal (PEFT's ``lora_embedding_A`` / ``_B``, transposed to
+    this module's layout)."""
+    a = torch.empty(layer.lora_A[0].shape)
+    b = torch.empty(layer.lora_B[0].shape)
+    if isinstance(layer, MultiLoRAEmbedding):
+        nn.init.zeros_(a)
+        nn.init.normal_(b, generator=generator)
+    else:
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        nn.init.zeros_(b)
+    return a, b
+
+
+def set_backbone_training(
+    backbone: nn.Module, routing: AdapterRouting, enabled: bool, gradient_checkpointing: bool
+) -> None:
+    """Training (or eval) mode for a transformers backbone, with activation checkpointing that
+    replays every layer under the routing it first ran with (see
+    :meth:`AdapterRouting.checkpoint_contexts`); non-reentrant, so inputs need not require grad."""
+    # transformers >= 5.2x renamed gradient_checkpointing_* to activation_checkpointing_*; the first
+    # positional argument is the checkpoint kwargs in both
+    enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
+    disable = getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
+    if enabled and gradient_checkpointing:
+        enable({"use_reentrant": False, "context_fn": routing.checkpoint_contexts})
+    else:
+        disable()
+    backbone.train(enabled)

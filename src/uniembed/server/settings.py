@@ -39,6 +39,7 @@ class ServerSettings:
     device: str | None = None  # None: CUDA when available, else CPU
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no authentication
+    adapters: tuple[tuple[str, str], ...] = ()  # (task name, adapter folder), served by every model
     # batching
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
@@ -61,6 +62,9 @@ class ServerSettings:
             raise InvalidInput(f"a model is listed twice: {list(self.models)}")
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"port must be between 0 and 65535, got {self.port}")
+        names = [name for name, _ in self.adapters]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"an adapter name is given twice: {names}")
         if any(not key or key != key.strip() for key in self.api_keys):
             raise InvalidInput("API keys must be non-empty and have no surrounding whitespace")
         for name in ("token_budget", "max_batch_size", "max_queue_rows", "cpu_workers", "max_body_bytes",
