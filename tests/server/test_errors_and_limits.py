@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import socket
-import threading
 
 import httpx
 import numpy as np
@@ -155,33 +153,6 @@ def test_api_keys(serve):
         assert httpx.get(f"{live.url}{open_path}").status_code == 200
     assert key_matches("a", ["b", "a"]) and not key_matches("", ["a"])
     assert bearer_token("Bearer   ") is None
-
-
-class _ImageHandler(http.server.BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def image_url():
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, "PNG")
-    _ImageHandler.body = buffer.getvalue()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/cat.png", _ImageHandler.body
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_url_fetch_is_refused_for_loopback_unless_allowed(serve, image_url):

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -152,8 +153,14 @@ class EmbeddingService:
         self, embedder: Embedder, part: list[Pending], task: str | None, options: EncodeOptions,
         first: int, stop: threading.Event,
     ) -> Plan:
+        """Decode and render the part, then plan it an item at a time, stopping between items."""
         items = load_pending(part, self.settings.input_limits, stop)
-        return embedder.plan(items, task, options, first_index=first)
+        plans = []
+        for offset, item in enumerate(items):
+            if stop.is_set():
+                raise CancelledError("the client left")
+            plans.append(embedder.plan([item], task, options, first_index=first + offset))
+        return dataclasses.replace(plans[0], rows=tuple(row for plan in plans for row in plan.rows))
 
     # ----------------------------------------------------------------- limits and options
     def _budget(self) -> RequestBudget:
