@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 EncodingFormat = Literal["float", "base64"]
@@ -18,6 +18,14 @@ EncodingFormat = Literal["float", "base64"]
 MAX_ITEMS_HARD = 65_536  # schema bound; the configured limit (ServerSettings) is usually lower
 MAX_FIELD_CHARS = 256 * 1024 * 1024  # schema bound on one string; the body-size limit is lower
 MAX_NAME_CHARS = 512
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 256.0 as an integer; so do we (any other float, and strings, stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Dimensions = Annotated[int, Field(ge=1, le=65_536), BeforeValidator(_whole_number)]
 
 
 class _Wire(BaseModel):
@@ -120,7 +128,7 @@ class EmbeddingRequest(_Wire):
     )
     task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage; "
                              "default: the task the model name carries, else the model's default.")
-    dimensions: int | None = Field(None, ge=1, le=65_536, description="Matryoshka size: keep the first N dims.")
+    dimensions: Dimensions | None = Field(None, description="Matryoshka size: keep the first N dims.")
     late_chunking: bool = Field(False, description="Treat the inputs as consecutive chunks of one document.")
     embedding_type: EmbeddingType | EmbeddingTypes | None = Field(
         None, validation_alias=AliasChoices("embedding_type", "encoding_type"),
