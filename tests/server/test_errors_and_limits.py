@@ -189,6 +189,13 @@ def test_settings_are_validated():
         ServerSettings(api_keys=(" padded",))
     with pytest.raises(InvalidInput, match="max_tokens_per_item"):
         ServerSettings(max_tokens_per_item=0)
+    with pytest.raises(InvalidInput, match="one served model name per model"):
+        ServerSettings(models=("a", "b"), served_model_names=("x",))
+    with pytest.raises(InvalidInput, match="same name"):
+        ServerSettings(models=("org/v4", "/models/v4"))
+    with pytest.raises(InvalidInput, match="header_timeout"):
+        ServerSettings(header_timeout=0)
+    assert ServerSettings(models=("org/v4", "/models/v4"), served_model_names=("a", "b")).served_names == ("a", "b")
     assert "secret" not in repr(ServerSettings(api_keys=("secret",)))
 
 
