@@ -363,6 +363,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from uniembed.engine.threads import call_on_temporary_thread
     from uniembed.server.app import create_app
+    from uniembed.server.connections import uvicorn_config
     from uniembed.server.settings import ServerSettings
 
     embedder = call_on_temporary_thread(build_embedder, args)  # as `uniembed serve` loads
@@ -371,7 +372,10 @@ def serve(args: argparse.Namespace) -> None:
                               token_budget=args.token_budget, max_batch_size=args.max_batch_size,
                               batch_gather_ms=args.batch_gather_ms, log_level="warning")
     app = create_app(settings, {name: embedder})
-    uvicorn.run(app, host=HOST, port=args.serve_port, log_level="warning", http=args.http)
+    if args.http == "auto":  # what `uniembed serve` runs: uvicorn with the connection guard
+        uvicorn.Server(uvicorn_config(app, settings)).run()
+    else:  # one parser, without the guard (to compare parsers)
+        uvicorn.run(app, host=HOST, port=args.serve_port, log_level="warning", http=args.http)
 
 
 def served_name(args: argparse.Namespace, embedder: Embedder) -> str:
@@ -492,7 +496,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator: a lean HTTP/1.1 client on asyncio streams (default) or httpx")
     parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
-                        help="uvicorn's HTTP parser in the server (auto: httptools when installed)")
+                        help="uvicorn's HTTP parser in the server (auto: what `uniembed serve` runs: httptools "
+                             "when installed, with the connection guard; h11/httptools: that parser alone)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="library and server measured in alternation this many times (1..20)")
     parser.add_argument("--request-timeout", type=float, default=120.0)

@@ -74,6 +74,11 @@ def serve(
         "--model", "-m", envvar=_env("MODEL"),
         help=f"Model to serve (hub id or local snapshot); repeat to serve several. Default: {DEFAULT_MODEL}.",
     )] = None,
+    served_model_name: Annotated[list[str] | None, typer.Option(
+        "--served-model-name", envvar=_env("SERVED_MODEL_NAME"), show_default=False,
+        help="Name clients use for each --model, in order (default: its last path component); each task "
+             "is also served as NAME-TASK, e.g. jina-embeddings-v4-retrieval-passage.",
+    )] = None,
     host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")] = SERVE.host,
     port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = SERVE.port,
     device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = SERVE.device,
@@ -93,8 +98,15 @@ def serve(
     batch_gather_ms: Annotated[float, typer.Option(envvar=_env("BATCH_GATHER_MS"), help="Longest wait of a batch for the clients the last one answered (0: never wait).")] = SERVE.batch_gather_ms,
     cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = SERVE.cpu_workers,
     torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = SERVE.torch_threads,
-    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body.")] = SERVE.max_body_bytes,
-    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count).")] = SERVE.max_items_per_request,
+    max_connections: Annotated[int, typer.Option(envvar=_env("MAX_CONNECTIONS"), help="Open connections; at the limit the longest-idle one is closed.")] = SERVE.max_connections,
+    max_concurrent_requests: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_REQUESTS"), help="Requests in progress; more get 503 + Retry-After (/health, /ready, /metrics aside).")] = SERVE.max_concurrent_requests,
+    header_timeout: Annotated[float, typer.Option(envvar=_env("HEADER_TIMEOUT"), help="Seconds from connecting (or the last response) to complete request headers.")] = SERVE.header_timeout,
+    body_timeout: Annotated[float, typer.Option(envvar=_env("BODY_TIMEOUT"), help="Seconds from the headers to the end of the body (else 408).")] = SERVE.body_timeout,
+    keep_alive_timeout: Annotated[float, typer.Option(envvar=_env("KEEP_ALIVE_TIMEOUT"), help="Seconds an idle connection stays open after a response.")] = SERVE.keep_alive_timeout,
+    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body (also after gzip decompression).")] = SERVE.max_body_bytes,
+    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count, from the page count).")] = SERVE.max_items_per_request,
+    max_pixels_per_request: Annotated[int, typer.Option(envvar=_env("MAX_PIXELS_PER_REQUEST"), help="Decoded pixels of all images and PDF pages of a request (from headers, before decoding).")] = SERVE.max_pixels_per_request,
+    max_fetch_bytes_per_request: Annotated[int, typer.Option(envvar=_env("MAX_FETCH_BYTES_PER_REQUEST"), help="Bytes downloaded from URLs by one request.")] = SERVE.max_fetch_bytes_per_request,
     max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = SERVE.max_tokens_per_item,
     max_tokens_per_request: Annotated[int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")] = SERVE.max_tokens_per_request,
     max_image_bytes: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")] = LIMITS.max_image_bytes,
@@ -143,8 +155,10 @@ def build_settings(**flags: Any) -> Any:
     limits = InputLimits(**{name: flags.pop(name) for name in INPUT_LIMIT_FLAGS})
     models = tuple(flags.pop("model") or (DEFAULT_MODEL,))
     keys = tuple(flags.pop("api_key") or ())
+    names = tuple(flags.pop("served_model_name") or ())
     adapters = tuple(parse_adapter(value) for value in flags.pop("adapter") or ())
-    return ServerSettings(models=models, api_keys=keys, adapters=adapters, input_limits=limits, **flags)
+    return ServerSettings(models=models, api_keys=keys, served_model_names=names, adapters=adapters,
+                          input_limits=limits, **flags)
 
 
 def parse_adapter(value: str) -> tuple[str, str]:
@@ -169,13 +183,14 @@ def run_server(settings: Any, index_location: str | None = None) -> None:
     import uniembed
     from uniembed.engine.threads import call_on_temporary_thread
     from uniembed.server.app import create_app
+    from uniembed.server.connections import uvicorn_config
 
     embedders = {}
-    for name in settings.models:
-        typer.echo(f"loading {name} …", err=True)
+    for source, served in zip(settings.models, settings.served_names):
+        typer.echo(f"loading {source} as {served!r} …", err=True)
         # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
-        embedders[name] = call_on_temporary_thread(
-            functools.partial(uniembed.load, name, device=settings.device, dtype=settings.dtype,
+        embedders[served] = call_on_temporary_thread(
+            functools.partial(uniembed.load, source, device=settings.device, dtype=settings.dtype,
                               token_budget=settings.token_budget, max_batch_size=settings.max_batch_size,
                               adapters=dict(settings.adapters))
         )
@@ -184,9 +199,8 @@ def run_server(settings: Any, index_location: str | None = None) -> None:
         from uniembed.retrieval.index import open_served_index
 
         index = open_served_index(index_location, embedders)
-    app_ = create_app(settings, embedders, index)
     try:
-        uvicorn.run(app_, host=settings.host, port=settings.port, log_level=settings.log_level)
+        uvicorn.Server(uvicorn_config(create_app(settings, embedders, index), settings)).run()
     finally:
         if index is not None:
             index.close()

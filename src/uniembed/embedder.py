@@ -22,7 +22,7 @@ import torch
 from uniembed import chunking
 from uniembed.engine.loop import Engine
 from uniembed.engine.planning import BatchPolicy
-from uniembed.errors import InputTooLarge, InvalidInput, ValidationFailed
+from uniembed.errors import InputTooLarge, InvalidInput, UniembedError, ValidationFailed, labelled
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.models.base import EmbeddingModel, ModelInfo, Row, TaskSpec, TokenizedText
 from uniembed.plans import EncodeOptions, EncodeResult, Output, Plan, check_dimensions
@@ -111,8 +111,11 @@ class Embedder:
                 for (start, end), special in zip(tokens.offsets, tokens.special)]
 
     # ----------------------------------------------------------------- planning
-    def plan(self, items: Sequence[Item], task: TaskArg = None, options: EncodeOptions | None = None) -> Plan:
-        """Validate and prepare ``items``; nothing runs on the model yet."""
+    def plan(
+        self, items: Sequence[Item], task: TaskArg = None, options: EncodeOptions | None = None, *, first_index: int = 0
+    ) -> Plan:
+        """Validate and prepare ``items``; nothing runs on the model yet. Errors name an item by its
+        position plus ``first_index`` (a caller planning a long input list in parts)."""
         options = options or EncodeOptions()
         self.check_options(options)
         if not items:
@@ -120,14 +123,18 @@ class Embedder:
         tasks = self.resolve_tasks(task, len(items))
         if options.late_chunking:
             return self._plan_late_chunking(items, tasks, options)
-        rows = tuple(self._row(i, item, spec, options) for i, (item, spec) in enumerate(zip(items, tasks)))
+        rows = tuple(self._row(i, item, spec, options)
+                     for i, (item, spec) in enumerate(zip(items, tasks), start=first_index))
         return Plan(rows, options.output, options.dimensions, options.normalized)
 
     def _row(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Row:
         if isinstance(item, ImageItem):
             if "image" not in self.info.modalities:
                 raise InvalidInput(f"input {index}: {self.info.name} embeds text only")
-            row = self._model.image_sequence(item.image, spec, options.max_pixels)
+            try:
+                row = self._model.image_sequence(item.image, spec, options.max_pixels)
+            except UniembedError as exc:  # e.g. the aspect ratio: name the input
+                raise labelled(exc, index) from exc
         elif isinstance(item, TextItem):
             ids = self._text_ids(index, item.text, spec, options)
             row = self._model.text_sequence(ids, spec)

@@ -12,6 +12,17 @@ class UniembedError(Exception):
         self.message = message
 
 
+def labelled(error: UniembedError, index: int | None) -> UniembedError:
+    """The same error type with ``input {index}:`` in front of its message (once; as is for ``None``).
+
+    >>> labelled(InvalidInput("not an image"), 3).message
+    'input 3: not an image'
+    """
+    if index is None or error.message.startswith(f"input {index}:"):
+        return error
+    return type(error)(f"input {index}: {error.message}")
+
+
 class InvalidInput(UniembedError):
     """A request or call argument is malformed or refers to something that does not exist."""
 

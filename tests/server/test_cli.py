@@ -32,10 +32,14 @@ def test_flags_build_the_settings(captured):
     result = runner.invoke(cli.app, ["serve", "--model", "a/b", "-m", "/models/c", "--port", "9000",
                                      "--api-key", "k1", "--api-key", "k2", "--max-pdf-pages", "3",
                                      "--allow-private-urls", "--max-tokens-per-item", "128",
-                                     "--cpu-workers", "3", "--torch-threads", "1"])
+                                     "--cpu-workers", "3", "--torch-threads", "1", "--served-model-name", "one",
+                                     "--served-model-name", "two", "--header-timeout", "3.5",
+                                     "--max-connections", "99", "--max-pixels-per-request", "1000"])
     assert result.exit_code == 0, result.output
     (settings,) = captured
     assert settings.models == ("a/b", "/models/c") and settings.port == 9000
+    assert settings.served_names == ("one", "two") and settings.header_timeout == 3.5
+    assert settings.max_connections == 99 and settings.max_pixels_per_request == 1000
     assert settings.api_keys == ("k1", "k2") and settings.max_tokens_per_item == 128
     assert settings.input_limits.max_pdf_pages == 3 and settings.input_limits.allow_private_urls
     assert settings.cpu_workers == 3 and settings.torch_threads == 1
@@ -45,13 +49,15 @@ def test_every_flag_has_an_environment_twin(captured):
     env = {"UNIEMBED_MODEL": "x/y z/w", "UNIEMBED_HOST": "0.0.0.0", "UNIEMBED_PORT": "7000",
            "UNIEMBED_DEVICE": "cpu", "UNIEMBED_DTYPE": "float32", "UNIEMBED_API_KEYS": "s1 s2",
            "UNIEMBED_MAX_BODY_BYTES": "1234", "UNIEMBED_FETCH_TIMEOUT": "2.5",
-           "UNIEMBED_ALLOW_PRIVATE_URLS": "true", "UNIEMBED_MAX_QUEUE_ROWS": "9"}
+           "UNIEMBED_ALLOW_PRIVATE_URLS": "true", "UNIEMBED_MAX_QUEUE_ROWS": "9",
+           "UNIEMBED_SERVED_MODEL_NAME": "first second", "UNIEMBED_BODY_TIMEOUT": "7"}
     result = runner.invoke(cli.app, ["serve"], env=env)
     assert result.exit_code == 0, result.output
     (s,) = captured
     assert (s.models, s.host, s.port, s.device, s.dtype) == (("x/y", "z/w"), "0.0.0.0", 7000, "cpu", "float32")
     assert s.api_keys == ("s1", "s2") and s.max_body_bytes == 1234 and s.max_queue_rows == 9
     assert s.input_limits.fetch_timeout == 2.5 and s.input_limits.allow_private_urls
+    assert s.served_names == ("first", "second") and s.body_timeout == 7
     serve_command = cli.app.registered_commands[0].callback
     import inspect
 
@@ -137,6 +143,7 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
             time.sleep(0.2)
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60)
         assert reply.status_code == 200, reply.text
+        assert reply.json()["model"] == "tiny-v4"  # the served name, not the snapshot's path
         expected = uniembed.load(path).encode(["hello"]).embeddings[0].numpy()
         np.testing.assert_allclose(np.asarray(reply.json()["data"][0]["embedding"], np.float32), expected,
                                    atol=1e-5)

@@ -114,8 +114,11 @@ def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_
 
 def test_light_work_thresholds():
     short, long_ = TextItem("a" * 10), TextItem("a" * service.INLINE_TEXT_CHARS)
-    assert service._light_inputs([short]) and not service._light_inputs([short, long_])
+    assert service._light_texts([short]) and not service._light_texts([short, long_])
     vector = RowOutput(pooled=torch.zeros(1, 2048))
-    assert service._light_outputs([vector] * 4, multivector=False)
-    assert not service._light_outputs([vector] * 5, multivector=False)
-    assert not service._light_outputs([vector], multivector=True)
+    assert service._light_rows([vector] * 4) and not service._light_rows([vector] * 5)
+    assert not service._light_rows([RowOutput(pooled=torch.zeros(1, 8), multivector=torch.zeros(3, 8))])
+    result = EncodeResult(embeddings=[torch.zeros(2048)] * 4, token_counts=[1] * 4)
+    assert service._light_outputs(result, multivector=False)
+    assert not service._light_outputs(EncodeResult([torch.zeros(2048)] * 5, [1] * 5), multivector=False)
+    assert not service._light_outputs(result, multivector=True)

@@ -222,9 +222,9 @@ class Engine:
         job = self.submit(rows)
         try:
             return await asyncio.wrap_future(job.future)
-        finally:
-            if not job.finished:
-                self.cancel(job)
+        except asyncio.CancelledError:
+            self.cancel(job)  # wrap_future has cancelled job.future already; its queued rows go too
+            raise
 
     def _wait(self, job: Job) -> list[RowOutput]:
         try:

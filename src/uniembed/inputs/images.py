@@ -47,7 +47,34 @@ def decode_image(
     >>> decode_image(buf.getvalue()).getpixel((0, 0))  # fully transparent → white
     (255, 255, 255)
     """
-    limits = limits or InputLimits()
+    image = _open_checked(data, limits or InputLimits(), source)
+    try:
+        image.load()
+        if exif_orientation(image) != 1:
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise InputTooLarge(f"{source}: image dimensions exceed the pixel limit ({exc})") from exc
+    except DECODE_ERRORS as exc:
+        raise InvalidInput(f"{source}: the image data is corrupt or truncated ({exc})") from exc
+
+
+def read_image_size(
+    data: bytes, limits: InputLimits | None = None, source: str = "image"
+) -> tuple[int, int]:
+    """Width and height from the image header, checked like :func:`decode_image` checks them; no
+    pixel is decoded (a budget can be charged before the costly step).
+
+    >>> buf = io.BytesIO(); Image.new("RGB", (7000, 3), 0).save(buf, "PNG")
+    >>> read_image_size(buf.getvalue())
+    (7000, 3)
+    """
+    image = _open_checked(data, limits or InputLimits(), source)
+    return image.width, image.height
+
+
+def _open_checked(data: bytes, limits: InputLimits, source: str) -> Image.Image:
+    """Open (header only) and check bytes and pixel count."""
     check_image_bytes(len(data), limits, source)
     try:
         image = Image.open(io.BytesIO(data))
@@ -60,15 +87,7 @@ def decode_image(
     except DECODE_ERRORS as exc:
         raise InvalidInput(f"{source}: cannot read the image header ({exc})") from exc
     check_image_pixels(image.width, image.height, limits, source)
-    try:
-        image.load()
-        if exif_orientation(image) != 1:
-            image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except Image.DecompressionBombError as exc:
-        raise InputTooLarge(f"{source}: image dimensions exceed the pixel limit ({exc})") from exc
-    except DECODE_ERRORS as exc:
-        raise InvalidInput(f"{source}: the image data is corrupt or truncated ({exc})") from exc
+    return image
 
 
 def exif_orientation(image: Image.Image) -> int:

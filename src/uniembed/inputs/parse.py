@@ -18,14 +18,33 @@ from typing import Any
 import anyio
 from PIL import Image
 
-from uniembed.errors import InputTooLarge, InvalidInput, UniembedError
+from uniembed.errors import InputTooLarge, InvalidInput, UniembedError, labelled
+from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.fetch import SafeFetcher
-from uniembed.inputs.images import URL_SCHEMES, load_image, to_rgb
+from uniembed.inputs.images import (
+    URL_SCHEMES,
+    load_image,
+    read_image_bytes,
+    read_image_size,
+    to_rgb,
+)
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
-from uniembed.inputs.pdf import load_pdf, page_source
+from uniembed.inputs.pdf import load_pdf, page_source, pdf_page_sizes, read_pdf_bytes
+from uniembed.inputs.pending import (
+    Pending,
+    PendingImage,
+    PendingPage,
+    load_pending,
+    pending_pixels,
+)
 
-KINDS = ("text", "image", "pdf")
+# The fields of an input object and the kind each names: "url" and "bytes" are the Jina API's names
+# for an image given by URL or as base64 (they take the same values as "image").
+FIELDS = {"text": "text", "image": "image", "url": "image", "bytes": "image", "pdf": "pdf"}
+_FIELDS = ", ".join(f"'{field}'" for field in FIELDS)
+# Strings that are data URIs of these types are images or PDFs, not text.
+DATA_URI_KINDS = {"data:image/": "image", "data:application/pdf": "pdf"}
 
 
 @dataclass(frozen=True)
@@ -83,14 +102,13 @@ def coerce_image_items(
 
 def _library_spec(index: int, value: Any) -> _Spec:
     if isinstance(value, str):
-        return _Spec(index, "text", value)
+        return _string_spec(index, value)
     if isinstance(value, Image.Image):
         return _Spec(index, "image", value)
     if isinstance(value, Mapping):
         return _mapping_spec(index, value)
     raise InvalidInput(
-        f"input {index}: expected a string, a PIL image or a dict with one of "
-        "'text', 'image', 'pdf'; "
+        f"input {index}: expected a string, a PIL image or a dict with one of {_FIELDS}; "
         f"got {type(value).__name__}"
     )
 
@@ -99,7 +117,7 @@ def _library_spec(index: int, value: Any) -> _Spec:
 def parse_api_items(
     raw: Sequence[Any], limits: InputLimits | None = None, fetcher: SafeFetcher | None = None
 ) -> tuple[list[Item], list[int]]:
-    """Items of an API request: strings or ``{"text"|"image"|"pdf": str}`` objects.
+    """Items of an API request: strings or ``{"text"|"image"|"url"|"bytes"|"pdf": str}`` objects.
 
     Image and PDF values must be an http(s) URL, a data URI or base64 — local paths are never
     read. Texts longer than ``max_text_chars`` are refused. Returns items and their input indices.
@@ -112,56 +130,109 @@ def parse_api_items(
 async def aparse_api_items(
     raw: Sequence[Any], limits: InputLimits | None = None, fetcher: SafeFetcher | None = None
 ) -> tuple[list[Item], list[int]]:
-    """Async :func:`parse_api_items`: URLs are fetched concurrently (at most
-    ``max_concurrent_fetches`` at a time) and decoding runs in worker threads, so the event loop
-    never blocks. The first failure cancels the remaining work; if several inputs failed by then,
-    the error of the lowest input index is raised."""
+    """Async :func:`parse_api_items`: :func:`aprobe_api_items`, then every image decoded and every
+    page rendered (in a worker thread)."""
     context = _Context.make(limits, fetcher, allow_paths=False)
+    pending, origin = await aprobe_api_items(raw, context.limits, context.fetcher)
+    return await anyio.to_thread.run_sync(load_pending, pending, context.limits), origin
+
+
+async def aprobe_api_items(
+    raw: Sequence[Any],
+    limits: InputLimits | None = None,
+    fetcher: SafeFetcher | None = None,
+    budget: RequestBudget | None = None,
+) -> tuple[list[Pending], list[int]]:
+    """The inputs of an API request read and measured, not decoded: texts, and images and PDF pages
+    as :mod:`~uniembed.inputs.pending` entries (bytes in hand, sizes read from image headers and the
+    PDF page tree), with the input index of each.
+
+    ``budget`` is charged as each input is measured — items (a PDF counts its pages) and pixels, and
+    the bytes of downloads — so a request over it is refused before any pixel is decoded. URLs are
+    fetched concurrently (at most ``max_concurrent_fetches`` at a time) and reading runs in worker
+    threads, so the event loop never blocks. The first failure cancels the remaining work; if several
+    inputs failed by then, the error of the lowest input index is raised.
+    """
+    context = _Context.make(limits, fetcher, allow_paths=False)
+    budget = budget or RequestBudget.unlimited()
     specs = [_api_spec(i, value, context.limits) for i, value in enumerate(_as_list(raw))]
-    if all(spec.kind == "text" for spec in specs):  # nothing to fetch or decode: no task group
+    budget.charge_items(len(specs))
+    if all(spec.kind == "text" for spec in specs):  # nothing to fetch or read: no task group
         return [TextItem(spec.value) for spec in specs], [spec.index for spec in specs]
-    loaded: dict[int, list[Item]] = {}
+    found: dict[int, list[Pending]] = {}
     errors: dict[int, UniembedError] = {}
     limiter = anyio.CapacityLimiter(context.limits.max_concurrent_fetches)
 
     async with anyio.create_task_group() as group:
 
-        async def load(spec: _Spec) -> None:
+        async def probe(spec: _Spec) -> None:
             try:
-                loaded[spec.index] = await _aload(spec, context, limiter)
+                entries = await _aprobe(spec, context, limiter, budget)
+                budget.charge_items(len(entries) - 1, f"input {spec.index}")  # one was charged above
+                budget.charge_pixels(sum(pending_pixels(entry) for entry in entries), f"input {spec.index}")
+                found[spec.index] = entries
             except UniembedError as exc:
-                errors[spec.index] = _with_index(exc, spec.index)
+                errors[spec.index] = labelled(exc, spec.index)
                 group.cancel_scope.cancel()
 
         for spec in specs:
             if spec.kind == "text":
-                loaded[spec.index] = [TextItem(spec.value)]
+                found[spec.index] = [TextItem(spec.value)]
             else:
-                group.start_soon(load, spec)
+                group.start_soon(probe, spec)
     if errors:
         raise errors[min(errors)]
-    return _flatten([(spec.index, loaded[spec.index]) for spec in specs])
+    entries = [(spec.index, found[spec.index]) for spec in specs]
+    return [entry for _, group in entries for entry in group], [i for i, group in entries for _ in group]
 
 
-async def _aload(spec: _Spec, context: _Context, limiter: anyio.CapacityLimiter) -> list[Item]:
+async def _aprobe(
+    spec: _Spec, context: _Context, limiter: anyio.CapacityLimiter, budget: RequestBudget
+) -> list[Pending]:
     value = spec.value
     if _is_url(value):
-        max_bytes = (
-            context.limits.max_image_bytes if spec.kind == "image" else context.limits.max_pdf_bytes
-        )
-        async with limiter:
-            value = await context.fetcher.afetch(value.strip(), max_bytes=max_bytes)
-    return await anyio.to_thread.run_sync(_load, _Spec(spec.index, spec.kind, value), context)
+        value = await _afetch(value.strip(), spec, context, limiter, budget)
+    return await anyio.to_thread.run_sync(_probe, _Spec(spec.index, spec.kind, value), context)
+
+
+async def _afetch(
+    url: str, spec: _Spec, context: _Context, limiter: anyio.CapacityLimiter, budget: RequestBudget
+) -> bytes:
+    """Download within the item's byte limit and what is left of the request's download budget."""
+    limit = context.limits.max_image_bytes if spec.kind == "image" else context.limits.max_pdf_bytes
+    where = f"input {spec.index}"
+    async with limiter:
+        left = budget.fetch_bytes_left  # read once the download may start
+        if left == 0:
+            raise budget.fetch_exceeded(where)
+        try:
+            data = await context.fetcher.afetch(url, max_bytes=min(limit, left))
+        except InputTooLarge as exc:
+            raise (budget.fetch_exceeded(where) if left < limit else exc) from exc
+    budget.charge_fetch(len(data), where)
+    return data
+
+
+def _probe(spec: _Spec, context: _Context) -> list[Pending]:
+    """Read one image's header or one PDF's page sizes (checked); decode nothing."""
+    limits = context.limits
+    if spec.kind == "image":
+        data = read_image_bytes(spec.value, limits, context.fetcher, allow_paths=False, source="image")
+        width, height = read_image_size(data, limits)
+        return [PendingImage(data, width, height, spec.index)]
+    data = read_pdf_bytes(spec.value, limits, context.fetcher, allow_paths=False)
+    return [PendingPage(data, page, width, height, spec.index)
+            for page, (width, height) in enumerate(pdf_page_sizes(data, limits))]
 
 
 def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:
     if isinstance(value, str):
-        spec = _Spec(index, "text", value)
+        spec = _string_spec(index, value)
     elif isinstance(value, Mapping):
         spec = _mapping_spec(index, value)
     else:
         raise InvalidInput(
-            f"input {index}: expected a string or an object with one of 'text', 'image', 'pdf'; "
+            f"input {index}: expected a string or an object with one of {_FIELDS}; "
             f"got {type(value).__name__}"
         )
     if spec.kind != "text" and not isinstance(spec.value, str):
@@ -177,25 +248,31 @@ def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:
 
 
 # --------------------------------------------------------------------- shared
+def _string_spec(index: int, value: str) -> _Spec:
+    """A string is text, unless it is an image or PDF data URI (what some clients send for images)."""
+    head = value[:32].lstrip().lower()
+    for prefix, kind in DATA_URI_KINDS.items():
+        if head.startswith(prefix):
+            return _Spec(index, kind, value)
+    return _Spec(index, "text", value)
+
+
 def _mapping_spec(index: int, value: Mapping[str, Any]) -> _Spec:
-    present = [kind for kind in KINDS if kind in value]
-    unknown = sorted(str(key) for key in value if key not in KINDS)
+    present = [field for field in FIELDS if field in value]
+    unknown = sorted(str(key) for key in value if key not in FIELDS)
     if unknown:
         raise InvalidInput(
-            f"input {index}: unknown field(s) {', '.join(unknown)}; "
-            "use exactly one of 'text', 'image', 'pdf'"
+            f"input {index}: unknown field(s) {', '.join(unknown)}; use exactly one of {_FIELDS}"
         )
     if len(present) != 1:
         found = ", ".join(present) or "none"
+        raise InvalidInput(f"input {index}: give exactly one of {_FIELDS} (found: {found})")
+    field = present[0]
+    if field == "text" and not isinstance(value[field], str):
         raise InvalidInput(
-            f"input {index}: give exactly one of 'text', 'image', 'pdf' (found: {found})"
+            f"input {index}: 'text' must be a string, got {type(value[field]).__name__}"
         )
-    kind = present[0]
-    if kind == "text" and not isinstance(value[kind], str):
-        raise InvalidInput(
-            f"input {index}: 'text' must be a string, got {type(value[kind]).__name__}"
-        )
-    return _Spec(index, kind, value[kind])
+    return _Spec(index, FIELDS[field], value[field])
 
 
 def _load_labelled(spec: _Spec, context: _Context) -> list[Item]:
@@ -203,10 +280,10 @@ def _load_labelled(spec: _Spec, context: _Context) -> list[Item]:
     try:
         return _load(spec, context)
     except UniembedError as exc:
-        labelled = _with_index(exc, spec.index)
-        if labelled is exc:
+        named = labelled(exc, spec.index)
+        if named is exc:
             raise
-        raise labelled from exc
+        raise named from exc
 
 
 def _load(spec: _Spec, context: _Context) -> list[Item]:
@@ -242,13 +319,6 @@ def _as_list(raw: Sequence[Any]) -> list[Any]:
             f"expected a list of inputs, got {type(raw).__name__}; wrap one input in a list"
         )
     return list(raw)
-
-
-def _with_index(exc: UniembedError, index: int) -> UniembedError:
-    """The same error type with the input index in front of the message."""
-    if exc.message.startswith(f"input {index}:"):
-        return exc
-    return type(exc)(f"input {index}: {exc.message}")
 
 
 def _is_url(value: Any) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 
 import pypdfium2 as pdfium
@@ -42,14 +43,45 @@ def render_pdf(
     :class:`~uniembed.errors.InvalidInput`.
     """
     limits = limits or InputLimits()
+    count = len(pdf_page_sizes(data, limits, source))
+    return render_pages(data, range(count), limits, source)
+
+
+def pdf_page_sizes(
+    data: bytes, limits: InputLimits | None = None, source: str = "pdf"
+) -> list[tuple[int, int]]:
+    """The pixel size every page will render to, checked as :func:`render_pdf` checks it; nothing
+    is rendered (page sizes come from the page tree), so a budget can be charged first."""
+    limits = limits or InputLimits()
     check_pdf_bytes(len(data), limits, source)
     with _open_document(data, source) as document:
         count = len(document)
         check_page_count(count, limits, source)
         sizes = [_page_pixels(document, i, limits.pdf_render_scale) for i in range(count)]
-        for number, (width, height) in enumerate(sizes, start=1):
-            check_image_pixels(width, height, limits, page_source(source, number, count))
-        return [_render_page(document, i, limits.pdf_render_scale, source) for i in range(count)]
+    for number, (width, height) in enumerate(sizes, start=1):
+        check_image_pixels(width, height, limits, page_source(source, number, count))
+    return sizes
+
+
+def render_pages(
+    data: bytes,
+    indices: Iterable[int],
+    limits: InputLimits | None = None,
+    source: str = "pdf",
+    stop: threading.Event | None = None,
+) -> list[Image.Image]:
+    """Render the pages at 0-based ``indices`` (sizes already checked by :func:`pdf_page_sizes`).
+
+    ``stop``: once set, no further page is rendered (:class:`~concurrent.futures.CancelledError`).
+    """
+    limits = limits or InputLimits()
+    with _open_document(data, source) as document:
+        pages = []
+        for index in indices:
+            if stop is not None and stop.is_set():
+                raise CancelledError(f"{source}: rendering stopped")
+            pages.append(_render_page(document, index, limits.pdf_render_scale, source))
+        return pages
 
 
 def pdf_page_count(data: bytes, source: str = "pdf") -> int:
@@ -120,11 +152,7 @@ def _open_error(exc: pdfium.PdfiumError, data: bytes, source: str) -> str:
 
 def _page_pixels(document: pdfium.PdfDocument, index: int, scale: float) -> tuple[int, int]:
     """Pixel size a page will render to (rounded up, as PDFium does)."""
-    page = document[index]
-    try:
-        width, height = page.get_size()
-    finally:
-        page.close()
+    width, height = document.get_page_size(index)
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
@@ -158,7 +186,19 @@ def load_pdf(
     ``allow_paths`` — a local file path (strings are told apart as in
     :func:`~uniembed.inputs.images.load_image`)."""
     limits = limits or InputLimits()
-    data = read_source_bytes(
+    return render_pdf(read_pdf_bytes(obj, limits, fetcher, allow_paths=allow_paths, source=source), limits, source)
+
+
+def read_pdf_bytes(
+    obj: object,
+    limits: InputLimits,
+    fetcher: SafeFetcher | None = None,
+    *,
+    allow_paths: bool = False,
+    source: str = "pdf",
+) -> bytes:
+    """The bytes behind a PDF source (see :func:`load_pdf`), size-checked."""
+    return read_source_bytes(
         obj,
         fetcher or SafeFetcher(limits),
         allow_paths=allow_paths,
@@ -167,4 +207,3 @@ def load_pdf(
         media_types=PDF_MEDIA_TYPES,
         kind="PDF",
     )
-    return render_pdf(data, limits, source)

@@ -15,10 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from uniembed.embedder import Embedder
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.body_limit import BodyLimitMiddleware
+from uniembed.server.connections import ConcurrencyLimitMiddleware
 from uniembed.server.errors import install_error_handlers
 from uniembed.server.metrics import Metrics, MetricsMiddleware
 from uniembed.server.registry import ModelRegistry
+from uniembed.server.request_body import RequestBodyMiddleware
 from uniembed.server.routes import build_router
 from uniembed.server.service import EmbeddingService
 from uniembed.server.settings import ServerSettings
@@ -33,11 +34,14 @@ See docs/server.md for every setting, limit and error."""
 def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], index: Index | None = None) -> FastAPI:
     """The service for ``embedders`` (served name → embedder); their engines' workers run during the
     lifespan (batching is the embedders' own: ``uniembed.load(token_budget=…, max_batch_size=…)``).
+    Run it with :func:`uniembed.server.connections.uvicorn_config` for the connection limits and
+    timeouts (any ASGI server works, without them).
 
     State is reachable for tests and operators as ``app.state.engines``, ``app.state.metrics`` and
     ``app.state.registry``.
     """
-    registry = ModelRegistry(embedders)
+    sources = dict(zip(embedders, settings.models)) if len(settings.models) == len(embedders) else {}
+    registry = ModelRegistry(embedders, sources)
     metrics = Metrics()
     engines = {name: embedder.engine for name, embedder in registry.embedders.items()}
     service = EmbeddingService(settings, registry, metrics)
@@ -54,7 +58,7 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
                 await run_in_threadpool(engine.stop)
             await run_in_threadpool(service.close)
 
-    app = FastAPI(title="uniembed", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="uniembed", description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False)
     app.state.settings = settings
     app.state.registry = registry
     app.state.engines = engines
@@ -65,6 +69,8 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
         from uniembed.server.search_routes import build_search_router
 
         app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings.input_limits))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
+    app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                       metrics=metrics)
+    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s and 503s too
     return app

@@ -1,7 +1,13 @@
-"""Errors at the HTTP edge: ONE table from error types to statuses, and the handlers using it.
+"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using it.
 
-Every error body is ``{"detail": ...}``: a message string, or for request-validation errors a list of
-``{"loc", "msg", "type"}`` (FastAPI's form, without echoing the offending input back).
+Every error body speaks both dialects::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "dimensions", "code": "invalid_option"},
+     "detail": "..."}
+
+``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail`` is
+what Jina and FastAPI clients read: the same message, or for a schema violation the list of
+``{"loc", "msg", "type"}`` (inputs are never echoed back: they may be megabytes).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from uniembed.errors import (
     UniembedError,
     ValidationFailed,
 )
+from uniembed.server.schemas import EmbeddingRequest
 
 logger = logging.getLogger("uniembed.server")
 
@@ -37,62 +44,138 @@ class Unauthorized(UniembedError):
     """A missing or wrong API key."""
 
 
-STATUS_BY_ERROR: dict[type[UniembedError], int] = {
-    InvalidInput: 400,
-    FetchError: 400,
-    Unauthorized: 401,
-    ModelNotFound: 404,
-    InputTooLarge: 413,
-    ValidationFailed: 422,
-    Overloaded: 429,
-    BatchFailed: 500,
-    CheckpointError: 500,
-    MissingDependency: 500,
-    NotReady: 503,
+ERROR_TABLE: dict[type[UniembedError], tuple[int, str]] = {
+    InvalidInput: (400, "invalid_input"),
+    FetchError: (400, "fetch_failed"),
+    Unauthorized: (401, "invalid_api_key"),
+    ModelNotFound: (404, "model_not_found"),
+    InputTooLarge: (413, "input_too_large"),
+    ValidationFailed: (422, "invalid_option"),
+    Overloaded: (429, "queue_full"),
+    BatchFailed: (500, "model_failed"),
+    CheckpointError: (500, "checkpoint_error"),
+    MissingDependency: (500, "missing_dependency"),
+    NotReady: (503, "not_ready"),
 }
-"""The status of each error type; a subclass not listed takes its nearest listed base's status."""
+"""Status and code of each error type; a subclass not listed takes its nearest listed base's."""
+
+# Flaws found before our code runs (the request's framing, JSON and schema) and by the middleware.
+INVALID_JSON = (400, "invalid_json")
+SCHEMA_VIOLATION = (422, "invalid_request")
+UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
+CODE_BY_STATUS = {400: "invalid_json", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
+                  408: "request_timeout", 413: "input_too_large", 415: "unsupported_media_type",
+                  422: "invalid_request", 429: "queue_full", 500: "internal_error", 503: "overloaded"}
+TYPE_BY_STATUS = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+"""OpenAI's error ``type``; every other status is an ``invalid_request_error``."""
 
 
 def status_of(error: UniembedError) -> int:
-    """The HTTP status of ``error`` from :data:`STATUS_BY_ERROR`.
+    """The HTTP status of ``error`` from :data:`ERROR_TABLE`.
 
     >>> status_of(FetchError("refused")), status_of(Overloaded("full"))
     (400, 429)
     """
+    return _entry(error)[0]
+
+
+def _entry(error: UniembedError) -> tuple[int, str]:
     for cls in type(error).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
-    return 500
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]  # type: ignore[index]
+    return 500, "internal_error"
 
 
-def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    """A ``{"detail": ...}`` response; 429 and 503 tell the client when to retry."""
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None,
+               detail: Any = None) -> dict[str, Any]:
+    """The two-dialect body (see the module docstring).
+
+    >>> error_body(413, "too big")["error"]
+    {'message': 'too big', 'type': 'invalid_request_error', 'param': None, 'code': 'input_too_large'}
+    """
+    error = {"message": message, "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
+             "param": param, "code": code or CODE_BY_STATUS.get(status, "error")}
+    return {"error": error, "detail": message if detail is None else detail}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
+                   code: str | None = None, param: str | None = None, detail: Any = None) -> JSONResponse:
+    """An error response; 429 and 503 tell the client when to retry."""
     headers = dict(headers or {})
     if status in (429, 503):
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    body = error_body(status, message, code=code, param=param, detail=detail)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _uniembed_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, UniembedError)
-    status = status_of(error)
+    status, code = _entry(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, error.message, headers)
+    return error_response(status, error.message, headers, code=code, param=_param_of(error))
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return error_response(422, clean_validation_errors(error.errors()))
+    issues = clean_validation_errors(error.errors())
+    (status, code), message = classify_body_errors(error.errors())
+    if status != 422:  # not JSON, or not sent as JSON: one message
+        return error_response(status, message, code=code)
+    param = ".".join(str(part) for part in issues[0]["loc"][1:]) if issues else None
+    return error_response(status, message, code=code, param=param or None, detail=issues)
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    return error_response(error.status_code, error.detail, dict(error.headers or {}))
+    message = str(error.detail)
+    if error.status_code == 400:  # Starlette's only 400: the body could not be read as JSON
+        message = f"the body is not valid JSON ({message})"
+    return error_response(error.status_code, message, dict(error.headers or {}))
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal server error; the cause is in the server log")
+
+
+def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
+    """(status, code) and a one-line message for FastAPI's request-validation errors: a body that is
+    not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not fit
+    the schema 422.
+
+    >>> classify_body_errors([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}])[0]
+    (400, 'invalid_json')
+    >>> classify_body_errors([{"type": "int_type", "loc": ("body", "dimensions"), "msg": "bad"}])
+    ((422, 'invalid_request'), 'dimensions: bad')
+    """
+    errors = list(errors)
+    whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(_describe(e) for e in errors)
+    if any(e.get("type") == "missing" for e in whole_body):
+        return INVALID_JSON, "the body is empty; send a JSON object"
+    if any(isinstance(e.get("input"), (bytes, bytearray)) for e in whole_body):
+        return UNSUPPORTED_MEDIA_TYPE, "the body must be JSON sent with Content-Type: application/json"
+    return SCHEMA_VIOLATION, "; ".join(_describe(e) for e in errors)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in tuple(error.get("loc", ()))[1:])
+    return f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", ""))
+
+
+def _param_of(error: UniembedError) -> str | None:
+    """The request field an error is about, when the message starts with it (``input 3: …``,
+    ``dimensions must be …``).
+
+    >>> _param_of(InvalidInput("input 3: not an image")), _param_of(ValidationFailed("dimensions must be 1"))
+    ('input.3', 'dimensions')
+    """
+    head = error.message.split(":", 1)[0]
+    if head.startswith("input ") and head[6:].isdigit():
+        return f"input.{head[6:]}"
+    first = error.message.split(" ", 1)[0]
+    return first if first in EmbeddingRequest.model_fields and first != "input" else None
 
 
 def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from uniembed.engine.stats import BatchStats, EngineObserver
 
 KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
                          "/docs", "/redoc", "/openapi.json"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never seen by a client
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -42,6 +43,14 @@ class Metrics:
                                       ["model"], registry=r)
         self.rejected = Counter("uniembed_requests_rejected", "Requests refused because the queue was full.",
                                 ["model"], registry=r)
+        self.connections_open = Gauge("uniembed_connections_open", "Open client connections.", registry=r)
+        self.connections_closed = Counter(
+            "uniembed_connections_closed",
+            "Connections the server closed or refused: header_timeout, evicted (the longest idle, at the "
+            "connection limit), refused (503: at the limit with every connection busy), body_timeout (408).",
+            ["reason"], registry=r)
+        self.requests_shed = Counter("uniembed_requests_shed", "Requests answered 503 at the limit of requests "
+                                     "in progress.", registry=r)
 
         self._models: dict[str, ModelMetrics] = {}
         self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -101,7 +110,8 @@ class ModelMetrics(EngineObserver):
 
 
 class MetricsMiddleware:
-    """Count every HTTP response by path and status and time it (error responses included)."""
+    """Count every HTTP response by path and status and time it (error responses included). A request
+    that ends without a response — its client left — is counted as 499."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -111,8 +121,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
-        status = 500
+        path = path_label(scope["path"])
+        status = CLIENT_CLOSED_REQUEST
         start = time.perf_counter()
 
         async def send_recording_status(message: Message) -> None:
@@ -123,7 +133,23 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_recording_status)
+        except BaseException:
+            if status == CLIENT_CLOSED_REQUEST:
+                status = 500
+            raise
         finally:
             counter, latency = self.metrics.for_response(path, status)
             counter.inc()
             latency.observe(time.perf_counter() - start)
+
+
+def path_label(path: str) -> str:
+    """The ``path`` label of a request path: a known route (trailing slash ignored) or ``other``.
+
+    >>> path_label("/v1/embeddings/"), path_label("/v1/models/jina-embeddings-v4"), path_label("/x")
+    ('/v1/embeddings', '/v1/models/{id}', 'other')
+    """
+    path = path.rstrip("/") or "/"
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{id}"
+    return path if path in KNOWN_PATHS else "other"

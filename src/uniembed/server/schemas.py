@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 EncodingFormat = Literal["float", "base64"]
@@ -18,6 +27,14 @@ EncodingFormat = Literal["float", "base64"]
 MAX_ITEMS_HARD = 65_536  # schema bound; the configured limit (ServerSettings) is usually lower
 MAX_FIELD_CHARS = 256 * 1024 * 1024  # schema bound on one string; the body-size limit is lower
 MAX_NAME_CHARS = 512
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 256.0 as an integer; so do we (any other float, and strings, stay refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Dimensions = Annotated[int, Field(ge=1, le=65_536), BeforeValidator(_whole_number)]
 
 
 class _Wire(BaseModel):
@@ -36,10 +53,28 @@ class ImageInput(_Wire):
     image: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
 
 
+class UrlInput(_Wire):
+    """``{"url": URL}``: the Jina API's form of an image given by URL (the same values as ``image``)."""
+
+    url: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+
+
+class BytesInput(_Wire):
+    """``{"bytes": base64}``: the Jina API's form of an image given as base64 (the same values as ``image``)."""
+
+    bytes: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+
+
 class PdfInput(_Wire):
     """``{"pdf": URL | base64 | data URI}``: every page becomes one embedding, in page order."""
 
     pdf: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
+
+
+INPUT_OBJECTS: dict[str, type[_Wire]] = {
+    "text": TextInput, "image": ImageInput, "url": UrlInput, "bytes": BytesInput, "pdf": PdfInput,
+}
+ENTRY_ERROR = 'each input must be a string or an object with exactly one of "text", "image", "url", "bytes", "pdf"'
 
 
 def _input_kind(value: Any) -> str | None:
@@ -47,9 +82,9 @@ def _input_kind(value: Any) -> str | None:
     if isinstance(value, str):
         return "string"
     if isinstance(value, BaseModel):
-        return {TextInput: "text", ImageInput: "image", PdfInput: "pdf"}.get(type(value))
+        return next((key for key, model in INPUT_OBJECTS.items() if type(value) is model), None)
     if isinstance(value, dict):
-        keys = [key for key in ("text", "image", "pdf") if key in value]
+        keys = [key for key in INPUT_OBJECTS if key in value]
         return keys[0] if len(keys) == 1 else None
     return None
 
@@ -58,12 +93,10 @@ InputEntry = Annotated[
     Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")]
     | Annotated[TextInput, Tag("text")]
     | Annotated[ImageInput, Tag("image")]
+    | Annotated[UrlInput, Tag("url")]
+    | Annotated[BytesInput, Tag("bytes")]
     | Annotated[PdfInput, Tag("pdf")],
-    Discriminator(
-        _input_kind,
-        custom_error_type="invalid_input_entry",
-        custom_error_message='each input must be a string or an object with exactly one of "text", "image", "pdf"',
-    ),
+    Discriminator(_input_kind, custom_error_type="invalid_input_entry", custom_error_message=ENTRY_ERROR),
 ]
 InputList = Annotated[list[InputEntry], Field(min_length=1, max_length=MAX_ITEMS_HARD)]
 Input = Annotated[
@@ -77,38 +110,61 @@ Input = Annotated[
 EmbeddingTypes = Annotated[list[EmbeddingType], Field(min_length=1, max_length=4)]
 
 
+# The one refused pair of encoding fields, as JSON Schema (the request model's "not"): the OpenAI field
+# set to "float" beside a different Jina embedding_type.
+ENCODING_CONFLICT = {
+    "required": ["encoding_format", "embedding_type"],
+    "properties": {
+        "encoding_format": {"const": "float"},
+        "embedding_type": {"not": {"anyOf": [{"const": "float"}, {"type": "null"}]}},
+    },
+}
+
+
 class EmbeddingRequest(_Wire):
     """``POST /v1/embeddings`` (Jina form; the OpenAI form is the subset plus ``encoding_format``)."""
 
+    model_config = ConfigDict(json_schema_extra={"not": ENCODING_CONFLICT})
+
     model: str | None = Field(
         None, min_length=1, max_length=MAX_NAME_CHARS,
-        description="A served model: its served name, last path component or hub id; omitted = the first one.",
+        description="A listed model (GET /v1/models): a served name, or a task name such as "
+        "jina-embeddings-v4-retrieval-passage that carries its task; omitted = the first served model.",
     )
     input: Input = Field(
-        description="A string, a list of strings, or a list of {text}, {image} and {pdf} objects.",
+        description="A string, a list of strings, or a list of {text}, {image}, {url}, {bytes} and {pdf} "
+        "objects; a string that is an image (or PDF) data URI is an image (or PDF).",
     )
-    task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage")
-    dimensions: int | None = Field(None, ge=1, le=65_536, description="Matryoshka size: keep the first N dims.")
+    task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage; "
+                             "default: the task the model name carries, else the model's default.")
+    dimensions: Dimensions | None = Field(None, description="Matryoshka size: keep the first N dims.")
     late_chunking: bool = Field(False, description="Treat the inputs as consecutive chunks of one document.")
     embedding_type: EmbeddingType | EmbeddingTypes | None = Field(
         None, validation_alias=AliasChoices("embedding_type", "encoding_type"),
-        description="float | base64 | binary | ubinary, or a list of them (each item then gets a dict).",
+        description="float | base64 | binary | ubinary, or a list of them (each item then gets a dict); "
+        "also accepted as encoding_type. Wins over encoding_format, except that encoding_format 'float' "
+        "beside a different embedding_type is refused.",
     )
-    encoding_format: EncodingFormat | None = Field(None, description="OpenAI form of embedding_type.")
+    encoding_format: EncodingFormat | None = Field(None, description="OpenAI form of embedding_type (float | base64).")
     truncate: bool = Field(False, description="Cut over-long inputs instead of refusing them.")
     normalized: bool = Field(True, description="L2-normalise single vectors.")
     return_multivector: bool = Field(False, description="One 'embeddings' list of token vectors per item.")
     user: str | None = Field(None, max_length=256, description="OpenAI field; accepted and ignored.")
 
     @model_validator(mode="after")
-    def _one_encoding_field(self) -> EmbeddingRequest:
-        if self.embedding_type is not None and self.encoding_format is not None:
-            raise ValueError("give embedding_type or encoding_format, not both")
+    def _encodings_agree(self) -> EmbeddingRequest:
+        if self.encoding_format == "float" and self.embedding_type not in (None, "float"):
+            raise ValueError(
+                f"encoding_format 'float' contradicts embedding_type {self.embedding_type!r}; give one of them "
+                "(embedding_type may stand beside encoding_format 'base64', the openai client's default)"
+            )
         return self
 
     @property
     def kinds(self) -> str | list[str]:
-        """The requested encoding(s); a list gives every item a dict keyed by kind."""
+        """The requested encoding(s); a list gives every item a dict keyed by kind. ``embedding_type``
+        wins over ``encoding_format``: the openai client sends ``base64`` even when not asked to, so
+        Jina options in its ``extra_body`` stand beside it (and it passes non-string values through)."""
         if self.embedding_type is not None:
             return list(self.embedding_type) if isinstance(self.embedding_type, list) else self.embedding_type
         return self.encoding_format or "float"
@@ -143,9 +199,35 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "uniembed"
+    root: str = Field(description="The served name of the model behind this name.")
+    task: str | None = Field(description="The task this name carries (null: the request's, else default_task).")
+    default_task: str | None = Field(description="The task a request to this name gets when it sends none.")
     info: dict[str, Any] = Field(description="dimensions, tasks, context length, modalities …")
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error object."""
+
+    message: str
+    type: str = Field(description="invalid_request_error | authentication_error | rate_limit_error | server_error")
+    param: str | None = Field(None, description="The request field at fault, when known (e.g. dimensions, input.3).")
+    code: str = Field(description="One code per kind of flaw, e.g. invalid_json, invalid_request, input_too_large.")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error body: OpenAI's ``error`` and Jina's ``detail`` (the message, or the list of schema
+    violations)."""
+
+    error: ErrorDetail
+    detail: str | list[ValidationIssue]

@@ -1,4 +1,16 @@
-"""What ``POST /v1/embeddings`` does, independent of routing: parse → plan → batch → encode.
+"""What ``POST /v1/embeddings`` does, independent of routing: measure → plan → batch → encode.
+
+1. The inputs are read and measured, not decoded (:func:`~uniembed.inputs.parse.aprobe_api_items`):
+   the request's budget (items with PDF pages counted from the page count, decoded pixels from image
+   headers and page sizes, downloaded bytes) is charged before any pixel is decoded, so a request
+   over it is refused (413) having cost a few milliseconds.
+2. Text-only requests are planned at once. Requests with images or PDF pages are decoded, rendered
+   and planned in parts of at most :data:`PART_ITEMS` inputs and :data:`PART_PIXELS` pixels, at most
+   :data:`PARTS_IN_FLIGHT` parts queued on the model while the next is prepared: decoding, planning
+   and running overlap, and a request holds only what is in flight (see docs/server.md, Limits).
+3. Everything runs in a task that is cancelled when the client disconnects: no further part is
+   decoded or rendered (the part in progress stops at its next image or page), queued rows are
+   dropped, and the response is counted as 499.
 
 Heavy CPU work (tokenising long texts, decoding images, encoding large responses) runs in the
 service's worker threads so the event loop never blocks for long; the same work for a small request
@@ -9,9 +21,13 @@ Model work runs on the model's engine (:mod:`uniembed.engine`), shared with ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -19,24 +35,34 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from uniembed.embedder import Embedder
 from uniembed.encoding import as_float32, encode_all
-from uniembed.engine.loop import Engine
+from uniembed.engine.loop import Job
 from uniembed.engine.threads import single_threaded_torch
-from uniembed.errors import BatchFailed, InputTooLarge
+from uniembed.errors import BatchFailed, InputTooLarge, InvalidInput
+from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.fetch import SafeFetcher
-from uniembed.inputs.items import Item, TextItem
-from uniembed.inputs.parse import aparse_api_items
+from uniembed.inputs.items import TextItem
+from uniembed.inputs.parse import aprobe_api_items
+from uniembed.inputs.pending import Pending, in_parts, load_pending
 from uniembed.models.base import RowOutput
 from uniembed.plans import EncodeOptions, EncodeResult, Plan
-from uniembed.server.metrics import Metrics
-from uniembed.server.registry import ModelRegistry
+from uniembed.server.metrics import CLIENT_CLOSED_REQUEST, Metrics
+from uniembed.server.registry import ModelRegistry, ServedModel
 from uniembed.server.schemas import EmbeddingRequest
 from uniembed.server.settings import ServerSettings
 
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never seen by a client
 # Work below these sizes runs on the event loop (well under a millisecond); above, in a worker thread.
 INLINE_TEXT_CHARS = 4096  # characters of text, all inputs together, tokenised inline
 INLINE_OUTPUT_FLOATS = 8192  # numbers in all output embeddings together, encoded inline
+# Requests with images or pages are prepared in parts: each part at most this many inputs and decoded
+# pixels, at most PARTS_IN_FLIGHT parts queued on the model while the next one is prepared. With the
+# v4 defaults a part's rows hold at most 8 × 14.5 MB of preprocessed pixels (602,112 pixels a row,
+# float32, 2 temporal patches), so (PARTS_IN_FLIGHT + 1) parts about 350 MB, plus one part's decoded
+# pixels (at most 64 M: 192 MB as RGB).
+PART_ITEMS = 8
+PART_PIXELS = 64 * 1024 * 1024
+PARTS_IN_FLIGHT = 2
 
 T = TypeVar("T")
 
@@ -44,12 +70,7 @@ T = TypeVar("T")
 class EmbeddingService:
     """Serves embedding requests for every model of a :class:`ModelRegistry`."""
 
-    def __init__(
-        self,
-        settings: ServerSettings,
-        registry: ModelRegistry,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: ServerSettings, registry: ModelRegistry, metrics: Metrics) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -63,20 +84,27 @@ class EmbeddingService:
         self._workers.shutdown(wait=True, cancel_futures=True)
 
     async def embed(self, body: EmbeddingRequest, request: Request) -> Response:
-        """Answer one request; rows of a client that disconnects are dropped before they run."""
-        served, embedder = self.registry.resolve(body.model)
-        raw = body.raw_inputs()
-        self._check_item_count(len(raw))
-        items, _origin = await aparse_api_items(raw, self.settings.input_limits, self.fetcher)
-        self._check_item_count(len(items))
+        """Answer one request; all its work stops when the client disconnects (499)."""
+        model = self.registry.lookup(body.model)
+        task = model.task_for(body.task)
+        answer = await until_disconnected(self._embed(body, model, task), request)
+        return Response(status_code=CLIENT_CLOSED_REQUEST) if answer is None else answer
+
+    async def _embed(self, body: EmbeddingRequest, model: ServedModel, task: str | None) -> Response:
+        embedder = model.embedder
         options = self._options(body, embedder.info.max_tokens)
-        plan: Plan = await self._compute(_light_inputs(items), embedder.plan, items, body.task, options)
-        self._check_request_tokens(plan)
-        outputs = await self._run_until_disconnect(embedder.engine, plan, request)
-        if outputs is None:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        light = _light_outputs(outputs, body.return_multivector)
-        payload = await self._compute(light, self._response_body, served, plan, outputs, body)
+        embedder.check_options(options)  # option errors (422) before any input is read
+        pending, _origin = await aprobe_api_items(
+            body.raw_inputs(), self.settings.input_limits, self.fetcher, self._budget()
+        )
+        if all(isinstance(entry, TextItem) for entry in pending):
+            result = await self._embed_texts(embedder, pending, task, options)  # type: ignore[arg-type]
+        else:
+            _check_late_chunking(pending, options)
+            result = await self._embed_in_parts(embedder, pending, task, options)
+        self.metrics.for_model(model.served).tokens.inc(result.total_tokens)
+        light = _light_outputs(result, body.return_multivector)
+        payload = await self._compute(light, _response_body, model.id, result, body)
         return Response(payload, media_type="application/json")
 
     async def _compute(self, inline: bool, function: Callable[..., T], *args: object) -> T:
@@ -86,14 +114,59 @@ class EmbeddingService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._workers, functools.partial(function, *args))
 
+    # ----------------------------------------------------------------- texts: one plan
+    async def _embed_texts(
+        self, embedder: Embedder, items: list[TextItem], task: str | None, options: EncodeOptions
+    ) -> EncodeResult:
+        plan: Plan = await self._compute(_light_texts(items), embedder.plan, items, task, options)
+        self._check_request_tokens(_tokens(plan))
+        outputs = await embedder.engine.arun(plan.rows)
+        return await self._compute(_light_rows(outputs), plan.assemble, outputs)
+
+    # ----------------------------------------------------------------- images and pages: in parts
+    async def _embed_in_parts(
+        self, embedder: Embedder, pending: Sequence[Pending], task: str | None, options: EncodeOptions
+    ) -> EncodeResult:
+        """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at once."""
+        stop = threading.Event()  # tells a part being decoded in a worker thread to stop
+        queued: deque[tuple[Plan, Job]] = deque()
+        results: list[EncodeResult] = []
+        tokens = first = 0
+        try:
+            for part in in_parts(pending, PART_ITEMS, PART_PIXELS):
+                plan = await self._compute(False, self._plan_part, embedder, part, task, options, first, stop)
+                tokens += _tokens(plan)
+                self._check_request_tokens(tokens)
+                queued.append((plan, embedder.engine.submit(plan.rows)))
+                first += len(part)
+                while len(queued) > PARTS_IN_FLIGHT:
+                    results.append(await _finish(*queued.popleft()))
+            while queued:
+                results.append(await _finish(*queued.popleft()))
+        finally:
+            stop.set()
+            for _, job in queued:  # left unfinished (an error or the client left): drop their rows
+                embedder.engine.cancel(job)
+        return _concatenate(results)
+
+    def _plan_part(
+        self, embedder: Embedder, part: list[Pending], task: str | None, options: EncodeOptions,
+        first: int, stop: threading.Event,
+    ) -> Plan:
+        """Decode and render the part, then plan it an item at a time, stopping between items."""
+        items = load_pending(part, self.settings.input_limits, stop)
+        plans = []
+        for offset, item in enumerate(items):
+            if stop.is_set():
+                raise CancelledError("the client left")
+            plans.append(embedder.plan([item], task, options, first_index=first + offset))
+        return dataclasses.replace(plans[0], rows=tuple(row for plan in plans for row in plan.rows))
+
     # ----------------------------------------------------------------- limits and options
-    def _check_item_count(self, count: int) -> None:
-        limit = self.settings.max_items_per_request
-        if count > limit:
-            raise InputTooLarge(
-                f"request has {count} inputs (PDF pages count one each), more than the limit of {limit}; "
-                "split it into several requests"
-            )
+    def _budget(self) -> RequestBudget:
+        s = self.settings
+        return RequestBudget(max_items=s.max_items_per_request, max_pixels=s.max_pixels_per_request,
+                             max_fetch_bytes=s.max_fetch_bytes_per_request)
 
     def _options(self, body: EmbeddingRequest, model_max_tokens: int) -> EncodeOptions:
         per_item = self.settings.max_tokens_per_item
@@ -106,70 +179,93 @@ class EmbeddingService:
             max_tokens=min(per_item, model_max_tokens) if per_item is not None else None,
         )
 
-    def _check_request_tokens(self, plan: Plan) -> None:
-        total = sum(row.num_tokens for row in plan.rows)
+    def _check_request_tokens(self, total: int) -> None:
         limit = self.settings.max_tokens_per_request
         if total > limit:
             raise InputTooLarge(
-                f"request has {total} tokens, more than the limit of {limit} per request; "
-                "send fewer or shorter inputs"
+                f"request has {total} tokens or more, more than the limit of {limit} per request "
+                "(max_tokens_per_request); send fewer or shorter inputs"
             )
 
-    # ----------------------------------------------------------------- batching
-    async def _run_until_disconnect(
-        self, engine: Engine, plan: Plan, request: Request
-    ) -> list[RowOutput] | None:
-        """The plan's outputs from the shared queue, or ``None`` when the client left first."""
-        job = engine.submit(plan.rows)
-        result = asyncio.wrap_future(job.future)
-        watcher = asyncio.get_running_loop().create_task(_client_disconnected(request))
-        watcher.add_done_callback(lambda _: result.cancel())  # no-op once the result is in
-        try:
-            return await result
-        except asyncio.CancelledError:
-            engine.cancel(job)  # its queued rows never run
-            if watcher.done() and not watcher.cancelled():  # the client left
-                return None
-            raise  # this request itself was cancelled (shutdown)
-        finally:
-            watcher.cancel()
 
-    # ----------------------------------------------------------------- response
-    def _response_body(
-        self, served: str, plan: Plan, outputs: Sequence[RowOutput], body: EmbeddingRequest
-    ) -> bytes:
-        result: EncodeResult = plan.assemble(outputs)
-        self.metrics.for_model(served).tokens.inc(result.total_tokens)
-        key = "embeddings" if body.return_multivector else "embedding"
-        arrays = [as_float32(embedding) for embedding in result.embeddings]
-        _check_finite(arrays)
-        encoded = encode_all(arrays, body.kinds)
-        document = {
-            "model": served,
-            "object": "list",
-            "usage": {"total_tokens": result.total_tokens, "prompt_tokens": result.total_tokens},
-            "data": [{"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)],
-        }
-        # orjson writes the same shortest round-trip text for each float as json.dumps, ~15x faster
-        # (2048 floats: 0.06 ms vs 1.1 ms), and that time is taken from the model's thread (the GIL).
-        return orjson.dumps(document)
+async def until_disconnected(work: Awaitable[T], request: Request) -> T | None:
+    """The result of ``work``, or ``None`` once the client has disconnected (``work`` is then
+    cancelled and awaited, so everything it started has stopped)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request itself is cancelled (shutdown)
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    return task.result() if not task.cancelled() else None
 
 
-def _light_inputs(items: Sequence[Item]) -> bool:
-    """Only text, and little of it: tokenising it costs less than handing it to a thread."""
-    total = 0
-    for item in items:
-        if not isinstance(item, TextItem):
-            return False
-        total += len(item.text)
-    return total <= INLINE_TEXT_CHARS
+async def _client_disconnected(request: Request) -> None:
+    """Return once the client has closed the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
-def _light_outputs(outputs: Sequence[RowOutput], multivector: bool) -> bool:
+async def _finish(plan: Plan, job: Job) -> EncodeResult:
+    return plan.assemble(await asyncio.wrap_future(job.future))
+
+
+def _concatenate(results: Sequence[EncodeResult]) -> EncodeResult:
+    """One result from the results of consecutive parts (single or multi output; never "both")."""
+    return EncodeResult(
+        embeddings=[e for result in results for e in result.embeddings],
+        token_counts=[n for result in results for n in result.token_counts],
+        patch_grids=[g for result in results for g in result.patch_grids],
+    )
+
+
+def _check_late_chunking(pending: Sequence[Pending], options: EncodeOptions) -> None:
+    if options.late_chunking:
+        first = next(entry for entry in pending if not isinstance(entry, TextItem))
+        raise InvalidInput(f"input {first.origin}: late_chunking needs text inputs only")  # type: ignore[union-attr]
+
+
+def _tokens(plan: Plan) -> int:
+    return sum(row.num_tokens for row in plan.rows)
+
+
+def _light_texts(items: Sequence[TextItem]) -> bool:
+    """Little text: tokenising it costs less than handing it to a thread."""
+    return sum(len(item.text) for item in items) <= INLINE_TEXT_CHARS
+
+
+def _light_rows(outputs: Sequence[RowOutput]) -> bool:
+    """Few single vectors: assembling them costs less than handing them to a thread."""
+    return all(output.multivector is None for output in outputs) and (
+        sum(output.pooled.numel() for output in outputs) <= INLINE_OUTPUT_FLOATS
+    )
+
+
+def _light_outputs(result: EncodeResult, multivector: bool) -> bool:
     """Few numbers to encode (single vectors of a few inputs), so encoding them inline is cheap."""
-    if multivector:
-        return False
-    return sum(output.pooled.numel() for output in outputs) <= INLINE_OUTPUT_FLOATS
+    return not multivector and sum(e.numel() for e in result.embeddings) <= INLINE_OUTPUT_FLOATS
+
+
+def _response_body(model_id: str, result: EncodeResult, body: EmbeddingRequest) -> bytes:
+    key = "embeddings" if body.return_multivector else "embedding"
+    arrays = [as_float32(embedding) for embedding in result.embeddings]
+    _check_finite(arrays)
+    encoded = encode_all(arrays, body.kinds)
+    document = {
+        "model": model_id,
+        "object": "list",
+        "usage": {"total_tokens": result.total_tokens, "prompt_tokens": result.total_tokens},
+        "data": [{"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)],
+    }
+    # orjson writes the same shortest round-trip text for each float as json.dumps, ~15x faster
+    # (2048 floats: 0.06 ms vs 1.1 ms), and that time is taken from the model's thread (the GIL).
+    return orjson.dumps(document)
 
 
 def _check_finite(arrays: Sequence[np.ndarray]) -> None:
@@ -180,12 +276,4 @@ def _check_finite(arrays: Sequence[np.ndarray]) -> None:
                 f"the model produced non-finite values (NaN or infinity) for output {index}; "
                 "with float16 weights try --dtype bfloat16 or float32"
             )
-
-
-async def _client_disconnected(request: Request) -> None:
-    """Return once the client has closed the connection (the body has been read already)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 

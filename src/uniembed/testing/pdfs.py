@@ -20,3 +20,18 @@ def assemble_pdf(objects: list[bytes], trailer_extra: bytes = b"") -> bytes:
     out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\n" % (len(objects) + 1, trailer_extra)
     out += b"startxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)
+
+
+def blank_pdf(pages: int, width: float = 612, height: float = 792) -> bytes:
+    """A PDF of ``pages`` empty pages of ``width`` × ``height`` points (a few bytes each, however
+    large the pages: what a hostile request sends to make a server render megapixels).
+
+    >>> import pypdfium2
+    >>> document = pypdfium2.PdfDocument(blank_pdf(3, 1000, 1000))
+    >>> len(document), document.get_page_size(0)
+    (3, (1000.0, 1000.0))
+    """
+    kids = b" ".join(b"%d 0 R" % (3 + i) for i in range(pages))
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %g %g] >>" % (width, height)
+    return assemble_pdf([b"<< /Type /Catalog /Pages 2 0 R >>",
+                         b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages), *[page] * pages])
