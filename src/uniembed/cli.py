@@ -127,13 +127,11 @@ def serve(
     from uniembed.errors import UniembedError
 
     try:
-        index_location = options.pop("index")
-        if index_location and not options["model"]:
+        if options["index"] and not options["model"]:
             from uniembed.retrieval.index import recorded_model
 
-            options["model"] = [recorded_model(index_location)]
-        settings = build_settings(**options)
-        run_server(settings, index_location)
+            options["model"] = [recorded_model(options["index"])]
+        run_server(build_settings(**options))
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(code=1) from None
@@ -175,7 +173,7 @@ def parse_adapter(value: str) -> tuple[str, str]:
     return name, folder
 
 
-def run_server(settings: Any, index_location: str | None = None) -> None:
+def run_server(settings: Any) -> None:
     """Load every model (failing fast with a clear message), open the index if any, then run uvicorn
     until stopped."""
     import uvicorn
@@ -195,10 +193,10 @@ def run_server(settings: Any, index_location: str | None = None) -> None:
                               adapters=dict(settings.adapters))
         )
     index = None
-    if index_location:
+    if settings.index:
         from uniembed.retrieval.index import open_served_index
 
-        index = open_served_index(index_location, embedders)
+        index = open_served_index(settings.index, embedders)
     try:
         uvicorn.Server(uvicorn_config(create_app(settings, embedders, index), settings)).run()
     finally:

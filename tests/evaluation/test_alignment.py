@@ -6,8 +6,8 @@ import random
 from pathlib import Path
 
 import pytest
-from builders import color_image, sentences, write_jsonl
 
+from tests.evaluation.builders import color_image, sentences, write_jsonl
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.alignment import evaluate_alignment, read_pairs

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from builders import identity_dataset, write_beir
-from test_alignment import write_pairs
 from typer.testing import CliRunner
 
+from tests.evaluation.builders import identity_dataset, write_beir
+from tests.evaluation.test_alignment import write_pairs
 from uniembed.cli import app
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import color_image, png_bytes, sentences
 
+from tests.evaluation.builders import color_image, png_bytes, sentences
 from uniembed.embedder import Embedder
 from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from builders import (
+
+from tests.evaluation.builders import (
     color_image,
     pdf_file,
     png_bytes,
@@ -14,7 +15,6 @@ from builders import (
     write_jsonl,
     write_vidore,
 )
-
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import PdfPage, encode_input, fingerprint
 from uniembed.evaluation.readers import load_dataset

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from builders import identity_dataset, sentences, write_beir
 
+from tests.evaluation.builders import identity_dataset, sentences, write_beir
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import EncodingCache

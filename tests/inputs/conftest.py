@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from input_samples import LocalServer, start_local_server
+
+from tests.inputs.input_samples import LocalServer, start_local_server
 
 
 @pytest.fixture

@@ -8,8 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from input_samples import LocalServer, png_bytes, self_signed_certificate, start_local_server
 
+from tests.inputs.input_samples import (
+    LocalServer,
+    png_bytes,
+    self_signed_certificate,
+    start_local_server,
+)
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import IPAddress, SafeFetcher, blocked_reason, parse_url
 from uniembed.inputs.limits import InputLimits

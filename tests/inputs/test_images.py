@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from input_samples import LocalServer, png_bytes
 from PIL import Image
 
+from tests.inputs.input_samples import LocalServer, png_bytes
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.images import decode_base64_image, decode_image, load_image, to_rgb

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from input_samples import LocalServer, pdf_bytes, png_bytes
 from PIL import Image
 
+from tests.inputs.input_samples import LocalServer, pdf_bytes, png_bytes
 from uniembed.embedder import Embedder
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher

@@ -6,8 +6,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from input_samples import LocalServer, encrypted_pdf, handmade_pdf, pageless_pdf, pdf_bytes
 
+from tests.inputs.input_samples import (
+    LocalServer,
+    encrypted_pdf,
+    handmade_pdf,
+    pageless_pdf,
+    pdf_bytes,
+)
 from uniembed.errors import InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.limits import InputLimits

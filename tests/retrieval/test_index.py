@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from qdrant_client import QdrantClient
-from retrieval_samples import LOCAL_QDRANT_WARNINGS, TEXTS, color_image, page_pdf
 
+from tests.retrieval.retrieval_samples import LOCAL_QDRANT_WARNINGS, TEXTS, color_image, page_pdf
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.retrieval.index import Hit, Index, open_index

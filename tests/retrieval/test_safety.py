@@ -14,8 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from retrieval_samples import page_pdf
-
+from tests.retrieval.retrieval_samples import page_pdf
 from uniembed.embedder import Embedder
 from uniembed.retrieval.index import Hit, Index
 from uniembed.testing.fake import FakeModel
@@ -27,7 +26,7 @@ WRITER = textwrap.dedent(
     from uniembed.retrieval.index import open_index
     from uniembed.testing.fake import FakeModel
     sys.path.insert(0, sys.argv[2])
-    from retrieval_samples import page_pdf
+    from tests.retrieval.retrieval_samples import page_pdf
 
     index = open_index(sys.argv[1], Embedder(FakeModel()))
     pdfs = {n: page_pdf([(0.2 * p, 0.5, 1 - 0.2 * p) for p in range(n)]) for n in (2, 3)}

@@ -8,48 +8,23 @@ import io
 import json
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from retrieval_samples import TEXTS, color_image, page_pdf
 from typer.testing import CliRunner
 
+from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
 from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
 from uniembed.retrieval.index import Index
 from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free loopback port in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "test server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+from uniembed.testing.live import LiveServer
 
 
 def data_uri(data: bytes, media_type: str) -> str:
@@ -182,12 +157,14 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_the_search_page_in_chromium(served: tuple[LiveServer, Index], browser: Any, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     live, index = served
-    wait = WebDriverWait(browser, 20)
+    # a wait may read an element the page has just replaced (results are re-rendered): read it again
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(live.url + "/")
     wait.until(lambda d: d.find_element(By.ID, "count").text == f"{index.count()} entries")
 

@@ -22,10 +22,9 @@ QUERY = "how do solar panels work"
 @pytest.fixture(scope="module")
 def live_v4(tiny_v4: Embedder) -> Iterator[str]:
     """A live server for the tiny v4 served as 'jina-embeddings-v4'; yields its /v1 base URL."""
-    from conftest import LiveServer
-
     from uniembed.server.app import create_app
     from uniembed.server.settings import ServerSettings
+    from uniembed.testing.live import LiveServer
 
     settings = ServerSettings(models=("jina-embeddings-v4",))
     with LiveServer(create_app(settings, {"jina-embeddings-v4": tiny_v4})) as live:

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import ServeProcess
 from PIL import Image
 
+from uniembed.testing.live import ServeProcess
 from uniembed.testing.pdfs import blank_pdf
 
 MB = 1024  # KiB

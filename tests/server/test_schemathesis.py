@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import LiveServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
@@ -15,6 +14,7 @@ from uniembed.embedder import Embedder
 from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
+from uniembed.testing.live import LiveServer
 
 EXAMPLES = 25  # per operation and mode: a few seconds in all
 # Schema-valid requests may still be refused for what the schema cannot say: base64 that is not an

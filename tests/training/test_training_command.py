@@ -48,7 +48,7 @@ def test_bad_data_exits_with_the_line(tiny_v3_path: Path, tmp_path: Path) -> Non
 
 def test_serve_adapter_flags_build_the_settings(monkeypatch) -> None:
     seen = []
-    monkeypatch.setattr(cli, "run_server", lambda settings, index=None: seen.append(settings))
+    monkeypatch.setattr(cli, "run_server", seen.append)
     result = runner.invoke(cli.app, ["serve", "--adapter", "a=/x/a", "--adapter", "b=/y"])
     assert result.exit_code == 0, result.output
     assert seen[0].adapters == (("a", "/x/a"), ("b", "/y"))

@@ -128,12 +128,15 @@ def parse_api_items(
 
 
 async def aparse_api_items(
-    raw: Sequence[Any], limits: InputLimits | None = None, fetcher: SafeFetcher | None = None
+    raw: Sequence[Any],
+    limits: InputLimits | None = None,
+    fetcher: SafeFetcher | None = None,
+    budget: RequestBudget | None = None,
 ) -> tuple[list[Item], list[int]]:
-    """Async :func:`parse_api_items`: :func:`aprobe_api_items`, then every image decoded and every
-    page rendered (in a worker thread)."""
+    """Async :func:`parse_api_items`: :func:`aprobe_api_items` (charging ``budget``), then every image
+    decoded and every page rendered (in a worker thread)."""
     context = _Context.make(limits, fetcher, allow_paths=False)
-    pending, origin = await aprobe_api_items(raw, context.limits, context.fetcher)
+    pending, origin = await aprobe_api_items(raw, context.limits, context.fetcher, budget)
     return await anyio.to_thread.run_sync(load_pending, pending, context.limits), origin
 
 

@@ -68,7 +68,7 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
     if index is not None:  # uniembed serve --index: search routes and page (search_routes.py)
         from uniembed.server.search_routes import build_search_router
 
-        app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings.input_limits))
+        app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings))
     app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
                        metrics=metrics)
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics)

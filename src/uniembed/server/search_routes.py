@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from uniembed.errors import InvalidInput, UniembedError
+from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.items import Item
-from uniembed.inputs.limits import InputLimits
 from uniembed.retrieval.documents import Document
 from uniembed.retrieval.index import Index
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.routes import ERROR_RESPONSES
+from uniembed.server.routes import EMBEDDING_ERRORS
+from uniembed.server.settings import ServerSettings
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 MAX_K = 1000
@@ -61,24 +62,26 @@ class AddRequest(BaseModel):
     documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCUMENTS)]
 
 
-def build_search_router(index: Index, auth: ApiKeyCheck, limits: InputLimits) -> APIRouter:
-    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured."""
+def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSettings) -> APIRouter:
+    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured. Queries
+    and added documents are read under the server's input limits and one request budget per request."""
     router = APIRouter()
     secured = [Depends(auth)]
 
-    @router.post("/v1/search", dependencies=secured, responses=ERROR_RESPONSES, summary="Search the index")
+    @router.post("/v1/search", dependencies=secured, responses=EMBEDDING_ERRORS, summary="Search the index")
     async def search(body: SearchRequest) -> dict[str, Any]:
-        item = await _one_item(body.query, limits)
+        item = await _one_item(body.query, settings)
         hits = await run_in_threadpool(
             index.search, item, k=body.k, filter=body.filter, mode=body.mode, candidates=body.candidates,
             maps=body.maps, thumbnails=body.thumbnails,
         )
         return {"results": [hit.to_json() for hit in hits]}
 
-    @router.post("/v1/index/documents", dependencies=secured, responses=ERROR_RESPONSES,
+    @router.post("/v1/index/documents", dependencies=secured, responses=EMBEDDING_ERRORS,
                  summary="Add or replace documents")
     async def add_documents(body: AddRequest) -> dict[str, Any]:
-        documents = [await _document(position, doc, limits) for position, doc in enumerate(body.documents)]
+        budget = settings.request_budget()  # one budget over all documents of the request
+        documents = [await _document(position, doc, settings, budget) for position, doc in enumerate(body.documents)]
         ids = await run_in_threadpool(index.add_documents, documents)
         return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
 
@@ -99,16 +102,16 @@ def build_search_router(index: Index, auth: ApiKeyCheck, limits: InputLimits) ->
     return router
 
 
-async def _one_item(query: str | dict[str, Any], limits: InputLimits) -> Item:
+async def _one_item(query: str | dict[str, Any], settings: ServerSettings) -> Item:
     from uniembed.inputs.parse import aparse_api_items
 
     if isinstance(query, dict) and "pdf" in query:
         raise InvalidInput("a query is a text or an image, not a PDF")
-    items, _ = await aparse_api_items([query], limits)
+    items, _ = await aparse_api_items([query], settings.input_limits, budget=settings.request_budget())
     return items[0]
 
 
-async def _document(position: int, doc: DocumentIn, limits: InputLimits) -> Document:
+async def _document(position: int, doc: DocumentIn, settings: ServerSettings, budget: RequestBudget) -> Document:
     import uuid
 
     from uniembed.inputs.parse import aparse_api_items
@@ -118,7 +121,7 @@ async def _document(position: int, doc: DocumentIn, limits: InputLimits) -> Docu
         raise InvalidInput(f"document {position}: give exactly one of text, image, pdf")
     (kind, value), = given.items()
     try:
-        items, _ = await aparse_api_items([{kind: value}], limits)
+        items, _ = await aparse_api_items([{kind: value}], settings.input_limits, budget=budget)
     except UniembedError as error:
         raise type(error)(f"document {position}: {error.message.removeprefix('input 0: ')}") from error
     return Document(doc.id or uuid.uuid4().hex, kind, tuple(items), doc.metadata)  # type: ignore[arg-type]

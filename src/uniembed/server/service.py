@@ -40,7 +40,6 @@ from uniembed.encoding import as_float32, encode_all
 from uniembed.engine.loop import Job
 from uniembed.engine.threads import single_threaded_torch
 from uniembed.errors import BatchFailed, InputTooLarge, InvalidInput
-from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.items import TextItem
 from uniembed.inputs.parse import aprobe_api_items
@@ -95,7 +94,7 @@ class EmbeddingService:
         options = self._options(body, embedder.info.max_tokens)
         embedder.check_options(options)  # option errors (422) before any input is read
         pending, _origin = await aprobe_api_items(
-            body.raw_inputs(), self.settings.input_limits, self.fetcher, self._budget()
+            body.raw_inputs(), self.settings.input_limits, self.fetcher, self.settings.request_budget()
         )
         if all(isinstance(entry, TextItem) for entry in pending):
             result = await self._embed_texts(embedder, pending, task, options)  # type: ignore[arg-type]
@@ -163,11 +162,6 @@ class EmbeddingService:
         return dataclasses.replace(plans[0], rows=tuple(row for plan in plans for row in plan.rows))
 
     # ----------------------------------------------------------------- limits and options
-    def _budget(self) -> RequestBudget:
-        s = self.settings
-        return RequestBudget(max_items=s.max_items_per_request, max_pixels=s.max_pixels_per_request,
-                             max_fetch_bytes=s.max_fetch_bytes_per_request)
-
     def _options(self, body: EmbeddingRequest, model_max_tokens: int) -> EncodeOptions:
         per_item = self.settings.max_tokens_per_item
         return EncodeOptions(

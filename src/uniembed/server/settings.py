@@ -16,7 +16,12 @@ from uniembed.engine.planning import (
     DEFAULT_TOKEN_BUDGET,
 )
 from uniembed.errors import InvalidInput
-from uniembed.inputs.budget import DEFAULT_MAX_FETCH_BYTES, DEFAULT_MAX_ITEMS, DEFAULT_MAX_PIXELS
+from uniembed.inputs.budget import (
+    DEFAULT_MAX_FETCH_BYTES,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_PIXELS,
+    RequestBudget,
+)
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.registry import last_path_component
 
@@ -43,6 +48,7 @@ class ServerSettings:
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no authentication
     adapters: tuple[tuple[str, str], ...] = ()  # (task name, adapter folder), served by every model
+    index: str | None = None  # an index (directory or Qdrant URL) to search: /v1/search, the search page
     # batching
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
@@ -104,6 +110,11 @@ class ServerSettings:
             raise InvalidInput("served model names must be non-empty, without surrounding spaces or '/'")
         if len(set(names)) != len(names):
             raise InvalidInput(f"two models would be served as the same name {names}; give --served-model-name")
+
+    def request_budget(self) -> RequestBudget:
+        """A fresh budget for one request, from the ``*_per_request`` limits."""
+        return RequestBudget(max_items=self.max_items_per_request, max_pixels=self.max_pixels_per_request,
+                             max_fetch_bytes=self.max_fetch_bytes_per_request)
 
     @property
     def served_names(self) -> tuple[str, ...]:
