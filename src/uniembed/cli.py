@@ -8,7 +8,6 @@ flags read their variable as whitespace-separated values.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import sys
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from uniembed import DEFAULT_MODEL
+from uniembed.distributed.serve import ServeScaling
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.settings import ServerSettings
 
@@ -28,8 +28,11 @@ LAZY_COMMANDS = {
     "eval": ("uniembed.evaluation.command", "eval_app", "Measure retrieval quality and alignment."),
     "train": ("uniembed.training.command", "train_command", "Fine-tune a task adapter or add a task."),
 }
-SERVE = ServerSettings()  # the defaults every serve flag shows (both modules are torch-free)
+SERVE = ServerSettings()  # the defaults every serve flag shows (these modules are torch-free)
 LIMITS = InputLimits()
+RAY_SERVE = ServeScaling()
+RAY_SERVE_FLAGS = ("ray_replicas", "ray_max_replicas", "ray_target_ongoing_requests", "ray_cpus_per_replica",
+                   "ray_gpus_per_replica")
 
 
 class LazyGroup(TyperGroup):
@@ -121,17 +124,32 @@ def serve(
     allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = LIMITS.allow_private_urls,
     log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = SERVE.log_level,
     index: Annotated[str | None, typer.Option(envvar=_env("INDEX"), help="Also serve this index (directory or Qdrant URL): /v1/search, /v1/index and the search page at /. Its model is served when no --model is given.")] = None,
+    ray: Annotated[str | None, typer.Option(envvar=_env("RAY"), help="Serve on Ray Serve replicas (pip install 'uniembed[ray]'): 'local' starts a cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.", rich_help_panel="Ray")] = None,
+    ray_replicas: Annotated[int, typer.Option(envvar=_env("RAY_REPLICAS"), help="Replicas, each with its own copy of the models.", rich_help_panel="Ray")] = RAY_SERVE.replicas,
+    ray_max_replicas: Annotated[int | None, typer.Option(envvar=_env("RAY_MAX_REPLICAS"), help="Above --ray-replicas: autoscale between the two.", rich_help_panel="Ray")] = RAY_SERVE.max_replicas,
+    ray_target_ongoing_requests: Annotated[float, typer.Option(envvar=_env("RAY_TARGET_ONGOING_REQUESTS"), help="Autoscaling aims at this many requests in flight per replica.", rich_help_panel="Ray")] = RAY_SERVE.target_ongoing_requests,
+    ray_cpus_per_replica: Annotated[float, typer.Option(envvar=_env("RAY_CPUS_PER_REPLICA"), help="CPUs each replica reserves.", rich_help_panel="Ray")] = RAY_SERVE.cpus_per_replica,
+    ray_gpus_per_replica: Annotated[float, typer.Option(envvar=_env("RAY_GPUS_PER_REPLICA"), help="GPUs each replica reserves (1: one GPU each).", rich_help_panel="Ray")] = RAY_SERVE.gpus_per_replica,
 ) -> None:
     """Serve the Jina- and OpenAI-compatible embeddings API (and, with --index, search)."""
     options = dict(locals())
     from uniembed.errors import UniembedError
 
+    ray_flags = {name: options.pop(name) for name in RAY_SERVE_FLAGS}
+    address = options.pop("ray")
     try:
         if options["index"] and not options["model"]:
             from uniembed.retrieval.index import recorded_model
 
             options["model"] = [recorded_model(options["index"])]
-        run_server(build_settings(**options))
+        settings = build_settings(**options)
+        if address is None:
+            run_server(settings)
+        else:
+            from uniembed.distributed.serve import ServeScaling, serve_on_ray
+
+            scaling = ServeScaling(**{name.removeprefix("ray_"): value for name, value in ray_flags.items()})
+            serve_on_ray(settings, scaling, address)
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(code=1) from None
@@ -178,20 +196,12 @@ def run_server(settings: Any) -> None:
     until stopped."""
     import uvicorn
 
-    import uniembed
-    from uniembed.engine.threads import call_on_temporary_thread
-    from uniembed.server.app import create_app
+    from uniembed.server.app import create_app, load_embedders
     from uniembed.server.connections import uvicorn_config
 
-    embedders = {}
     for source, served in zip(settings.models, settings.served_names):
         typer.echo(f"loading {source} as {served!r} …", err=True)
-        # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
-        embedders[served] = call_on_temporary_thread(
-            functools.partial(uniembed.load, source, device=settings.device, dtype=settings.dtype,
-                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size,
-                              adapters=dict(settings.adapters))
-        )
+    embedders = load_embedders(settings)
     index = None
     if settings.index:
         from uniembed.retrieval.index import open_served_index

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 from uniembed import DEFAULT_MODEL
-from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
+from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, ChunkEncoder, embed_files
 from uniembed.bulk.outputs import errors_path_for, infer_format
 from uniembed.bulk.records import ReadOptions, count_records
 
@@ -88,6 +88,24 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
             Path | None, typer.Option(help="Errors file (default: <output>.errors.jsonl).")
         ] = None,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+        ray: Annotated[
+            str | None,
+            typer.Option(
+                envvar="UNIEMBED_RAY",
+                help="Embed on a Ray actor pool (pip install 'uniembed[ray]'): 'local' starts a "
+                "cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.",
+                rich_help_panel="Ray",
+            ),
+        ] = None,
+        ray_actors: Annotated[
+            int, typer.Option(help="Actors, each with its own model.", rich_help_panel="Ray")
+        ] = 1,
+        ray_cpus_per_actor: Annotated[
+            float, typer.Option(help="CPUs each actor reserves.", rich_help_panel="Ray")
+        ] = 1.0,
+        ray_gpus_per_actor: Annotated[
+            float, typer.Option(help="GPUs each actor reserves.", rich_help_panel="Ray")
+        ] = 0.0,
     ) -> None:
         """Embed files into JSONL, Parquet or NumPy, with resume and an errors file."""
         from rich.console import Console
@@ -99,7 +117,11 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
             if resume and overwrite:
                 raise InvalidInput("--resume and --overwrite exclude each other")
             infer_format(output, fmt)
-            embedder = _load(loader, model, device, dtype)
+            if ray is None:
+                embedder: Embedder | ChunkEncoder = _load(loader, model, device, dtype)
+            else:
+                embedder = _ray_encoder(ray, model, device, dtype, ray_actors, ray_cpus_per_actor,
+                                        ray_gpus_per_actor)
         except UniembedError as exc:
             console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(2) from None
@@ -139,12 +161,20 @@ def _load(loader: Loader | None, model: str, device: str | None, dtype: str | No
     return loader(model, device=device, dtype=dtype)
 
 
+def _ray_encoder(address: str, model: str, device: str | None, dtype: str | None, actors: int,
+                 cpus: float, gpus: float) -> ChunkEncoder:
+    """The job's encoder on a Ray actor pool; the model is loaded by the actors, not here."""
+    from uniembed.distributed.bulk import ActorPool, ModelSpec, RayEncoder
+
+    return RayEncoder(ModelSpec(model, device, dtype), ActorPool(actors, cpus, gpus), address)
+
+
 def _run_with_progress(
     console: Any,
     show: bool,
     inputs: Sequence[Path],
     output: Path,
-    embedder: Embedder,
+    embedder: Embedder | ChunkEncoder,
     options: BulkOptions,
     read: ReadOptions,
     fmt: str | None,

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from uniembed.errors import InvalidInput, UniembedError
 
@@ -66,10 +66,59 @@ class BulkReport:
 ProgressCallback = Callable[[int, int], None]  # (records done in a chunk, tokens in it)
 
 
+@dataclass
+class ChunkResult:
+    """What became of one chunk of records."""
+
+    records: int  # records read into the chunk
+    rows: list[EmbeddedRecord]
+    failures: list[tuple[str, str]]  # (id, message)
+    skipped: int  # items already in the output
+
+
+@runtime_checkable
+class ChunkEncoder(Protocol):
+    """Turns chunks of records into embeddings, in order: the embedder of this process
+    (:class:`LocalEncoder`) or an actor pool on a Ray cluster (:mod:`uniembed.distributed.bulk`)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def check(self, options: BulkOptions) -> None:
+        """Fail before any input is read when ``options`` do not fit the model."""
+
+    def encode(
+        self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
+    ) -> Iterator[ChunkResult]:
+        """One result per chunk, in the chunks' order; ``done`` ids are skipped, not encoded."""
+        ...
+
+
+class LocalEncoder:
+    """Encodes chunks one after the other with an embedder in this process."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    @property
+    def model_name(self) -> str:
+        return self.embedder.info.name
+
+    def check(self, options: BulkOptions) -> None:
+        check_embed_options(self.embedder, options)
+
+    def encode(
+        self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
+    ) -> Iterator[ChunkResult]:
+        seen: set[str] = set()
+        for chunk in chunks:
+            yield process_chunk(self.embedder, chunk, options, done, seen)
+
+
 def embed_files(
     inputs: Sequence[Path],
     output: Path,
-    embedder: Embedder,
+    embedder: Embedder | ChunkEncoder,
     options: BulkOptions = BulkOptions(),
     *,
     read: ReadOptions = ReadOptions(),  # noqa: B008 (frozen dataclass: immutable default)
@@ -82,14 +131,18 @@ def embed_files(
 ) -> BulkReport:
     """Embed every record of ``inputs`` into ``output``; see the module docstring.
 
-    ``report`` (optional) is filled in as the job goes, so a caller still has the counts when the
-    job is interrupted (``KeyboardInterrupt``) or a chunk fails on the model.
+    ``embedder`` is an :class:`~uniembed.embedder.Embedder` (the job runs in this process) or any
+    :class:`ChunkEncoder` (e.g. :class:`uniembed.distributed.RayEncoder`): reading, resume, writing
+    and the errors file stay here either way. ``report`` (optional) is filled in as the job goes, so
+    a caller still has the counts when the job is interrupted (``KeyboardInterrupt``) or a chunk
+    fails on the model.
     """
+    encoder = embedder if isinstance(embedder, ChunkEncoder) else LocalEncoder(embedder)
     fmt = infer_format(output, fmt)
     errors_file = errors_file or errors_path_for(output)
-    _check_embed_options(embedder, options)
+    encoder.check(options)
     _prepare_output(output, fmt, resume=resume, overwrite=overwrite)
-    writer = _make_writer(output, fmt, embedder, options)
+    writer = _make_writer(output, fmt, encoder.model_name, options)
     report = report or BulkReport(output, errors_file)
     report.output, report.errors_file = output, errors_file
     done = writer.done_ids()
@@ -97,18 +150,18 @@ def embed_files(
     errors = ErrorLog(errors_file)
     started = time.perf_counter()
     try:
-        seen: set[str] = set()
-        for chunk in _chunks(iter_records(inputs, read), options.batch_size):
-            rows, failures, skipped = _process_chunk(embedder, chunk, options, done, seen)
-            if rows:
-                writer.write(rows)
-            errors.add(failures)
-            report.embedded += len(rows)
-            report.failed += len(failures)
-            report.skipped += skipped
-            report.tokens += sum(r.tokens for r in rows)
+        chunks = _chunks(iter_records(inputs, read), options.batch_size)
+        for result in encoder.encode(chunks, options, done):
+            if result.rows:
+                writer.write(result.rows)
+            errors.add(result.failures)
+            tokens = sum(r.tokens for r in result.rows)
+            report.embedded += len(result.rows)
+            report.failed += len(result.failures)
+            report.skipped += result.skipped
+            report.tokens += tokens
             if on_progress is not None:
-                on_progress(len(chunk), sum(r.tokens for r in rows))
+                on_progress(result.records, tokens)
         writer.finish()
         report.finished = True
     finally:
@@ -118,7 +171,7 @@ def embed_files(
     return report
 
 
-def _check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
+def check_embed_options(embedder: Embedder, options: BulkOptions) -> None:
     """Fail before reading any input when the options do not fit the model (the library's rules)."""
     embedder.resolve_tasks(options.task, 1)
     embedder.check_options(_encode_options(options))
@@ -144,10 +197,10 @@ def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) ->
     output.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _make_writer(output: Path, fmt: str, embedder: Embedder, options: BulkOptions) -> Writer:
+def _make_writer(output: Path, fmt: str, model_name: str, options: BulkOptions) -> Writer:
     manifest = {
         "format": fmt,
-        "model": embedder.info.name,
+        "model": model_name,
         "task": options.task,
         "dimensions": options.dimensions,
         "multivector": options.multivector,
@@ -168,10 +221,10 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield chunk
 
 
-def _process_chunk(
+def process_chunk(
     embedder: Embedder, chunk: Sequence[Record], options: BulkOptions, done: set[str], seen: set[str]
-) -> tuple[list[EmbeddedRecord], list[tuple[str, str]], int]:
-    """Parse, skip finished ids, encode → (rows, failures as (id, message), items skipped)."""
+) -> ChunkResult:
+    """Parse, skip finished ids (``done``) and repeated ones (``seen``, updated), encode."""
     entries: list[tuple[str, Item]] = []
     failures: list[tuple[str, str]] = []
     skipped = 0
@@ -187,7 +240,7 @@ def _process_chunk(
                 entries.append((item_id, item))
             seen.add(item_id)
     rows, encode_failures = _encode_entries(embedder, entries, options)
-    return rows, failures + encode_failures, skipped
+    return ChunkResult(len(chunk), rows, failures + encode_failures, skipped)
 
 
 def _parse_unless_done(record: Record, done: set[str]) -> list[tuple[str, Item | None, str | None]]:

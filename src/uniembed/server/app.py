@@ -31,6 +31,24 @@ DESCRIPTION = """Self-hosted embeddings with the Jina and OpenAI `POST /v1/embed
 See docs/server.md for every setting, limit and error."""
 
 
+def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
+    """Every model of ``settings`` loaded (served name → embedder), failing fast with a clear message."""
+    import functools
+
+    import uniembed
+    from uniembed.engine.threads import call_on_temporary_thread
+
+    embedders = {}
+    for source, served in zip(settings.models, settings.served_names):
+        # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
+        embedders[served] = call_on_temporary_thread(
+            functools.partial(uniembed.load, source, device=settings.device, dtype=settings.dtype,
+                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size,
+                              adapters=dict(settings.adapters))
+        )
+    return embedders
+
+
 def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], index: Index | None = None) -> FastAPI:
     """The service for ``embedders`` (served name → embedder); their engines' workers run during the
     lifespan (batching is the embedders' own: ``uniembed.load(token_budget=…, max_batch_size=…)``).
