@@ -8,16 +8,25 @@ FastAPI application as ``uniembed serve``, with its own model and engine. Nothin
 the core. See docs/distributed.md.
 """
 
-from uniembed.distributed.bulk import ActorPool, ModelSpec, RayEncoder
-from uniembed.distributed.cluster import connect
-from uniembed.distributed.serve import ServeScaling, serve_application, serve_on_ray
+from __future__ import annotations
 
-__all__ = [
-    "ActorPool",
-    "ModelSpec",
-    "RayEncoder",
-    "ServeScaling",
-    "connect",
-    "serve_application",
-    "serve_on_ray",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ActorPool": "bulk",
+    "ModelSpec": "bulk",
+    "RayEncoder": "bulk",
+    "ServeScaling": "serve",
+    "connect": "cluster",
+    "serve_application": "serve",
+    "serve_on_ray": "serve",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a submodule when one of its names is first used (``uniembed --help`` stays fast)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
