@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from uniembed.retrieval.index import Index
 
 __version__ = "0.1.0"
-DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
+DEFAULT_MODEL = (
+    "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
+)
 
 
 def load(
@@ -50,7 +52,9 @@ def load(
 
         for task, folder in adapters.items():
             attach_adapter_folder(model, task, folder)  # type: ignore[arg-type]
-    policy = BatchPolicy(token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE)
+    policy = BatchPolicy(
+        token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE
+    )
     return Embedder(model, policy)
 
 

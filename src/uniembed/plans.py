@@ -57,7 +57,9 @@ class EncodeOptions:
         uniembed.errors.ValidationFailed: dimensions applies to single vectors; multi-vectors keep their 8 dimensions (drop dimensions, or ask for output 'both')
         """
         if self.output not in OUTPUTS:
-            raise ValidationFailed(f"output must be one of {', '.join(OUTPUTS)}; got {self.output!r}")
+            raise ValidationFailed(
+                f"output must be one of {', '.join(OUTPUTS)}; got {self.output!r}"
+            )
         check_dimensions(self.dimensions, info)
         if self.wants_multivectors and info.multivector_dim is None:
             raise ValidationFailed(f"{info.name} has no multi-vector output")
@@ -67,12 +69,18 @@ class EncodeOptions:
                 "dimensions (drop dimensions, or ask for output 'both')"
             )
         if self.wants_multivectors and self.late_chunking:
-            raise ValidationFailed("late_chunking gives one vector per chunk; it cannot return multi-vectors")
+            raise ValidationFailed(
+                "late_chunking gives one vector per chunk; it cannot return multi-vectors"
+            )
         if self.max_tokens is not None and not 1 <= self.max_tokens <= info.max_tokens:
-            raise ValidationFailed(f"max_tokens must be between 1 and {info.max_tokens}, got {self.max_tokens}")
+            raise ValidationFailed(
+                f"max_tokens must be between 1 and {info.max_tokens}, got {self.max_tokens}"
+            )
 
 
-def check_dimensions(dimensions: int | None, info: ModelInfo, *, trained_only: bool = False) -> None:
+def check_dimensions(
+    dimensions: int | None, info: ModelInfo, *, trained_only: bool = False
+) -> None:
     """Any size 1…dim is a valid Matryoshka prefix; ``trained_only`` allows only the trained sizes
     (the official ``truncate_dim``)."""
     if dimensions is None:
@@ -80,7 +88,9 @@ def check_dimensions(dimensions: int | None, info: ModelInfo, *, trained_only: b
     if isinstance(dimensions, bool) or not isinstance(dimensions, int):
         raise ValidationFailed(f"dimensions must be an integer, got {dimensions!r}")
     if trained_only and dimensions not in info.matryoshka_dims:
-        raise ValidationFailed(f"truncate_dim {dimensions} is not one of {list(info.matryoshka_dims)}")
+        raise ValidationFailed(
+            f"truncate_dim {dimensions} is not one of {list(info.matryoshka_dims)}"
+        )
     if not 1 <= dimensions <= info.dim:
         raise ValidationFailed(f"dimensions must be between 1 and {info.dim}, got {dimensions}")
 
@@ -188,7 +198,9 @@ class Plan:
         grids = [row.patches for row in self.rows]
         if self.output == "multi":
             return EncodeResult(multivectors, self.token_counts, patch_grids=grids)  # type: ignore[arg-type]
-        singles = [finalize_vectors(out.pooled[0], self.dimensions, self.normalized) for out in outputs]
+        singles = [
+            finalize_vectors(out.pooled[0], self.dimensions, self.normalized) for out in outputs
+        ]
         return EncodeResult(singles, self.token_counts, multivectors, grids)
 
 

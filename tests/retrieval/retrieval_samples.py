@@ -25,7 +25,10 @@ def page_pdf(colors: list[tuple[float, float, float]], size: tuple[int, int] = (
     """A PDF whose page i is filled with ``colors[i]`` (RGB in 0…1), built with assemble_pdf."""
     count = len(colors)
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode()]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode(),
+    ]
     for i, (r, g, b) in enumerate(colors):
         width, height = size
         objects.append(

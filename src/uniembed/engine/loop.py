@@ -102,7 +102,9 @@ class _LastRound:
 class Engine:
     """Batches and runs the rows of every caller of one model; see the module docstring."""
 
-    def __init__(self, forward: Forward, policy: BatchPolicy | None = None, *, name: str = "model") -> None:
+    def __init__(
+        self, forward: Forward, policy: BatchPolicy | None = None, *, name: str = "model"
+    ) -> None:
         self.name = name
         self.policy = policy or BatchPolicy()
         self.totals = EngineTotals()
@@ -140,7 +142,9 @@ class Engine:
             self._torch_threads = torch_threads or torch.get_num_threads()
             self._observer = observer or EngineObserver()
             self._accepting = True
-            self._thread = threading.Thread(target=self._work, name=f"uniembed-engine-{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, name=f"uniembed-engine-{self.name}", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -178,7 +182,9 @@ class Engine:
                 on_batch(len(rows))
             return outputs
         job = Job(rows)
-        error = self._run_round([(job, index) for index in range(len(job.rows))], policy or self.policy, on_batch)
+        error = self._run_round(
+            [(job, index) for index in range(len(job.rows))], policy or self.policy, on_batch
+        )
         if error is not None:
             raise error  # here the caller sees the model's own exception, with its traceback
         return job.future.result()

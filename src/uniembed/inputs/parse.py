@@ -171,8 +171,12 @@ async def aprobe_api_items(
         async def probe(spec: _Spec) -> None:
             try:
                 entries = await _aprobe(spec, context, limiter, budget)
-                budget.charge_items(len(entries) - 1, f"input {spec.index}")  # one was charged above
-                budget.charge_pixels(sum(pending_pixels(entry) for entry in entries), f"input {spec.index}")
+                budget.charge_items(
+                    len(entries) - 1, f"input {spec.index}"
+                )  # one was charged above
+                budget.charge_pixels(
+                    sum(pending_pixels(entry) for entry in entries), f"input {spec.index}"
+                )
                 found[spec.index] = entries
             except UniembedError as exc:
                 errors[spec.index] = labelled(exc, spec.index)
@@ -186,7 +190,9 @@ async def aprobe_api_items(
     if errors:
         raise errors[min(errors)]
     entries = [(spec.index, found[spec.index]) for spec in specs]
-    return [entry for _, group in entries for entry in group], [i for i, group in entries for _ in group]
+    return [entry for _, group in entries for entry in group], [
+        i for i, group in entries for _ in group
+    ]
 
 
 async def _aprobe(
@@ -220,12 +226,16 @@ def _probe(spec: _Spec, context: _Context) -> list[Pending]:
     """Read one image's header or one PDF's page sizes (checked); decode nothing."""
     limits = context.limits
     if spec.kind == "image":
-        data = read_image_bytes(spec.value, limits, context.fetcher, allow_paths=False, source="image")
+        data = read_image_bytes(
+            spec.value, limits, context.fetcher, allow_paths=False, source="image"
+        )
         width, height = read_image_size(data, limits)
         return [PendingImage(data, width, height, spec.index)]
     data = read_pdf_bytes(spec.value, limits, context.fetcher, allow_paths=False)
-    return [PendingPage(data, page, width, height, spec.index)
-            for page, (width, height) in enumerate(pdf_page_sizes(data, limits))]
+    return [
+        PendingPage(data, page, width, height, spec.index)
+        for page, (width, height) in enumerate(pdf_page_sizes(data, limits))
+    ]
 
 
 def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:

@@ -46,7 +46,9 @@ def read_adapter_folder(path: str | Path) -> AdapterFolder:
     settings_file = path / ADAPTER_SETTINGS_FILE
     settings = read_json(settings_file)
     if settings.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{settings_file}: unknown format {settings.get('format')!r} (expected {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{settings_file}: unknown format {settings.get('format')!r} (expected {FORMAT_VERSION})"
+        )
     for key, kind in (("task", str), ("family", str), ("symmetric", bool), ("prompts", dict)):
         if not isinstance(settings.get(key), kind):
             raise CheckpointError(f"{settings_file}: {key!r} must be a {kind.__name__}")

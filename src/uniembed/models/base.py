@@ -107,7 +107,9 @@ class GradOutput:
     """What ``forward_with_grad`` returns for a batch: on the model's device, float32, differentiable."""
 
     pooled: torch.Tensor  # (spans of all rows, dim): raw span means, rows in order
-    multivectors: torch.Tensor | None  # (rows, tokens, multivector_dim): L2-normalised, zero at padding
+    multivectors: (
+        torch.Tensor | None
+    )  # (rows, tokens, multivector_dim): L2-normalised, zero at padding
     mask: torch.Tensor  # (rows, tokens) bool: True at real tokens
 
 
@@ -165,11 +167,15 @@ class EmbeddingModel(Protocol):
         """Tokenise a full text exactly as the model sees it (special tokens included)."""
         ...
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
         """Wrap already-tokenised text into a :class:`Row` (default span: all tokens)."""
         ...
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
         """Preprocess one image into a :class:`Row` pooled over its vision span."""
         ...
 

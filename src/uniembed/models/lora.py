@@ -28,7 +28,9 @@ class AdapterRouting:
 
     def __init__(self) -> None:
         self.rows: torch.Tensor | None = None  # (batch,) int64
-        self.groups: list[tuple[int, torch.Tensor | None]] = []  # (adapter, row indices or None = all)
+        self.groups: list[
+            tuple[int, torch.Tensor | None]
+        ] = []  # (adapter, row indices or None = all)
 
     @contextmanager
     def use(self, rows: torch.Tensor) -> Iterator[None]:
@@ -72,7 +74,12 @@ class _RoutedLora(nn.Module):
     """A wrapped layer, its per-adapter factors and the shared routing."""
 
     def __init__(
-        self, base: nn.Module, weights: LoraWeights, routing: AdapterRouting, shapes: tuple, layer: str
+        self,
+        base: nn.Module,
+        weights: LoraWeights,
+        routing: AdapterRouting,
+        shapes: tuple,
+        layer: str,
     ) -> None:
         super().__init__()
         if (tuple(weights.A.shape), tuple(weights.B.shape)) != shapes:
@@ -178,7 +185,9 @@ class MultiLoRAEmbedding(_RoutedLora):
 
 def routed_layers(root: nn.Module) -> dict[str, _RoutedLora]:
     """Every adapted layer under ``root`` by its dotted path."""
-    return {path: module for path, module in root.named_modules() if isinstance(module, _RoutedLora)}
+    return {
+        path: module for path, module in root.named_modules() if isinstance(module, _RoutedLora)
+    }
 
 
 def fresh_factors(
@@ -207,8 +216,14 @@ def set_backbone_training(
     :meth:`AdapterRouting.checkpoint_contexts`); non-reentrant, so inputs need not require grad."""
     # transformers >= 5.2x renamed gradient_checkpointing_* to activation_checkpointing_*; the first
     # positional argument is the checkpoint kwargs in both
-    enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
-    disable = getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
+    enable = (
+        getattr(backbone, "activation_checkpointing_enable", None)
+        or backbone.gradient_checkpointing_enable
+    )
+    disable = (
+        getattr(backbone, "activation_checkpointing_disable", None)
+        or backbone.gradient_checkpointing_disable
+    )
     if enabled and gradient_checkpointing:
         enable({"use_reentrant": False, "context_fn": routing.checkpoint_contexts})
     else:

@@ -124,7 +124,9 @@ def document_from_file(path: Path, doc_id: str, limits: InputLimits | None = Non
         try:
             items: list[Item] = [TextItem(path.read_text(encoding="utf-8"))]
         except UnicodeDecodeError as error:
-            raise InvalidInput(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+            raise InvalidInput(
+                f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
     else:
         try:
             items, _ = coerce_items_with_origin([{kind: str(path)}], limits)

@@ -55,7 +55,9 @@ class Retriever:
         self._scans: dict[str, MultivectorScan] = {}
 
     # ----------------------------------------------------------------- writes
-    def write(self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]) -> None:
+    def write(
+        self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+    ) -> None:
         """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in order)."""
         with self._lock.writing():
             for scan in self._scans.values():
@@ -64,7 +66,9 @@ class Retriever:
             self.store.upsert(points)
             if multivectors:
                 for scan in self._scans.values():
-                    scan.add([p.id for p in points], [p.payload["id"] for p in points], multivectors)
+                    scan.add(
+                        [p.id for p in points], [p.payload["id"] for p in points], multivectors
+                    )
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         with self._lock.writing():
@@ -90,7 +94,9 @@ class Retriever:
         if codec is not None:
             self.scan(codec)  # loading takes the write lock: before the read lock, not inside it
         with self._lock.reading():
-            return self._search(dense, multi, k, mode, candidates, conditions, payload, with_multivector)
+            return self._search(
+                dense, multi, k, mode, candidates, conditions, payload, with_multivector
+            )
 
     def _search(
         self,
@@ -117,7 +123,9 @@ class Retriever:
             return self._records(ranked, read)
         if mode == "binary":
             assert multi is not None
-            ranked = self.scan("binary").search(multi, max(candidates, k), self._allowed(conditions))
+            ranked = self.scan("binary").search(
+                multi, max(candidates, k), self._allowed(conditions)
+            )
             ids = [pid for pid, _ in ranked]
             return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -139,9 +147,14 @@ class Retriever:
         with self._lock.writing():  # no writes while loading, so the copy matches the store
             if codec not in self._scans:
                 scan = MultivectorScan(codec, dim)
-                for chunk in _chunks(self.store.scroll(payload=["id"], with_multivector=True), 1024):
-                    scan.add([f.id for f in chunk], [f.payload["id"] for f in chunk],
-                             [f.multivector for f in chunk])  # type: ignore[misc]
+                for chunk in _chunks(
+                    self.store.scroll(payload=["id"], with_multivector=True), 1024
+                ):
+                    scan.add(
+                        [f.id for f in chunk],
+                        [f.payload["id"] for f in chunk],
+                        [f.multivector for f in chunk],
+                    )  # type: ignore[misc]
                 self._scans[codec] = scan
             return self._scans[codec]
 
@@ -157,8 +170,11 @@ class Retriever:
             return []
         ids = tuple(pid for pid, _ in ranked)
         records = {f.id: f for f in self.store.scroll((HasIds(ids),), **read)}
-        return [Found(pid, records[pid].payload, score, records[pid].multivector)
-                for pid, score in ranked if pid in records]
+        return [
+            Found(pid, records[pid].payload, score, records[pid].multivector)
+            for pid, score in ranked
+            if pid in records
+        ]
 
 
 def _list(vectors: torch.Tensor | None) -> Any:

@@ -78,7 +78,9 @@ class SummaryLog:
 class ConnectionGuard:
     """The open connections of one server: the cap, the idle order and the header deadlines."""
 
-    def __init__(self, *, max_connections: int, header_timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, *, max_connections: int, header_timeout: float, metrics: Metrics | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.metrics = metrics
@@ -209,7 +211,9 @@ class ConcurrencyLimitMiddleware:
         if self.in_progress >= self.max_requests:
             self.metrics.requests_shed.inc()
             self._log.add(f"over {self.max_requests} requests in progress")
-            message = f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
+            message = (
+                f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
+            )
             await error_response(503, message, code="overloaded")(scope, receive, send)
             return
         self.in_progress += 1
@@ -240,14 +244,24 @@ def uvicorn_config(app: Any, settings: ServerSettings, **overrides: Any) -> uvic
     limit = raise_file_limit(settings.max_connections + FILE_HEADROOM)
     max_connections = min(settings.max_connections, max(limit - FILE_HEADROOM, 1))
     if max_connections < settings.max_connections:
-        logger.warning("max_connections lowered from %d to %d: the open-file limit is %d",
-                       settings.max_connections, max_connections, limit)
-    guard = ConnectionGuard(max_connections=max_connections, header_timeout=settings.header_timeout,
-                            metrics=app.state.metrics)
+        logger.warning(
+            "max_connections lowered from %d to %d: the open-file limit is %d",
+            settings.max_connections,
+            max_connections,
+            limit,
+        )
+    guard = ConnectionGuard(
+        max_connections=max_connections,
+        header_timeout=settings.header_timeout,
+        metrics=app.state.metrics,
+    )
     options: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
-        "http": guarded_protocol(guard), "ws": "none", "timeout_keep_alive": settings.keep_alive_timeout,
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "http": guarded_protocol(guard),
+        "ws": "none",
+        "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
     return uvicorn.Config(app, **options)
-

@@ -63,10 +63,25 @@ ERROR_TABLE: dict[type[UniembedError], tuple[int, str]] = {
 INVALID_JSON = (400, "invalid_json")
 SCHEMA_VIOLATION = (422, "invalid_request")
 UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
-CODE_BY_STATUS = {400: "invalid_json", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
-                  408: "request_timeout", 413: "input_too_large", 415: "unsupported_media_type",
-                  422: "invalid_request", 429: "queue_full", 500: "internal_error", 503: "overloaded"}
-TYPE_BY_STATUS = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+CODE_BY_STATUS = {
+    400: "invalid_json",
+    401: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "input_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "queue_full",
+    500: "internal_error",
+    503: "overloaded",
+}
+TYPE_BY_STATUS = {
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
 """OpenAI's error ``type``; every other status is an ``invalid_request_error``."""
 
 
@@ -86,20 +101,37 @@ def _entry(error: UniembedError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None,
-               detail: Any = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    detail: Any = None,
+) -> dict[str, Any]:
     """The two-dialect body (see the module docstring).
 
     >>> error_body(413, "too big")["error"]
     {'message': 'too big', 'type': 'invalid_request_error', 'param': None, 'code': 'input_too_large'}
     """
-    error = {"message": message, "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
-             "param": param, "code": code or CODE_BY_STATUS.get(status, "error")}
+    error = {
+        "message": message,
+        "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
+        "param": param,
+        "code": code or CODE_BY_STATUS.get(status, "error"),
+    }
     return {"error": error, "detail": message if detail is None else detail}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
-                   code: str | None = None, param: str | None = None, detail: Any = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    detail: Any = None,
+) -> JSONResponse:
     """An error response; 429 and 503 tell the client when to retry."""
     headers = dict(headers or {})
     if status in (429, 503):
@@ -151,11 +183,16 @@ def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
     errors = list(errors)
     whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if any(e.get("type") == "json_invalid" for e in errors):
-        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(_describe(e) for e in errors)
+        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(
+            _describe(e) for e in errors
+        )
     if any(e.get("type") == "missing" for e in whole_body):
         return INVALID_JSON, "the body is empty; send a JSON object"
     if any(isinstance(e.get("input"), (bytes, bytearray)) for e in whole_body):
-        return UNSUPPORTED_MEDIA_TYPE, "the body must be JSON sent with Content-Type: application/json"
+        return (
+            UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON sent with Content-Type: application/json",
+        )
     return SCHEMA_VIOLATION, "; ".join(_describe(e) for e in errors)
 
 
@@ -180,7 +217,10 @@ def _param_of(error: UniembedError) -> str | None:
 
 def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be megabytes)."""
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -72,7 +72,11 @@ class PdfInput(_Wire):
 
 
 INPUT_OBJECTS: dict[str, type[_Wire]] = {
-    "text": TextInput, "image": ImageInput, "url": UrlInput, "bytes": BytesInput, "pdf": PdfInput,
+    "text": TextInput,
+    "image": ImageInput,
+    "url": UrlInput,
+    "bytes": BytesInput,
+    "pdf": PdfInput,
 }
 ENTRY_ERROR = 'each input must be a string or an object with exactly one of "text", "image", "url", "bytes", "pdf"'
 
@@ -96,13 +100,18 @@ InputEntry = Annotated[
     | Annotated[UrlInput, Tag("url")]
     | Annotated[BytesInput, Tag("bytes")]
     | Annotated[PdfInput, Tag("pdf")],
-    Discriminator(_input_kind, custom_error_type="invalid_input_entry", custom_error_message=ENTRY_ERROR),
+    Discriminator(
+        _input_kind, custom_error_type="invalid_input_entry", custom_error_message=ENTRY_ERROR
+    ),
 ]
 InputList = Annotated[list[InputEntry], Field(min_length=1, max_length=MAX_ITEMS_HARD)]
 Input = Annotated[
-    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")] | Annotated[InputList, Tag("list")],
+    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")]
+    | Annotated[InputList, Tag("list")],
     Discriminator(
-        lambda value: "string" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+        lambda value: (
+            "string" if isinstance(value, str) else "list" if isinstance(value, list) else None
+        ),
         custom_error_type="invalid_input",
         custom_error_message="input must be a string or a non-empty list of inputs",
     ),
@@ -127,7 +136,9 @@ class EmbeddingRequest(_Wire):
     model_config = ConfigDict(json_schema_extra={"not": ENCODING_CONFLICT})
 
     model: str | None = Field(
-        None, min_length=1, max_length=MAX_NAME_CHARS,
+        None,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
         description="A listed model (GET /v1/models): a served name, or a task name such as "
         "jina-embeddings-v4-retrieval-passage that carries its task; omitted = the first served model.",
     )
@@ -135,21 +146,37 @@ class EmbeddingRequest(_Wire):
         description="A string, a list of strings, or a list of {text}, {image}, {url}, {bytes} and {pdf} "
         "objects; a string that is an image (or PDF) data URI is an image (or PDF).",
     )
-    task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage; "
-                             "default: the task the model name carries, else the model's default.")
-    dimensions: Dimensions | None = Field(None, description="Matryoshka size: keep the first N dims.")
-    late_chunking: bool = Field(False, description="Treat the inputs as consecutive chunks of one document.")
+    task: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="e.g. retrieval.query, code.passage; "
+        "default: the task the model name carries, else the model's default.",
+    )
+    dimensions: Dimensions | None = Field(
+        None, description="Matryoshka size: keep the first N dims."
+    )
+    late_chunking: bool = Field(
+        False, description="Treat the inputs as consecutive chunks of one document."
+    )
     embedding_type: EmbeddingType | EmbeddingTypes | None = Field(
-        None, validation_alias=AliasChoices("embedding_type", "encoding_type"),
+        None,
+        validation_alias=AliasChoices("embedding_type", "encoding_type"),
         description="float | base64 | binary | ubinary, or a list of them (each item then gets a dict); "
         "also accepted as encoding_type. Wins over encoding_format, except that encoding_format 'float' "
         "beside a different embedding_type is refused.",
     )
-    encoding_format: EncodingFormat | None = Field(None, description="OpenAI form of embedding_type (float | base64).")
+    encoding_format: EncodingFormat | None = Field(
+        None, description="OpenAI form of embedding_type (float | base64)."
+    )
     truncate: bool = Field(False, description="Cut over-long inputs instead of refusing them.")
     normalized: bool = Field(True, description="L2-normalise single vectors.")
-    return_multivector: bool = Field(False, description="One 'embeddings' list of token vectors per item.")
-    user: str | None = Field(None, max_length=256, description="OpenAI field; accepted and ignored.")
+    return_multivector: bool = Field(
+        False, description="One 'embeddings' list of token vectors per item."
+    )
+    user: str | None = Field(
+        None, max_length=256, description="OpenAI field; accepted and ignored."
+    )
 
     @model_validator(mode="after")
     def _encodings_agree(self) -> EmbeddingRequest:
@@ -166,7 +193,11 @@ class EmbeddingRequest(_Wire):
         wins over ``encoding_format``: the openai client sends ``base64`` even when not asked to, so
         Jina options in its ``extra_body`` stand beside it (and it passes non-string values through)."""
         if self.embedding_type is not None:
-            return list(self.embedding_type) if isinstance(self.embedding_type, list) else self.embedding_type
+            return (
+                list(self.embedding_type)
+                if isinstance(self.embedding_type, list)
+                else self.embedding_type
+            )
         return self.encoding_format or "float"
 
     def raw_inputs(self) -> list[str | dict[str, str]]:
@@ -182,9 +213,13 @@ class Usage(BaseModel):
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
-    index: int = Field(description="Position in data: input order, each PDF expanded to its pages in place.")
+    index: int = Field(
+        description="Position in data: input order, each PDF expanded to its pages in place."
+    )
     embedding: Any = Field(None, description="Single vector in the requested encoding(s).")
-    embeddings: Any = Field(None, description="Multi-vector (return_multivector): one encoding per token.")
+    embeddings: Any = Field(
+        None, description="Multi-vector (return_multivector): one encoding per token."
+    )
 
 
 class EmbeddingResponse(BaseModel):
@@ -200,8 +235,12 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "uniembed"
     root: str = Field(description="The served name of the model behind this name.")
-    task: str | None = Field(description="The task this name carries (null: the request's, else default_task).")
-    default_task: str | None = Field(description="The task a request to this name gets when it sends none.")
+    task: str | None = Field(
+        description="The task this name carries (null: the request's, else default_task)."
+    )
+    default_task: str | None = Field(
+        description="The task a request to this name gets when it sends none."
+    )
     info: dict[str, Any] = Field(description="dimensions, tasks, context length, modalities …")
 
 
@@ -214,9 +253,15 @@ class ErrorDetail(BaseModel):
     """OpenAI's error object."""
 
     message: str
-    type: str = Field(description="invalid_request_error | authentication_error | rate_limit_error | server_error")
-    param: str | None = Field(None, description="The request field at fault, when known (e.g. dimensions, input.3).")
-    code: str = Field(description="One code per kind of flaw, e.g. invalid_json, invalid_request, input_too_large.")
+    type: str = Field(
+        description="invalid_request_error | authentication_error | rate_limit_error | server_error"
+    )
+    param: str | None = Field(
+        None, description="The request field at fault, when known (e.g. dimensions, input.3)."
+    )
+    code: str = Field(
+        description="One code per kind of flaw, e.g. invalid_json, invalid_request, input_too_large."
+    )
 
 
 class ValidationIssue(BaseModel):

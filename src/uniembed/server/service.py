@@ -75,7 +75,9 @@ class EmbeddingService:
         self.metrics = metrics
         self.fetcher = SafeFetcher(settings.input_limits)
         self._workers = ThreadPoolExecutor(
-            settings.cpu_workers, thread_name_prefix="uniembed-cpu", initializer=single_threaded_torch
+            settings.cpu_workers,
+            thread_name_prefix="uniembed-cpu",
+            initializer=single_threaded_torch,
         )
 
     def close(self) -> None:
@@ -89,12 +91,17 @@ class EmbeddingService:
         answer = await until_disconnected(self._embed(body, model, task), request)
         return Response(status_code=CLIENT_CLOSED_REQUEST) if answer is None else answer
 
-    async def _embed(self, body: EmbeddingRequest, model: ServedModel, task: str | None) -> Response:
+    async def _embed(
+        self, body: EmbeddingRequest, model: ServedModel, task: str | None
+    ) -> Response:
         embedder = model.embedder
         options = self._options(body, embedder.info.max_tokens)
         embedder.check_options(options)  # option errors (422) before any input is read
         pending, _origin = await aprobe_api_items(
-            body.raw_inputs(), self.settings.input_limits, self.fetcher, self.settings.request_budget()
+            body.raw_inputs(),
+            self.settings.input_limits,
+            self.fetcher,
+            self.settings.request_budget(),
         )
         if all(isinstance(entry, TextItem) for entry in pending):
             result = await self._embed_texts(embedder, pending, task, options)  # type: ignore[arg-type]
@@ -124,7 +131,11 @@ class EmbeddingService:
 
     # ----------------------------------------------------------------- images and pages: in parts
     async def _embed_in_parts(
-        self, embedder: Embedder, pending: Sequence[Pending], task: str | None, options: EncodeOptions
+        self,
+        embedder: Embedder,
+        pending: Sequence[Pending],
+        task: str | None,
+        options: EncodeOptions,
     ) -> EncodeResult:
         """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at once."""
         stop = threading.Event()  # tells a part being decoded in a worker thread to stop
@@ -133,7 +144,9 @@ class EmbeddingService:
         tokens = first = 0
         try:
             for part in in_parts(pending, PART_ITEMS, PART_PIXELS):
-                plan = await self._compute(False, self._plan_part, embedder, part, task, options, first, stop)
+                plan = await self._compute(
+                    False, self._plan_part, embedder, part, task, options, first, stop
+                )
                 tokens += _tokens(plan)
                 self._check_request_tokens(tokens)
                 queued.append((plan, embedder.engine.submit(plan.rows)))
@@ -149,8 +162,13 @@ class EmbeddingService:
         return _concatenate(results)
 
     def _plan_part(
-        self, embedder: Embedder, part: list[Pending], task: str | None, options: EncodeOptions,
-        first: int, stop: threading.Event,
+        self,
+        embedder: Embedder,
+        part: list[Pending],
+        task: str | None,
+        options: EncodeOptions,
+        first: int,
+        stop: threading.Event,
     ) -> Plan:
         """Decode and render the part, then plan it an item at a time, stopping between items."""
         items = load_pending(part, self.settings.input_limits, stop)
@@ -255,7 +273,9 @@ def _response_body(model_id: str, result: EncodeResult, body: EmbeddingRequest) 
         "model": model_id,
         "object": "list",
         "usage": {"total_tokens": result.total_tokens, "prompt_tokens": result.total_tokens},
-        "data": [{"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)],
+        "data": [
+            {"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)
+        ],
     }
     # orjson writes the same shortest round-trip text for each float as json.dumps, ~15x faster
     # (2048 floats: 0.06 ms vs 1.1 ms), and that time is taken from the model's thread (the GIL).
@@ -270,4 +290,3 @@ def _check_finite(arrays: Sequence[np.ndarray]) -> None:
                 f"the model produced non-finite values (NaN or infinity) for output {index}; "
                 "with float16 weights try --dtype bfloat16 or float32"
             )
-

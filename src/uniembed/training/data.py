@@ -76,7 +76,9 @@ class TrainingData:
 
     def first_image(self) -> str | None:
         """Where the first image item is (for errors on text-only models)."""
-        return next((e.where for e in self.examples if any(_is_image(i) for i in items_of(e))), None)
+        return next(
+            (e.where for e in self.examples if any(_is_image(i) for i in items_of(e))), None
+        )
 
 
 def items_of(example: Example) -> tuple[Item, ...]:
@@ -140,7 +142,9 @@ def _dataset_records(path: Path, split: str) -> Iterator[tuple[str, Any]]:
 
 
 # --------------------------------------------------------------------------- examples
-def read_training_data(path: str | Path, *, split: str = "train", negatives: int | None = None) -> TrainingData:
+def read_training_data(
+    path: str | Path, *, split: str = "train", negatives: int | None = None
+) -> TrainingData:
     """Read and check every record of ``path``. ``negatives``: use the first N hard negatives of
     each pair (each must have N); by default every pair must have the same number."""
     data = read_examples(Path(path), split)
@@ -158,7 +162,9 @@ def read_examples(path: Path, split: str = "train") -> TrainingData:
         example = parse_record(record, where, root)
         this_kind: Kind = "pairs" if isinstance(example, PairExample) else "graded"
         if kind is not None and this_kind != kind:
-            raise InvalidInput(f"{where}: a {this_kind} record in a file of {kind} (all records must be one form)")
+            raise InvalidInput(
+                f"{where}: a {this_kind} record in a file of {kind} (all records must be one form)"
+            )
         kind = this_kind
         examples.append(example)
     if kind is None:
@@ -169,7 +175,9 @@ def read_examples(path: Path, split: str = "train") -> TrainingData:
 def parse_record(record: Any, where: str, root: Path) -> Example:
     """One record → a :class:`PairExample` or :class:`GradedExample` (relative image paths under ``root``)."""
     if not isinstance(record, dict):
-        raise InvalidInput(f"{where}: expected an object with {'/'.join(PAIR_FIELDS)} or {'/'.join(GRADED_FIELDS)}")
+        raise InvalidInput(
+            f"{where}: expected an object with {'/'.join(PAIR_FIELDS)} or {'/'.join(GRADED_FIELDS)}"
+        )
     if any(key in record for key in GRADED_FIELDS):
         first = parse_item(_required(record, "sentence1", where), where, "sentence1", root)
         second = parse_item(_required(record, "sentence2", where), where, "sentence2", root)
@@ -185,7 +193,9 @@ def parse_record(record: Any, where: str, root: Path) -> Example:
     if negatives is None:
         negatives = []
     if not isinstance(negatives, (list, tuple)):
-        raise InvalidInput(f"{where}: negatives must be a list of items, got {type(negatives).__name__}")
+        raise InvalidInput(
+            f"{where}: negatives must be a list of items, got {type(negatives).__name__}"
+        )
     parsed = tuple(parse_item(n, where, f"negatives[{i}]", root) for i, n in enumerate(negatives))
     return PairExample(query, positive, parsed, where)
 
@@ -223,7 +233,9 @@ def parse_item(value: Any, where: str, name: str, root: Path) -> Item:
         if not path.is_file():
             raise InvalidInput(f"{where}: {name}: image file not found: {path}")
         return {"image": str(path)}
-    raise InvalidInput(f"{where}: {name} must be a text or {{\"image\": path}}, got {_describe(value)}")
+    raise InvalidInput(
+        f'{where}: {name} must be a text or {{"image": path}}, got {_describe(value)}'
+    )
 
 
 def _describe(value: Any) -> str:
@@ -247,7 +259,9 @@ def _same_negatives(examples: list[PairExample], count: int | None) -> list[Exam
         raise InvalidInput(f"negatives must be 0 or more, got {count}")
     short = next((e for e in examples if len(e.negatives) < count), None)
     if short is not None:
-        raise InvalidInput(f"{short.where}: {len(short.negatives)} negatives, fewer than the {count} asked for")
+        raise InvalidInput(
+            f"{short.where}: {len(short.negatives)} negatives, fewer than the {count} asked for"
+        )
     return [replace(e, negatives=e.negatives[:count]) for e in examples]
 
 
@@ -283,7 +297,12 @@ def read_eval_data(path: str | Path, split: str = "test") -> EvalData:
     data = read_examples(path, split)  # any number of negatives: they only join the corpus
     if data.kind == "graded":
         examples = [e for e in data.examples if isinstance(e, GradedExample)]
-        return GradedEval([e.first for e in examples], [e.second for e in examples], [e.score for e in examples], path)
+        return GradedEval(
+            [e.first for e in examples],
+            [e.second for e in examples],
+            [e.score for e in examples],
+            path,
+        )
     return _pairs_as_retrieval([e for e in data.examples if isinstance(e, PairExample)], path)
 
 
@@ -302,7 +321,11 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
 
     query_ids: dict[str, str] = {}
     for example in examples:
-        key = example.query if isinstance(example.query, str) else json.dumps(example.query, sort_keys=True, default=id)
+        key = (
+            example.query
+            if isinstance(example.query, str)
+            else json.dumps(example.query, sort_keys=True, default=id)
+        )
         query_id = query_ids.setdefault(key, f"q{len(query_ids)}")
         queries[query_id] = example.query
         qrels.setdefault(query_id, {})[document_id(example.positive)] = 1
@@ -318,7 +341,10 @@ def read_beir(path: Path, split: str = "test") -> RetrievalEval:
         doc_id, text = _beir_id(record, where), _beir_text(record, where)
         title = record.get("title") or ""
         corpus[doc_id] = f"{title} {text}".strip() if title else text
-    queries = {_beir_id(r, w): _beir_text(r, w) for w, r in _jsonl_records(_existing(path / "queries.jsonl"))}
+    queries = {
+        _beir_id(r, w): _beir_text(r, w)
+        for w, r in _jsonl_records(_existing(path / "queries.jsonl"))
+    }
     qrels_file = _existing(path / "qrels" / f"{split}.tsv")
     qrels: dict[str, dict[str, int]] = {}
     with qrels_file.open(encoding="utf-8", newline="") as handle:
