@@ -1,9 +1,10 @@
-"""How much batching changes a vector: every item embedded alone vs in batches with other items (other
-lengths, so other padding; other tasks; images beside texts). The difference is float rounding: a
-padded batch runs the same maths through differently shaped matrix products, whose summation order
-(and so last bits) differ. Prints the largest absolute difference over all vector components.
+"""How much batching changes a vector: every item embedded alone vs in batches with other items
+(other lengths, so other padding; other tasks; images beside texts). The difference is float
+rounding: a padded batch runs the same maths through differently shaped matrix products, whose
+summation order (and so last bits) differ. Prints the largest absolute difference over all vector
+components.
 
-    python benchmarks/batching_rounding.py            # the tiny v4 checkpoint (written to a temp dir)
+    python benchmarks/batching_rounding.py  # the tiny v4 checkpoint (written to a temp dir)
     python benchmarks/batching_rounding.py --model DIR --items 64
 """
 

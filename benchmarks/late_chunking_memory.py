@@ -10,12 +10,12 @@ operating system saw it (model weights, tokenizer and the document text are in t
 (``load peak``); the delta is meaningful because the run's peak exceeds it in every row (check it
 when changing sizes). Linux only (``ru_maxrss`` in KiB).
 
-Windows are batched like any other sequences: up to ``--token-budget`` padded tokens per forward pass
-(uniembed's default 16384), so the working set is bounded by the budget and the window, never by the
-document length.
+Windows are batched like any other sequences: up to ``--token-budget`` padded tokens per forward
+pass (uniembed's default 16384), so the working set is bounded by the budget and the window, never
+by the document length.
 
-    python benchmarks/late_chunking_memory.py                   # tiny v3, both sweeps (a few minutes)
-    python benchmarks/late_chunking_memory.py --size mid        # hidden 384, 6 layers (slower)
+    python benchmarks/late_chunking_memory.py             # tiny v3, both sweeps (a few minutes)
+    python benchmarks/late_chunking_memory.py --size mid  # hidden 384, 6 layers (slower)
     python benchmarks/late_chunking_memory.py --token-budget 2048
 """
 
@@ -63,7 +63,8 @@ SENTENCE_WORDS = (
 
 @dataclass(frozen=True)
 class Config:
-    """One measured run: a document of about ``tokens`` tokens, late-chunked in ``window`` windows."""
+    """One measured run: a document of about ``tokens`` tokens, late-chunked in ``window``
+    windows."""
 
     tokens: int
     window: int

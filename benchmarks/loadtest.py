@@ -4,8 +4,8 @@ The script measures ``Embedder.encode`` in this process on short texts, then sta
 (uvicorn in a subprocess, on 127.0.0.1 and a free port) with the same model and sends the same texts
 at concurrency 1, 8 and 64 with asyncio + httpx (one connection per simulated client). It prints one
 table: items/s, p50/p99 latency, failed requests, the ratio server/library and the load generator's
-own CPU use (it shares the machine with the server). Request counts and time per level are bounded; nothing
-but 127.0.0.1 is contacted. A benchmark, not a test: nothing is asserted about timings.
+own CPU use (it shares the machine with the server). Request counts and time per level are bounded;
+nothing but 127.0.0.1 is contacted. A benchmark, not a test: nothing is asserted about timings.
 
     python benchmarks/loadtest.py --fake                       # FakeModel: measures server overhead
     python benchmarks/loadtest.py --tiny --requests 200        # tiny random jina-embeddings-v4
@@ -46,8 +46,9 @@ TOPICS = ("solar panels", "tax forms", "rust lifetimes", "sourdough", "tide tabl
 def short_texts(count: int) -> list[str]:
     """``count`` distinct short texts (6–10 words), the same on every run.
 
-    >>> short_texts(2)
-    ['question 0: how do solar panels work in practice', 'question 1: how do tax forms work in practice']
+    >>> short_texts(2)  # doctest: +NORMALIZE_WHITESPACE
+    ['question 0: how do solar panels work in practice',
+     'question 1: how do tax forms work in practice']
     """
     return [
         f"question {i}: how do {TOPICS[i % len(TOPICS)]} work in practice" for i in range(count)
@@ -141,7 +142,8 @@ def measure_library_per_request(
 
 
 def combine(rounds: list[Level]) -> Level:
-    """One level from the same measurement repeated: totals, pooled latencies, every round's ratio."""
+    """One level from the same measurement repeated: totals, pooled latencies, every round's
+    ratio."""
     first = rounds[0]
     level = Level(
         first.mode,
@@ -305,8 +307,8 @@ class RawClient:
             self.streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.streams
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         writer.write(head.encode("ascii") + body)
         await writer.drain()
@@ -353,7 +355,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 class HttpxClient:
-    """httpx.AsyncClient with one connection; plain HTTP to 127.0.0.1, so no CA bundle (``verify=False``).
+    """httpx.AsyncClient with one connection; plain HTTP to 127.0.0.1, so no CA bundle
+    (``verify=False``).
 
     One client per simulated user: a single shared client is much slower here, because httpcore
     scans every pooled connection (a socket poll each) for every request.
@@ -476,7 +479,8 @@ def model_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Poll ``/ready`` until it answers 200; fail with the server's log when it dies or times out."""
+    """Poll ``/ready`` until it answers 200; fail with the server's log when it dies or times
+    out."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -552,25 +556,33 @@ def print_table(levels: list[Level], baseline: Level, client: str) -> None:
 def ratio_text(level: Level, baseline: Level) -> str:
     """Throughput over the library's one call: the median of the rounds, with their range.
 
-    >>> ratio_text(Level("server", 64, 3, 3, 0, 1.0, ratios=[0.9, 0.8, 1.0]), Level("library", 1, 1, 1, 0, 1.0))
+    >>> ratio_text(
+    ...     Level("server", 64, 3, 3, 0, 1.0, ratios=[0.9, 0.8, 1.0]),
+    ...     Level("library", 1, 1, 1, 0, 1.0),
+    ... )
     '0.90 (0.80–1.00)'
     """
     if len(level.ratios) > 1:
-        return f"{statistics.median(level.ratios):.2f} ({min(level.ratios):.2f}–{max(level.ratios):.2f})"
+        return (
+            f"{statistics.median(level.ratios):.2f} "
+            f"({min(level.ratios):.2f}–{max(level.ratios):.2f})"
+        )
     if level.ratios:
         return f"{level.ratios[0]:.2f}"
     return f"{level.items_per_s / baseline.items_per_s:.2f}" if baseline.items_per_s else "-"
 
 
 def _per_request_ms(level: Level) -> str:
-    """Server CPU time per request in ms (all its threads: forward included); ``-`` for library rows."""
+    """Server CPU time per request in ms (all its threads: forward included); ``-`` for library
+    rows."""
     if level.server_cpu_s is None or not level.requests:
         return "-"
     return f"{1000 * level.server_cpu_s / level.requests:.2f}"
 
 
 def _share(cpu_seconds: float | None, seconds: float) -> str:
-    """The load generator's CPU use as a share of one core, e.g. ``'35%'``; ``-`` for library rows."""
+    """The load generator's CPU use as a share of one core, e.g. ``'35%'``; ``-`` for library
+    rows."""
     return "-" if cpu_seconds is None or seconds <= 0 else f"{100 * cpu_seconds / seconds:.0f}%"
 
 
@@ -698,7 +710,8 @@ def measure_server_level(
     args: argparse.Namespace,
     server_pid: int,
 ) -> Level:
-    """One server level, with the batches and forward time the server reports for it and its CPU time."""
+    """One server level, with the batches and forward time the server reports for it and its CPU
+    time."""
     batches, forward_s = scrape_forward_totals(url)
     cpu = process_cpu_seconds(server_pid)
     level = asyncio.run(

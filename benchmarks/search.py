@@ -1,8 +1,9 @@
-"""Search benchmark: indexing throughput with a model, and query latency, QPS, recall and bytes of every
-search mode on synthetic late-interaction corpora, against a plain torch MaxSim in the same run.
+"""Search benchmark: indexing throughput with a model, and query latency, QPS, recall and bytes of
+every search mode on synthetic late-interaction corpora, against a plain torch MaxSim in the same
+run.
 
-    python benchmarks/search.py --quick                     # seconds: the suite's smoke test
-    python benchmarks/search.py --out search.json           # the BENCHMARKS.md run (long: do it last)
+    python benchmarks/search.py --quick            # seconds: the suite's smoke test
+    python benchmarks/search.py --out search.json  # the BENCHMARKS.md run (long: do it last)
 
 What is measured (one process, one thread of queries, after two warm-up queries):
 
@@ -10,9 +11,9 @@ What is measured (one process, one thread of queries, after two warm-up queries)
   default) — items/s, the engine's forward rows (one per item: both outputs come from one forward),
   and ``encode(output="both")`` alone and as two passes (single, then multi) for comparison;
 * per corpus ``DOCSxTOKENS`` (float16 multi-vectors of 128-d, 128-d single vectors, synthetic:
-  :mod:`uniembed.testing.corpus`): ingest rate into qdrant-edge, HNSW build time, bytes per document on
-  disk and in vectors, the in-memory scan's load time; then for each mode p50/p99 latency, QPS
-  (1 / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
+  :mod:`uniembed.testing.corpus`): ingest rate into qdrant-edge, HNSW build time, bytes per document
+  on disk and in vectors, the in-memory scan's load time; then for each mode p50/p99 latency, QPS (1
+  / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
   MaxSim's top 10. Modes: ``torch`` (plain ``scores.maxsim`` over the padded float16 tensor, the
   baseline), ``exact`` (the index: torch scan), ``exact-qdrant`` (qdrant-edge's own full scan),
   ``dense``, ``two-stage:C``, ``binary:C``, and token pooling ``pool:F`` (exact on pooled storage);
@@ -66,7 +67,8 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def memcpy_rate(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes read + written per second by a large copy into a preallocated buffer (STREAM's count)."""
+    """Bytes read + written per second by a large copy into a preallocated buffer (STREAM's
+    count)."""
     source = torch.ones(megabytes * 2**20, dtype=torch.uint8)
     target = torch.empty_like(source)
     target.copy_(source)  # fault the pages in first
@@ -202,7 +204,8 @@ def store_level(
     scan, scan_load = timed(lambda: retriever.scan("float16"))
     binary, binary_load = timed(lambda: retriever.scan("binary"))
     print(
-        f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, scan load {scan_load:.0f} s",
+        f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, scan load "
+        f"{scan_load:.0f} s",
         file=sys.stderr,
     )
 
@@ -299,7 +302,10 @@ def _ingest(corpus: SyntheticCorpus, path: Path, pool_factor: int) -> Any:
 # ----------------------------------------------------------------- report
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        f"memcpy (STREAM count): {results['memcpy_gb_per_s']:.1f} GB/s; machine: {results['machine']}"
+        (
+            f"memcpy (STREAM count): {results['memcpy_gb_per_s']:.1f} GB/s; machine: "
+            f"{results['machine']}"
+        )
     ]
     if "indexing" in results:
         lines.append(f"indexing: {json.dumps(results['indexing'])}")
@@ -307,10 +313,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"### {corpus['docs']} docs x {corpus['tokens']} vectors "
-                f"(ingest {corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} s, "
-                f"scan load {corpus['scan_load_s']:.1f} s, {corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on "
-                f"disk, {corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"
+                f"### {corpus['docs']} docs x {corpus['tokens']} vectors (ingest "
+                f"{corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} "
+                f"s, scan load {corpus['scan_load_s']:.1f} s, "
+                f"{corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on disk, "
+                f"{corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"
             ),
             "",
             "| mode | p50 ms | p99 ms | QPS | recall@10 | overlap@10 with exact | notes |",

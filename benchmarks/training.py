@@ -236,7 +236,8 @@ def report(args: argparse.Namespace, tokens: float, results: dict[str, dict]) ->
     for name, result in results.items():
         mib = result["peak_bytes"] / 2**20
         print(
-            f"{name:24}{result['steps_per_second']:9.3f}{result['steps_per_second'] / plain['steps_per_second']:9.2f}x"
+            f"{name:24}{result['steps_per_second']:9.3f}"
+            f"{result['steps_per_second'] / plain['steps_per_second']:9.2f}x"
             f"{mib:10.0f}{result['peak_bytes'] / max(1, plain['peak_bytes']):9.2f}x"
             f"{result['peak_bytes'] / tokens / 1024:11.1f}"
         )

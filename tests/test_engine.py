@@ -1,4 +1,5 @@
-"""The engine: batch planning (token budget, row cap, long inputs alone), order restored, one loop."""
+"""The engine: batch planning (token budget, row cap, long inputs alone), order restored, one
+loop."""
 
 from __future__ import annotations
 

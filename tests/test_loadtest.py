@@ -1,4 +1,5 @@
-"""The load-test script runs end to end (FakeModel, a few requests) and its helpers do what they say."""
+"""The load-test script runs end to end (FakeModel, a few requests) and its helpers do what they
+say."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ The baseline runs the same model the way the official code does: one call per ta
 sub-batches), texts and images in separate calls, fixed batches. For v4 (``encode_text`` /
 ``encode_image``) that is inputs in the order given, batches of 8; for v3 (``encode``, which sorts
 each call's texts by character length, longest first) it is length-sorted batches of 32.
-uniembed sorts by token length, batches by a token budget and mixes tasks and modalities in one batch.
-Both produce the same embeddings (checked); the ratio of their wall times is printed.
+uniembed sorts by token length, batches by a token budget and mixes tasks and modalities in one
+batch. Both produce the same embeddings (checked); the ratio of their wall times is printed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class Baseline:
-    """How the official code batches one call: fixed ``batch_size``, optionally longest text first."""
+    """How the official code batches one call: fixed ``batch_size``, optionally longest text
+    first."""
 
     batch_size: int
     sort_by_length: bool
@@ -86,7 +87,8 @@ BASELINES = {"jina-embeddings-v4": Baseline(8, False), "jina-embeddings-v3": Bas
 
 
 def realistic_workload(count: int, images: int, tasks: Sequence[str], seed: int = 0) -> Workload:
-    """Texts with log-normal word counts (queries of a few words to passages of ~400), plus images."""
+    """Texts with log-normal word counts (queries of a few words to passages of ~400), plus
+    images."""
     from uniembed.inputs.items import ImageItem, TextItem
 
     rng = random.Random(seed)
@@ -175,7 +177,10 @@ def bench_command(
     model: Annotated[
         str,
         typer.Option(
-            help="'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp dir; or a snapshot path"
+            help=(
+                "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
+                "dir; or a snapshot path"
+            )
         ),
     ] = "mid",
     texts: Annotated[int, typer.Option(help="number of texts")] = 160,
@@ -211,16 +216,18 @@ def bench_command(
         mine = best_of(repeat, embedder, lambda: ours(embedder, workload))
         drift = max(float((a - b).abs().max()) for a, b in zip(base.vectors, mine.vectors))
     print(
-        f"model={model} family={embedder.info.family} items={len(workload.items)} real_tokens={tokens} "
-        f"threads={torch.get_num_threads()}"
+        f"model={model} family={embedder.info.family} items={len(workload.items)} "
+        f"real_tokens={tokens} threads={torch.get_num_threads()}"
     )
     print(f"{'':26}{'seconds':>10}{'tokens/s':>12}{'padded tokens':>15}")
     for label, timing in ((baseline.label, base), ("uniembed", mine)):
         print(
-            f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}{timing.padded_tokens:15d}"
+            f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}"
+            f"{timing.padded_tokens:15d}"
         )
     print(
-        f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: {drift:.1e}"
+        f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: "
+        f"{drift:.1e}"
     )
     if embedder.device.type == "cuda":
         achieved = embedder.flops_per_token() * tokens / mine.seconds / 1e12

@@ -2,10 +2,11 @@
 
 Work is split in three steps so that every caller can share batches:
 
-* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a :class:`~uniembed.plans.Plan`
-  holding :class:`~uniembed.models.base.Row` s (plain data: it can cross a process boundary);
-* run the rows — on the embedder's :class:`~uniembed.engine.loop.Engine`, the one batching loop that the
-  library, the server, bulk jobs and benchmarks all go through (:meth:`Embedder.run`, or
+* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a
+  :class:`~uniembed.plans.Plan` holding :class:`~uniembed.models.base.Row` s (plain data: it can
+  cross a process boundary);
+* run the rows — on the embedder's :class:`~uniembed.engine.loop.Engine`, the one batching loop that
+  the library, the server, bulk jobs and benchmarks all go through (:meth:`Embedder.run`, or
   ``embedder.engine.submit`` for asynchronous callers);
 * :meth:`~uniembed.plans.Plan.assemble` — pool, truncate, normalise → an
   :class:`~uniembed.plans.EncodeResult`.
@@ -49,8 +50,8 @@ class Embedder:
         return [m for m in vars(self._model).values() if isinstance(m, torch.nn.Module)]
 
     def flops_per_token(self) -> int:
-        """About 2 × the weights of every Linear layer: the matrix work one token costs (attention and
-        the vision tower's extra work aside). For MFU estimates."""
+        """About 2 × the weights of every Linear layer: the matrix work one token costs (attention
+        and the vision tower's extra work aside). For MFU estimates."""
         weights = sum(
             layer.weight.numel()
             for root in self._modules()
@@ -245,15 +246,16 @@ class Embedder:
     ) -> EncodeResult:
         """Embed mixed text and image items (the path the server uses).
 
-        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes, base64,
-        data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
-        (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``: ``"single"``
-        vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single vectors in
-        ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means ``"multi"``.
+        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes,
+        base64, data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task
+        name (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``:
+        ``"single"`` vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single
+        vectors in ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means
+        ``"multi"``.
 
         Also the official v3 call ``encode(texts, task=..., truncate_dim=...)``: ``truncate_dim`` is
-        ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates and
-        converts (``np.asarray``) like the official list/array of vectors.
+        ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates
+        and converts (``np.asarray``) like the official list/array of vectors.
         """
         from uniembed.inputs.parse import coerce_items_with_origin  # local: keeps import light
 
@@ -301,8 +303,9 @@ class Embedder:
     ) -> torch.Tensor:
         """Late chunking of one long document: one normalised vector per chunk → (chunks, dim).
 
-        Chunks are given as character ``spans`` or made by a ``chunker`` (see :mod:`uniembed.chunking`);
-        documents longer than ``window`` tokens are encoded in overlapping windows.
+        Chunks are given as character ``spans`` or made by a ``chunker`` (see
+        :mod:`uniembed.chunking`); documents longer than ``window`` tokens are encoded in
+        overlapping windows.
         """
         if (spans is None) == (chunker is None):
             raise InvalidInput("give exactly one of spans or chunker")
@@ -351,7 +354,8 @@ class Embedder:
         truncate_dim: int | None = None,
         max_pixels: int | None = None,
     ) -> Any:
-        """Drop-in for the official ``encode_image``: PIL images, paths, URLs, bytes, base64, data URIs."""
+        """Drop-in for the official ``encode_image``: PIL images, paths, URLs, bytes, base64, data
+        URIs."""
         from uniembed.inputs.parse import coerce_image_items
 
         single = not isinstance(images, (list, tuple))

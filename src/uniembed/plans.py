@@ -28,9 +28,10 @@ OUTPUTS: tuple[str, ...] = get_args(Output)
 class EncodeOptions:
     """Per-call options shared by every item of a call (the API's request-level fields).
 
-    ``output``: ``"single"`` vectors, ``"multi"``-vectors (one per token), or ``"both"`` from the same
-    forward pass. ``dimensions`` cuts single vectors (Matryoshka) and is refused with ``"multi"``:
-    multi-vectors always keep the model's multi-vector width, so a cut there would be silently ignored.
+    ``output``: ``"single"`` vectors, ``"multi"``-vectors (one per token), or ``"both"`` from the
+    same forward pass. ``dimensions`` cuts single vectors (Matryoshka) and is refused with
+    ``"multi"``: multi-vectors always keep the model's multi-vector width, so a cut there would be
+    silently ignored.
     """
 
     output: Output = "single"
@@ -48,13 +49,16 @@ class EncodeOptions:
         return self.output in ("multi", "both")
 
     def check(self, info: ModelInfo) -> None:
-        """Raise :class:`ValidationFailed` (one message per rule) if these options do not fit ``info``.
+        """Raise :class:`ValidationFailed` (one message per rule) if these options do not fit
+        ``info``.
 
         >>> from uniembed.testing.fake import FakeModel
-        >>> EncodeOptions(output="multi", dimensions=8).check(FakeModel().info)
+        >>> options = EncodeOptions(output="multi", dimensions=8)
+        >>> options.check(FakeModel().info)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        uniembed.errors.ValidationFailed: dimensions applies to single vectors; multi-vectors keep their 8 dimensions (drop dimensions, or ask for output 'both')
+        uniembed.errors.ValidationFailed: dimensions applies to single vectors; multi-vectors keep
+        their 8 dimensions (drop dimensions, or ask for output 'both')
         """
         if self.output not in OUTPUTS:
             raise ValidationFailed(
@@ -65,8 +69,8 @@ class EncodeOptions:
             raise ValidationFailed(f"{info.name} has no multi-vector output")
         if self.output == "multi" and self.dimensions is not None:
             raise ValidationFailed(
-                f"dimensions applies to single vectors; multi-vectors keep their {info.multivector_dim} "
-                "dimensions (drop dimensions, or ask for output 'both')"
+                "dimensions applies to single vectors; multi-vectors keep their "
+                f"{info.multivector_dim} dimensions (drop dimensions, or ask for output 'both')"
             )
         if self.wants_multivectors and self.late_chunking:
             raise ValidationFailed(
@@ -99,10 +103,10 @@ def check_dimensions(
 class EncodeResult:
     """The vectors of a call, one entry per output item, and the tokens each item cost.
 
-    ``embeddings`` holds what was asked for: single vectors ``(dim,)`` (``output`` single or both) or
-    multi-vectors ``(tokens, multivector_dim)`` (``output="multi"``). With ``output="both"``,
-    ``multivectors`` holds the multi-vectors beside them. ``patch_grids`` says, for image items, where
-    the image patches sit among the multi-vector rows (``None`` for text).
+    ``embeddings`` holds what was asked for: single vectors ``(dim,)`` (``output`` single or both)
+    or multi-vectors ``(tokens, multivector_dim)`` (``output="multi"``). With ``output="both"``,
+    ``multivectors`` holds the multi-vectors beside them. ``patch_grids`` says, for image items,
+    where the image patches sit among the multi-vector rows (``None`` for text).
     """
 
     embeddings: list[torch.Tensor]

@@ -127,7 +127,8 @@ def test_v3_tasks_keep_the_official_fused_layout_and_tie_qkv(tiny_v3_path: Path)
         is attention.k_proj.lora_A[index]
         is attention.v_proj.lora_A[index]
     )
-    # per adapter: A and B of 2 embeddings; per layer A + 3 B parts of Wqkv, A and B of out_proj, fc1, fc2
+    # per adapter: A and B of 2 embeddings; per layer A + 3 B parts of Wqkv, A and B of out_proj,
+    # fc1, fc2
     assert len(model.task_parameters("mine")) == 2 * (2 * 2 + model.config.num_layers * (4 + 3 * 2))
     embedding = factors["roberta.embeddings.word_embeddings.parametrizations.weight.0.lora_A"]
     assert not embedding.any()  # PEFT: embedding A starts at zero, B random
@@ -203,7 +204,8 @@ def _all_parameters(model) -> list[torch.nn.Parameter]:
 
 def test_checkpointed_gradients_equal_plain_ones(family) -> None:
     """Recomputed layers must see the routing they first ran with (the routing is gone by the
-    backward pass; without AdapterRouting.checkpoint_contexts the adapter's gradients go missing)."""
+    backward pass; without AdapterRouting.checkpoint_contexts the adapter's gradients go
+    missing)."""
     model, _ = family
     model.add_task("mine", seed=4, factor_dtype=torch.float32)
     params = model.task_parameters("mine")

@@ -61,9 +61,9 @@ def test_late_chunking_equals_span_means_of_the_document(
     states = model.forward([row])[
         0
     ].pooled  # (tokens, dim): every token's state, the whole document once
-    # A token belongs to the chunk holding its first character; one starting on the joining space belongs
-    # to the next chunk (it carries that chunk's first word); the prefix goes to the first chunk and
-    # trailing special tokens to the last.
+    # A token belongs to the chunk holding its first character; one starting on the joining space
+    # belongs to the next chunk (it carries that chunk's first word); the prefix goes to the first
+    # chunk and trailing special tokens to the last.
     starts = [len(spec.prefix)] + [len(spec.prefix) + text.index(c) - 1 for c in chunks[1:]]
     owners = []
     for (begin, end), special in zip(tokenized.offsets, tokenized.special):
@@ -78,8 +78,8 @@ def test_late_chunking_equals_span_means_of_the_document(
         torch.testing.assert_close(vector, expected, atol=1e-5, rtol=0)
     alone = embedder.encode(chunks, task="retrieval.passage").embeddings
     if embedder.info.family == "jina-embeddings-v4":
-        # causal attention: the first chunk sees no later text, so it equals the chunk encoded alone;
-        # every later chunk sees the earlier ones and differs
+        # causal attention: the first chunk sees no later text, so it equals the chunk encoded
+        # alone; every later chunk sees the earlier ones and differs
         torch.testing.assert_close(vectors[0], alone[0], atol=1e-5, rtol=0)
         assert all(float(a @ b) < 0.9999 for a, b in zip(vectors[1:], alone[1:]))
     else:  # bidirectional: every chunk sees the whole document

@@ -101,7 +101,8 @@ class Reference:
         return (x - mean) / torch.sqrt(var + self.config["layer_norm_eps"]) * w + b
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """(seq, heads, d): dims i and i + d/2 form a complex number turned by pos · base^(-2i/d)."""
+        """(seq, heads, d): dims i and i + d/2 form a complex number turned by pos ·
+        base^(-2i/d)."""
         seq, _, d = x.shape
         half = d // 2
         freqs = self.config["rotary_emb_base"] ** (

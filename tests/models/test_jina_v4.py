@@ -1,5 +1,6 @@
 """jina-embeddings-v4 against an independent formulation: transformers' own Qwen2.5-VL loaded with
-its own key conversion, each task's LoRA merged into the weights by hand, pooled by the published rules."""
+its own key conversion, each task's LoRA merged into the weights by hand, pooled by the published
+rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Token pooling against sentence-transformers' algorithm written out here, binarisation, the cap."""
+"""Token pooling against sentence-transformers' algorithm written out here, binarisation, the
+cap."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The index end to end on the tiny v4 checkpoint (real patch grids) and the fake model: every mode
-against brute force over ``encode`` outputs, filters, PDFs, similarity maps, writes and reopening."""
+against brute force over ``encode`` outputs, filters, PDFs, similarity maps, writes and
+reopening."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def key(hit: Hit) -> tuple[str, int | None]:
 def assert_ranked_like(
     hits: list[Hit], expected: dict, column: int, k: int, tolerance: float
 ) -> None:
-    """Hits are the top ``k`` of ``expected`` (near-ties may swap) with scores within ``tolerance``."""
+    """Hits are the top ``k`` of ``expected`` (near-ties may swap) with scores within
+    ``tolerance``."""
     ranking = sorted(expected, key=lambda key_: -expected[key_][column])
     assert len(hits) == k
     for hit in hits:

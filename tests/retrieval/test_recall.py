@@ -1,6 +1,6 @@
 """Two-stage and compressed modes measured against exact MaxSim on a synthetic corpus, through the
-real embedded store (recall@10 of the document each query was drawn from, and overlap@10 with exact's
-top 10)."""
+real embedded store (recall@10 of the document each query was drawn from, and overlap@10 with
+exact's top 10)."""
 
 from __future__ import annotations
 

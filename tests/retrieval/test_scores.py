@@ -71,7 +71,8 @@ def test_maxsim_equals_the_loop_over_padded_and_ragged_docs(shape: tuple, chunk_
 
 
 def test_maxsim_equals_colpali_score_multi_vector_on_non_negative_matches() -> None:
-    # colpali-engine: pad with zeros, einsum("bnd,csd->bcns"), max over doc tokens, sum over query tokens
+    # colpali-engine: pad with zeros, einsum("bnd,csd->bcns"), max over doc tokens, sum over query
+    # tokens
     docs = [torch.nn.functional.normalize(d.abs(), dim=-1) for d in random_docs(3, 5, 7, 16)]
     queries = [torch.nn.functional.normalize(torch.rand(n, 16), dim=-1) for n in (3, 6)]
     padded_q = torch.nn.utils.rnn.pad_sequence(queries, batch_first=True)

@@ -1,5 +1,6 @@
 """``uniembed serve --index``: the search routes on a real server, the search page in a real browser
-(Debian's Chromium driven by Selenium), and the ``uniembed index`` / ``uniembed search`` commands."""
+(Debian's Chromium driven by Selenium), and the ``uniembed index`` / ``uniembed search``
+commands."""
 
 from __future__ import annotations
 
@@ -174,7 +175,8 @@ CHROME_FLAGS = (
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip(
-            "Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)"
+            "Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs "
+            "them)"
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -1,4 +1,5 @@
-"""``uniembed serve``: flags and their environment twins, fast failure, cheap import; a tiny real v4."""
+"""``uniembed serve``: flags and their environment twins, fast failure, cheap import; a tiny real
+v4."""
 
 from __future__ import annotations
 
@@ -137,7 +138,10 @@ def test_a_missing_directory_and_bad_limits_exit_non_zero_with_the_message(tmp_p
 
 
 def test_importing_the_cli_is_cheap_and_lazy_commands_are_listed():
-    code = "import sys, uniembed.cli; print(sorted(m for m in ('torch', 'fastapi', 'uniembed.bulk') if m in sys.modules))"
+    code = (
+        "import sys, uniembed.cli; "
+        "print(sorted(m for m in ('torch', 'fastapi', 'uniembed.bulk') if m in sys.modules))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )

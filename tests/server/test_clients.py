@@ -1,5 +1,5 @@
-"""Real client libraries against a live server: they read our errors, and task-carrying model names give
-them the library's passage and query vectors. Nothing here reaches beyond the local server."""
+"""Real client libraries against a live server: they read our errors, and task-carrying model names
+give them the library's passage and query vectors. Nothing here reaches beyond the local server."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def test_langchain_openai_embeddings_on_task_names_equal_the_library(live_v4, ti
     from langchain_openai import OpenAIEmbeddings
 
     def embeddings(model: str) -> OpenAIEmbeddings:
-        # check_embedding_ctx_length=False: send the texts, not tiktoken ids (and load no tiktoken files)
+        # check_embedding_ctx_length=False: send the texts, not tiktoken ids (and load no tiktoken
+        # files)
         return OpenAIEmbeddings(
             model=model,
             base_url=live_v4,
@@ -113,8 +114,8 @@ def test_llama_index_openai_embedding_on_task_names_equals_the_library(live_v4, 
 
 
 def test_openai_base64_default_stands_beside_a_jina_embedding_type(live_v4, tiny_v4):
-    """The openai client always sends encoding_format (base64 unless asked): extra_body's embedding_type
-    wins, and the client passes the non-string values through."""
+    """The openai client always sends encoding_format (base64 unless asked): extra_body's
+    embedding_type wins, and the client passes the non-string values through."""
     client = openai.OpenAI(base_url=live_v4, api_key="unused", max_retries=0)
     packed = client.embeddings.create(
         model="jina-embeddings-v4",

@@ -1,5 +1,5 @@
-"""Connection limits, timeouts, load shedding and request bodies (size, time, Content-Encoding) on a live
-server, and the routes and error forms around them."""
+"""Connection limits, timeouts, load shedding and request bodies (size, time, Content-Encoding) on a
+live server, and the routes and error forms around them."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_at_the_connection_limit_the_longest_idle_connection_is_closed(serve):
 
 def test_with_every_connection_busy_a_new_one_gets_503_and_retry_after(serve):
     live = serve(max_connections=2, header_timeout=60)
-    waiting = b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    waiting = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
     busy = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(2)]
     try:
         for sock in busy:

@@ -268,7 +268,8 @@ def test_not_ready_before_the_workers_start():
 
 
 class NaNModel(FakeModel):
-    """FakeModel whose vectors are NaN for inputs containing "overflow" (a float16 overflow, say)."""
+    """FakeModel whose vectors are NaN for inputs containing "overflow" (a float16 overflow,
+    say)."""
 
     def forward(self, batch):
         outputs = super().forward(batch)

@@ -1,5 +1,6 @@
-"""The real ``uniembed serve`` process under hostile requests: budgets refuse before the work they bound,
-idle connections are closed while /health answers, and a client that leaves stops costing CPU."""
+"""The real ``uniembed serve`` process under hostile requests: budgets refuse before the work they
+bound, idle connections are closed while /health answers, and a client that leaves stops costing
+CPU."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def post_measured(served: ServeProcess, body: dict) -> tuple[httpx.Response, flo
 
 
 def test_41_pdfs_of_50_large_blank_pages_are_refused_from_their_page_counts(served):
-    """The request that killed the server at 24 GB: 289 KB of PDFs, 2,050 pages of 1000 × 1000 pt."""
+    """The request that killed the server at 24 GB: 289 KB of PDFs, 2,050 pages of 1000 × 1000
+    pt."""
     pdf = b64(blank_pdf(50, 1000, 1000))
     response, seconds, growth = post_measured(served, {"input": [{"pdf": pdf} for _ in range(41)]})
     assert response.status_code == 413, response.text

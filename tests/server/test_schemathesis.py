@@ -1,5 +1,6 @@
-"""schemathesis against the live app: generated requests, fitting the OpenAPI document and breaking it,
-for every operation; every answer must be documented and fit its schema, and none may be a 5xx."""
+"""schemathesis against the live app: generated requests, fitting the OpenAPI document and breaking
+it, for every operation; every answer must be documented and fit its schema, and none may be a
+5xx."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The service's thread policy: which threads run torch multi-threaded, and which work runs where."""
+"""The service's thread policy: which threads run torch multi-threaded, and which work runs
+where."""
 
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ def test_training_raises_held_out_ndcg(trained, domain_files) -> None:
     _, base, result = trained
     start, best = result.metrics["start"], result.metrics["best"]
     assert start["step"] == 0 and best["ndcg@10"] - start["ndcg@10"] >= MIN_GAIN, result.metrics
-    # the saved adapter is the best checkpoint: served from the folder, it scores what training logged
+    # the saved adapter is the best checkpoint: served from the folder, it scores what training
+    # logged
     served = uniembed.load(base, device="cpu", adapters={"dom": result.adapter})
     held_out = read_eval_data(domain_files[1])
     tasks = {"query": "dom.query", "passage": "dom.passage"}
@@ -105,7 +106,9 @@ def assert_fresh_process_reload(
     script = textwrap.dedent(f"""
         import torch, uniembed
         torch.set_num_threads(1)
-        model = uniembed.load({str(base)!r}, device="cpu", adapters={{"dom": {str(result.adapter)!r}}})
+        model = uniembed.load(
+            {str(base)!r}, device="cpu", adapters={{"dom": {str(result.adapter)!r}}}
+        )
         multi = model.info.multivector_dim is not None
         out = {{}}
         for task in ("dom.query", "dom.passage"):
@@ -211,7 +214,7 @@ def test_a_served_adapter_name_must_not_clash(trained) -> None:
     )
 
 
-# --------------------------------------------------------------------------- reproducibility and resume
+# ----------------------------------------------------------------------- reproducibility and resume
 def short(base: Path, data: Path, output: Path, **overrides) -> TrainConfig:
     return settings(
         base, data, output, **{"max_steps": 6, "save_steps": 3, "logging_steps": 3, **overrides}
@@ -371,8 +374,9 @@ def test_continuing_an_official_task_replaces_it_on_export(
 
 
 def test_the_v4_adapter_folder_is_a_peft_adapter_of_the_official_model(trained) -> None:
-    """Independent formulation: PEFT loads the folder onto transformers' own Qwen2.5-VL (the official
-    model's module tree: ``model`` + ``multi_vector_projector``) and embeds like the resident routing."""
+    """Independent formulation: PEFT loads the folder onto transformers' own Qwen2.5-VL (the
+    official model's module tree: ``model`` + ``multi_vector_projector``) and embeds like the
+    resident routing."""
     family, base, result = trained
     if family != "v4":
         pytest.skip("v3 adapters are stored as the official parametrizations, not as PEFT")

@@ -133,8 +133,8 @@ async def aparse_api_items(
     fetcher: SafeFetcher | None = None,
     budget: RequestBudget | None = None,
 ) -> tuple[list[Item], list[int]]:
-    """Async :func:`parse_api_items`: :func:`aprobe_api_items` (charging ``budget``), then every image
-    decoded and every page rendered (in a worker thread)."""
+    """Async :func:`parse_api_items`: :func:`aprobe_api_items` (charging ``budget``), then every
+    image decoded and every page rendered (in a worker thread)."""
     context = _Context.make(limits, fetcher, allow_paths=False)
     pending, origin = await aprobe_api_items(raw, context.limits, context.fetcher, budget)
     return await anyio.to_thread.run_sync(load_pending, pending, context.limits), origin
@@ -153,8 +153,8 @@ async def aprobe_api_items(
     ``budget`` is charged as each input is measured — items (a PDF counts its pages) and pixels, and
     the bytes of downloads — so a request over it is refused before any pixel is decoded. URLs are
     fetched concurrently (at most ``max_concurrent_fetches`` at a time) and reading runs in worker
-    threads, so the event loop never blocks. The first failure cancels the remaining work; if several
-    inputs failed by then, the error of the lowest input index is raised.
+    threads, so the event loop never blocks. The first failure cancels the remaining work; if
+    several inputs failed by then, the error of the lowest input index is raised.
     """
     context = _Context.make(limits, fetcher, allow_paths=False)
     budget = budget or RequestBudget.unlimited()
@@ -262,7 +262,8 @@ def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:
 
 # --------------------------------------------------------------------- shared
 def _string_spec(index: int, value: str) -> _Spec:
-    """A string is text, unless it is an image or PDF data URI (what some clients send for images)."""
+    """A string is text, unless it is an image or PDF data URI (what some clients send for
+    images)."""
     head = value[:32].lstrip().lower()
     for prefix, kind in DATA_URI_KINDS.items():
         if head.startswith(prefix):

@@ -109,8 +109,8 @@ def _origin(entry: Pending) -> int | None:
 def in_parts(
     pending: Sequence[Pending], max_items: int, max_pixels: int
 ) -> Iterator[list[Pending]]:
-    """Consecutive parts of ``pending`` with at most ``max_items`` entries and ``max_pixels`` decoded
-    pixels each (an entry larger than ``max_pixels`` is a part of its own).
+    """Consecutive parts of ``pending`` with at most ``max_items`` entries and ``max_pixels``
+    decoded pixels each (an entry larger than ``max_pixels`` is a part of its own).
 
     >>> sizes = [PendingImage(b"", w, 10, 0) for w in (5, 5, 20, 1)]
     >>> [[e.width for e in part] for part in in_parts(sizes, max_items=3, max_pixels=100)]

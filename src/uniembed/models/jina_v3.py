@@ -1,13 +1,13 @@
 """jina-embeddings-v3: XLM-RoBERTa with rotary positions and five task LoRA adapters, text only.
 
-The official checkpoint (remote code ``XLMRobertaLoRA``) stores its weights under ``roberta.`` with a
-fused ``Wqkv`` and every Linear / Embedding wrapped in a torch parametrization that holds the stacked
-LoRA factors of all tasks. The backbone that current transformers ships (``JinaEmbeddingsV3Model``:
-post-norm blocks, NeoX rotary, no final norm) is the same network with separate q/k/v projections,
-so the official tensors are mapped onto it (``Wqkv`` split in three; its LoRA ``B`` split likewise,
-``A`` shared) and the adapters are attached as :mod:`uniembed.models.lora` modules so that every row
-of a batch runs with its own task (or none: the base weights, as the official code does without a
-task).
+The official checkpoint (remote code ``XLMRobertaLoRA``) stores its weights under ``roberta.`` with
+a fused ``Wqkv`` and every Linear / Embedding wrapped in a torch parametrization that holds the
+stacked LoRA factors of all tasks. The backbone that current transformers ships
+(``JinaEmbeddingsV3Model``: post-norm blocks, NeoX rotary, no final norm) is the same network with
+separate q/k/v projections, so the official tensors are mapped onto it (``Wqkv`` split in three; its
+LoRA ``B`` split likewise, ``A`` shared) and the adapters are attached as
+:mod:`uniembed.models.lora` modules so that every row of a batch runs with its own task (or none:
+the base weights, as the official code does without a task).
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def parse_config(config: dict[str, Any], source: Path) -> JinaV3Config:
         "JinaEmbeddingsV3" in str(a) for a in config.get("architectures") or []
     ):
         raise CheckpointError(
-            f"{source}: the transformers-native jina-embeddings-v3 layout (model_type {NATIVE_MODEL_TYPE!r}, "
-            "e.g. jinaai/jina-embeddings-v3-hf) is not supported yet: its task adapters are stored apart "
-            "from the weights in a format uniembed cannot pin down. Use the official snapshot "
-            "jinaai/jina-embeddings-v3 instead."
+            f"{source}: the transformers-native jina-embeddings-v3 layout (model_type "
+            f"{NATIVE_MODEL_TYPE!r}, e.g. jinaai/jina-embeddings-v3-hf) is not supported yet: its "
+            "task adapters are stored apart from the weights in a format uniembed cannot pin down. "
+            "Use the official snapshot jinaai/jina-embeddings-v3 instead."
         )
     if config.get("position_embedding_type", "rotary") != "rotary":
         raise CheckpointError(
@@ -256,8 +256,8 @@ class _OfficialTensors:
             or rank_dims != (rank, rank)
         ):
             raise CheckpointError(
-                f"LoRA of {self.prefix + module} in {self.source} has shapes A{tuple(a.shape)} B{tuple(b.shape)}; "
-                f"config.json implies {tasks} tasks of rank {rank}"
+                f"LoRA of {self.prefix + module} in {self.source} has shapes A{tuple(a.shape)} "
+                f"B{tuple(b.shape)}; config.json implies {tasks} tasks of rank {rank}"
             )
         return a, b
 
@@ -269,7 +269,8 @@ def _is_embedding(module: str) -> bool:
 def convert_official(
     tensors: dict[str, torch.Tensor], config: JinaV3Config, source: Path
 ) -> ConvertedWeights:
-    """Map official tensors (with or without the ``roberta.`` prefix) onto ``JinaEmbeddingsV3Model``.
+    """Map official tensors (with or without the ``roberta.`` prefix) onto
+    ``JinaEmbeddingsV3Model``.
 
     Unused official tensors (the pooler, an MLM head) are ignored.
     """
@@ -327,7 +328,8 @@ def build_backbone(
         type_vocab_size=config.type_vocab_size,
         layer_norm_eps=config.layer_norm_eps,
         pad_token_id=config.pad_token_id,
-        hidden_dropout_prob=0.0,  # the official inference runs without dropout and training here does too
+        # the official inference runs without dropout and training here does too
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         rope_parameters={"rope_type": "default", "rope_theta": config.rotary_base},
     )
@@ -358,8 +360,9 @@ def _assign(
 
 
 def _rebuild_buffers(backbone: nn.Module, native_config: Any) -> None:
-    """Non-persistent buffers (rotary frequencies, position / token-type ids) are not in checkpoints:
-    recreate them off the meta device, the rotary frequencies in float32 from a fresh rotary module."""
+    """Non-persistent buffers (rotary frequencies, position / token-type ids) are not in
+    checkpoints: recreate them off the meta device, the rotary frequencies in float32 from a fresh
+    rotary module."""
     backbone.rotary_emb = type(backbone.rotary_emb)(native_config)
     positions = torch.arange(native_config.max_position_embeddings).expand((1, -1))
     backbone.embeddings.register_buffer("position_ids", positions, persistent=False)
@@ -420,19 +423,19 @@ class JinaV3Model:
         )
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
-        """An API task → its adapter and instruction; ``None`` (or its resolved name ``"none"``, so that
-        a :class:`TaskSpec` name resolves back to itself) → base weights, no instruction."""
+        """An API task → its adapter and instruction; ``None`` (or its resolved name ``"none"``, so
+        that a :class:`TaskSpec` name resolves back to itself) → base weights, no instruction."""
         if prompt_name is not None:
             raise InvalidInput(
-                f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task alone, "
-                f"one of: {', '.join(self.adapters)}"
+                f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task "
+                f"alone, one of: {', '.join(self.adapters)}"
             )
         if task is None or task == NO_TASK:
             return TaskSpec(name=NO_TASK, adapter=NO_ADAPTER, prefix="")
         if task not in self.adapters:
             raise InvalidInput(
-                f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.adapters)} "
-                f"(or no task, {NO_TASK!r}, for the base weights)"
+                f"unknown task {task!r} for {self.info.name}; valid tasks: "
+                f"{', '.join(self.adapters)} (or no task, {NO_TASK!r}, for the base weights)"
             )
         return TaskSpec(name=task, adapter=self.adapters[task], prefix=self.instructions[task])
 
@@ -458,7 +461,8 @@ class JinaV3Model:
         raise InvalidInput(f"{self.info.name} embeds text only; images need jina-embeddings-v4")
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
-        """One right-padded batch, each row with its own adapter; mean pooling over each row's spans."""
+        """One right-padded batch, each row with its own adapter; mean pooling over each row's
+        spans."""
         if not batch:
             return []
         with torch.inference_mode():
@@ -493,7 +497,8 @@ class JinaV3Model:
                 raise InvalidInput(f"{self.info.name} has no multi-vector output")
             if not NO_ADAPTER <= row.adapter < self.resident_adapters:
                 raise InvalidInput(
-                    f"adapter {row.adapter} does not exist; {self.info.name} has {self.resident_adapters}"
+                    f"adapter {row.adapter} does not exist; {self.info.name} has "
+                    f"{self.resident_adapters}"
                 )
             if row.num_tokens == 0:
                 raise InvalidInput("cannot embed an empty token sequence")
@@ -516,10 +521,10 @@ class JinaV3Model:
         seed: int = 0,
     ) -> None:
         """See :meth:`uniembed.models.base.AdaptableModel.add_task`. An asymmetric task gets two
-        adapters, ``name.query`` and ``name.passage`` (as ``retrieval`` has); a symmetric one gets one
-        adapter called ``name``. ``factors`` are keyed as in the official file (:func:`lora_key`),
-        stacked over the task's adapters in that order. ``prompts`` maps those API names to their
-        instructions (default: ``init_from``'s, else none)."""
+        adapters, ``name.query`` and ``name.passage`` (as ``retrieval`` has); a symmetric one gets
+        one adapter called ``name``. ``factors`` are keyed as in the official file
+        (:func:`lora_key`), stacked over the task's adapters in that order. ``prompts`` maps those
+        API names to their instructions (default: ``init_from``'s, else none)."""
         check_task_name(name)
         if self._task_adapters(name) and not replace:
             raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
@@ -555,7 +560,8 @@ class JinaV3Model:
         return next(self.instructions[n] for n, i in self.adapters.items() if i == adapter)
 
     def _task_adapters(self, name: str) -> list[str]:
-        """The API names (= adapter names) of task ``name``: itself, or its ``.query``/``.passage``."""
+        """The API names (= adapter names) of task ``name``: itself, or its
+        ``.query``/``.passage``."""
         return [n for n in (name, f"{name}.{QUERY}", f"{name}.{PASSAGE}") if n in self.adapters]
 
     def _sides(self, task: str) -> dict[str, int]:
@@ -637,7 +643,8 @@ class JinaV3Model:
     def _install(
         self, official: Mapping[str, torch.Tensor], count: int, dtype: torch.dtype
     ) -> None:
-        """Append ``count`` adapters from official-layout factors to every adapted layer (checked first)."""
+        """Append ``count`` adapters from official-layout factors to every adapted layer (checked
+        first)."""
         modules = self._official_modules()
         expected = {}
         for module, natives in modules:
@@ -649,13 +656,14 @@ class JinaV3Model:
                 raise CheckpointError(f"adapter factors lack {key!r}")
             if tuple(official[key].shape) != shape:
                 raise CheckpointError(
-                    f"adapter factor {key!r} has shape {tuple(official[key].shape)}; the model needs {shape} "
-                    "(an adapter trained on another base model or rank?)"
+                    f"adapter factor {key!r} has shape {tuple(official[key].shape)}; the model "
+                    f"needs {shape} (an adapter trained on another base model or rank?)"
                 )
         extra = sorted(set(official) - set(expected))
         if extra:
             raise CheckpointError(
-                f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}"
+                f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. "
+                f"{extra[0]!r}"
             )
         for j in range(count):
             for module, natives in modules:
@@ -698,7 +706,8 @@ def load_tokenizer(snapshot: Path, config: JinaV3Config) -> Tokenizer:
     tokenizer.no_padding()
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise CheckpointError(
-            f"{path} has {tokenizer.get_vocab_size()} tokens, more than vocab_size {config.vocab_size} of config.json"
+            f"{path} has {tokenizer.get_vocab_size()} tokens, more than vocab_size "
+            f"{config.vocab_size} of config.json"
         )
     return tokenizer
 
@@ -706,7 +715,8 @@ def load_tokenizer(snapshot: Path, config: JinaV3Config) -> Tokenizer:
 def load_jina_v3(
     snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
 ) -> JinaV3Model:
-    """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors, tokenizer.json)."""
+    """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors,
+    tokenizer.json)."""
     parsed = parse_config(config, snapshot / "config.json")
     tokenizer = load_tokenizer(snapshot, parsed)
     weights = convert_official(load_tensors(weight_files(snapshot)), parsed, snapshot)

@@ -1,11 +1,11 @@
 """jina-embeddings-v4: Qwen2.5-VL backbone (from transformers) + task LoRA + multi-vector projector.
 
-Facts (prompts, image template, pooling, key layout) follow the official model card and snapshot files
-(``config.json``, ``preprocessor_config.json``, ``adapters/adapter_config.json``); the README's "What the
-outputs are" section states them.
-The backbone is transformers' ``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout
-(``model.layers.*``, ``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay
-resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
+Facts (prompts, image template, pooling, key layout) follow the official model card and snapshot
+files (``config.json``, ``preprocessor_config.json``, ``adapters/adapter_config.json``); the
+README's "What the outputs are" section states them. The backbone is transformers'
+``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout (``model.layers.*``,
+``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay resident
+(:mod:`uniembed.models.lora`) and each row of a batch uses its own.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def peft_module(path: str) -> str:
 
 
 def task_factor_key(module: str, factor: str, task: str | None = None) -> str:
-    """A PEFT key: with ``task`` as in the official multi-task file, without as PEFT saves one adapter.
+    """A PEFT key: with ``task`` as in the official multi-task file, without as PEFT saves one
+    adapter.
 
     >>> task_factor_key("multi_vector_projector", "A", "code")
     'base_model.model.multi_vector_projector.lora_A.code.weight'
@@ -163,7 +164,8 @@ class _Task:
 
 
 def _api_table(tasks: Mapping[str, _Task]) -> dict[str, tuple[int, str]]:
-    """API task name → (adapter, prompt name); a symmetric task's one name takes the query prefix."""
+    """API task name → (adapter, prompt name); a symmetric task's one name takes the query
+    prefix."""
     table: dict[str, tuple[int, str]] = {}
     for name, task in tasks.items():
         for side, api_name in task_api_names(name, task.symmetric).items():
@@ -285,7 +287,8 @@ class JinaV4Model:
         )
 
     def preprocess_image(self, image: Image.Image, max_pixels: int | None = None) -> ImageFeatures:
-        """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and patchify."""
+        """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and
+        patchify."""
         limit = max_pixels or self.default_max_pixels
         if not self.min_pixels <= limit <= MAX_PIXELS_LIMIT:
             raise InvalidInput(
@@ -464,8 +467,8 @@ def _factors_by_layer(factors: Mapping[str, torch.Tensor], layers: Mapping[str, 
                 raise CheckpointError(f"adapter factors lack {key!r}")
             if tuple(factors[key].shape) != tuple(like.shape):
                 raise CheckpointError(
-                    f"adapter factor {key!r} has shape {tuple(factors[key].shape)}; the model needs {tuple(like.shape)} "
-                    "(an adapter trained on another base model or rank?)"
+                    f"adapter factor {key!r} has shape {tuple(factors[key].shape)}; the model "
+                    f"needs {tuple(like.shape)} (an adapter trained on another base model or rank?)"
                 )
             pair.append(factors[key])
         wanted[path] = tuple(pair)
@@ -474,7 +477,8 @@ def _factors_by_layer(factors: Mapping[str, torch.Tensor], layers: Mapping[str, 
     )
     if extra:
         raise CheckpointError(
-            f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}"
+            f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. "
+            f"{extra[0]!r}"
         )
     return wanted
 
@@ -485,8 +489,8 @@ def _template(tokenizer: Any, image_token: int) -> _Template:
     pad = tokenizer.token_to_id(PAD_TOKEN)
     if tokenizer.id_to_token(image_token) != "<|image_pad|>" or pad is None:
         raise CheckpointError(
-            f"tokenizer.json does not match config.json: id {image_token} should be <|image_pad|> and "
-            f"{PAD_TOKEN} must exist"
+            f"tokenizer.json does not match config.json: id {image_token} should be <|image_pad|> "
+            f"and {PAD_TOKEN} must exist"
         )
     return _Template(before, after, image_token, pad)
 
@@ -530,12 +534,14 @@ def _check_config(snapshot: Path, config: dict[str, Any]) -> None:
     symmetric = config.get(SYMMETRIC_TASKS_KEY, [])
     if not (isinstance(symmetric, list) and set(symmetric) <= set(config["task_names"])):
         raise CheckpointError(
-            f"malformed {snapshot / 'config.json'}: {SYMMETRIC_TASKS_KEY} must list names of task_names"
+            f"malformed {snapshot / 'config.json'}: {SYMMETRIC_TASKS_KEY} must list names of "
+            "task_names"
         )
 
 
 def _image_processor(snapshot: Path) -> Any:
-    """transformers' Qwen2-VL image processor, PIL backend (no torchvision), from the snapshot's settings."""
+    """transformers' Qwen2-VL image processor, PIL backend (no torchvision), from the snapshot's
+    settings."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     settings = read_json(snapshot / "preprocessor_config.json")
@@ -646,7 +652,8 @@ def _attach_adapters(
 def _stack_adapters(
     tensors: dict[str, torch.Tensor], tasks: tuple[str, ...], scaling: float, file: Path
 ) -> dict[str, LoraWeights]:
-    """PEFT keys ``base_model.model.<module>.lora_{A,B}.<task>.weight`` → stacked per-module factors."""
+    """PEFT keys ``base_model.model.<module>.lora_{A,B}.<task>.weight`` → stacked per-module
+    factors."""
     factors: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
     for key, tensor in tensors.items():
         match = _ADAPTER_KEY.match(key)

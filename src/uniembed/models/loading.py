@@ -62,7 +62,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def weight_files(snapshot: Path) -> list[Path]:
-    """The safetensors files of a snapshot: the shards named by the index, or ``model.safetensors``."""
+    """The safetensors files of a snapshot: the shards named by the index, or
+    ``model.safetensors``."""
     index = snapshot / SAFETENSORS_INDEX
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
@@ -95,7 +96,8 @@ def load_tensors(files: Iterable[Path]) -> dict[str, torch.Tensor]:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None`` → float32 on CPU, bfloat16 on CUDA; strings like ``"bfloat16"``/``"bf16"`` accepted."""
+    """``None`` → float32 on CPU, bfloat16 on CUDA; strings like ``"bfloat16"``/``"bf16"``
+    accepted."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":

@@ -84,7 +84,8 @@ class _RoutedLora(nn.Module):
         super().__init__()
         if (tuple(weights.A.shape), tuple(weights.B.shape)) != shapes:
             raise ValueError(
-                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit {layer}"
+                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
+                f"{layer}"
             )
         self.base = base
         dtype = base.weight.dtype
@@ -105,8 +106,8 @@ class _RoutedLora(nn.Module):
         return len(self.lora_A) - 1
 
     def factors(self, adapter: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``A``, ``B`` of one adapter in ``dtype`` (trained factors may be kept in float32 while the
-        base weights and activations are bf16)."""
+        """``A``, ``B`` of one adapter in ``dtype`` (trained factors may be kept in float32 while
+        the base weights and activations are bf16)."""
         a, b = self.lora_A[adapter], self.lora_B[adapter]
         if a.dtype != dtype:
             a, b = a.to(dtype), b.to(dtype)
@@ -161,8 +162,9 @@ class MultiLoRAEmbedding(_RoutedLora):
     """``y = base(ids) + scaling · A[t][ids] B[t]`` with ``t`` the adapter of the ids' row (dim 0).
 
     Embedding factors are stored the other way round from :class:`MultiLoRALinear` (as in the
-    official jina-embeddings-v3 checkpoint): ``A`` (tasks, num_embeddings, r) and ``B`` (tasks, r, dim),
-    so the task's table is ``weight + scaling · A[t] @ B[t]``; only the looked-up rows of ``A`` are used.
+    official jina-embeddings-v3 checkpoint): ``A`` (tasks, num_embeddings, r) and ``B`` (tasks, r,
+    dim), so the task's table is ``weight + scaling · A[t] @ B[t]``; only the looked-up rows of
+    ``A`` are used.
     """
 
     def __init__(self, base: nn.Embedding, weights: LoraWeights, routing: AdapterRouting) -> None:
@@ -193,10 +195,10 @@ def routed_layers(root: nn.Module) -> dict[str, _RoutedLora]:
 def fresh_factors(
     layer: _RoutedLora, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """New float32 factors for ``layer`` initialised as PEFT initialises LoRA (``init_lora_weights=True``),
-    so the new adapter starts as the base weights: Linear — ``A`` Kaiming-uniform (a = √5), ``B`` zero;
-    Embedding — ``A`` zero, ``B`` standard normal (PEFT's ``lora_embedding_A`` / ``_B``, transposed to
-    this module's layout)."""
+    """New float32 factors for ``layer`` initialised as PEFT initialises LoRA
+    (``init_lora_weights=True``), so the new adapter starts as the base weights: Linear — ``A``
+    Kaiming-uniform (a = √5), ``B`` zero; Embedding — ``A`` zero, ``B`` standard normal (PEFT's
+    ``lora_embedding_A`` / ``_B``, transposed to this module's layout)."""
     a = torch.empty(layer.lora_A[0].shape)
     b = torch.empty(layer.lora_B[0].shape)
     if isinstance(layer, MultiLoRAEmbedding):

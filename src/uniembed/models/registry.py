@@ -32,8 +32,9 @@ def detect_family(config: dict[str, Any]) -> str:
     if config.get("model_type") == "jina_embeddings_v3":
         return "jina-embeddings-v3"
     raise CheckpointError(
-        f"unsupported model: architectures={config.get('architectures')}, model_type={config.get('model_type')}; "
-        "uniembed serves jina-embeddings-v4 and jina-embeddings-v3 snapshots"
+        f"unsupported model: architectures={config.get('architectures')}, "
+        f"model_type={config.get('model_type')}; uniembed serves jina-embeddings-v4 and "
+        "jina-embeddings-v3 snapshots"
     )
 
 

@@ -1,4 +1,5 @@
-"""``uniembed index`` and ``uniembed search``: build an index from files and query it from a shell."""
+"""``uniembed index`` and ``uniembed search``: build an index from files and query it from a
+shell."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def index_command(
     jsonl: Annotated[
         list[Path] | None,
         typer.Option(
-            help='JSONL file of documents: {"id": …, "text"|"image"|"pdf": …, "metadata": {…}} per line.'
+            help=(
+                'JSONL file of documents: {"id": …, "text"|"image"|"pdf": …, "metadata": {…}} '
+                "per line."
+            )
         ),
     ] = None,
     delete: Annotated[
@@ -51,7 +55,10 @@ def index_command(
     field: Annotated[
         list[str] | None,
         typer.Option(
-            help="New index: metadata field to index for filters, as name:keyword|integer|float|bool."
+            help=(
+                "New index: metadata field to index for filters, as "
+                "name:keyword|integer|float|bool."
+            )
         ),
     ] = None,
     device: Annotated[

@@ -69,7 +69,8 @@ def kind_of_input(value: Any) -> Kind:
         if len(kinds) == 1:
             return kinds[0]  # type: ignore[return-value]
     raise InvalidInput(
-        f"expected a string, a PIL image or a dict with one of 'text', 'image', 'pdf'; got {type(value).__name__}"
+        "expected a string, a PIL image or a dict with one of 'text', 'image', 'pdf'; got "
+        f"{type(value).__name__}"
     )
 
 

@@ -130,9 +130,9 @@ class Hit:
 class Index:
     """Texts, images and PDF pages with ids and metadata, in a Qdrant store (see module docstring).
 
-    Open or create one with :meth:`open` / :meth:`create` (or :func:`uniembed.retrieval.open_index`).
-    Methods may be called from several threads: writes are serialised, searches run alongside them
-    and see each document whole or not at all.
+    Open or create one with :meth:`open` / :meth:`create` (or
+    :func:`uniembed.retrieval.open_index`). Methods may be called from several threads: writes are
+    serialised, searches run alongside them and see each document whole or not at all.
     """
 
     def __init__(self, store: Store, model: Embedder, settings: IndexSettings) -> None:
@@ -163,8 +163,8 @@ class Index:
         ``http(s)://host:port/collection`` — or a collection name on ``client`` (a QdrantClient).
 
         ``dimensions``: Matryoshka size of the stored single vectors (default: the model's full
-        size). ``pool_factor``: store about 1/factor of each multi-vector's rows (2 or 3 keep most of
-        the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
+        size). ``pool_factor``: store about 1/factor of each multi-vector's rows (2 or 3 keep most
+        of the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
         filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
         entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
         """
@@ -499,7 +499,8 @@ def read_settings(location: str | Path) -> IndexSettings:
 
 
 def recorded_model(location: str | Path) -> str:
-    """What to load the model of the index at ``location`` from (the source recorded at creation)."""
+    """What to load the model of the index at ``location`` from (the source recorded at
+    creation)."""
     settings = read_settings(location)
     if settings.model_source is None:
         raise InvalidInput(
@@ -577,7 +578,8 @@ def _new_settings(
 
 
 def _query_item(query: Any) -> Item:
-    """One text or image item from a query (a string, PIL image, ``{"text"|"image": …}`` or item)."""
+    """One text or image item from a query (a string, PIL image, ``{"text"|"image": …}`` or
+    item)."""
     if isinstance(query, (TextItem, ImageItem)):
         return query
     from uniembed.inputs.parse import coerce_items_with_origin

@@ -9,10 +9,10 @@ that the store-level tests and benchmarks drive with synthetic vectors.
 * ``binary`` — Hamming MaxSim over sign bits (in memory) picks ``candidates``, the store reranks
   them by float MaxSim.
 
-Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the in-memory copies
-in step with the store; each batch is one store operation. Qdrant makes an operation atomic for a
-crash (one write-ahead-log record) but not for readers running at the same time (a concurrent query
-can see some points of an upsert, or of a delete, and not others): a readers-writer lock keeps
+Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the in-memory
+copies in step with the store; each batch is one store operation. Qdrant makes an operation atomic
+for a crash (one write-ahead-log record) but not for readers running at the same time (a concurrent
+query can see some points of an upsert, or of a delete, and not others): a readers-writer lock keeps
 searches out of the short store write, so every search sees each document whole or not at all.
 """
 
@@ -44,7 +44,8 @@ Exact = Literal["auto", "scan", "store"]
 
 
 class Retriever:
-    """Searches and writes on ``store`` (see the module docstring); safe to share between threads."""
+    """Searches and writes on ``store`` (see the module docstring); safe to share between
+    threads."""
 
     def __init__(self, store: Store, *, exact: Exact = "auto") -> None:
         if exact not in ("auto", "scan", "store"):
@@ -58,7 +59,8 @@ class Retriever:
     def write(
         self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
     ) -> None:
-        """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in order)."""
+        """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in
+        order)."""
         with self._lock.writing():
             for scan in self._scans.values():
                 scan.remove(doc_ids)
@@ -89,7 +91,8 @@ class Retriever:
         payload: bool | Sequence[str] = True,
         with_multivector: bool = False,
     ) -> list[Found]:
-        """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens, 128))."""
+        """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens,
+        128))."""
         codec = self._codec(mode)
         if codec is not None:
             self.scan(codec)  # loading takes the write lock: before the read lock, not inside it
@@ -137,7 +140,8 @@ class Retriever:
         return "float16" if mode == "multivector" and self.exact_in_scan else None
 
     def scan(self, codec: Codec) -> MultivectorScan:
-        """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first use."""
+        """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first
+        use."""
         scan = self._scans.get(codec)
         if scan is not None:
             return scan

@@ -67,7 +67,8 @@ def _merge(first: _Block, second: _Block) -> _Block:
 
 
 class MultivectorScan:
-    """The multi-vectors of an index in memory (``codec`` float16 or binary), searchable by MaxSim."""
+    """The multi-vectors of an index in memory (``codec`` float16 or binary), searchable by
+    MaxSim."""
 
     def __init__(self, codec: Codec, dim: int) -> None:
         self.codec = codec

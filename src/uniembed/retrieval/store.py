@@ -8,8 +8,8 @@ builder shared by its two thin Qdrant adapters.
 Layout of one collection: a ``dense`` vector (the Matryoshka size chosen at creation, cosine, HNSW),
 a ``multi`` multi-vector (dot product, MaxSim comparator, float16, HNSW off with ``m=0``: a graph
 over token vectors takes hours to build and is not needed to rerank candidates), and keyword/integer
-payload indexes on ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point is
-one entry: a text, an image or one PDF page.
+payload indexes on ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point
+is one entry: a text, an image or one PDF page.
 
 The query builder turns a search mode into a :class:`Search` (which vector, which prefetch, which
 filter, exact or not); the adapters only translate a :class:`Search` and its :data:`Condition` s
@@ -110,7 +110,8 @@ def point_vectors(point: Point) -> dict[str, Any]:
 
 
 def found_from(record: Any) -> Found:
-    """A scored point or record of either Qdrant library (``id``, ``payload``, ``vector``, score)."""
+    """A scored point or record of either Qdrant library (``id``, ``payload``, ``vector``,
+    score)."""
     vectors = record.vector if isinstance(record.vector, dict) else {}
     multivector = vectors.get(MULTI)
     return Found(
@@ -159,7 +160,9 @@ def parse_filter(spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
     ``{"gte"|"gt"|"lte"|"lt": number}`` (a range).
 
     >>> parse_filter({"metadata.lang": "en", "page": {"gte": 2}, "id": ["a", "b"]})
-    (Match(key='metadata.lang', value='en'), Range(key='page', gte=2, gt=None, lte=None, lt=None), MatchAny(key='id', values=('a', 'b')))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (Match(key='metadata.lang', value='en'), Range(key='page', gte=2, gt=None, lte=None, lt=None),
+     MatchAny(key='id', values=('a', 'b')))
     """
     if spec is None:
         return ()

@@ -15,8 +15,8 @@
   ``Retry-After`` at once, except ``/health``, ``/ready`` and ``/metrics``.
 
 Nothing is silent: every close and refusal is counted in ``/metrics``
-(``uniembed_connections_closed_total{reason}``, ``uniembed_requests_shed_total``) and logged, at most
-one summary line per :data:`LOG_INTERVAL` seconds.
+(``uniembed_connections_closed_total{reason}``, ``uniembed_requests_shed_total``) and logged, at
+most one summary line per :data:`LOG_INTERVAL` seconds.
 
 The limits and the header timeout are enforced by a subclass of uvicorn's HTTP protocol
 (:func:`guarded_protocol`) — the level where connections exist before any request does. It uses what
@@ -151,7 +151,8 @@ REFUSAL = (
 
 
 class GuardedConnection:
-    """Mixin over a uvicorn HTTP protocol class: reports to the server's :class:`ConnectionGuard`."""
+    """Mixin over a uvicorn HTTP protocol class: reports to the server's
+    :class:`ConnectionGuard`."""
 
     guard: ConnectionGuard  # set on the class :func:`guarded_protocol` makes
     cycle: Any
@@ -194,8 +195,8 @@ def guarded_protocol(guard: ConnectionGuard) -> type:
 
 
 class ConcurrencyLimitMiddleware:
-    """Pure ASGI middleware: at most ``max_requests`` requests in progress (``/health``, ``/ready`` and
-    ``/metrics`` aside); the rest get 503 with ``Retry-After`` at once."""
+    """Pure ASGI middleware: at most ``max_requests`` requests in progress (``/health``, ``/ready``
+    and ``/metrics`` aside); the rest get 503 with ``Retry-After`` at once."""
 
     def __init__(self, app: ASGIApp, max_requests: int, metrics: Metrics) -> None:
         self.app = app
@@ -224,7 +225,8 @@ class ConcurrencyLimitMiddleware:
 
 
 def raise_file_limit(wanted: int) -> int:
-    """Raise this process's soft open-file limit towards ``wanted`` (up to the hard limit); return it.
+    """Raise this process's soft open-file limit towards ``wanted`` (up to the hard limit); return
+    it.
 
     Each connection is a file descriptor; the usual soft limit (1024) is below the default
     ``max_connections``.

@@ -1,12 +1,14 @@
-"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using it.
+"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using
+it.
 
 Every error body speaks both dialects::
 
-    {"error": {"message": "...", "type": "invalid_request_error", "param": "dimensions", "code": "invalid_option"},
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "dimensions",
+               "code": "invalid_option"},
      "detail": "..."}
 
-``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail`` is
-what Jina and FastAPI clients read: the same message, or for a schema violation the list of
+``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail``
+is what Jina and FastAPI clients read: the same message, or for a schema violation the list of
 ``{"loc", "msg", "type"}`` (inputs are never echoed back: they may be megabytes).
 """
 
@@ -111,8 +113,9 @@ def error_body(
 ) -> dict[str, Any]:
     """The two-dialect body (see the module docstring).
 
-    >>> error_body(413, "too big")["error"]
-    {'message': 'too big', 'type': 'invalid_request_error', 'param': None, 'code': 'input_too_large'}
+    >>> error_body(413, "too big")["error"]  # doctest: +NORMALIZE_WHITESPACE
+    {'message': 'too big', 'type': 'invalid_request_error', 'param': None,
+     'code': 'input_too_large'}
     """
     error = {
         "message": message,
@@ -172,10 +175,12 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
     """(status, code) and a one-line message for FastAPI's request-validation errors: a body that is
-    not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not fit
-    the schema 422.
+    not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not
+    fit the schema 422.
 
-    >>> classify_body_errors([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}])[0]
+    >>> classify_body_errors(
+    ...     [{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}]
+    ... )[0]
     (400, 'invalid_json')
     >>> classify_body_errors([{"type": "int_type", "loc": ("body", "dimensions"), "msg": "bad"}])
     ((422, 'invalid_request'), 'dimensions: bad')
@@ -205,7 +210,10 @@ def _param_of(error: UniembedError) -> str | None:
     """The request field an error is about, when the message starts with it (``input 3: …``,
     ``dimensions must be …``).
 
-    >>> _param_of(InvalidInput("input 3: not an image")), _param_of(ValidationFailed("dimensions must be 1"))
+    >>> (
+    ...     _param_of(InvalidInput("input 3: not an image")),
+    ...     _param_of(ValidationFailed("dimensions must be 1")),
+    ... )
     ('input.3', 'dimensions')
     """
     head = error.message.split(":", 1)[0]
@@ -216,7 +224,8 @@ def _param_of(error: UniembedError) -> str | None:
 
 
 def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
-    """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be megabytes)."""
+    """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be
+    megabytes)."""
     return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in errors

@@ -88,8 +88,9 @@ class Metrics:
         )
         self.connections_closed = Counter(
             "uniembed_connections_closed",
-            "Connections the server closed or refused: header_timeout, evicted (the longest idle, at the "
-            "connection limit), refused (503: at the limit with every connection busy), body_timeout (408).",
+            "Connections the server closed or refused: header_timeout, evicted (the longest idle, "
+            "at the connection limit), refused (503: at the limit with every connection busy), "
+            "body_timeout (408).",
             ["reason"],
             registry=r,
         )
@@ -103,7 +104,8 @@ class Metrics:
         self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def for_model(self, name: str) -> ModelMetrics:
-        """The metrics of one model, labelled once (``labels()`` costs a lock and a lookup per call)."""
+        """The metrics of one model, labelled once (``labels()`` costs a lock and a lookup per
+        call)."""
         if name not in self._models:
             self._models[name] = ModelMetrics(
                 *(
@@ -176,8 +178,8 @@ class ModelMetrics(EngineObserver):
 
 
 class MetricsMiddleware:
-    """Count every HTTP response by path and status and time it (error responses included). A request
-    that ends without a response — its client left — is counted as 499."""
+    """Count every HTTP response by path and status and time it (error responses included). A
+    request that ends without a response — its client left — is counted as 499."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

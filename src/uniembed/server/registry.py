@@ -3,10 +3,10 @@
 Every served model is listed under its **served name** (``--served-model-name``, default: the last
 path component of the model's hub id or directory, e.g. ``jina-embeddings-v4``) and under one
 **task name** per task: the served name, a hyphen, and the task with its dot as a hyphen
-(``jina-embeddings-v4-retrieval-passage``). A task name carries its task, so clients that cannot send
-a ``task`` field (the OpenAI clients of LangChain, LlamaIndex, LiteLLM …) still get the right one.
-Requests may also use the model's old aliases (the ``--model`` value, its last path component, the
-name the model reports); responses always carry a listed name.
+(``jina-embeddings-v4-retrieval-passage``). A task name carries its task, so clients that cannot
+send a ``task`` field (the OpenAI clients of LangChain, LlamaIndex, LiteLLM …) still get the right
+one. Requests may also use the model's old aliases (the ``--model`` value, its last path component,
+the name the model reports); responses always carry a listed name.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class ModelRegistry:
             for name, task in names:
                 if name in listed:
                     raise InvalidInput(
-                        f"the served name {name!r} is used twice; give each model its own --served-model-name"
+                        f"the served name {name!r} is used twice; give each model its own "
+                        "--served-model-name"
                     )
                 listed[name] = ServedModel(name, served, embedder, task)
         return listed

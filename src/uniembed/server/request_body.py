@@ -153,7 +153,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _plain_scope(scope: Scope, size: int) -> Scope:
-    """``scope`` as the app sees a decoded body: no ``Content-Encoding``, the plain ``Content-Length``."""
+    """``scope`` as the app sees a decoded body: no ``Content-Encoding``, the plain
+    ``Content-Length``."""
     headers = [
         (k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")
     ]
@@ -161,7 +162,8 @@ def _plain_scope(scope: Scope, size: int) -> Scope:
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the buffered body once, then defers to the real one (disconnects)."""
+    """A ``receive`` that yields the buffered body once, then defers to the real one
+    (disconnects)."""
     sent = False
 
     async def replayed() -> Message:

@@ -40,18 +40,27 @@ COMMON_ERRORS = _errors(
     e408="The request body did not arrive within the body timeout",
     e413="The body is larger than its limit",
     e415="A Content-Encoding other than gzip, deflate or identity",
-    e503="Overloaded (too many connections or requests in progress) or not ready; retry after Retry-After seconds",
+    e503=(
+        "Overloaded (too many connections or requests in progress) or not ready; retry after "
+        "Retry-After seconds"
+    ),
 )
 EMBEDDING_ERRORS = COMMON_ERRORS | _errors(
-    e400="The body is not JSON (any flaw: code invalid_json), or an input is invalid: undecodable image or "
-    "PDF, refused or failed URL, unknown task … (the message names the input)",
+    e400=(
+        "The body is not JSON (any flaw: code invalid_json), or an input is invalid: undecodable "
+        "image or PDF, refused or failed URL, unknown task … (the message names the input)"
+    ),
     e404="The model is not served (the message lists the served names)",
-    e413="A limit was exceeded: body, inputs, pixels or downloads per request, tokens, one input's size "
-    "(the message names the limit)",
+    e413=(
+        "A limit was exceeded: body, inputs, pixels or downloads per request, tokens, one input's "
+        "size (the message names the limit)"
+    ),
     e415="The body is not sent as application/json, or its Content-Encoding is not supported",
-    e422="The JSON does not fit the schema (code invalid_request), or an option does not fit the model: "
-    "dimensions out of range, dimensions with multi-vectors, a task contradicting the model name "
-    "(code invalid_option)",
+    e422=(
+        "The JSON does not fit the schema (code invalid_request), or an option does not fit the "
+        "model: dimensions out of range, dimensions with multi-vectors, a task contradicting the "
+        "model name (code invalid_option)"
+    ),
     e429="The model's queue is full; retry after Retry-After seconds",
     e500="The model failed on a batch holding these inputs",
 )

@@ -67,8 +67,9 @@ class AddRequest(BaseModel):
 
 
 def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSettings) -> APIRouter:
-    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured. Queries
-    and added documents are read under the server's input limits and one request budget per request."""
+    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured.
+    Queries and added documents are read under the server's input limits and one request budget per
+    request."""
     router = APIRouter()
     secured = [Depends(auth)]
 

@@ -51,14 +51,15 @@ from uniembed.server.registry import ModelRegistry, ServedModel
 from uniembed.server.schemas import EmbeddingRequest
 from uniembed.server.settings import ServerSettings
 
-# Work below these sizes runs on the event loop (well under a millisecond); above, in a worker thread.
+# Work below these sizes runs on the event loop (well under a millisecond); above, in a worker
+# thread.
 INLINE_TEXT_CHARS = 4096  # characters of text, all inputs together, tokenised inline
 INLINE_OUTPUT_FLOATS = 8192  # numbers in all output embeddings together, encoded inline
-# Requests with images or pages are prepared in parts: each part at most this many inputs and decoded
-# pixels, at most PARTS_IN_FLIGHT parts queued on the model while the next one is prepared. With the
-# v4 defaults a part's rows hold at most 8 × 14.5 MB of preprocessed pixels (602,112 pixels a row,
-# float32, 2 temporal patches), so (PARTS_IN_FLIGHT + 1) parts about 350 MB, plus one part's decoded
-# pixels (at most 64 M: 192 MB as RGB).
+# Requests with images or pages are prepared in parts: each part at most this many inputs and
+# decoded pixels, at most PARTS_IN_FLIGHT parts queued on the model while the next one is prepared.
+# With the v4 defaults a part's rows hold at most 8 × 14.5 MB of preprocessed pixels (602,112 pixels
+# a row, float32, 2 temporal patches), so (PARTS_IN_FLIGHT + 1) parts about 350 MB, plus one part's
+# decoded pixels (at most 64 M: 192 MB as RGB).
 PART_ITEMS = 8
 PART_PIXELS = 64 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
@@ -137,7 +138,8 @@ class EmbeddingService:
         task: str | None,
         options: EncodeOptions,
     ) -> EncodeResult:
-        """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at once."""
+        """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at
+        once."""
         stop = threading.Event()  # tells a part being decoded in a worker thread to stop
         queued: deque[tuple[Plan, Job]] = deque()
         results: list[EncodeResult] = []

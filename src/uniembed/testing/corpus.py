@@ -1,11 +1,12 @@
 """A synthetic late-interaction corpus for store-level tests and benchmarks (no model needed).
 
-Documents are bags of *concepts*: each has a few concepts out of a shared vocabulary, and each of its
-token vectors is one of them plus noise (unit length, like v4's multi-vectors). Its single vector is
-a fixed random map of its mean token plus noise, so single vectors agree with multi-vectors only
-roughly, as a model's two heads do. A query is drawn from one document: noisy copies of some of its
-concepts. Exact MaxSim is the ground truth the other modes are measured against; the numbers say how
-those modes approximate it on vectors shaped like this, not how well a model retrieves.
+Documents are bags of *concepts*: each has a few concepts out of a shared vocabulary, and each of
+its token vectors is one of them plus noise (unit length, like v4's multi-vectors). Its single
+vector is a fixed random map of its mean token plus noise, so single vectors agree with
+multi-vectors only roughly, as a model's two heads do. A query is drawn from one document: noisy
+copies of some of its concepts. Exact MaxSim is the ground truth the other modes are measured
+against; the numbers say how those modes approximate it on vectors shaped like this, not how well a
+model retrieves.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def synthetic_corpus(
     query_noise: float = 1.0,
     seed: int = 0,
 ) -> SyntheticCorpus:
-    """A corpus of ``docs`` documents of ``tokens`` token vectors each (see the module docstring)."""
+    """A corpus of ``docs`` documents of ``tokens`` token vectors each (see the module
+    docstring)."""
     generator = torch.Generator().manual_seed(seed)
     unit = torch.nn.functional.normalize
     vocabulary = unit(torch.randn(concepts, dim, generator=generator), dim=-1)  # (concepts, dim)

@@ -1,10 +1,10 @@
 """A tiny random jina-embeddings-v3 snapshot in the exact official (remote-code) layout.
 
 Used by tests and benchmarks only. The files mirror ``jinaai/jina-embeddings-v3``: config.json with
-the official keys, ``model.safetensors`` with ``roberta.*`` keys, a fused ``Wqkv``, and the task LoRA
-stored as torch parametrizations (``….parametrizations.weight.original`` plus
-``….parametrizations.weight.0.lora_A`` / ``lora_B`` with a leading task dimension) on every Linear and
-Embedding, and an XLM-R style SentencePiece (Unigram) tokenizer with the official special ids.
+the official keys, ``model.safetensors`` with ``roberta.*`` keys, a fused ``Wqkv``, and the task
+LoRA stored as torch parametrizations (``….parametrizations.weight.original`` plus
+``….parametrizations.weight.0.lora_A`` / ``lora_B`` with a leading task dimension) on every Linear
+and Embedding, and an XLM-R style SentencePiece (Unigram) tokenizer with the official special ids.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def write_tiny_jina_v3(
     lora_alpha: float = 3.0,
     with_pooler: bool = True,
 ) -> Path:
-    """Write the snapshot into ``path`` (created) and return it; the same ``seed`` gives the same files.
+    """Write the snapshot into ``path`` (created) and return it; the same ``seed`` gives the same
+    files.
 
     ``lora_alpha != lora_rank`` on purpose, so tests notice a wrong LoRA scaling.
     """
@@ -182,7 +183,8 @@ def tiny_config(
 def official_tensors(
     config: dict[str, Any], generator: torch.Generator, *, with_pooler: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Random float32 weights under the official key names (``roberta.`` prefix, parametrized LoRA)."""
+    """Random float32 weights under the official key names (``roberta.`` prefix, parametrized
+    LoRA)."""
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     tasks, rank = len(config["lora_adaptations"]), config["lora_rank"]
 
@@ -227,8 +229,9 @@ def official_tensors(
 
 
 def tiny_xlmr_tokenizer() -> Tokenizer:
-    """A small SentencePiece-Unigram tokenizer shaped like XLM-R's: ``<s>``=0, ``<pad>``=1, ``</s>``=2,
-    ``<unk>``=3, ``<mask>`` last; Metaspace pre-tokenisation; ``<s> … </s>`` added around each text."""
+    """A small SentencePiece-Unigram tokenizer shaped like XLM-R's: ``<s>``=0, ``<pad>``=1,
+    ``</s>``=2, ``<unk>``=3, ``<mask>`` last; Metaspace pre-tokenisation; ``<s> … </s>`` added
+    around each text."""
     pieces: list[tuple[str, float]] = [(BOS, 0.0), (PAD, 0.0), (EOS, 0.0), (UNK, 0.0), ("▁", -3.0)]
     pieces += [(c, -6.0) for c in CHARACTERS]
     pieces += [(f"▁{c}", -5.0) for c in CHARACTERS]

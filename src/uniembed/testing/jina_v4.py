@@ -98,7 +98,8 @@ def v4_config(size: dict[str, Any]) -> dict[str, Any]:
             "AutoConfig": "configuration_jina_embeddings_v4.JinaEmbeddingsV4Config",
             "AutoModel": "modeling_jina_embeddings_v4.JinaEmbeddingsV4Model",
         },
-        "model_type": "qwen2_5_vl",  # UNCONFIRMED: the official config class subclasses Qwen2_5_VLConfig
+        # UNCONFIRMED: the official config class subclasses Qwen2_5_VLConfig
+        "model_type": "qwen2_5_vl",
         "torch_dtype": "bfloat16",
         "single_vector_pool_strategy": "mean",
         "multi_vector_projector_dim": 128,
@@ -169,7 +170,8 @@ PREPROCESSOR_CONFIG = {
 def _random_backbone_state(
     config: dict[str, Any], generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """Random weights for every tensor of the backbone, keyed in the *current* transformers layout."""
+    """Random weights for every tensor of the backbone, keyed in the *current* transformers
+    layout."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
     with torch.device("meta"):
@@ -188,7 +190,8 @@ def _random_backbone_state(
 
 
 def official_key(name: str) -> str:
-    """Current transformers key → the key in the official shards (``model.language_model.x`` → ``model.x``)."""
+    """Current transformers key → the key in the official shards (``model.language_model.x`` →
+    ``model.x``)."""
     if name.startswith("language_model."):
         return "model." + name[len("language_model.") :]
     if name.startswith("visual."):
@@ -234,7 +237,8 @@ def _lora_pairs(
 def write_tiny_jina_v4(
     path: str | Path, *, seed: int = 0, size: dict[str, Any] | None = None
 ) -> Path:
-    """Write a random jina-embeddings-v4 snapshot (official layout, bf16 shards) and return its path."""
+    """Write a random jina-embeddings-v4 snapshot (official layout, bf16 shards) and return its
+    path."""
     size = {**TINY, **(size or {})}
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-# Qwen2.5-VL's added tokens, in id order from 151643 (its tokenizer_config.json added_tokens_decoder).
+# Qwen2.5-VL's added tokens, in id order from 151643 (its tokenizer_config.json
+# added_tokens_decoder).
 QWEN2_VL_SPECIAL_TOKENS = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -35,21 +36,22 @@ QWEN2_VL_SPECIAL_TOKENS = (
 QWEN2_VL_FIRST_SPECIAL_ID = 151643
 # Qwen's pre-tokenizer split pattern (tokenizer.json of Qwen2.5-VL).
 QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
     r"|\s+(?!\S)|\s+"
 )
 TRAINING_TEXT = (
     "Query: Passage: how do solar panels work? Photovoltaic cells turn sunlight into electricity. "
-    "Describe the image. user\n def encode(texts): return model(texts) "
-    "Die Sonne scheint. 太陽光パネルは電気を作ります。 Les panneaux solaires produisent de l'énergie. "
+    "Describe the image. user\n def encode(texts): return model(texts) Die Sonne scheint. "
+    "太陽光パネルは電気を作ります。 Les panneaux solaires produisent de l'énergie. "
 )
 
 
 def write_qwen2_vl_tokenizer(directory: Path, vocab_size: int = 400) -> Tokenizer:
     """A byte-level BPE tokenizer shaped like Qwen2.5-VL's, special tokens at ids 151643…151664.
 
-    Ordinary tokens fill ids 0…vocab_size-1; placeholder tokens fill the gap up to the first special id
-    so that the special ids match config.json exactly.
+    Ordinary tokens fill ids 0…vocab_size-1; placeholder tokens fill the gap up to the first special
+    id so that the special ids match config.json exactly.
     """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.NFC()

@@ -67,8 +67,9 @@ def cached_backward(
     scale: float = 1.0,
     backward: Backward = torch.Tensor.backward,
 ) -> torch.Tensor:
-    """Accumulate into the parameters' ``.grad`` the gradient of ``scale · loss_fn(embedded sides)``,
-    embedding at most ``mini_batch_size`` rows with autograd at a time. Each row must have one span.
+    """Accumulate into the parameters' ``.grad`` the gradient of ``scale · loss_fn(embedded
+    sides)``, embedding at most ``mini_batch_size`` rows with autograd at a time. Each row must have
+    one span.
 
     ``backward`` runs the step-2 backward (e.g. ``accelerator.backward``); step 3 uses plain
     autograd. Returns the loss, detached and unscaled.

@@ -55,8 +55,10 @@ def train_command(
     init_from: Annotated[
         str | None,
         typer.Option(
-            help="Task whose factors start the new one, or 'none' (fresh). Default: the task itself if it exists, "
-            "else fresh."
+            help=(
+                "Task whose factors start the new one, or 'none' (fresh). Default: the task itself "
+                "if it exists, else fresh."
+            )
         ),
     ] = None,
     overwrite: Annotated[
@@ -74,7 +76,10 @@ def train_command(
     temperature: Annotated[
         float | None,
         typer.Option(
-            help=f"Softmax temperature (default: the published one of the task, else {DEFAULT_TEMPERATURE})."
+            help=(
+                "Softmax temperature (default: the published one of the task, else "
+                f"{DEFAULT_TEMPERATURE})."
+            )
         ),
     ] = None,
     bidirectional: Annotated[
@@ -96,7 +101,9 @@ def train_command(
     mini_batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Cached (GradCache) mini-batches of this many rows: a large batch on little memory."
+            help=(
+                "Cached (GradCache) mini-batches of this many rows: a large batch on little memory."
+            )
         ),
     ] = None,
     gradient_accumulation: Annotated[
@@ -163,7 +170,8 @@ def train_command(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Fine-tune a task adapter (backbone frozen) or add a task of your own; see docs/training.md."""
+    """Fine-tune a task adapter (backbone frozen) or add a task of your own; see
+    docs/training.md."""
     from uniembed.training.run import train
 
     try:

@@ -1,4 +1,5 @@
-"""The settings of one training run: a frozen object, checked once, built by the CLI or by callers."""
+"""The settings of one training run: a frozen object, checked once, built by the CLI or by
+callers."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def _is_image(item: Item) -> bool:
 
 # --------------------------------------------------------------------------- reading records
 def read_records(path: Path, split: str = "train") -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` for every record of a JSONL file, a Parquet file or a ``datasets`` folder."""
+    """``(where, record)`` for every record of a JSONL file, a Parquet file or a ``datasets``
+    folder."""
     if not path.exists():
         raise InvalidInput(f"no such data file or folder: {path}")
     if path.is_dir():
@@ -173,7 +174,8 @@ def read_examples(path: Path, split: str = "train") -> TrainingData:
 
 
 def parse_record(record: Any, where: str, root: Path) -> Example:
-    """One record → a :class:`PairExample` or :class:`GradedExample` (relative image paths under ``root``)."""
+    """One record → a :class:`PairExample` or :class:`GradedExample` (relative image paths under
+    ``root``)."""
     if not isinstance(record, dict):
         raise InvalidInput(
             f"{where}: expected an object with {'/'.join(PAIR_FIELDS)} or {'/'.join(GRADED_FIELDS)}"
@@ -184,8 +186,8 @@ def parse_record(record: Any, where: str, root: Path) -> Example:
         return GradedExample(first, second, _score(_required(record, "score", where), where), where)
     if not any(key in record for key in PAIR_FIELDS):
         raise InvalidInput(
-            f"{where}: expected the fields query, positive (and optional negatives) or sentence1, sentence2, "
-            f"score; got {', '.join(map(repr, record)) or 'none'}"
+            f"{where}: expected the fields query, positive (and optional negatives) or sentence1, "
+            f"sentence2, score; got {', '.join(map(repr, record)) or 'none'}"
         )
     query = parse_item(_required(record, "query", where), where, "query", root)
     positive = parse_item(_required(record, "positive", where), where, "positive", root)
@@ -213,7 +215,8 @@ def _score(value: Any, where: str) -> float:
 
 
 def parse_item(value: Any, where: str, name: str, root: Path) -> Item:
-    """A text (non-empty string or ``{"text"}``) or an image (``{"image": path}`` that exists, or a PIL image)."""
+    """A text (non-empty string or ``{"text"}``) or an image (``{"image": path}`` that exists, or a
+    PIL image)."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict) and set(value) == {"text"}:
@@ -251,8 +254,9 @@ def _same_negatives(examples: list[PairExample], count: int | None) -> list[Exam
         for example in examples:
             if len(example.negatives) != count:
                 raise InvalidInput(
-                    f"{example.where}: {len(example.negatives)} negatives, but {examples[0].where} has {count}; "
-                    "every pair needs the same number (use negatives=N / --negatives N to take the first N)"
+                    f"{example.where}: {len(example.negatives)} negatives, but {examples[0].where} "
+                    f"has {count}; every pair needs the same number (use negatives=N / --negatives "
+                    "N to take the first N)"
                 )
         return list(examples)
     if count < 0:
@@ -335,7 +339,8 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
 
 
 def read_beir(path: Path, split: str = "test") -> RetrievalEval:
-    """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv`` judgements."""
+    """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv``
+    judgements."""
     corpus = {}
     for where, record in _jsonl_records(path / "corpus.jsonl"):
         doc_id, text = _beir_id(record, where), _beir_text(record, where)

@@ -29,7 +29,8 @@ def primary_metric(data: EvalData) -> str:
 def evaluate(
     embedder: Any, data: EvalData, tasks: Mapping[str, str], max_tokens: int
 ) -> dict[str, float]:
-    """Metrics of ``embedder`` on ``data``; ``tasks`` maps ``query`` / ``passage`` to API task names.
+    """Metrics of ``embedder`` on ``data``; ``tasks`` maps ``query`` / ``passage`` to API task
+    names.
 
     Retrieval: ``ndcg@10`` from cosine similarity of single vectors and, for models with
     multi-vectors, ``ndcg@10_late`` from MaxSim. Graded pairs: ``spearman``.

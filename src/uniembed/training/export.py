@@ -6,8 +6,8 @@
   ``adapter_model.safetensors`` as PEFT saves one adapter).
 * :func:`export_snapshot` — a copy of the base snapshot with the task added as the official code
   stores its tasks: v4 ``adapters/adapter_model.safetensors`` gains
-  ``base_model.model.<module>.lora_{A,B}.<task>.weight`` and ``config.json`` ``task_names`` the task;
-  v3 every ``….parametrizations.weight.0.lora_{A,B}`` stack gains the task's adapters and
+  ``base_model.model.<module>.lora_{A,B}.<task>.weight`` and ``config.json`` ``task_names`` the
+  task; v3 every ``….parametrizations.weight.0.lora_{A,B}`` stack gains the task's adapters and
   ``config.json`` ``lora_adaptations`` / ``task_instructions`` their names and instructions.
 
 Both write into a temporary folder next to the destination and rename it at the end, so an
@@ -58,7 +58,8 @@ def save_adapter(
     symmetric: bool,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write task ``task`` of ``model`` as an adapter folder (replacing an earlier one atomically)."""
+    """Write task ``task`` of ``model`` as an adapter folder (replacing an earlier one
+    atomically)."""
     directory = Path(directory)
     sides = task_api_names(task, symmetric)
     prompts = {side: model.resolve_task(name).prefix for side, name in sides.items()}
@@ -209,7 +210,8 @@ def _with_slots(stack: torch.Tensor, new: torch.Tensor, slots: list[int]) -> tor
 def _check_clash(name: str, existing: list[str], replace: bool, snapshot: Path) -> None:
     if name in existing and not replace:
         raise InvalidInput(
-            f"{snapshot} already has a task {name!r}; pass replace_task=True (--overwrite) to replace it"
+            f"{snapshot} already has a task {name!r}; pass replace_task=True (--overwrite) to "
+            "replace it"
         )
 
 

@@ -43,7 +43,8 @@ def info_nce(
 
 
 def late_scores(query: GradOutput, documents: GradOutput) -> torch.Tensor:
-    """Late-interaction scores for training: MaxSim sum divided by the query's token count (n, k)."""
+    """Late-interaction scores for training: MaxSim sum divided by the query's token count (n,
+    k)."""
     if query.multivectors is None or documents.multivectors is None:
         raise ValueError("late-interaction scores need multi-vectors on both sides (a v4 model)")
     total = maxsim(query.multivectors, documents.multivectors, query.mask, documents.mask)
@@ -81,10 +82,10 @@ class JointLoss(nn.Module):
     """v4's joint single- and multi-vector loss (training only; weights are not published).
 
     ``L = w1·dense(q, d) + w2·NCE(late / τ) + w3·KL(softmax(cos / τ) ‖ softmax(late / τ))`` where
-    ``dense`` is an :class:`InfoNCELoss` (or a :class:`MatryoshkaLoss` of one) on the pooled vectors,
-    ``late_ij = MaxSim(q_i, d_j) / |q_i|`` (MaxSim sum over the query's tokens, divided by their
-    number), NCE is :func:`info_nce` and the KL divergence is ``1/n Σ_i Σ_j p_ij (log p_ij − log
-    r_ij)`` between the row-softmaxed dense (p) and late (r) score matrices, both sides trained.
+    ``dense`` is an :class:`InfoNCELoss` (or a :class:`MatryoshkaLoss` of one) on the pooled
+    vectors, ``late_ij = MaxSim(q_i, d_j) / |q_i|`` (MaxSim sum over the query's tokens, divided by
+    their number), NCE is :func:`info_nce` and the KL divergence is ``1/n Σ_i Σ_j p_ij (log p_ij −
+    log r_ij)`` between the row-softmaxed dense (p) and late (r) score matrices, both sides trained.
     """
 
     def __init__(

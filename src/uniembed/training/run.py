@@ -6,11 +6,12 @@ for a text-only model, an earlier run in the output folder) is found before the 
 The run folder::
 
     OUTPUT/
-      training_config.json   the settings (a resumed run must match them)
-      checkpoints/           the Trainer's checkpoints (factors, optimiser, scheduler, RNG, position)
-      adapter/               the trained task (best checkpoint with an evaluation split, else the last)
-      snapshot/              with export_snapshot: the base snapshot with the task, official layout
-      training.json          settings, metrics at the start / best / end, steps, seconds
+      training_config.json  the settings (a resumed run must match them)
+      checkpoints/          the Trainer's checkpoints (factors, optimiser, scheduler, RNG, position)
+      adapter/              the trained task (best checkpoint with an evaluation split, else
+                            the last)
+      snapshot/             with export_snapshot: the base snapshot with the task, official layout
+      training.json         settings, metrics at the start / best / end, steps, seconds
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
 # --------------------------------------------------------------------------- checks and plan
 def _check_output(config: TrainConfig) -> None:
-    """A new run needs a folder without checkpoints; a resumed one checkpoints made with its settings."""
+    """A new run needs a folder without checkpoints; a resumed one checkpoints made with its
+    settings."""
     checkpoints = config.output / CHECKPOINTS
     existing = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
     record = json.loads(json.dumps(config.as_record()))
@@ -107,13 +109,14 @@ def _check_output(config: TrainConfig) -> None:
         changed = [key for key in RESUME_KEYS if saved.get(key) != record.get(key)]
         if changed:
             raise InvalidInput(
-                f"{config.output} was trained with other settings ({', '.join(changed)}); resume with the "
-                "same ones, or train into a new output folder"
+                f"{config.output} was trained with other settings ({', '.join(changed)}); resume "
+                "with the same ones, or train into a new output folder"
             )
         return
     if existing:
         raise InvalidInput(
-            f"{config.output} holds checkpoints of an earlier run: resume it (--resume) or choose a new --output"
+            f"{config.output} holds checkpoints of an earlier run: resume it (--resume) or choose "
+            "a new --output"
         )
 
 
@@ -161,8 +164,9 @@ def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> 
     continuing = _is_task(model, config.task)
     if continuing and not config.overwrite:
         raise InvalidInput(
-            f"task {config.task!r} exists in {model.info.name}; pass --overwrite to continue training it "
-            "(its official adapter stays untouched in memory; the exported one replaces it), or choose a new name"
+            f"task {config.task!r} exists in {model.info.name}; pass --overwrite to continue "
+            "training it (its official adapter stays untouched in memory; the exported one "
+            "replaces it), or choose a new name"
         )
     init_from = config.init_from
     if init_from is None:
@@ -358,7 +362,8 @@ def _finish(
 
 
 def _metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first, best and last evaluation of the run (by the primary metric) from the Trainer's log."""
+    """The first, best and last evaluation of the run (by the primary metric) from the Trainer's
+    log."""
     evaluations = [
         {k[5:]: v for k, v in entry.items() if k.startswith("eval_")} | {"step": entry.get("step")}
         for entry in history
