@@ -10,12 +10,12 @@ operating system saw it (model weights, tokenizer and the document text are in t
 (``load peak``); the delta is meaningful because the run's peak exceeds it in every row (check it
 when changing sizes). Linux only (``ru_maxrss`` in KiB).
 
-Windows are batched like any other sequences: up to ``--token-budget`` padded tokens per forward pass
-(uniembed's default 16384), so the working set is bounded by the budget and the window, never by the
-document length.
+Windows are batched like any other sequences: up to ``--token-budget`` padded tokens per forward
+pass (uniembed's default 16384), so the working set is bounded by the budget and the window, never
+by the document length.
 
-    python benchmarks/late_chunking_memory.py                   # tiny v3, both sweeps (a few minutes)
-    python benchmarks/late_chunking_memory.py --size mid        # hidden 384, 6 layers (slower)
+    python benchmarks/late_chunking_memory.py             # tiny v3, both sweeps (a few minutes)
+    python benchmarks/late_chunking_memory.py --size mid  # hidden 384, 6 layers (slower)
     python benchmarks/late_chunking_memory.py --token-budget 2048
 """
 
@@ -37,14 +37,34 @@ SIZES = {
     "mid": {"hidden_size": 384, "num_layers": 6, "num_heads": 6, "intermediate_size": 1536},
 }
 SENTENCE_WORDS = (
-    "the", "sun", "light", "is", "for", "solar", "panel", "cells", "and", "the", "world", "of", "retrieval",
-    "documents", "how", "do", "panels", "work", "into", "electricity", "evidence",
+    "the",
+    "sun",
+    "light",
+    "is",
+    "for",
+    "solar",
+    "panel",
+    "cells",
+    "and",
+    "the",
+    "world",
+    "of",
+    "retrieval",
+    "documents",
+    "how",
+    "do",
+    "panels",
+    "work",
+    "into",
+    "electricity",
+    "evidence",
 )
 
 
 @dataclass(frozen=True)
 class Config:
-    """One measured run: a document of about ``tokens`` tokens, late-chunked in ``window`` windows."""
+    """One measured run: a document of about ``tokens`` tokens, late-chunked in ``window``
+    windows."""
 
     tokens: int
     window: int
@@ -56,7 +76,9 @@ def make_document(embedder, tokens: int) -> str:
     """Sentences of 6–17 words repeated until the document has at least ``tokens`` tokens."""
     sentences = []
     for index in range(max(1, tokens // 8)):
-        words = [SENTENCE_WORDS[(index * 7 + k * 3) % len(SENTENCE_WORDS)] for k in range(6 + index % 12)]
+        words = [
+            SENTENCE_WORDS[(index * 7 + k * 3) % len(SENTENCE_WORDS)] for k in range(6 + index % 12)
+        ]
         sentences.append(" ".join(words).capitalize() + ".")
     text = " ".join(sentences)
     while len(embedder.tokenize(text).ids) < tokens:
@@ -91,7 +113,11 @@ def measure(snapshot: Path, config: Config) -> dict:
     before = rss_kib()
     start = time.perf_counter()
     vectors = embedder.embed_document(
-        text, chunker=sentence_chunker(), task="retrieval.passage", window=config.window, overlap=config.overlap
+        text,
+        chunker=sentence_chunker(),
+        task="retrieval.passage",
+        window=config.window,
+        overlap=config.overlap,
     )
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -112,7 +138,11 @@ def run_child(snapshot: Path, config: Config, threads: int) -> dict:
     payload = json.dumps({"snapshot": str(snapshot), "config": config.__dict__})
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", payload], capture_output=True, text=True, env=environment, check=False
+        [sys.executable, __file__, "--child", payload],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"child for {config} failed:\n{completed.stderr[-3000:]}")
@@ -121,26 +151,55 @@ def run_child(snapshot: Path, config: Config, threads: int) -> dict:
 
 def print_table(title: str, rows: list[tuple[Config, dict]]) -> None:
     print(f"\n{title}")
-    header = ("doc tokens", "window", "overlap", "budget", "chunks", "RSS before", "load peak", "run peak",
-              "peak-before", "seconds")
+    header = (
+        "doc tokens",
+        "window",
+        "overlap",
+        "budget",
+        "chunks",
+        "RSS before",
+        "load peak",
+        "run peak",
+        "peak-before",
+        "seconds",
+    )
     print("".join(f"{h:>12}" for h in header))
     for config, r in rows:
-        values = (r["doc_tokens"], config.window, config.overlap, config.token_budget, r["chunks"],
-                  f"{r['before_mib']:.0f} MiB", f"{r['load_peak_mib']:.0f} MiB", f"{r['peak_mib']:.0f} MiB",
-                  f"{r['delta_mib']:.0f} MiB", f"{r['seconds']:.1f}")
+        values = (
+            r["doc_tokens"],
+            config.window,
+            config.overlap,
+            config.token_budget,
+            r["chunks"],
+            f"{r['before_mib']:.0f} MiB",
+            f"{r['load_peak_mib']:.0f} MiB",
+            f"{r['peak_mib']:.0f} MiB",
+            f"{r['delta_mib']:.0f} MiB",
+            f"{r['seconds']:.1f}",
+        )
         print("".join(f"{v:>12}" for v in values))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="random v3 snapshot size")
-    parser.add_argument("--documents", default="12000,25000,50000,100000", help="document sizes in tokens")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="tiny", help="random v3 snapshot size"
+    )
+    parser.add_argument(
+        "--documents", default="12000,25000,50000,100000", help="document sizes in tokens"
+    )
     parser.add_argument("--window", type=int, default=2048, help="window for the document sweep")
     parser.add_argument("--overlap", type=int, default=256, help="overlap for both sweeps")
-    parser.add_argument("--windows", default="1024,2048,4096,8192", help="windows for the window sweep")
-    parser.add_argument("--fixed-document", type=int, default=25000, help="document tokens for the window sweep")
-    parser.add_argument("--token-budget", type=int, default=16384, help="padded tokens per forward pass")
+    parser.add_argument(
+        "--windows", default="1024,2048,4096,8192", help="windows for the window sweep"
+    )
+    parser.add_argument(
+        "--fixed-document", type=int, default=25000, help="document tokens for the window sweep"
+    )
+    parser.add_argument(
+        "--token-budget", type=int, default=16384, help="padded tokens per forward pass"
+    )
     parser.add_argument("--threads", type=int, default=2, help="OMP threads in each child")
     args = parser.parse_args()
     if args.child:
@@ -152,14 +211,26 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = write_tiny_jina_v3(Path(tmp) / "v3", **SIZES[args.size])
-        by_document = [Config(int(t), args.window, args.overlap, args.token_budget) for t in args.documents.split(",")]
-        by_window = [Config(args.fixed_document, int(w), args.overlap, args.token_budget) for w in args.windows.split(",")]
-        print(f"random jina-embeddings-v3 '{args.size}' {SIZES[args.size]}, {args.threads} threads, "
-              f"one fresh subprocess per row; memory in MiB of RSS")
-        print_table(f"Document sweep (window {args.window}, overlap {args.overlap})",
-                    [(c, run_child(snapshot, c, args.threads)) for c in by_document])
-        print_table(f"Window sweep ({args.fixed_document}-token document, overlap {args.overlap})",
-                    [(c, run_child(snapshot, c, args.threads)) for c in by_window])
+        by_document = [
+            Config(int(t), args.window, args.overlap, args.token_budget)
+            for t in args.documents.split(",")
+        ]
+        by_window = [
+            Config(args.fixed_document, int(w), args.overlap, args.token_budget)
+            for w in args.windows.split(",")
+        ]
+        print(
+            f"random jina-embeddings-v3 '{args.size}' {SIZES[args.size]}, {args.threads} threads, "
+            f"one fresh subprocess per row; memory in MiB of RSS"
+        )
+        print_table(
+            f"Document sweep (window {args.window}, overlap {args.overlap})",
+            [(c, run_child(snapshot, c, args.threads)) for c in by_document],
+        )
+        print_table(
+            f"Window sweep ({args.fixed_document}-token document, overlap {args.overlap})",
+            [(c, run_child(snapshot, c, args.threads)) for c in by_window],
+        )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ The script measures ``Embedder.encode`` in this process on short texts, then sta
 (uvicorn in a subprocess, on 127.0.0.1 and a free port) with the same model and sends the same texts
 at concurrency 1, 8 and 64 with asyncio + httpx (one connection per simulated client). It prints one
 table: items/s, p50/p99 latency, failed requests, the ratio server/library and the load generator's
-own CPU use (it shares the machine with the server). Request counts and time per level are bounded; nothing
-but 127.0.0.1 is contacted. A benchmark, not a test: nothing is asserted about timings.
+own CPU use (it shares the machine with the server). Request counts and time per level are bounded;
+nothing but 127.0.0.1 is contacted. A benchmark, not a test: nothing is asserted about timings.
 
     python benchmarks/loadtest.py --fake                       # FakeModel: measures server overhead
     python benchmarks/loadtest.py --tiny --requests 200        # tiny random jina-embeddings-v4
@@ -46,10 +46,13 @@ TOPICS = ("solar panels", "tax forms", "rust lifetimes", "sourdough", "tide tabl
 def short_texts(count: int) -> list[str]:
     """``count`` distinct short texts (6–10 words), the same on every run.
 
-    >>> short_texts(2)
-    ['question 0: how do solar panels work in practice', 'question 1: how do tax forms work in practice']
+    >>> short_texts(2)  # doctest: +NORMALIZE_WHITESPACE
+    ['question 0: how do solar panels work in practice',
+     'question 1: how do tax forms work in practice']
     """
-    return [f"question {i}: how do {TOPICS[i % len(TOPICS)]} work in practice" for i in range(count)]
+    return [
+        f"question {i}: how do {TOPICS[i % len(TOPICS)]} work in practice" for i in range(count)
+    ]
 
 
 def build_embedder(args: argparse.Namespace) -> Embedder:
@@ -61,8 +64,13 @@ def build_embedder(args: argparse.Namespace) -> Embedder:
 
     if args.fake:
         return Embedder(FakeModel(), BatchPolicy(args.token_budget, args.max_batch_size))
-    return load(args.model, device=args.device, dtype=args.dtype, token_budget=args.token_budget,
-                max_batch_size=args.max_batch_size)
+    return load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        token_budget=args.token_budget,
+        max_batch_size=args.max_batch_size,
+    )
 
 
 def write_random_v4(size_name: str, folder: Path) -> Path:
@@ -88,9 +96,15 @@ class Level:
     p99_ms: float | None = None
     client_cpu_s: float | None = None  # CPU time the load generator itself used (server levels)
     batches: int | None = None  # forward batches the server ran during the level (from /metrics)
-    forward_s: float | None = None  # time the server's batch worker spent in forward (from /metrics)
-    server_cpu_s: float | None = None  # CPU time of the server process during the level (Linux /proc)
-    ratios: list[float] = field(default_factory=list)  # items/s over the library's one call, per round
+    forward_s: float | None = (
+        None  # time the server's batch worker spent in forward (from /metrics)
+    )
+    server_cpu_s: float | None = (
+        None  # CPU time of the server process during the level (Linux /proc)
+    )
+    ratios: list[float] = field(
+        default_factory=list
+    )  # items/s over the library's one call, per round
     latencies: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -109,7 +123,9 @@ def measure_library_one_call(embedder: Embedder, texts: list[str], task: str | N
     return Level("library, one call", 1, 1, len(texts), 0, time.perf_counter() - started)
 
 
-def measure_library_per_request(embedder: Embedder, texts: list[str], per_request: int, task: str | None) -> Level:
+def measure_library_per_request(
+    embedder: Embedder, texts: list[str], per_request: int, task: str | None
+) -> Level:
     """Library throughput and latency with one ``encode`` call per request-sized group."""
     groups = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     latencies = []
@@ -118,16 +134,25 @@ def measure_library_per_request(embedder: Embedder, texts: list[str], per_reques
         begun = time.perf_counter()
         embedder.encode(group, task)
         latencies.append(time.perf_counter() - begun)
-    level = Level("library, per request", 1, len(groups), len(texts), 0, time.perf_counter() - started)
+    level = Level(
+        "library, per request", 1, len(groups), len(texts), 0, time.perf_counter() - started
+    )
     level.p50_ms, level.p99_ms = percentiles_ms(latencies)
     return level
 
 
 def combine(rounds: list[Level]) -> Level:
-    """One level from the same measurement repeated: totals, pooled latencies, every round's ratio."""
+    """One level from the same measurement repeated: totals, pooled latencies, every round's
+    ratio."""
     first = rounds[0]
-    level = Level(first.mode, first.concurrency, sum(r.requests for r in rounds), sum(r.items for r in rounds),
-                  sum(r.failed for r in rounds), sum(r.seconds for r in rounds))
+    level = Level(
+        first.mode,
+        first.concurrency,
+        sum(r.requests for r in rounds),
+        sum(r.items for r in rounds),
+        sum(r.failed for r in rounds),
+        sum(r.seconds for r in rounds),
+    )
     if first.client_cpu_s is not None:
         level.client_cpu_s = sum(r.client_cpu_s or 0.0 for r in rounds)
     if first.server_cpu_s is not None:
@@ -162,12 +187,21 @@ def percentiles_ms(latencies: Sequence[float]) -> tuple[float | None, float | No
 
 
 async def measure_server(
-    url: str, model: str, texts: list[str], per_request: int, concurrency: int, time_limit: float,
-    task: str | None, timeout: float, client_kind: str = "raw",
+    url: str,
+    model: str,
+    texts: list[str],
+    per_request: int,
+    concurrency: int,
+    time_limit: float,
+    task: str | None,
+    timeout: float,
+    client_kind: str = "raw",
 ) -> Level:
     """Send ``texts`` in requests of ``per_request`` items from ``concurrency`` workers; stop early
     (and count only finished requests) when ``time_limit`` seconds have passed."""
-    bodies = [_body(model, texts[i : i + per_request], task) for i in range(0, len(texts), per_request)]
+    bodies = [
+        _body(model, texts[i : i + per_request], task) for i in range(0, len(texts), per_request)
+    ]
     latencies: list[float] = []
     failures = 0
     done_items = 0
@@ -195,8 +229,16 @@ async def measure_server(
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await asyncio.gather(*(client.close() for client in clients))
-    level = Level("server", concurrency, len(latencies), done_items, failures, seconds, client_cpu_s=cpu_seconds,
-                  latencies=latencies)
+    level = Level(
+        "server",
+        concurrency,
+        len(latencies),
+        done_items,
+        failures,
+        seconds,
+        client_cpu_s=cpu_seconds,
+        latencies=latencies,
+    )
     level.p50_ms, level.p99_ms = percentiles_ms(latencies)
     return level
 
@@ -252,7 +294,9 @@ class RawClient:
 
     async def embed(self, body: bytes, count: int) -> bool:
         try:
-            status, payload = await asyncio.wait_for(self._post("/v1/embeddings", body), self.timeout)
+            status, payload = await asyncio.wait_for(
+                self._post("/v1/embeddings", body), self.timeout
+            )
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
             await self.close()
             return False
@@ -262,8 +306,10 @@ class RawClient:
         if self.streams is None:
             self.streams = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.streams
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         writer.write(head.encode("ascii") + body)
         await writer.drain()
         status, headers = parse_response_head(await reader.readuntil(b"\r\n\r\n"))
@@ -309,7 +355,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 class HttpxClient:
-    """httpx.AsyncClient with one connection; plain HTTP to 127.0.0.1, so no CA bundle (``verify=False``).
+    """httpx.AsyncClient with one connection; plain HTTP to 127.0.0.1, so no CA bundle
+    (``verify=False``).
 
     One client per simulated user: a single shared client is much slower here, because httpcore
     scans every pooled connection (a socket poll each) for every request.
@@ -319,15 +366,21 @@ class HttpxClient:
         import httpx
 
         self.url = url
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                                        timeout=timeout, verify=False)
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=timeout,
+            verify=False,
+        )
 
     async def embed(self, body: bytes, count: int) -> bool:
         import httpx
 
         try:
-            response = await self.client.post(f"{self.url}/v1/embeddings", content=body,
-                                              headers={"content-type": "application/json"})
+            response = await self.client.post(
+                f"{self.url}/v1/embeddings",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
         except httpx.HTTPError:
             return False
         return answered(response.status_code, response.content, count)
@@ -341,12 +394,17 @@ def scrape_forward_totals(url: str) -> tuple[int, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    totals = {"uniembed_forward_duration_seconds_count": 0.0, "uniembed_forward_duration_seconds_sum": 0.0}
+    totals = {
+        "uniembed_forward_duration_seconds_count": 0.0,
+        "uniembed_forward_duration_seconds_sum": 0.0,
+    }
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10.0).text):
         for sample in family.samples:
             if sample.name in totals:
                 totals[sample.name] += sample.value
-    return int(totals["uniembed_forward_duration_seconds_count"]), totals["uniembed_forward_duration_seconds_sum"]
+    return int(totals["uniembed_forward_duration_seconds_count"]), totals[
+        "uniembed_forward_duration_seconds_sum"
+    ]
 
 
 # ----------------------------------------------------------------- the server process
@@ -368,9 +426,17 @@ def serve(args: argparse.Namespace) -> None:
 
     embedder = call_on_temporary_thread(build_embedder, args)  # as `uniembed serve` loads
     name = served_name(args, embedder)
-    settings = ServerSettings(models=(name,), host=HOST, port=args.serve_port, device=args.device, dtype=args.dtype,
-                              token_budget=args.token_budget, max_batch_size=args.max_batch_size,
-                              batch_gather_ms=args.batch_gather_ms, log_level="warning")
+    settings = ServerSettings(
+        models=(name,),
+        host=HOST,
+        port=args.serve_port,
+        device=args.device,
+        dtype=args.dtype,
+        token_budget=args.token_budget,
+        max_batch_size=args.max_batch_size,
+        batch_gather_ms=args.batch_gather_ms,
+        log_level="warning",
+    )
     app = create_app(settings, {name: embedder})
     if args.http == "auto":  # what `uniembed serve` runs: uvicorn with the connection guard
         uvicorn.Server(uvicorn_config(app, settings)).run()
@@ -384,7 +450,13 @@ def served_name(args: argparse.Namespace, embedder: Embedder) -> str:
 
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen[bytes]:
     """Start :func:`serve` in a subprocess with the same model arguments."""
-    command = [sys.executable, str(Path(__file__).resolve()), *model_arguments(args), "--serve-port", str(port)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *model_arguments(args),
+        "--serve-port",
+        str(port),
+    ]
     with log.open("wb") as sink:
         return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
 
@@ -394,12 +466,21 @@ def model_arguments(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--device", args.device), ("--dtype", args.dtype)):
         if value is not None:
             result += [flag, value]
-    return result + ["--token-budget", str(args.token_budget), "--max-batch-size", str(args.max_batch_size),
-                     "--batch-gather-ms", str(args.batch_gather_ms), "--http", args.http]
+    return result + [
+        "--token-budget",
+        str(args.token_budget),
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--batch-gather-ms",
+        str(args.batch_gather_ms),
+        "--http",
+        args.http,
+    ]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    """Poll ``/ready`` until it answers 200; fail with the server's log when it dies or times out."""
+    """Poll ``/ready`` until it answers 200; fail with the server's log when it dies or times
+    out."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -435,42 +516,73 @@ def print_table(levels: list[Level], baseline: Level, client: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"uniembed load test ({baseline.items} short texts per level, {client} client)")
-    columns = ("mode", "concurrency", "requests", "failed", "items/s", "p50 ms", "p99 ms", "server/library",
-               "client CPU", "rows/batch", "in forward", "server CPU ms/req")
+    table = Table(
+        title=f"uniembed load test ({baseline.items} short texts per level, {client} client)"
+    )
+    columns = (
+        "mode",
+        "concurrency",
+        "requests",
+        "failed",
+        "items/s",
+        "p50 ms",
+        "p99 ms",
+        "server/library",
+        "client CPU",
+        "rows/batch",
+        "in forward",
+        "server CPU ms/req",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for level in levels:
-        table.add_row(level.mode, str(level.concurrency), str(level.requests), str(level.failed),
-                      f"{level.items_per_s:.1f}", _one_decimal(level.p50_ms), _one_decimal(level.p99_ms),
-                      ratio_text(level, baseline),
-                      _share(level.client_cpu_s, level.seconds), _one_decimal(level.rows_per_batch),
-                      _share(level.forward_s, level.seconds), _per_request_ms(level))
+        table.add_row(
+            level.mode,
+            str(level.concurrency),
+            str(level.requests),
+            str(level.failed),
+            f"{level.items_per_s:.1f}",
+            _one_decimal(level.p50_ms),
+            _one_decimal(level.p99_ms),
+            ratio_text(level, baseline),
+            _share(level.client_cpu_s, level.seconds),
+            _one_decimal(level.rows_per_batch),
+            _share(level.forward_s, level.seconds),
+            _per_request_ms(level),
+        )
     Console(width=max(shutil.get_terminal_size().columns, 200)).print(table)
 
 
 def ratio_text(level: Level, baseline: Level) -> str:
     """Throughput over the library's one call: the median of the rounds, with their range.
 
-    >>> ratio_text(Level("server", 64, 3, 3, 0, 1.0, ratios=[0.9, 0.8, 1.0]), Level("library", 1, 1, 1, 0, 1.0))
+    >>> ratio_text(
+    ...     Level("server", 64, 3, 3, 0, 1.0, ratios=[0.9, 0.8, 1.0]),
+    ...     Level("library", 1, 1, 1, 0, 1.0),
+    ... )
     '0.90 (0.80–1.00)'
     """
     if len(level.ratios) > 1:
-        return f"{statistics.median(level.ratios):.2f} ({min(level.ratios):.2f}–{max(level.ratios):.2f})"
+        return (
+            f"{statistics.median(level.ratios):.2f} "
+            f"({min(level.ratios):.2f}–{max(level.ratios):.2f})"
+        )
     if level.ratios:
         return f"{level.ratios[0]:.2f}"
     return f"{level.items_per_s / baseline.items_per_s:.2f}" if baseline.items_per_s else "-"
 
 
 def _per_request_ms(level: Level) -> str:
-    """Server CPU time per request in ms (all its threads: forward included); ``-`` for library rows."""
+    """Server CPU time per request in ms (all its threads: forward included); ``-`` for library
+    rows."""
     if level.server_cpu_s is None or not level.requests:
         return "-"
     return f"{1000 * level.server_cpu_s / level.requests:.2f}"
 
 
 def _share(cpu_seconds: float | None, seconds: float) -> str:
-    """The load generator's CPU use as a share of one core, e.g. ``'35%'``; ``-`` for library rows."""
+    """The load generator's CPU use as a share of one core, e.g. ``'35%'``; ``-`` for library
+    rows."""
     return "-" if cpu_seconds is None or seconds <= 0 else f"{100 * cpu_seconds / seconds:.0f}%"
 
 
@@ -480,33 +592,63 @@ def _one_decimal(value: float | None) -> str:
 
 # ----------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", help="local snapshot (or hub id) of jina-embeddings-v4 or v3")
-    model.add_argument("--tiny", action="store_true", help="a tiny random v4 checkpoint written to a temp folder")
-    model.add_argument("--mid", action="store_true", help="a mid-size random v4 checkpoint (real compute on CPU)")
-    model.add_argument("--fake", action="store_true", help="FakeModel: measures the server's own overhead")
+    model.add_argument(
+        "--tiny", action="store_true", help="a tiny random v4 checkpoint written to a temp folder"
+    )
+    model.add_argument(
+        "--mid", action="store_true", help="a mid-size random v4 checkpoint (real compute on CPU)"
+    )
+    model.add_argument(
+        "--fake", action="store_true", help="FakeModel: measures the server's own overhead"
+    )
     parser.add_argument("--device")
     parser.add_argument("--dtype")
-    parser.add_argument("--task", help="API task name sent with every request (default: the model's)")
-    parser.add_argument("--requests", type=int, default=256, help="requests per concurrency level (max 10000)")
+    parser.add_argument(
+        "--task", help="API task name sent with every request (default: the model's)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=256, help="requests per concurrency level (max 10000)"
+    )
     parser.add_argument("--items-per-request", type=int, default=1)
-    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels, each 1..256")
+    parser.add_argument(
+        "--concurrency", default="1,8,64", help="comma-separated levels, each 1..256"
+    )
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level, at most")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                        help="load generator: a lean HTTP/1.1 client on asyncio streams (default) or httpx")
-    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
-                        help="uvicorn's HTTP parser in the server (auto: what `uniembed serve` runs: httptools "
-                             "when installed, with the connection guard; h11/httptools: that parser alone)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="library and server measured in alternation this many times (1..20)")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator: a lean HTTP/1.1 client on asyncio streams (default) or httpx",
+    )
+    parser.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser in the server (auto: what `uniembed serve` runs: httptools "
+        "when installed, with the connection guard; h11/httptools: that parser alone)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="library and server measured in alternation this many times (1..20)",
+    )
     parser.add_argument("--request-timeout", type=float, default=120.0)
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--max-batch-size", type=int, default=64)
-    parser.add_argument("--batch-gather-ms", type=float, default=10.0, help="the server's --batch-gather-ms")
+    parser.add_argument(
+        "--batch-gather-ms", type=float, default=10.0, help="the server's --batch-gather-ms"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # internal: child server process
+    parser.add_argument(
+        "--serve-port", type=int, help=argparse.SUPPRESS
+    )  # internal: child server process
     args = parser.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",")]
     if not 1 <= args.requests <= 10_000 or not all(1 <= c <= 256 for c in args.levels):
@@ -537,10 +679,16 @@ def run(args: argparse.Namespace) -> list[Level]:
         process = start_server(args, port, log)
         try:
             wait_until_ready(url, process, log, args.startup_timeout)
-            asyncio.run(measure_server(url, name, texts[:8], 1, 1, 30.0, args.task, args.request_timeout,
-                                       args.client))  # warm-up
+            asyncio.run(
+                measure_server(
+                    url, name, texts[:8], 1, 1, 30.0, args.task, args.request_timeout, args.client
+                )
+            )  # warm-up
             for round_number in range(1, args.rounds + 1):
-                print(f"round {round_number}/{args.rounds}: library, server at {args.levels}", flush=True)
+                print(
+                    f"round {round_number}/{args.rounds}: library, server at {args.levels}",
+                    flush=True,
+                )
                 library = measure_library_one_call(embedder, texts, args.task)
                 one_call.append(library)
                 for concurrency in args.levels:
@@ -555,13 +703,30 @@ def run(args: argparse.Namespace) -> list[Level]:
 
 
 def measure_server_level(
-    url: str, name: str, texts: list[str], concurrency: int, args: argparse.Namespace, server_pid: int
+    url: str,
+    name: str,
+    texts: list[str],
+    concurrency: int,
+    args: argparse.Namespace,
+    server_pid: int,
 ) -> Level:
-    """One server level, with the batches and forward time the server reports for it and its CPU time."""
+    """One server level, with the batches and forward time the server reports for it and its CPU
+    time."""
     batches, forward_s = scrape_forward_totals(url)
     cpu = process_cpu_seconds(server_pid)
-    level = asyncio.run(measure_server(url, name, texts, args.items_per_request, concurrency, args.time_limit,
-                                       args.task, args.request_timeout, args.client))
+    level = asyncio.run(
+        measure_server(
+            url,
+            name,
+            texts,
+            args.items_per_request,
+            concurrency,
+            args.time_limit,
+            args.task,
+            args.request_timeout,
+            args.client,
+        )
+    )
     cpu_after = process_cpu_seconds(server_pid)
     batches_after, forward_after = scrape_forward_totals(url)
     level.batches, level.forward_s = batches_after - batches, forward_after - forward_s
@@ -591,7 +756,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         levels = run(args)
     print_table(levels, baseline=levels[0], client=args.client)
     if args.json is not None:
-        rows = [{**asdict(level), "items_per_s": level.items_per_s, "latencies": None} for level in levels]
+        rows = [
+            {**asdict(level), "items_per_s": level.items_per_s, "latencies": None}
+            for level in levels
+        ]
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 

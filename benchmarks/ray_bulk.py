@@ -43,7 +43,7 @@ class Row:
 
 def write_corpus(folder: Path, texts: int, images: int) -> Path:
     folder.mkdir(parents=True)
-    words = "solar wind panel roof grid battery storage inverter cable meter".split()
+    words = ["solar", "wind", "panel", "roof", "grid", "battery", "storage", "inverter", "cable"]
     lines = [" ".join(words[(i + j) % len(words)] for j in range(8 + i % 24)) for i in range(texts)]
     (folder / "texts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for i in range(images):
@@ -56,13 +56,20 @@ def write_corpus(folder: Path, texts: int, images: int) -> Path:
 def timed(name: str, corpus: Path, output: Path, encoder: object, options: BulkOptions) -> Row:
     first: list[float] = []
     started = time.perf_counter()
-    report = embed_files([corpus], output, encoder, options,  # type: ignore[arg-type]
-                         on_progress=lambda *_: first or first.append(time.perf_counter() - started))
+    report = embed_files(
+        [corpus],
+        output,
+        encoder,
+        options,  # type: ignore[arg-type]
+        on_progress=lambda *_: first or first.append(time.perf_counter() - started),
+    )
     return Row(name, time.perf_counter() - started, first[0], report.embedded)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--texts", type=int, default=768)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64, help="records per chunk")
@@ -85,18 +92,32 @@ def main() -> None:
         for actors in (1, 2):
             pool = ActorPool(actors=actors, cpus_per_actor=args.cpus / actors)
             output = root / f"ray-{actors}.parquet"
-            rows.append(timed(f"Ray, {actors} actor{'s' * (actors > 1)}", corpus, output,
-                              RayEncoder(spec, pool, address="auto"), options))
-            assert pq.read_table(output).equals(pq.read_table(root / "local.parquet")), "outputs differ"
+            rows.append(
+                timed(
+                    f"Ray, {actors} actor{'s' * (actors > 1)}",
+                    corpus,
+                    output,
+                    RayEncoder(spec, pool, address="auto"),
+                    options,
+                )
+            )
+            assert pq.read_table(output).equals(pq.read_table(root / "local.parquet")), (
+                "outputs differ"
+            )
         ray.shutdown()
 
-    print(f"{args.texts} texts + {args.images} images, chunks of {args.batch_size}, {args.cpus} CPUs; "
-          f"model load in this process {load_seconds:.1f} s (not in the local job's time)")
+    print(
+        f"{args.texts} texts + {args.images} images, chunks of {args.batch_size}, "
+        f"{args.cpus} CPUs; model load in this process {load_seconds:.1f} s "
+        "(not in the local job's time)"
+    )
     print("| job | items | seconds | first chunk s | items/s | vs local |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row.name} | {row.items} | {row.seconds:.1f} | {row.first_chunk:.1f} | {row.rate:.1f} | "
-              f"{row.rate / rows[0].rate:.2f} |")
+        print(
+            f"| {row.name} | {row.items} | {row.seconds:.1f} | {row.first_chunk:.1f} | "
+            f"{row.rate:.1f} | {row.rate / rows[0].rate:.2f} |"
+        )
     print("every Ray output is byte-equal to the local one")
 
 

@@ -1,8 +1,9 @@
-"""Search benchmark: indexing throughput with a model, and query latency, QPS, recall and bytes of every
-search mode on synthetic late-interaction corpora, against a plain torch MaxSim in the same run.
+"""Search benchmark: indexing throughput with a model, and query latency, QPS, recall and bytes of
+every search mode on synthetic late-interaction corpora, against a plain torch MaxSim in the same
+run.
 
-    python benchmarks/search.py --quick                     # seconds: the suite's smoke test
-    python benchmarks/search.py --out search.json           # the BENCHMARKS.md run (long: do it last)
+    python benchmarks/search.py --quick            # seconds: the suite's smoke test
+    python benchmarks/search.py --out search.json  # the BENCHMARKS.md run (long: do it last)
 
 What is measured (one process, one thread of queries, after two warm-up queries):
 
@@ -10,9 +11,9 @@ What is measured (one process, one thread of queries, after two warm-up queries)
   default) — items/s, the engine's forward rows (one per item: both outputs come from one forward),
   and ``encode(output="both")`` alone and as two passes (single, then multi) for comparison;
 * per corpus ``DOCSxTOKENS`` (float16 multi-vectors of 128-d, 128-d single vectors, synthetic:
-  :mod:`uniembed.testing.corpus`): ingest rate into qdrant-edge, HNSW build time, bytes per document on
-  disk and in vectors, the in-memory scan's load time; then for each mode p50/p99 latency, QPS
-  (1 / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
+  :mod:`uniembed.testing.corpus`): ingest rate into qdrant-edge, HNSW build time, bytes per document
+  on disk and in vectors, the in-memory scan's load time; then for each mode p50/p99 latency, QPS (1
+  / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
   MaxSim's top 10. Modes: ``torch`` (plain ``scores.maxsim`` over the padded float16 tensor, the
   baseline), ``exact`` (the index: torch scan), ``exact-qdrant`` (qdrant-edge's own full scan),
   ``dense``, ``two-stage:C``, ``binary:C``, and token pooling ``pool:F`` (exact on pooled storage);
@@ -66,7 +67,8 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def memcpy_rate(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes read + written per second by a large copy into a preallocated buffer (STREAM's count)."""
+    """Bytes read + written per second by a large copy into a preallocated buffer (STREAM's
+    count)."""
     source = torch.ones(megabytes * 2**20, dtype=torch.uint8)
     target = torch.empty_like(source)
     target.copy_(source)  # fault the pages in first
@@ -75,7 +77,11 @@ def memcpy_rate(megabytes: int = 512, repeats: int = 5) -> float:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
 
 
 def disk_bytes(path: Path) -> int:
@@ -89,17 +95,34 @@ def indexing(model_name: str, texts: int, images: int, workdir: Path) -> dict[st
 
     embedder = uniembed.load(_model_path(model_name, workdir), device="cpu")
     generator = torch.Generator().manual_seed(0)
-    words = ["solar", "panel", "bread", "river", "engine", "market", "protein", "orbit", "castle", "signal"]
-    items: list[Any] = [" ".join(words[int(i)] for i in torch.randint(0, 10, (40,), generator=generator))
-                        for _ in range(texts)]
+    words = [
+        "solar",
+        "panel",
+        "bread",
+        "river",
+        "engine",
+        "market",
+        "protein",
+        "orbit",
+        "castle",
+        "signal",
+    ]
+    items: list[Any] = [
+        " ".join(words[int(i)] for i in torch.randint(0, 10, (40,), generator=generator))
+        for _ in range(texts)
+    ]
     for _ in range(images):
         pixels = torch.randint(0, 255, (48, 64, 3), dtype=torch.uint8, generator=generator).numpy()
         items.append(Image.fromarray(pixels).resize((640, 480)))  # ~0.3 MP: a small page
     ids = [f"item-{i}" for i in range(len(items))]
     embedder.encode(items[:2], task="retrieval.passage", output="both")  # warm-up
     _, both = timed(lambda: embedder.encode(items, task="retrieval.passage", output="both"))
-    _, two_passes = timed(lambda: (embedder.encode(items, task="retrieval.passage"),
-                                   embedder.encode(items, task="retrieval.passage", output="multi")))
+    _, two_passes = timed(
+        lambda: (
+            embedder.encode(items, task="retrieval.passage"),
+            embedder.encode(items, task="retrieval.passage", output="multi"),
+        )
+    )
     index = Index.create(workdir / "model-index", embedder, thumbnails=True)
     rows_before = embedder.engine.totals.rows
     forward_before = embedder.engine.totals.forward_seconds
@@ -110,10 +133,15 @@ def indexing(model_name: str, texts: int, images: int, workdir: Path) -> dict[st
     entries = index.count()
     index.close()
     return {
-        "model": model_name, "texts": texts, "images": images, "entries": entries,
-        "forward_rows": forward_rows, "index_items_per_s": len(items) / add_seconds,
+        "model": model_name,
+        "texts": texts,
+        "images": images,
+        "entries": entries,
+        "forward_rows": forward_rows,
+        "index_items_per_s": len(items) / add_seconds,
         "forward_share_of_add": forward_seconds / add_seconds,
-        "encode_both_items_per_s": len(items) / both, "encode_two_passes_items_per_s": len(items) / two_passes,
+        "encode_both_items_per_s": len(items) / both,
+        "encode_two_passes_items_per_s": len(items) / two_passes,
         "optimize_s": optimize_seconds,
     }
 
@@ -131,8 +159,13 @@ def _model_path(name: str, workdir: Path) -> str:
 class Measured:
     """Latencies, rankings and quality of one mode over the corpus's queries."""
 
-    def __init__(self, corpus: SyntheticCorpus, exact: list[list[int]], rank: Callable[[int], list[int]],
-                 queries: int) -> None:
+    def __init__(
+        self,
+        corpus: SyntheticCorpus,
+        exact: list[list[int]],
+        rank: Callable[[int], list[int]],
+        queries: int,
+    ) -> None:
         self.latencies: list[float] = []
         hits = overlap = 0
         for warm in range(min(2, queries)):
@@ -147,12 +180,21 @@ class Measured:
 
     def row(self, name: str, **extra: Any) -> dict[str, Any]:
         mean = statistics.fmean(self.latencies)
-        return {"mode": name, "p50_ms": 1000 * percentile(self.latencies, 0.5),
-                "p99_ms": 1000 * percentile(self.latencies, 0.99), "qps": 1 / mean,
-                "recall@10": self.recall, "overlap@10": self.overlap, "queries": len(self.latencies), **extra}
+        return {
+            "mode": name,
+            "p50_ms": 1000 * percentile(self.latencies, 0.5),
+            "p99_ms": 1000 * percentile(self.latencies, 0.99),
+            "qps": 1 / mean,
+            "recall@10": self.recall,
+            "overlap@10": self.overlap,
+            "queries": len(self.latencies),
+            **extra,
+        }
 
 
-def store_level(docs: int, tokens: int, args: argparse.Namespace, workdir: Path, bandwidth: float) -> dict[str, Any]:
+def store_level(
+    docs: int, tokens: int, args: argparse.Namespace, workdir: Path, bandwidth: float
+) -> dict[str, Any]:
     corpus, generate = timed(lambda: synthetic_corpus(docs, tokens, queries=args.queries))
     queries = args.queries
     print(f"[{docs}x{tokens}] corpus in {generate:.1f} s", file=sys.stderr)
@@ -161,17 +203,29 @@ def store_level(docs: int, tokens: int, args: argparse.Namespace, workdir: Path,
     retriever = Retriever(store)
     scan, scan_load = timed(lambda: retriever.scan("float16"))
     binary, binary_load = timed(lambda: retriever.scan("binary"))
-    print(f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, scan load {scan_load:.0f} s",
-          file=sys.stderr)
+    print(
+        f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, scan load "
+        f"{scan_load:.0f} s",
+        file=sys.stderr,
+    )
 
     def doc_position(found: Any) -> int:
         return int(found.payload["id"].split("-")[1])
 
-    def through(retriever_: Retriever, mode: str, candidates: int = 0) -> Callable[[int], list[int]]:
+    def through(
+        retriever_: Retriever, mode: str, candidates: int = 0
+    ) -> Callable[[int], list[int]]:
         def rank(query: int) -> list[int]:
-            found = retriever_.search(corpus.query_dense[query], corpus.queries[query], K, mode=mode,
-                                      candidates=candidates, payload=["id"])
+            found = retriever_.search(
+                corpus.query_dense[query],
+                corpus.queries[query],
+                K,
+                mode=mode,
+                candidates=candidates,
+                payload=["id"],
+            )
             return [doc_position(f) for f in found]
+
         return rank
 
     def baseline(query: int) -> list[int]:
@@ -181,33 +235,55 @@ def store_level(docs: int, tokens: int, args: argparse.Namespace, workdir: Path,
     rows = [Measured(corpus, exact, baseline, queries).row("torch (baseline)")]
     measured = Measured(corpus, exact, through(retriever, "multivector"), queries)
     read_rate = scan.nbytes / statistics.median(measured.latencies)
-    rows.append(measured.row("exact", read_gb_per_s=read_rate / 1e9, share_of_memcpy=read_rate / bandwidth))
+    rows.append(
+        measured.row("exact", read_gb_per_s=read_rate / 1e9, share_of_memcpy=read_rate / bandwidth)
+    )
     store_exact = Retriever(store, exact="store")
-    rows.append(Measured(corpus, exact, through(store_exact, "multivector"), args.qdrant_queries).row("exact-qdrant"))
+    rows.append(
+        Measured(corpus, exact, through(store_exact, "multivector"), args.qdrant_queries).row(
+            "exact-qdrant"
+        )
+    )
     rows.append(Measured(corpus, exact, through(retriever, "dense"), queries).row("dense"))
     for candidates in args.candidates:
-        rows.append(Measured(corpus, exact, through(retriever, "two-stage", candidates), queries).row(
-            f"two-stage:{candidates}"))
+        rows.append(
+            Measured(corpus, exact, through(retriever, "two-stage", candidates), queries).row(
+                f"two-stage:{candidates}"
+            )
+        )
     for candidates in args.binary_candidates:
-        rows.append(Measured(corpus, exact, through(retriever, "binary", candidates), queries).row(
-            f"binary:{candidates}", scan_bytes_per_doc=binary.nbytes / docs))
+        rows.append(
+            Measured(corpus, exact, through(retriever, "binary", candidates), queries).row(
+                f"binary:{candidates}", scan_bytes_per_doc=binary.nbytes / docs
+            )
+        )
     vector_bytes = tokens * 128 * 2 + 128 * 4
     result = {
-        "docs": docs, "tokens": tokens, "ingest_docs_per_s": docs / ingest, "optimize_s": optimize,
-        "scan_load_s": scan_load, "binary_scan_load_s": binary_load,
-        "disk_bytes_per_doc": disk_bytes(Path(store.path)) / docs, "vector_bytes_per_doc": vector_bytes,
+        "docs": docs,
+        "tokens": tokens,
+        "ingest_docs_per_s": docs / ingest,
+        "optimize_s": optimize,
+        "scan_load_s": scan_load,
+        "binary_scan_load_s": binary_load,
+        "disk_bytes_per_doc": disk_bytes(Path(store.path)) / docs,
+        "vector_bytes_per_doc": vector_bytes,
         "modes": rows,
     }
     store.close()
     shutil.rmtree(Path(store.path), ignore_errors=True)
     if docs * tokens <= args.pool_rows:
         for factor in args.pool_factors:
-            pooled, seconds = timed(lambda f=factor: _ingest(corpus, workdir / f"pool{f}-{docs}x{tokens}", f))
+            pooled, seconds = timed(
+                lambda f=factor: _ingest(corpus, workdir / f"pool{f}-{docs}x{tokens}", f)
+            )
             pooled_retriever = Retriever(pooled)
             pooled_scan = pooled_retriever.scan("float16")
             row = Measured(corpus, exact, through(pooled_retriever, "multivector"), queries).row(
-                f"pool:{factor}", stored_rows_per_doc=pooled_scan.nbytes / (256 * docs), pool_and_ingest_s=seconds,
-                disk_bytes_per_doc=disk_bytes(Path(pooled.path)) / docs)
+                f"pool:{factor}",
+                stored_rows_per_doc=pooled_scan.nbytes / (256 * docs),
+                pool_and_ingest_s=seconds,
+                disk_bytes_per_doc=disk_bytes(Path(pooled.path)) / docs,
+            )
             result["modes"].append(row)
             pooled.close()
             shutil.rmtree(Path(pooled.path), ignore_errors=True)
@@ -225,36 +301,66 @@ def _ingest(corpus: SyntheticCorpus, path: Path, pool_factor: int) -> Any:
 
 # ----------------------------------------------------------------- report
 def markdown(results: dict[str, Any]) -> str:
-    lines = [f"memcpy (STREAM count): {results['memcpy_gb_per_s']:.1f} GB/s; machine: {results['machine']}"]
+    lines = [
+        (
+            f"memcpy (STREAM count): {results['memcpy_gb_per_s']:.1f} GB/s; machine: "
+            f"{results['machine']}"
+        )
+    ]
     if "indexing" in results:
         lines.append(f"indexing: {json.dumps(results['indexing'])}")
     for corpus in results["corpora"]:
-        lines += ["", (f"### {corpus['docs']} docs x {corpus['tokens']} vectors "
-                  f"(ingest {corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} s, "
-                  f"scan load {corpus['scan_load_s']:.1f} s, {corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on "
-                  f"disk, {corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"), "",
-                  "| mode | p50 ms | p99 ms | QPS | recall@10 | overlap@10 with exact | notes |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                f"### {corpus['docs']} docs x {corpus['tokens']} vectors (ingest "
+                f"{corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} "
+                f"s, scan load {corpus['scan_load_s']:.1f} s, "
+                f"{corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on disk, "
+                f"{corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"
+            ),
+            "",
+            "| mode | p50 ms | p99 ms | QPS | recall@10 | overlap@10 with exact | notes |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in corpus["modes"]:
-            notes = ", ".join(f"{k} {v:.3g}" for k, v in row.items()
-                              if k not in ("mode", "p50_ms", "p99_ms", "qps", "recall@10", "overlap@10", "queries"))
-            lines.append(f"| {row['mode']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['qps']:.1f} | "
-                         f"{row['recall@10']:.3f} | {row['overlap@10']:.3f} | {notes} |")
+            notes = ", ".join(
+                f"{k} {v:.3g}"
+                for k, v in row.items()
+                if k
+                not in ("mode", "p50_ms", "p99_ms", "qps", "recall@10", "overlap@10", "queries")
+            )
+            lines.append(
+                f"| {row['mode']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['qps']:.1f} | "
+                f"{row['recall@10']:.3f} | {row['overlap@10']:.3f} | {notes} |"
+            )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few queries (the smoke test)")
-    parser.add_argument("--sizes", nargs="*", help=f"DOCSxTOKENS corpora (default {' '.join(FULL_SIZES)})")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, a few queries (the smoke test)"
+    )
+    parser.add_argument(
+        "--sizes", nargs="*", help=f"DOCSxTOKENS corpora (default {' '.join(FULL_SIZES)})"
+    )
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--qdrant-queries", type=int, default=10, help="queries for qdrant-edge's slow full scan")
+    parser.add_argument(
+        "--qdrant-queries", type=int, default=10, help="queries for qdrant-edge's slow full scan"
+    )
     parser.add_argument("--candidates", type=int, nargs="*", default=[100, 200, 500, 1000, 2000])
     parser.add_argument("--binary-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument("--pool-factors", type=int, nargs="*", default=[2, 3])
-    parser.add_argument("--pool-rows", type=int, default=1_000_000, help="pool corpora of at most this many rows")
-    parser.add_argument("--model", default="mid", help="indexing benchmark model: mid, tiny or a snapshot; '' skips")
-    parser.add_argument("--index-items", type=int, nargs=2, default=[64, 16], metavar=("TEXTS", "IMAGES"))
+    parser.add_argument(
+        "--pool-rows", type=int, default=1_000_000, help="pool corpora of at most this many rows"
+    )
+    parser.add_argument(
+        "--model", default="mid", help="indexing benchmark model: mid, tiny or a snapshot; '' skips"
+    )
+    parser.add_argument(
+        "--index-items", type=int, nargs=2, default=[64, 16], metavar=("TEXTS", "IMAGES")
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -268,8 +374,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    results: dict[str, Any] = {"machine": machine(), "argv": sys.argv[1:] if argv is None else argv,
-                               "qdrant_row_cap": max_rows_for(128)}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "qdrant_row_cap": max_rows_for(128),
+    }
     bandwidth = memcpy_rate(64 if args.quick else 512)
     results["memcpy_gb_per_s"] = bandwidth / 1e9
     with tempfile.TemporaryDirectory() as temporary:

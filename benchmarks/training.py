@@ -33,14 +33,22 @@ CONFIGS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="mid", help="mid, tiny, full (random v4 written to a temp dir) or a path")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="mid", help="mid, tiny, full (random v4 written to a temp dir) or a path"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per step (each with one hard negative)")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="pairs per step (each with one hard negative)"
+    )
     parser.add_argument("--mini-batch-size", type=int, default=4, help="rows per cached mini-batch")
     parser.add_argument("--passage-words", type=int, default=120)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -50,7 +58,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = resolve_model(args.model, Path(tmp))
-        data = write_data(Path(tmp) / "train.jsonl", args.batch_size * (args.steps + 1), args.passage_words)
+        data = write_data(
+            Path(tmp) / "train.jsonl", args.batch_size * (args.steps + 1), args.passage_words
+        )
         tokens = tokens_per_step(snapshot, data, args.batch_size)
         results = {name: run_parent(args, name, snapshot, data) for name in CONFIGS}
     report(args, tokens, results)
@@ -73,13 +83,18 @@ def write_data(path: Path, count: int, passage_words: int) -> Path:
     topics = len(domain.query_words)
 
     def passage(topic: int) -> str:
-        return domain.passage(topic, rng) + " " + " ".join(rng.choices(domain.filler, k=passage_words))
+        return (
+            domain.passage(topic, rng) + " " + " ".join(rng.choices(domain.filler, k=passage_words))
+        )
 
     with path.open("w", encoding="utf-8") as handle:
         for index in range(count):
             topic = index % topics
-            record = {"query": domain.query(topic, rng), "positive": passage(topic),
-                      "negatives": [passage((topic + 1) % topics)]}
+            record = {
+                "query": domain.query(topic, rng),
+                "positive": passage(topic),
+                "negatives": [passage((topic + 1) % topics)],
+            }
             handle.write(json.dumps(record) + "\n")
     return path
 
@@ -89,16 +104,33 @@ def tokens_per_step(snapshot: Path, data: Path, batch_size: int) -> float:
 
     tokenizer = Tokenizer.from_file(str(snapshot / "tokenizer.json"))
     records = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
-    total = sum(len(tokenizer.encode("Query: " + r["query"]).ids)
-                + sum(len(tokenizer.encode("Passage: " + p).ids) for p in [r["positive"], *r["negatives"]])
-                for r in records)
+    total = sum(
+        len(tokenizer.encode("Query: " + r["query"]).ids)
+        + sum(len(tokenizer.encode("Passage: " + p).ids) for p in [r["positive"], *r["negatives"]])
+        for r in records
+    )
     return total / len(records) * batch_size
 
 
 def run_parent(args: argparse.Namespace, name: str, snapshot: Path, data: Path) -> dict:
-    command = [sys.executable, __file__, "--child", name, "--snapshot", str(snapshot), "--data", str(data),
-               "--device", args.device, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--mini-batch-size", str(args.mini_batch_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--snapshot",
+        str(snapshot),
+        "--data",
+        str(data),
+        "--device",
+        args.device,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--mini-batch-size",
+        str(args.mini_batch_size),
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -127,10 +159,18 @@ def run_child(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
-            model=args.snapshot, data=Path(args.data), output=Path(out) / "run", task="bench",
-            batch_size=args.batch_size, max_steps=args.steps, save_steps=10 * args.steps, logging_steps=args.steps,
+            model=args.snapshot,
+            data=Path(args.data),
+            output=Path(out) / "run",
+            task="bench",
+            batch_size=args.batch_size,
+            max_steps=args.steps,
+            save_steps=10 * args.steps,
+            logging_steps=args.steps,
             mini_batch_size=args.mini_batch_size if options.get("cached") else None,
-            gradient_checkpointing=bool(options.get("gradient_checkpointing")), device=args.device, progress=False,
+            gradient_checkpointing=bool(options.get("gradient_checkpointing")),
+            device=args.device,
+            progress=False,
         )
         train(config, callbacks=[Measure()])
     return probe.result()
@@ -187,15 +227,20 @@ def _rss() -> int:
 
 def report(args: argparse.Namespace, tokens: float, results: dict[str, dict]) -> None:
     plain = results["plain"]
-    print(f"model={args.model} device={args.device} steps={args.steps} batch={args.batch_size} pairs "
-          f"(+1 hard negative) mini_batch={args.mini_batch_size} rows tokens/step={tokens:.0f} "
-          f"threads={args.threads or 'default'}")
+    print(
+        f"model={args.model} device={args.device} steps={args.steps} batch={args.batch_size} pairs "
+        f"(+1 hard negative) mini_batch={args.mini_batch_size} rows tokens/step={tokens:.0f} "
+        f"threads={args.threads or 'default'}"
+    )
     print(f"{'':24}{'steps/s':>9}{'vs plain':>10}{'peak MiB':>10}{'vs plain':>10}{'KiB/token':>11}")
     for name, result in results.items():
         mib = result["peak_bytes"] / 2**20
-        print(f"{name:24}{result['steps_per_second']:9.3f}{result['steps_per_second'] / plain['steps_per_second']:9.2f}x"
-              f"{mib:10.0f}{result['peak_bytes'] / max(1, plain['peak_bytes']):9.2f}x"
-              f"{result['peak_bytes'] / tokens / 1024:11.1f}")
+        print(
+            f"{name:24}{result['steps_per_second']:9.3f}"
+            f"{result['steps_per_second'] / plain['steps_per_second']:9.2f}x"
+            f"{mib:10.0f}{result['peak_bytes'] / max(1, plain['peak_bytes']):9.2f}x"
+            f"{result['peak_bytes'] / tokens / 1024:11.1f}"
+        )
 
 
 if __name__ == "__main__":

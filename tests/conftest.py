@@ -38,7 +38,8 @@ def tiny_v3(tiny_v3_path: Path) -> Embedder:
 
 @pytest.fixture(scope="session")
 def tiny_v4_model(tiny_v4_path: Path) -> EmbeddingModel:
-    """The model behind the contract, for tests of model internals (the same weights as ``tiny_v4``)."""
+    """The model behind the contract, for tests of model internals (the same weights as
+    ``tiny_v4``)."""
     return load_model(tiny_v4_path, device="cpu")
 
 

@@ -388,7 +388,9 @@ def test_option_errors_are_clear(tmp_path: Path, embedder: Embedder) -> None:
         embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(task="nope"))
     with pytest.raises(InvalidInput, match="dimensions must be between 1 and 32"):
         embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=64))
-    with pytest.raises(InvalidInput, match="dimensions applies to single vectors; multi-vectors keep"):
+    with pytest.raises(
+        InvalidInput, match="dimensions applies to single vectors; multi-vectors keep"
+    ):
         embed_files(
             [source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=8, multivector=True)
         )

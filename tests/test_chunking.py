@@ -39,7 +39,8 @@ TRAINING = [
 
 # ----------------------------------------------------------------- helpers
 class TokenizerModel(FakeModel):
-    """The fake model's forward behind a real ``tokenizers`` tokenizer (tokens span several chars)."""
+    """The fake model's forward behind a real ``tokenizers`` tokenizer (tokens span several
+    chars)."""
 
     def __init__(self, tokenizer: Tokenizer, bos_eos: bool) -> None:
         super().__init__()

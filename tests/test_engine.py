@@ -1,4 +1,5 @@
-"""The engine: batch planning (token budget, row cap, long inputs alone), order restored, one loop."""
+"""The engine: batch planning (token budget, row cap, long inputs alone), order restored, one
+loop."""
 
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ from uniembed.models.base import PatchGrid, Row, RowOutput
 from uniembed.plans import EncodeOptions
 
 
-@given(lengths=st.lists(st.integers(1, 3000), min_size=0, max_size=80), budget=st.integers(1, 5000),
-       rows=st.integers(1, 16))
-def test_batches_cover_every_item_once_within_budget(lengths: list[int], budget: int, rows: int) -> None:
+@given(
+    lengths=st.lists(st.integers(1, 3000), min_size=0, max_size=80),
+    budget=st.integers(1, 5000),
+    rows=st.integers(1, 16),
+)
+def test_batches_cover_every_item_once_within_budget(
+    lengths: list[int], budget: int, rows: int
+) -> None:
     batches = plan_batches(lengths, BatchPolicy(token_budget=budget, max_batch_size=rows))
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
@@ -34,7 +40,12 @@ def test_batches_cover_every_item_once_within_budget(lengths: list[int], budget:
 def test_sorting_reduces_padding_against_input_order() -> None:
     lengths = [5, 400, 6, 390, 7, 380, 8, 370]
     batches = plan_batches(lengths, BatchPolicy(token_budget=800, max_batch_size=2))
-    assert [sorted(lengths[i] for i in b) for b in batches] == [[390, 400], [370, 380], [7, 8], [5, 6]]
+    assert [sorted(lengths[i] for i in b) for b in batches] == [
+        [390, 400],
+        [370, 380],
+        [7, 8],
+        [5, 6],
+    ]
 
 
 def test_far_longer_input_gets_its_own_batch() -> None:
@@ -61,7 +72,12 @@ def test_run_restores_input_order_reports_progress_and_counts_padding() -> None:
     assert [float(o.pooled) for o in outputs] == [3.0, 9.0, 1.0, 5.0]
     assert seen == [[9], [5, 3], [1]] and progress == [1, 2, 1]
     totals = engine.totals
-    assert (totals.batches, totals.rows, totals.tokens, totals.padded_tokens) == (3, 4, 18, 9 + 10 + 1)
+    assert (totals.batches, totals.rows, totals.tokens, totals.padded_tokens) == (
+        3,
+        4,
+        18,
+        9 + 10 + 1,
+    )
 
 
 def test_a_failing_batch_raises_the_models_error_here_and_the_engine_keeps_working() -> None:
@@ -110,15 +126,20 @@ def test_run_goes_through_the_queue_while_the_worker_runs_and_inline_otherwise()
 
 
 def test_plans_are_picklable_values(tiny_v4) -> None:
-    plan = tiny_v4.plan([TextItem("solar panels"), ImageItem(Image.new("RGB", (56, 84), "red"))],
-                        "retrieval.passage", EncodeOptions(output="both", dimensions=16))
+    plan = tiny_v4.plan(
+        [TextItem("solar panels"), ImageItem(Image.new("RGB", (56, 84), "red"))],
+        "retrieval.passage",
+        EncodeOptions(output="both", dimensions=16),
+    )
     copy = pickle.loads(pickle.dumps(plan))
     assert [row.num_tokens for row in copy.rows] == [row.num_tokens for row in plan.rows]
     here = plan.assemble(tiny_v4.engine.run(plan.rows))
     there = copy.assemble(tiny_v4.engine.run(copy.rows))
     assert all(torch.equal(a, b) for a, b in zip(here.embeddings, there.embeddings))
     assert all(torch.equal(a, b) for a, b in zip(here.multivectors, there.multivectors))
-    assert here.patch_grids[0] is None and here.patch_grids[1] == PatchGrid(start=4, height=3, width=2)  # 84x56 px: 3x2 cells of 28 px
+    assert here.patch_grids[0] is None and here.patch_grids[1] == PatchGrid(
+        start=4, height=3, width=2
+    )  # 84x56 px: 3x2 cells of 28 px
 
 
 def _closed_loop_batches(max_gather_seconds: float) -> list[int]:

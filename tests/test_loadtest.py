@@ -1,4 +1,5 @@
-"""The load-test script runs end to end (FakeModel, a few requests) and its helpers do what they say."""
+"""The load-test script runs end to end (FakeModel, a few requests) and its helpers do what they
+say."""
 
 from __future__ import annotations
 
@@ -28,14 +29,32 @@ def test_the_helpers_doctests_pass():
 def test_a_short_run_measures_every_level_without_failures(tmp_path):
     out = tmp_path / "result.json"
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--fake", "--requests", "12", "--rounds", "2", "--concurrency", "1,4",
-         "--json", str(out)],
-        check=False, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--fake",
+            "--requests",
+            "12",
+            "--rounds",
+            "2",
+            "--concurrency",
+            "1,4",
+            "--json",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     rows = json.loads(out.read_text())
     assert [(r["mode"], r["concurrency"]) for r in rows] == [
-        ("library, one call", 1), ("library, per request", 1), ("server", 1), ("server", 4)]
+        ("library, one call", 1),
+        ("library, per request", 1),
+        ("server", 1),
+        ("server", 4),
+    ]
     for row in rows[2:]:
         assert row["failed"] == 0 and row["items"] == 24 and len(row["ratios"]) == 2
         assert row["batches"] >= 1 and row["items_per_s"] > 0

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from uniembed.retrieval.index import Index
 
 __version__ = "0.1.0"
-DEFAULT_MODEL = "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
+DEFAULT_MODEL = (
+    "jinaai/jina-embeddings-v4"  # what `uniembed serve` and `uniembed embed` load unless told
+)
 
 
 def load(
@@ -35,10 +37,11 @@ def load(
 ) -> Embedder:
     """Load a jina-embeddings-v4 or v3 model from a local snapshot or a Hugging Face hub id.
 
-    ``device``/``dtype`` take strings (``"cuda"``, ``"bfloat16"``) or torch objects; defaults: CUDA if
-    available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a batch.
-    ``adapters`` maps new task names to adapter folders (written by ``uniembed train``), served beside
-    the official tasks from the same base weights (see docs/training.md for the API task names).
+    ``device``/``dtype`` take strings (``"cuda"``, ``"bfloat16"``) or torch objects; defaults: CUDA
+    if available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a
+    batch. ``adapters`` maps new task names to adapter folders (written by ``uniembed train``),
+    served beside the official tasks from the same base weights (see docs/training.md for the API
+    task names).
     """
     from uniembed.embedder import Embedder
     from uniembed.engine.planning import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
@@ -50,7 +53,9 @@ def load(
 
         for task, folder in adapters.items():
             attach_adapter_folder(model, task, folder)  # type: ignore[arg-type]
-    policy = BatchPolicy(token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE)
+    policy = BatchPolicy(
+        token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE
+    )
     return Embedder(model, policy)
 
 

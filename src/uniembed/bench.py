@@ -4,8 +4,8 @@ The baseline runs the same model the way the official code does: one call per ta
 sub-batches), texts and images in separate calls, fixed batches. For v4 (``encode_text`` /
 ``encode_image``) that is inputs in the order given, batches of 8; for v3 (``encode``, which sorts
 each call's texts by character length, longest first) it is length-sorted batches of 32.
-uniembed sorts by token length, batches by a token budget and mixes tasks and modalities in one batch.
-Both produce the same embeddings (checked); the ratio of their wall times is printed.
+uniembed sorts by token length, batches by a token budget and mixes tasks and modalities in one
+batch. Both produce the same embeddings (checked); the ratio of their wall times is printed.
 """
 
 from __future__ import annotations
@@ -27,9 +27,33 @@ from PIL import Image
 from uniembed.engine.planning import BatchPolicy
 
 WORDS = (
-    "solar", "panel", "energy", "cell", "light", "power", "grid", "battery", "storage", "voltage", "current",
-    "inverter", "roof", "house", "efficiency", "silicon", "photon", "electron", "charge", "design", "install",
-    "cost", "year", "home", "system", "panel", "data",
+    "solar",
+    "panel",
+    "energy",
+    "cell",
+    "light",
+    "power",
+    "grid",
+    "battery",
+    "storage",
+    "voltage",
+    "current",
+    "inverter",
+    "roof",
+    "house",
+    "efficiency",
+    "silicon",
+    "photon",
+    "electron",
+    "charge",
+    "design",
+    "install",
+    "cost",
+    "year",
+    "home",
+    "system",
+    "panel",
+    "data",
 )
 # Mid: realistic shapes, a few minutes on a 2-core CPU. Tiny: seconds, for smoke runs.
 V3_SIZES = {
@@ -48,7 +72,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class Baseline:
-    """How the official code batches one call: fixed ``batch_size``, optionally longest text first."""
+    """How the official code batches one call: fixed ``batch_size``, optionally longest text
+    first."""
 
     batch_size: int
     sort_by_length: bool
@@ -62,7 +87,8 @@ BASELINES = {"jina-embeddings-v4": Baseline(8, False), "jina-embeddings-v3": Bas
 
 
 def realistic_workload(count: int, images: int, tasks: Sequence[str], seed: int = 0) -> Workload:
-    """Texts with log-normal word counts (queries of a few words to passages of ~400), plus images."""
+    """Texts with log-normal word counts (queries of a few words to passages of ~400), plus
+    images."""
     from uniembed.inputs.items import ImageItem, TextItem
 
     rng = random.Random(seed)
@@ -72,9 +98,14 @@ def realistic_workload(count: int, images: int, tasks: Sequence[str], seed: int 
         items.append(TextItem(" ".join(rng.choice(WORDS) for _ in range(words))))
     generator = np.random.default_rng(seed)
     for _ in range(images):
-        width, height = rng.choice([(640, 480), (1240, 1754), (320, 320), (800, 200)])  # photo, A4 page, …
+        width, height = rng.choice(
+            [(640, 480), (1240, 1754), (320, 320), (800, 200)]
+        )  # photo, A4 page, …
         pixels = generator.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8)
-        items.insert(rng.randrange(len(items) + 1), ImageItem(Image.fromarray(pixels).resize((width, height))))
+        items.insert(
+            rng.randrange(len(items) + 1),
+            ImageItem(Image.fromarray(pixels).resize((width, height))),
+        )
     return Workload(items, [rng.choice(list(tasks)) for _ in items])
 
 
@@ -94,9 +125,13 @@ def official_batches(workload: Workload, baseline: Baseline) -> list[tuple[str, 
     batches: list[tuple[str, list[int]]] = []
     for (task, is_image), indices in groups.items():
         if baseline.sort_by_length and not is_image:
-            indices = sorted(indices, key=lambda i: -len(workload.items[i].text))  # stable, as np.argsort is not
+            indices = sorted(
+                indices, key=lambda i: -len(workload.items[i].text)
+            )  # stable, as np.argsort is not
         step = baseline.batch_size
-        batches.extend((task, indices[start : start + step]) for start in range(0, len(indices), step))
+        batches.extend(
+            (task, indices[start : start + step]) for start in range(0, len(indices), step)
+        )
     return batches
 
 
@@ -139,17 +174,31 @@ def best_of(repeat: int, embedder, function: Callable[[], list[torch.Tensor]]) -
 
 
 def bench_command(
-    model: Annotated[str, typer.Option(
-        help="'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp dir; or a snapshot path"
-    )] = "mid",
+    model: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
+                "dir; or a snapshot path"
+            )
+        ),
+    ] = "mid",
     texts: Annotated[int, typer.Option(help="number of texts")] = 160,
-    images: Annotated[int, typer.Option(help="number of images (ignored for text-only models)")] = 6,
+    images: Annotated[
+        int, typer.Option(help="number of images (ignored for text-only models)")
+    ] = 6,
     repeat: Annotated[int, typer.Option(help="timed rounds of each (best is kept)")] = 2,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch default)")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda … (default: CUDA if available)")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 … (default: bf16 on CUDA)")] = None,
-    peak_tflops: Annotated[float, typer.Option(help="the device's dense peak, for MFU (H100 bf16: 989)")] = 989.0,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda … (default: CUDA if available)")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32, bfloat16 … (default: bf16 on CUDA)")
+    ] = None,
+    peak_tflops: Annotated[
+        float, typer.Option(help="the device's dense peak, for MFU (H100 bf16: 989)")
+    ] = 989.0,
 ) -> None:
     """Throughput of uniembed's batching vs the official batching on a realistic mix."""
     import uniembed
@@ -166,16 +215,26 @@ def bench_command(
         base = best_of(repeat, embedder, lambda: official_style(embedder, workload, baseline))
         mine = best_of(repeat, embedder, lambda: ours(embedder, workload))
         drift = max(float((a - b).abs().max()) for a, b in zip(base.vectors, mine.vectors))
-    print(f"model={model} family={embedder.info.family} items={len(workload.items)} real_tokens={tokens} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"model={model} family={embedder.info.family} items={len(workload.items)} "
+        f"real_tokens={tokens} threads={torch.get_num_threads()}"
+    )
     print(f"{'':26}{'seconds':>10}{'tokens/s':>12}{'padded tokens':>15}")
     for label, timing in ((baseline.label, base), ("uniembed", mine)):
-        print(f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}{timing.padded_tokens:15d}")
-    print(f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: {drift:.1e}")
+        print(
+            f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}"
+            f"{timing.padded_tokens:15d}"
+        )
+    print(
+        f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: "
+        f"{drift:.1e}"
+    )
     if embedder.device.type == "cuda":
         achieved = embedder.flops_per_token() * tokens / mine.seconds / 1e12
-        print(f"≈{achieved:.1f} TFLOP/s from 2 × linear weights × tokens "
-              f"(MFU ≈ {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g}; attention not counted)")
+        print(
+            f"≈{achieved:.1f} TFLOP/s from 2 × linear weights × tokens "
+            f"(MFU ≈ {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g}; attention not counted)"
+        )
 
 
 def _snapshot(model: str, tmp: Path) -> Path:

@@ -10,7 +10,8 @@ Long-Context Embedding Models", 2024). The steps, all on top of the model contra
 3. :func:`plan_document` builds one :class:`~uniembed.models.base.Row` per window (one for a
    document that fits) whose spans are the chunks' kept token ranges, so the model returns span
    means only — token states never leave the model;
-4. :meth:`uniembed.plans.ChunkPooling.pool` combines each chunk's per-window means into the chunk mean.
+4. :meth:`uniembed.plans.ChunkPooling.pool` combines each chunk's per-window means into the chunk
+   mean.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def _spans_cut_every(
 
 
 def check_char_spans(spans: Sequence[Span], text_length: int | None = None) -> list[Span]:
-    """``spans`` as a list of tuples after checking they are non-empty, in range, sorted and disjoint."""
+    """``spans`` as a list of tuples after checking they are non-empty, in range, sorted and
+    disjoint."""
     checked = [(int(start), int(end)) for start, end in spans]
     if not checked:
         raise InvalidInput("no chunks given: give at least one character span")
@@ -191,7 +193,8 @@ def char_spans_to_token_spans(
     the prefix, and the last chunk the trailing special tokens. A chunk left without tokens (its
     text lies inside a token that starts in an earlier chunk) is an error.
 
-    >>> offsets = [(0, 0), (0, 7), (7, 12), (12, 13), (13, 18), (0, 0)]  # <s> Query: Hello ␣ World </s>
+    >>> # <s> Query: Hello ␣ World </s>
+    >>> offsets = [(0, 0), (0, 7), (7, 12), (12, 13), (13, 18), (0, 0)]
     >>> char_spans_to_token_spans(offsets, [1, 0, 0, 0, 0, 1], [(0, 5), (6, 11)], 6, text_start=7)
     [(0, 3), (3, 6)]
     """
@@ -208,8 +211,8 @@ def char_spans_to_token_spans(
     for index, count in enumerate(counts):
         if count == 0:
             raise InvalidInput(
-                f"chunk {index} span {spans[index]} has no tokens of its own: its text lies inside a token "
-                "that starts in an earlier chunk; put chunk boundaries where words start"
+                f"chunk {index} span {spans[index]} has no tokens of its own: its text lies inside "
+                "a token that starts in an earlier chunk; put chunk boundaries where words start"
             )
     token_spans: list[Span] = []
     start = 0
@@ -254,7 +257,8 @@ class Window:
 
 
 def resolve_overlap(overlap: int | None, window: int) -> int:
-    """The overlap to use: ``None`` → ``min(DEFAULT_OVERLAP, window // 2)``; else ``0 <= overlap < window``."""
+    """The overlap to use: ``None`` → ``min(DEFAULT_OVERLAP, window // 2)``; else ``0 <= overlap <
+    window``."""
     if window < 1:
         raise InvalidInput(f"window must be at least 1 token, got {window}")
     if overlap is None:
@@ -267,7 +271,8 @@ def resolve_overlap(overlap: int | None, window: int) -> int:
 
 
 def plan_windows(num_tokens: int, window: int, overlap: int) -> list[Window]:
-    """Windows of ``window`` tokens stepping by ``window - overlap``; kept parts tile ``[0, num_tokens)``.
+    """Windows of ``window`` tokens stepping by ``window - overlap``; kept parts tile ``[0,
+    num_tokens)``.
 
     Every window after the first drops its first ``overlap`` outputs (they were kept from the
     window before, which saw less right context for them but more left context).

@@ -1,5 +1,5 @@
-"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench``, ``index``, ``search``, ``eval``
-and ``train`` load lazily from their modules.
+"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench``, ``index``, ``search``,
+``eval`` and ``train`` load lazily from their modules.
 
 Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
 Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
@@ -23,16 +23,29 @@ from uniembed.server.settings import ServerSettings
 LAZY_COMMANDS = {
     "embed": ("uniembed.bulk", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
     "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
-    "index": ("uniembed.retrieval.command", "index_command", "Create an index and add or delete documents."),
+    "index": (
+        "uniembed.retrieval.command",
+        "index_command",
+        "Create an index and add or delete documents.",
+    ),
     "search": ("uniembed.retrieval.command", "search_command", "Search an index by text or image."),
     "eval": ("uniembed.evaluation.command", "eval_app", "Measure retrieval quality and alignment."),
-    "train": ("uniembed.training.command", "train_command", "Fine-tune a task adapter or add a task."),
+    "train": (
+        "uniembed.training.command",
+        "train_command",
+        "Fine-tune a task adapter or add a task.",
+    ),
 }
 SERVE = ServerSettings()  # the defaults every serve flag shows (these modules are torch-free)
 LIMITS = InputLimits()
 RAY_SERVE = ServeScaling()
-RAY_SERVE_FLAGS = ("ray_replicas", "ray_max_replicas", "ray_target_ongoing_requests", "ray_cpus_per_replica",
-                   "ray_gpus_per_replica")
+RAY_SERVE_FLAGS = (
+    "ray_replicas",
+    "ray_max_replicas",
+    "ray_target_ongoing_requests",
+    "ray_cpus_per_replica",
+    "ray_gpus_per_replica",
+)
 
 
 class LazyGroup(TyperGroup):
@@ -58,8 +71,12 @@ class LazyGroup(TyperGroup):
         return command
 
 
-app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False,
-                  help="uniembed: self-hosted jina-embeddings-v4 / v3.")
+app = typer.Typer(
+    cls=LazyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="uniembed: self-hosted jina-embeddings-v4 / v3.",
+)
 
 
 @app.callback()
@@ -73,63 +90,261 @@ def _env(name: str) -> str:
 
 @app.command()
 def serve(
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", envvar=_env("MODEL"),
-        help=f"Model to serve (hub id or local snapshot); repeat to serve several. Default: {DEFAULT_MODEL}.",
-    )] = None,
-    served_model_name: Annotated[list[str] | None, typer.Option(
-        "--served-model-name", envvar=_env("SERVED_MODEL_NAME"), show_default=False,
-        help="Name clients use for each --model, in order (default: its last path component); each task "
-             "is also served as NAME-TASK, e.g. jina-embeddings-v4-retrieval-passage.",
-    )] = None,
-    host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")] = SERVE.host,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            envvar=_env("MODEL"),
+            help="Model to serve (hub id or local snapshot); repeat to serve several. "
+            f"Default: {DEFAULT_MODEL}.",
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--served-model-name",
+            envvar=_env("SERVED_MODEL_NAME"),
+            show_default=False,
+            help="Name clients use for each --model, in order (default: its last path "
+            "component); each task is also served as NAME-TASK, e.g. "
+            "jina-embeddings-v4-retrieval-passage.",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")
+    ] = SERVE.host,
     port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = SERVE.port,
-    device: Annotated[str | None, typer.Option(envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available).")] = SERVE.device,
-    dtype: Annotated[str | None, typer.Option(envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA).")] = SERVE.dtype,
-    adapter: Annotated[list[str] | None, typer.Option(
-        "--adapter", envvar=_env("ADAPTERS"), show_default=False,
-        help="NAME=DIR: serve the adapter folder DIR (uniembed train) as task NAME beside the official ones; "
-             "repeat for several.",
-    )] = None,
-    api_key: Annotated[list[str] | None, typer.Option(
-        "--api-key", envvar=_env("API_KEYS"), show_default=False,
-        help="Accepted bearer token; repeat for several. None given: no authentication.",
-    )] = None,
-    token_budget: Annotated[int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")] = SERVE.token_budget,
-    max_batch_size: Annotated[int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")] = SERVE.max_batch_size,
-    max_queue_rows: Annotated[int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")] = SERVE.max_queue_rows,
-    batch_gather_ms: Annotated[float, typer.Option(envvar=_env("BATCH_GATHER_MS"), help="Longest wait of a batch for the clients the last one answered (0: never wait).")] = SERVE.batch_gather_ms,
-    cpu_workers: Annotated[int, typer.Option(envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses.")] = SERVE.cpu_workers,
-    torch_threads: Annotated[int | None, typer.Option(envvar=_env("TORCH_THREADS"), help="CPU threads of each model's forward (default: torch's, the physical cores).")] = SERVE.torch_threads,
-    max_connections: Annotated[int, typer.Option(envvar=_env("MAX_CONNECTIONS"), help="Open connections; at the limit the longest-idle one is closed.")] = SERVE.max_connections,
-    max_concurrent_requests: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_REQUESTS"), help="Requests in progress; more get 503 + Retry-After (/health, /ready, /metrics aside).")] = SERVE.max_concurrent_requests,
-    header_timeout: Annotated[float, typer.Option(envvar=_env("HEADER_TIMEOUT"), help="Seconds from connecting (or the last response) to complete request headers.")] = SERVE.header_timeout,
-    body_timeout: Annotated[float, typer.Option(envvar=_env("BODY_TIMEOUT"), help="Seconds from the headers to the end of the body (else 408).")] = SERVE.body_timeout,
-    keep_alive_timeout: Annotated[float, typer.Option(envvar=_env("KEEP_ALIVE_TIMEOUT"), help="Seconds an idle connection stays open after a response.")] = SERVE.keep_alive_timeout,
-    max_body_bytes: Annotated[int, typer.Option(envvar=_env("MAX_BODY_BYTES"), help="Largest request body (also after gzip decompression).")] = SERVE.max_body_bytes,
-    max_items_per_request: Annotated[int, typer.Option(envvar=_env("MAX_ITEMS_PER_REQUEST"), help="Inputs per request (PDF pages count, from the page count).")] = SERVE.max_items_per_request,
-    max_pixels_per_request: Annotated[int, typer.Option(envvar=_env("MAX_PIXELS_PER_REQUEST"), help="Decoded pixels of all images and PDF pages of a request (from headers, before decoding).")] = SERVE.max_pixels_per_request,
-    max_fetch_bytes_per_request: Annotated[int, typer.Option(envvar=_env("MAX_FETCH_BYTES_PER_REQUEST"), help="Bytes downloaded from URLs by one request.")] = SERVE.max_fetch_bytes_per_request,
-    max_tokens_per_item: Annotated[int | None, typer.Option(envvar=_env("MAX_TOKENS_PER_ITEM"), help="Tokens per input (default: the model's context).")] = SERVE.max_tokens_per_item,
-    max_tokens_per_request: Annotated[int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")] = SERVE.max_tokens_per_request,
-    max_image_bytes: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")] = LIMITS.max_image_bytes,
-    max_image_pixels: Annotated[int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")] = LIMITS.max_image_pixels,
-    max_pdf_bytes: Annotated[int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")] = LIMITS.max_pdf_bytes,
-    max_pdf_pages: Annotated[int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")] = LIMITS.max_pdf_pages,
-    pdf_dpi: Annotated[float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")] = LIMITS.pdf_dpi,
-    max_text_chars: Annotated[int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")] = LIMITS.max_text_chars,
-    fetch_timeout: Annotated[float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")] = LIMITS.fetch_timeout,
-    max_redirects: Annotated[int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")] = LIMITS.max_redirects,
-    max_concurrent_fetches: Annotated[int, typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request.")] = LIMITS.max_concurrent_fetches,
-    allow_private_urls: Annotated[bool, typer.Option(envvar=_env("ALLOW_PRIVATE_URLS"), help="Allow URLs on private/loopback addresses (trusted networks only).")] = LIMITS.allow_private_urls,
-    log_level: Annotated[str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")] = SERVE.log_level,
-    index: Annotated[str | None, typer.Option(envvar=_env("INDEX"), help="Also serve this index (directory or Qdrant URL): /v1/search, /v1/index and the search page at /. Its model is served when no --model is given.")] = None,
-    ray: Annotated[str | None, typer.Option(envvar=_env("RAY"), help="Serve on Ray Serve replicas (pip install 'uniembed[ray]'): 'local' starts a cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.", rich_help_panel="Ray")] = None,
-    ray_replicas: Annotated[int, typer.Option(envvar=_env("RAY_REPLICAS"), help="Replicas, each with its own copy of the models.", rich_help_panel="Ray")] = RAY_SERVE.replicas,
-    ray_max_replicas: Annotated[int | None, typer.Option(envvar=_env("RAY_MAX_REPLICAS"), help="Above --ray-replicas: autoscale between the two.", rich_help_panel="Ray")] = RAY_SERVE.max_replicas,
-    ray_target_ongoing_requests: Annotated[float, typer.Option(envvar=_env("RAY_TARGET_ONGOING_REQUESTS"), help="Autoscaling aims at this many requests in flight per replica.", rich_help_panel="Ray")] = RAY_SERVE.target_ongoing_requests,
-    ray_cpus_per_replica: Annotated[float, typer.Option(envvar=_env("RAY_CPUS_PER_REPLICA"), help="CPUs each replica reserves.", rich_help_panel="Ray")] = RAY_SERVE.cpus_per_replica,
-    ray_gpus_per_replica: Annotated[float, typer.Option(envvar=_env("RAY_GPUS_PER_REPLICA"), help="GPUs each replica reserves (1: one GPU each).", rich_help_panel="Ray")] = RAY_SERVE.gpus_per_replica,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available)."
+        ),
+    ] = SERVE.device,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA)."
+        ),
+    ] = SERVE.dtype,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter",
+            envvar=_env("ADAPTERS"),
+            show_default=False,
+            help="NAME=DIR: serve the adapter folder DIR (uniembed train) as task NAME beside "
+            "the official ones; repeat for several.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            envvar=_env("API_KEYS"),
+            show_default=False,
+            help="Accepted bearer token; repeat for several. None given: no authentication.",
+        ),
+    ] = None,
+    token_budget: Annotated[
+        int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")
+    ] = SERVE.token_budget,
+    max_batch_size: Annotated[
+        int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")
+    ] = SERVE.max_batch_size,
+    max_queue_rows: Annotated[
+        int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")
+    ] = SERVE.max_queue_rows,
+    batch_gather_ms: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("BATCH_GATHER_MS"),
+            help="Longest wait of a batch for the clients the last one answered (0: never wait).",
+        ),
+    ] = SERVE.batch_gather_ms,
+    cpu_workers: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses."
+        ),
+    ] = SERVE.cpu_workers,
+    torch_threads: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("TORCH_THREADS"),
+            help="CPU threads of each model's forward (default: torch's, the physical cores).",
+        ),
+    ] = SERVE.torch_threads,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_CONNECTIONS"),
+            help="Open connections; at the limit the longest-idle one is closed.",
+        ),
+    ] = SERVE.max_connections,
+    max_concurrent_requests: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_CONCURRENT_REQUESTS"),
+            help="Requests in progress; more get 503 + Retry-After (/health, /ready, /metrics "
+            "aside).",
+        ),
+    ] = SERVE.max_concurrent_requests,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("HEADER_TIMEOUT"),
+            help="Seconds from connecting (or the last response) to complete request headers.",
+        ),
+    ] = SERVE.header_timeout,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("BODY_TIMEOUT"),
+            help="Seconds from the headers to the end of the body (else 408).",
+        ),
+    ] = SERVE.body_timeout,
+    keep_alive_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("KEEP_ALIVE_TIMEOUT"),
+            help="Seconds an idle connection stays open after a response.",
+        ),
+    ] = SERVE.keep_alive_timeout,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_BODY_BYTES"),
+            help="Largest request body (also after gzip decompression).",
+        ),
+    ] = SERVE.max_body_bytes,
+    max_items_per_request: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_ITEMS_PER_REQUEST"),
+            help="Inputs per request (PDF pages count, from the page count).",
+        ),
+    ] = SERVE.max_items_per_request,
+    max_pixels_per_request: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_PIXELS_PER_REQUEST"),
+            help="Decoded pixels of all images and PDF pages of a request (from headers, "
+            "before decoding).",
+        ),
+    ] = SERVE.max_pixels_per_request,
+    max_fetch_bytes_per_request: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("MAX_FETCH_BYTES_PER_REQUEST"),
+            help="Bytes downloaded from URLs by one request.",
+        ),
+    ] = SERVE.max_fetch_bytes_per_request,
+    max_tokens_per_item: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("MAX_TOKENS_PER_ITEM"),
+            help="Tokens per input (default: the model's context).",
+        ),
+    ] = SERVE.max_tokens_per_item,
+    max_tokens_per_request: Annotated[
+        int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")
+    ] = SERVE.max_tokens_per_request,
+    max_image_bytes: Annotated[
+        int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")
+    ] = LIMITS.max_image_bytes,
+    max_image_pixels: Annotated[
+        int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")
+    ] = LIMITS.max_image_pixels,
+    max_pdf_bytes: Annotated[
+        int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")
+    ] = LIMITS.max_pdf_bytes,
+    max_pdf_pages: Annotated[
+        int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")
+    ] = LIMITS.max_pdf_pages,
+    pdf_dpi: Annotated[
+        float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")
+    ] = LIMITS.pdf_dpi,
+    max_text_chars: Annotated[
+        int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")
+    ] = LIMITS.max_text_chars,
+    fetch_timeout: Annotated[
+        float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")
+    ] = LIMITS.fetch_timeout,
+    max_redirects: Annotated[
+        int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")
+    ] = LIMITS.max_redirects,
+    max_concurrent_fetches: Annotated[
+        int,
+        typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request."),
+    ] = LIMITS.max_concurrent_fetches,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(
+            envvar=_env("ALLOW_PRIVATE_URLS"),
+            help="Allow URLs on private/loopback addresses (trusted networks only).",
+        ),
+    ] = LIMITS.allow_private_urls,
+    log_level: Annotated[
+        str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")
+    ] = SERVE.log_level,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("INDEX"),
+            help="Also serve this index (directory or Qdrant URL): /v1/search, /v1/index and "
+            "the search page at /. Its model is served when no --model is given.",
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("RAY"),
+            help="Serve on Ray Serve replicas (pip install 'uniembed[ray]'): 'local' starts a "
+            "cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.",
+            rich_help_panel="Ray",
+        ),
+    ] = None,
+    ray_replicas: Annotated[
+        int,
+        typer.Option(
+            envvar=_env("RAY_REPLICAS"),
+            help="Replicas, each with its own copy of the models.",
+            rich_help_panel="Ray",
+        ),
+    ] = RAY_SERVE.replicas,
+    ray_max_replicas: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("RAY_MAX_REPLICAS"),
+            help="Above --ray-replicas: autoscale between the two.",
+            rich_help_panel="Ray",
+        ),
+    ] = RAY_SERVE.max_replicas,
+    ray_target_ongoing_requests: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("RAY_TARGET_ONGOING_REQUESTS"),
+            help="Autoscaling aims at this many requests in flight per replica.",
+            rich_help_panel="Ray",
+        ),
+    ] = RAY_SERVE.target_ongoing_requests,
+    ray_cpus_per_replica: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("RAY_CPUS_PER_REPLICA"),
+            help="CPUs each replica reserves.",
+            rich_help_panel="Ray",
+        ),
+    ] = RAY_SERVE.cpus_per_replica,
+    ray_gpus_per_replica: Annotated[
+        float,
+        typer.Option(
+            envvar=_env("RAY_GPUS_PER_REPLICA"),
+            help="GPUs each replica reserves (1: one GPU each).",
+            rich_help_panel="Ray",
+        ),
+    ] = RAY_SERVE.gpus_per_replica,
 ) -> None:
     """Serve the Jina- and OpenAI-compatible embeddings API (and, with --index, search)."""
     options = dict(locals())
@@ -148,7 +363,9 @@ def serve(
         else:
             from uniembed.distributed.serve import ServeScaling, serve_on_ray
 
-            scaling = ServeScaling(**{name.removeprefix("ray_"): value for name, value in ray_flags.items()})
+            scaling = ServeScaling(
+                **{name.removeprefix("ray_"): value for name, value in ray_flags.items()}
+            )
             serve_on_ray(settings, scaling, address)
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
@@ -158,9 +375,18 @@ def serve(
         raise typer.Exit(code=2) from None
 
 
-INPUT_LIMIT_FLAGS = ("max_image_bytes", "max_image_pixels", "max_pdf_bytes", "max_pdf_pages", "pdf_dpi",
-                     "max_text_chars", "fetch_timeout", "max_redirects", "max_concurrent_fetches",
-                     "allow_private_urls")
+INPUT_LIMIT_FLAGS = (
+    "max_image_bytes",
+    "max_image_pixels",
+    "max_pdf_bytes",
+    "max_pdf_pages",
+    "pdf_dpi",
+    "max_text_chars",
+    "fetch_timeout",
+    "max_redirects",
+    "max_concurrent_fetches",
+    "allow_private_urls",
+)
 
 
 def build_settings(**flags: Any) -> Any:
@@ -173,8 +399,14 @@ def build_settings(**flags: Any) -> Any:
     keys = tuple(flags.pop("api_key") or ())
     names = tuple(flags.pop("served_model_name") or ())
     adapters = tuple(parse_adapter(value) for value in flags.pop("adapter") or ())
-    return ServerSettings(models=models, api_keys=keys, served_model_names=names, adapters=adapters,
-                          input_limits=limits, **flags)
+    return ServerSettings(
+        models=models,
+        api_keys=keys,
+        served_model_names=names,
+        adapters=adapters,
+        input_limits=limits,
+        **flags,
+    )
 
 
 def parse_adapter(value: str) -> tuple[str, str]:

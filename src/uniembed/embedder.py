@@ -2,10 +2,11 @@
 
 Work is split in three steps so that every caller can share batches:
 
-* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a :class:`~uniembed.plans.Plan`
-  holding :class:`~uniembed.models.base.Row` s (plain data: it can cross a process boundary);
-* run the rows — on the embedder's :class:`~uniembed.engine.loop.Engine`, the one batching loop that the
-  library, the server, bulk jobs and benchmarks all go through (:meth:`Embedder.run`, or
+* :meth:`Embedder.plan` — validate, tokenise, preprocess images (CPU) → a
+  :class:`~uniembed.plans.Plan` holding :class:`~uniembed.models.base.Row` s (plain data: it can
+  cross a process boundary);
+* run the rows — on the embedder's :class:`~uniembed.engine.loop.Engine`, the one batching loop that
+  the library, the server, bulk jobs and benchmarks all go through (:meth:`Embedder.run`, or
   ``embedder.engine.submit`` for asynchronous callers);
 * :meth:`~uniembed.plans.Plan.assemble` — pool, truncate, normalise → an
   :class:`~uniembed.plans.EncodeResult`.
@@ -49,10 +50,14 @@ class Embedder:
         return [m for m in vars(self._model).values() if isinstance(m, torch.nn.Module)]
 
     def flops_per_token(self) -> int:
-        """About 2 × the weights of every Linear layer: the matrix work one token costs (attention and
-        the vision tower's extra work aside). For MFU estimates."""
-        weights = sum(layer.weight.numel() for root in self._modules() for layer in root.modules()
-                      if isinstance(layer, torch.nn.Linear))
+        """About 2 × the weights of every Linear layer: the matrix work one token costs (attention
+        and the vision tower's extra work aside). For MFU estimates."""
+        weights = sum(
+            layer.weight.numel()
+            for root in self._modules()
+            for layer in root.modules()
+            if isinstance(layer, torch.nn.Linear)
+        )
         return 2 * weights
 
     def weights_digest(self, samples_per_tensor: int = 1024) -> str:
@@ -82,14 +87,18 @@ class Embedder:
         return found
 
     # ----------------------------------------------------------------- validation
-    def resolve_tasks(self, task: TaskArg, count: int, prompt_name: str | None = None) -> list[TaskSpec]:
+    def resolve_tasks(
+        self, task: TaskArg, count: int, prompt_name: str | None = None
+    ) -> list[TaskSpec]:
         """One :class:`TaskSpec` per item from a single task name or a list of them."""
         if task is None or isinstance(task, str):
             spec = self._model.resolve_task(task, prompt_name)
             return [spec] * count
         names = list(task)
         if len(names) != count:
-            raise InvalidInput(f"got {len(names)} task names for {count} inputs; give one task or one per input")
+            raise InvalidInput(
+                f"got {len(names)} task names for {count} inputs; give one task or one per input"
+            )
         cache: dict[str, TaskSpec] = {}
         return [cache.setdefault(n, self._model.resolve_task(n, prompt_name)) for n in names]
 
@@ -107,12 +116,19 @@ class Embedder:
         spec = self.resolve_tasks(task, 1)[0]
         full = spec.prefix + text
         tokens = self._model.tokenize(full)
-        return ["" if special else full[start:end]
-                for (start, end), special in zip(tokens.offsets, tokens.special)]
+        return [
+            "" if special else full[start:end]
+            for (start, end), special in zip(tokens.offsets, tokens.special)
+        ]
 
     # ----------------------------------------------------------------- planning
     def plan(
-        self, items: Sequence[Item], task: TaskArg = None, options: EncodeOptions | None = None, *, first_index: int = 0
+        self,
+        items: Sequence[Item],
+        task: TaskArg = None,
+        options: EncodeOptions | None = None,
+        *,
+        first_index: int = 0,
     ) -> Plan:
         """Validate and prepare ``items``; nothing runs on the model yet. Errors name an item by its
         position plus ``first_index`` (a caller planning a long input list in parts)."""
@@ -123,8 +139,10 @@ class Embedder:
         tasks = self.resolve_tasks(task, len(items))
         if options.late_chunking:
             return self._plan_late_chunking(items, tasks, options)
-        rows = tuple(self._row(i, item, spec, options)
-                     for i, (item, spec) in enumerate(zip(items, tasks), start=first_index))
+        rows = tuple(
+            self._row(i, item, spec, options)
+            for i, (item, spec) in enumerate(zip(items, tasks), start=first_index)
+        )
         return Plan(rows, options.output, options.dimensions, options.normalized)
 
     def _row(self, index: int, item: Item, spec: TaskSpec, options: EncodeOptions) -> Row:
@@ -155,14 +173,20 @@ class Embedder:
             ids = ids[:limit]
         return ids
 
-    def _plan_late_chunking(self, items: Sequence[Item], tasks: list[TaskSpec], options: EncodeOptions) -> Plan:
+    def _plan_late_chunking(
+        self, items: Sequence[Item], tasks: list[TaskSpec], options: EncodeOptions
+    ) -> Plan:
         if any(not isinstance(item, TextItem) for item in items):
             raise InvalidInput("late_chunking needs text inputs only")
         if len({spec.name for spec in tasks}) != 1:
-            raise InvalidInput("late_chunking encodes one document: use one task for all its chunks")
+            raise InvalidInput(
+                "late_chunking encodes one document: use one task for all its chunks"
+            )
         text, spans = chunking.join_chunks([item.text for item in items])  # type: ignore[union-attr]
         document = self.plan_document(text, spans, tasks[0], options)
-        return Plan(document.rows, "single", options.dimensions, options.normalized, document.pooling)
+        return Plan(
+            document.rows, "single", options.dimensions, options.normalized, document.pooling
+        )
 
     def plan_document(
         self, text: str, spans: Sequence[tuple[int, int]], spec: TaskSpec, options: EncodeOptions
@@ -170,14 +194,26 @@ class Embedder:
         """Late-chunking plan of one document with chunk character ``spans``."""
         window = options.window or options.max_tokens or self.info.max_tokens
         if not 1 <= window <= self.info.max_tokens:
-            raise ValidationFailed(f"window must be between 1 and {self.info.max_tokens}, got {window}")
+            raise ValidationFailed(
+                f"window must be between 1 and {self.info.max_tokens}, got {window}"
+            )
         return chunking.plan_document(
-            self._model, text, spans, spec, window=window, overlap=options.overlap, truncate=options.truncate
+            self._model,
+            text,
+            spans,
+            spec,
+            window=window,
+            overlap=options.overlap,
+            truncate=options.truncate,
         )
 
     # ----------------------------------------------------------------- running
     def run(
-        self, plan: Plan, on_batch: Callable[[int], None] | None = None, *, policy: BatchPolicy | None = None
+        self,
+        plan: Plan,
+        on_batch: Callable[[int], None] | None = None,
+        *,
+        policy: BatchPolicy | None = None,
     ) -> EncodeResult:
         """Run a plan on the engine (sharing batches with other callers while its worker runs).
 
@@ -210,15 +246,16 @@ class Embedder:
     ) -> EncodeResult:
         """Embed mixed text and image items (the path the server uses).
 
-        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes, base64,
-        data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task name
-        (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``: ``"single"``
-        vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single vectors in
-        ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means ``"multi"``.
+        ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes,
+        base64, data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task
+        name (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``:
+        ``"single"`` vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single
+        vectors in ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means
+        ``"multi"``.
 
         Also the official v3 call ``encode(texts, task=..., truncate_dim=...)``: ``truncate_dim`` is
-        ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates and
-        converts (``np.asarray``) like the official list/array of vectors.
+        ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates
+        and converts (``np.asarray``) like the official list/array of vectors.
         """
         from uniembed.inputs.parse import coerce_items_with_origin  # local: keeps import light
 
@@ -229,7 +266,9 @@ class Embedder:
             dimensions = truncate_dim
         if multivector:
             if output not in ("single", "multi"):
-                raise ValidationFailed(f"multivector=True asks for output 'multi'; it contradicts output {output!r}")
+                raise ValidationFailed(
+                    f"multivector=True asks for output 'multi'; it contradicts output {output!r}"
+                )
             output = "multi"
         options = EncodeOptions(
             output=output,
@@ -264,12 +303,15 @@ class Embedder:
     ) -> torch.Tensor:
         """Late chunking of one long document: one normalised vector per chunk → (chunks, dim).
 
-        Chunks are given as character ``spans`` or made by a ``chunker`` (see :mod:`uniembed.chunking`);
-        documents longer than ``window`` tokens are encoded in overlapping windows.
+        Chunks are given as character ``spans`` or made by a ``chunker`` (see
+        :mod:`uniembed.chunking`); documents longer than ``window`` tokens are encoded in
+        overlapping windows.
         """
         if (spans is None) == (chunker is None):
             raise InvalidInput("give exactly one of spans or chunker")
-        options = EncodeOptions(dimensions=dimensions, window=window, overlap=overlap, truncate=truncate)
+        options = EncodeOptions(
+            dimensions=dimensions, window=window, overlap=overlap, truncate=truncate
+        )
         self.check_options(options)
         spec = self.resolve_tasks(task, 1)[0]
         if chunker is not None:
@@ -295,7 +337,9 @@ class Embedder:
         single = isinstance(texts, str)
         batch = [texts] if single else list(texts)
         specs = self.resolve_tasks(task, len(batch), prompt_name)
-        options = _official_options(self.info, truncate_dim, return_multivector, truncate=True, max_tokens=max_length)
+        options = _official_options(
+            self.info, truncate_dim, return_multivector, truncate=True, max_tokens=max_length
+        )
         plan = self.plan([TextItem(t) for t in batch], [s.name for s in specs], options)
         result = self.run(plan, policy=self._row_cap(batch_size))
         return _official_output(result.embeddings, single, return_multivector, return_numpy)
@@ -310,25 +354,34 @@ class Embedder:
         truncate_dim: int | None = None,
         max_pixels: int | None = None,
     ) -> Any:
-        """Drop-in for the official ``encode_image``: PIL images, paths, URLs, bytes, base64, data URIs."""
+        """Drop-in for the official ``encode_image``: PIL images, paths, URLs, bytes, base64, data
+        URIs."""
         from uniembed.inputs.parse import coerce_image_items
 
         single = not isinstance(images, (list, tuple))
-        options = _official_options(self.info, truncate_dim, return_multivector, max_pixels=max_pixels)
+        options = _official_options(
+            self.info, truncate_dim, return_multivector, max_pixels=max_pixels
+        )
         items = coerce_image_items([images] if single else list(images))
         result = self.run(self.plan(items, task, options), policy=self._row_cap(batch_size))
         return _official_output(result.embeddings, single, return_multivector, return_numpy)
 
 
-def _official_options(info: ModelInfo, truncate_dim: int | None, multivector: bool, **fields: Any) -> EncodeOptions:
+def _official_options(
+    info: ModelInfo, truncate_dim: int | None, multivector: bool, **fields: Any
+) -> EncodeOptions:
     """Options of the official ``encode_text``/``encode_image``: ``truncate_dim`` must be a trained
     size and, as in the official code, does not apply to multi-vectors."""
     check_dimensions(truncate_dim, info, trained_only=True)
     dimensions = None if multivector else truncate_dim
-    return EncodeOptions(output="multi" if multivector else "single", dimensions=dimensions, **fields)
+    return EncodeOptions(
+        output="multi" if multivector else "single", dimensions=dimensions, **fields
+    )
 
 
-def _official_output(embeddings: list[torch.Tensor], single: bool, multivector: bool, as_numpy: bool) -> Any:
+def _official_output(
+    embeddings: list[torch.Tensor], single: bool, multivector: bool, as_numpy: bool
+) -> Any:
     """Shape results like the official code: one tensor for one input, else a list (or an array)."""
     if single:
         return embeddings[0].numpy() if as_numpy else embeddings[0]

@@ -52,7 +52,8 @@ def parse_kinds(kinds: str | Sequence[str], allowed: Sequence[str] = EMBEDDING_T
 
 
 def as_float32(vector: Vector) -> np.ndarray:
-    """A tensor or array (any float dtype, any device) as a contiguous little-endian float32 array."""
+    """A tensor or array (any float dtype, any device) as a contiguous little-endian float32
+    array."""
     if isinstance(vector, torch.Tensor):
         vector = vector.detach().to(device="cpu", dtype=torch.float32).numpy()
     return np.ascontiguousarray(vector, dtype=FLOAT32_LE)

@@ -13,7 +13,8 @@ class UniembedError(Exception):
 
 
 def labelled(error: UniembedError, index: int | None) -> UniembedError:
-    """The same error type with ``input {index}:`` in front of its message (once; as is for ``None``).
+    """The same error type with ``input {index}:`` in front of its message (once; as is for
+    ``None``).
 
     >>> labelled(InvalidInput("not an image"), 3).message
     'input 3: not an image'
@@ -52,7 +53,8 @@ class MissingDependency(UniembedError):
 
 
 class BatchFailed(UniembedError):
-    """The model raised while running a batch; the cause is chained and logged, never sent to clients."""
+    """The model raised while running a batch; the cause is chained and logged, never sent to
+    clients."""
 
 
 class Overloaded(UniembedError):

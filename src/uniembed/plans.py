@@ -28,9 +28,10 @@ OUTPUTS: tuple[str, ...] = get_args(Output)
 class EncodeOptions:
     """Per-call options shared by every item of a call (the API's request-level fields).
 
-    ``output``: ``"single"`` vectors, ``"multi"``-vectors (one per token), or ``"both"`` from the same
-    forward pass. ``dimensions`` cuts single vectors (Matryoshka) and is refused with ``"multi"``:
-    multi-vectors always keep the model's multi-vector width, so a cut there would be silently ignored.
+    ``output``: ``"single"`` vectors, ``"multi"``-vectors (one per token), or ``"both"`` from the
+    same forward pass. ``dimensions`` cuts single vectors (Matryoshka) and is refused with
+    ``"multi"``: multi-vectors always keep the model's multi-vector width, so a cut there would be
+    silently ignored.
     """
 
     output: Output = "single"
@@ -48,31 +49,42 @@ class EncodeOptions:
         return self.output in ("multi", "both")
 
     def check(self, info: ModelInfo) -> None:
-        """Raise :class:`ValidationFailed` (one message per rule) if these options do not fit ``info``.
+        """Raise :class:`ValidationFailed` (one message per rule) if these options do not fit
+        ``info``.
 
         >>> from uniembed.testing.fake import FakeModel
-        >>> EncodeOptions(output="multi", dimensions=8).check(FakeModel().info)
+        >>> options = EncodeOptions(output="multi", dimensions=8)
+        >>> options.check(FakeModel().info)  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        uniembed.errors.ValidationFailed: dimensions applies to single vectors; multi-vectors keep their 8 dimensions (drop dimensions, or ask for output 'both')
+        uniembed.errors.ValidationFailed: dimensions applies to single vectors; multi-vectors keep
+        their 8 dimensions (drop dimensions, or ask for output 'both')
         """
         if self.output not in OUTPUTS:
-            raise ValidationFailed(f"output must be one of {', '.join(OUTPUTS)}; got {self.output!r}")
+            raise ValidationFailed(
+                f"output must be one of {', '.join(OUTPUTS)}; got {self.output!r}"
+            )
         check_dimensions(self.dimensions, info)
         if self.wants_multivectors and info.multivector_dim is None:
             raise ValidationFailed(f"{info.name} has no multi-vector output")
         if self.output == "multi" and self.dimensions is not None:
             raise ValidationFailed(
-                f"dimensions applies to single vectors; multi-vectors keep their {info.multivector_dim} "
-                "dimensions (drop dimensions, or ask for output 'both')"
+                "dimensions applies to single vectors; multi-vectors keep their "
+                f"{info.multivector_dim} dimensions (drop dimensions, or ask for output 'both')"
             )
         if self.wants_multivectors and self.late_chunking:
-            raise ValidationFailed("late_chunking gives one vector per chunk; it cannot return multi-vectors")
+            raise ValidationFailed(
+                "late_chunking gives one vector per chunk; it cannot return multi-vectors"
+            )
         if self.max_tokens is not None and not 1 <= self.max_tokens <= info.max_tokens:
-            raise ValidationFailed(f"max_tokens must be between 1 and {info.max_tokens}, got {self.max_tokens}")
+            raise ValidationFailed(
+                f"max_tokens must be between 1 and {info.max_tokens}, got {self.max_tokens}"
+            )
 
 
-def check_dimensions(dimensions: int | None, info: ModelInfo, *, trained_only: bool = False) -> None:
+def check_dimensions(
+    dimensions: int | None, info: ModelInfo, *, trained_only: bool = False
+) -> None:
     """Any size 1…dim is a valid Matryoshka prefix; ``trained_only`` allows only the trained sizes
     (the official ``truncate_dim``)."""
     if dimensions is None:
@@ -80,7 +92,9 @@ def check_dimensions(dimensions: int | None, info: ModelInfo, *, trained_only: b
     if isinstance(dimensions, bool) or not isinstance(dimensions, int):
         raise ValidationFailed(f"dimensions must be an integer, got {dimensions!r}")
     if trained_only and dimensions not in info.matryoshka_dims:
-        raise ValidationFailed(f"truncate_dim {dimensions} is not one of {list(info.matryoshka_dims)}")
+        raise ValidationFailed(
+            f"truncate_dim {dimensions} is not one of {list(info.matryoshka_dims)}"
+        )
     if not 1 <= dimensions <= info.dim:
         raise ValidationFailed(f"dimensions must be between 1 and {info.dim}, got {dimensions}")
 
@@ -89,10 +103,10 @@ def check_dimensions(dimensions: int | None, info: ModelInfo, *, trained_only: b
 class EncodeResult:
     """The vectors of a call, one entry per output item, and the tokens each item cost.
 
-    ``embeddings`` holds what was asked for: single vectors ``(dim,)`` (``output`` single or both) or
-    multi-vectors ``(tokens, multivector_dim)`` (``output="multi"``). With ``output="both"``,
-    ``multivectors`` holds the multi-vectors beside them. ``patch_grids`` says, for image items, where
-    the image patches sit among the multi-vector rows (``None`` for text).
+    ``embeddings`` holds what was asked for: single vectors ``(dim,)`` (``output`` single or both)
+    or multi-vectors ``(tokens, multivector_dim)`` (``output="multi"``). With ``output="both"``,
+    ``multivectors`` holds the multi-vectors beside them. ``patch_grids`` says, for image items,
+    where the image patches sit among the multi-vector rows (``None`` for text).
     """
 
     embeddings: list[torch.Tensor]
@@ -188,7 +202,9 @@ class Plan:
         grids = [row.patches for row in self.rows]
         if self.output == "multi":
             return EncodeResult(multivectors, self.token_counts, patch_grids=grids)  # type: ignore[arg-type]
-        singles = [finalize_vectors(out.pooled[0], self.dimensions, self.normalized) for out in outputs]
+        singles = [
+            finalize_vectors(out.pooled[0], self.dimensions, self.normalized) for out in outputs
+        ]
         return EncodeResult(singles, self.token_counts, multivectors, grids)
 
 

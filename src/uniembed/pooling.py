@@ -19,7 +19,9 @@ def mean_pool_spans(states: torch.Tensor, spans: Sequence[Span]) -> torch.Tensor
         return states.new_zeros((0, states.shape[-1]))
     for start, end in spans:
         if not 0 <= start < end <= states.shape[0]:
-            raise ValueError(f"pooling span {(start, end)} is empty or outside 0..{states.shape[0]}")
+            raise ValueError(
+                f"pooling span {(start, end)} is empty or outside 0..{states.shape[0]}"
+            )
     return torch.stack([states[start:end].mean(0) for start, end in spans])
 
 
@@ -28,7 +30,9 @@ def normalize(vectors: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(vectors, p=2, dim=-1)
 
 
-def finalize_vectors(raw: torch.Tensor, dimensions: int | None, normalized: bool = True) -> torch.Tensor:
+def finalize_vectors(
+    raw: torch.Tensor, dimensions: int | None, normalized: bool = True
+) -> torch.Tensor:
     """Official single-vector post-processing: normalise, cut to ``dimensions``, normalise again.
 
     Normalising before the cut does not change the direction after it, so this equals

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-MAXSIM_CHUNK_ELEMENTS = 1 << 25  # bound on the (queries, docs, q_tokens, d_tokens) block held at once
+MAXSIM_CHUNK_ELEMENTS = (
+    1 << 25
+)  # bound on the (queries, docs, q_tokens, d_tokens) block held at once
 
 
 def cosine_scores(queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:

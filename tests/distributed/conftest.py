@@ -1,4 +1,4 @@
-"""A real single-node Ray cluster started by the tests (no external service), shared by the module."""
+"""A real single-node Ray cluster started by the tests (no external service), one per package."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ OPTIONS = BulkOptions(task="retrieval.passage", batch_size=4)
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Texts (one empty line: an error), two images and a two-page PDF: 27 records, 7 chunks of 4."""
+    """Texts (one empty: an error), two images and a two-page PDF: 27 records, 7 chunks of 4."""
     folder = tmp_path_factory.mktemp("corpus")
     lines = [f"line {i} about solar panels and wind {i % 5}" for i in range(24)]
     lines[5] = ""
@@ -42,7 +42,9 @@ def local_job(corpus: Path, tiny_v4_path: Path, tmp_path_factory: pytest.TempPat
 
 
 def ray_encoder(model: Path, **spec: Any) -> RayEncoder:
-    return RayEncoder(ModelSpec(str(model), device="cpu", **spec), ActorPool(actors=2), address="auto")
+    return RayEncoder(
+        ModelSpec(str(model), device="cpu", **spec), ActorPool(actors=2), address="auto"
+    )
 
 
 def assert_same_output(got: Path, want: Path) -> None:
@@ -79,7 +81,14 @@ def test_a_stopped_ray_job_resumes_to_the_local_result(
 
     first = BulkReport(output, tmp_path / "errors")
     with pytest.raises(KeyboardInterrupt):
-        embed_files([corpus], output, ray_encoder(tiny_v4_path), OPTIONS, on_progress=stop_half_way, report=first)
+        embed_files(
+            [corpus],
+            output,
+            ray_encoder(tiny_v4_path),
+            OPTIONS,
+            on_progress=stop_half_way,
+            report=first,
+        )
     assert not first.finished and first.embedded == 11  # 3 chunks of 4, one of them the empty line
     second = embed_files([corpus], output, ray_encoder(tiny_v4_path), OPTIONS, resume=True)
     assert (second.finished, second.skipped, second.embedded) == (True, 11, 16)
@@ -101,10 +110,28 @@ def test_the_embed_command_runs_on_ray(
     from uniembed.cli import app
 
     output = tmp_path / "out.parquet"
-    result = CliRunner().invoke(app, [
-        "embed", str(corpus), "-o", str(output), "--model", str(tiny_v4_path), "--device", "cpu",
-        "--task", "retrieval.passage", "--batch-size", "4", "--ray", "auto", "--ray-actors", "2", "--no-progress",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "embed",
+            str(corpus),
+            "-o",
+            str(output),
+            "--model",
+            str(tiny_v4_path),
+            "--device",
+            "cpu",
+            "--task",
+            "retrieval.passage",
+            "--batch-size",
+            "4",
+            "--ray",
+            "auto",
+            "--ray-actors",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "embedded 27 items" in result.output and "1 items failed" in result.output
     assert_same_output(output, local_job)

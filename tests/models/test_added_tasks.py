@@ -13,7 +13,11 @@ from uniembed.models.base import Row
 from uniembed.models.lora import NO_ADAPTER
 from uniembed.models.registry import load_model
 
-TEXTS = ["how do solar panels work", "a b c", "Photovoltaic cells turn sunlight into electricity. " * 2]
+TEXTS = [
+    "how do solar panels work",
+    "a b c",
+    "Photovoltaic cells turn sunlight into electricity. " * 2,
+]
 V4_API = ("retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage")
 V3_API = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
 
@@ -53,7 +57,13 @@ def test_official_tasks_are_bit_identical_after_adding_tasks(family) -> None:
     for task in names:
         assert_identical(embed(model, task), before[task])
     assert model.info.tasks[: len(names)] == names
-    assert model.info.tasks[len(names):] == ("fresh.query", "fresh.passage", "copied", "loaded.query", "loaded.passage")
+    assert model.info.tasks[len(names) :] == (
+        "fresh.query",
+        "fresh.passage",
+        "copied",
+        "loaded.query",
+        "loaded.passage",
+    )
 
 
 def test_a_fresh_task_starts_as_the_base_weights(family) -> None:
@@ -72,14 +82,23 @@ def test_a_task_initialised_from_another_embeds_like_it(family) -> None:
     model, _ = family
     model.add_task("mine", init_from="retrieval")
     for side in ("query", "passage"):
-        assert model.resolve_task(f"mine.{side}").prefix == model.resolve_task(f"retrieval.{side}").prefix
+        assert (
+            model.resolve_task(f"mine.{side}").prefix
+            == model.resolve_task(f"retrieval.{side}").prefix
+        )
         assert_identical(embed(model, f"mine.{side}"), embed(model, f"retrieval.{side}"))
 
 
-def test_task_factors_round_trip_into_another_model(family, tiny_v4_path: Path, tiny_v3_path: Path) -> None:
+def test_task_factors_round_trip_into_another_model(
+    family, tiny_v4_path: Path, tiny_v3_path: Path
+) -> None:
     model, _ = family
-    model.add_task("mine", init_from="code" if model.info.family.endswith("v4") else "classification",
-                   symmetric=True, seed=5)
+    model.add_task(
+        "mine",
+        init_from="code" if model.info.family.endswith("v4") else "classification",
+        symmetric=True,
+        seed=5,
+    )
     with torch.no_grad():  # make it differ from its source
         for parameter in model.task_parameters("mine"):
             parameter.add_(0.01)
@@ -96,11 +115,20 @@ def test_v3_tasks_keep_the_official_fused_layout_and_tie_qkv(tiny_v3_path: Path)
     a = factors["roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight.0.lora_A"]
     b = factors["roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight.0.lora_B"]
     hidden, rank = model.config.hidden_size, model.config.lora_rank
-    assert a.shape == (2, rank, hidden) and b.shape == (2, 3 * hidden, rank)  # query and passage adapters
+    assert a.shape == (2, rank, hidden) and b.shape == (
+        2,
+        3 * hidden,
+        rank,
+    )  # query and passage adapters
     attention = model.backbone.layers[0].self_attn
     index = model.adapters["mine.query"]
-    assert attention.q_proj.lora_A[index] is attention.k_proj.lora_A[index] is attention.v_proj.lora_A[index]
-    # per adapter: A and B of 2 embeddings; per layer A + 3 B parts of Wqkv, A and B of out_proj, fc1, fc2
+    assert (
+        attention.q_proj.lora_A[index]
+        is attention.k_proj.lora_A[index]
+        is attention.v_proj.lora_A[index]
+    )
+    # per adapter: A and B of 2 embeddings; per layer A + 3 B parts of Wqkv, A and B of out_proj,
+    # fc1, fc2
     assert len(model.task_parameters("mine")) == 2 * (2 * 2 + model.config.num_layers * (4 + 3 * 2))
     embedding = factors["roberta.embeddings.word_embeddings.parametrizations.weight.0.lora_A"]
     assert not embedding.any()  # PEFT: embedding A starts at zero, B random
@@ -144,7 +172,9 @@ def test_forward_with_grad_equals_forward(family) -> None:
         torch.testing.assert_close(graded.pooled[i], output.pooled[0], atol=1e-6, rtol=0)
         if multi:
             n = batch[i].num_tokens
-            torch.testing.assert_close(graded.multivectors[i, :n], output.multivector, atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                graded.multivectors[i, :n], output.multivector, atol=1e-6, rtol=0
+            )
             assert not graded.multivectors[i, n:].any()
 
 
@@ -157,7 +187,11 @@ def test_only_the_added_task_receives_gradients(family) -> None:
     others = [p for p in _all_parameters(model) if all(p is not t for t in trained)]
     assert not any(p.requires_grad for p in others)
     multi = model.info.multivector_dim is not None
-    batch = [r for t in ("mine.query", "mine.passage", "retrieval.passage") for r in rows(model, t, multivector=multi)]
+    batch = [
+        r
+        for t in ("mine.query", "mine.passage", "retrieval.passage")
+        for r in rows(model, t, multivector=multi)
+    ]
     out = model.forward_with_grad(batch)
     (out.pooled.sum() + (out.multivectors.sum() if multi else 0)).backward()
     assert all(p.grad is not None for p in trained)
@@ -170,16 +204,21 @@ def _all_parameters(model) -> list[torch.nn.Parameter]:
 
 def test_checkpointed_gradients_equal_plain_ones(family) -> None:
     """Recomputed layers must see the routing they first ran with (the routing is gone by the
-    backward pass; without AdapterRouting.checkpoint_contexts the adapter's gradients go missing)."""
+    backward pass; without AdapterRouting.checkpoint_contexts the adapter's gradients go
+    missing)."""
     model, _ = family
     model.add_task("mine", seed=4, factor_dtype=torch.float32)
     params = model.task_parameters("mine")
     with torch.no_grad():
         for parameter in params:
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(9)))
+            parameter.add_(
+                0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(9))
+            )
             parameter.requires_grad_(True)
     multi = model.info.multivector_dim is not None
-    batch = rows(model, "mine.query", multivector=multi) + rows(model, "mine.passage", multivector=multi)
+    batch = rows(model, "mine.query", multivector=multi) + rows(
+        model, "mine.passage", multivector=multi
+    )
 
     def gradients(checkpointing: bool) -> list[torch.Tensor]:
         model.set_training(True, gradient_checkpointing=checkpointing)
@@ -193,7 +232,9 @@ def test_checkpointed_gradients_equal_plain_ones(family) -> None:
 
     plain = gradients(False)
     calls: list[int] = []
-    layer = next(m for name, m in _root(model).named_modules() if name.endswith("layers.0.self_attn.q_proj"))
+    layer = next(
+        m for name, m in _root(model).named_modules() if name.endswith("layers.0.self_attn.q_proj")
+    )
     hook = layer.register_forward_hook(lambda *_: calls.append(1))
     checkpointed = gradients(True)
     hook.remove()

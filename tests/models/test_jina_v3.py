@@ -36,7 +36,13 @@ from uniembed.models.lora import NO_ADAPTER
 from uniembed.pooling import normalize
 from uniembed.testing.jina_v3 import TASKS, write_tiny_jina_v3
 
-TEXTS = ["how do solar panels work?", "hello world", "Die Sonne scheint.", "a", "the evidence of light cells"]
+TEXTS = [
+    "how do solar panels work?",
+    "hello world",
+    "Die Sonne scheint.",
+    "a",
+    "the evidence of light cells",
+]
 CPU = torch.device("cpu")
 
 
@@ -52,7 +58,13 @@ def model(snapshot: Path) -> JinaV3Model:
 
 
 def load(snapshot: Path) -> JinaV3Model:
-    return load_jina_v3(snapshot, read_json(snapshot / "config.json"), name="tiny-v3", device=CPU, dtype=torch.float32)
+    return load_jina_v3(
+        snapshot,
+        read_json(snapshot / "config.json"),
+        name="tiny-v3",
+        device=CPU,
+        dtype=torch.float32,
+    )
 
 
 @pytest.fixture()
@@ -66,7 +78,9 @@ class Reference:
 
     def __init__(self, snapshot: Path) -> None:
         self.config = json.loads((snapshot / "config.json").read_text())
-        self.tensors = {k: v.double() for k, v in load_file(str(snapshot / "model.safetensors")).items()}
+        self.tensors = {
+            k: v.double() for k, v in load_file(str(snapshot / "model.safetensors")).items()
+        }
         self.scaling = self.config["lora_alpha"] / self.config["lora_rank"]
 
     def weight(self, module: str, task: int | None, embedding: bool = False) -> torch.Tensor:
@@ -87,12 +101,18 @@ class Reference:
         return (x - mean) / torch.sqrt(var + self.config["layer_norm_eps"]) * w + b
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """(seq, heads, d): dims i and i + d/2 form a complex number turned by pos · base^(-2i/d)."""
+        """(seq, heads, d): dims i and i + d/2 form a complex number turned by pos ·
+        base^(-2i/d)."""
         seq, _, d = x.shape
         half = d // 2
-        freqs = self.config["rotary_emb_base"] ** (-2.0 * torch.arange(half, dtype=torch.float64) / d)
+        freqs = self.config["rotary_emb_base"] ** (
+            -2.0 * torch.arange(half, dtype=torch.float64) / d
+        )
         angles = torch.arange(seq, dtype=torch.float64)[:, None] * freqs[None, :]  # (seq, half)
-        turned = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(angles), angles)[:, None]
+        turned = (
+            torch.complex(x[..., :half], x[..., half:])
+            * torch.polar(torch.ones_like(angles), angles)[:, None]
+        )
         return torch.cat([turned.real, turned.imag], dim=-1)
 
     def states(self, ids: list[int], task: int | None) -> torch.Tensor:
@@ -108,7 +128,9 @@ class Reference:
             q, k = self.rotate(q), self.rotate(k)
             scores = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(q.shape[-1])
             attended = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(len(ids), -1)
-            x = self.norm(x + self.linear(attended, f"{layer}.mixer.out_proj", task), f"{layer}.norm1")
+            x = self.norm(
+                x + self.linear(attended, f"{layer}.mixer.out_proj", task), f"{layer}.norm1"
+            )
             inner = self.linear(x, f"{layer}.mlp.fc1", task)
             inner = 0.5 * inner * (1 + torch.erf(inner / math.sqrt(2)))  # exact gelu
             x = self.norm(x + self.linear(inner, f"{layer}.mlp.fc2", task), f"{layer}.norm2")
@@ -121,7 +143,9 @@ def reference(snapshot: Path) -> Reference:
 
 
 def run_one(model: JinaV3Model, text: str, adapter: int, **kw: object) -> torch.Tensor:
-    row = Row(torch.tensor(model.tokenize(text).ids), adapter, ((0, len(model.tokenize(text).ids)),), **kw)
+    row = Row(
+        torch.tensor(model.tokenize(text).ids), adapter, ((0, len(model.tokenize(text).ids)),), **kw
+    )
     return model.forward([row])[0].pooled[0]
 
 
@@ -133,11 +157,15 @@ def test_matches_independent_formulation_for_every_task_and_no_task(model, refer
     for text in TEXTS[:3]:
         ids = model.tokenize(spec.prefix + text).ids
         whole = model.forward([model.text_sequence(ids, spec)])[0].pooled
-        per_token = model.forward([model.text_sequence(ids, spec, [(i, i + 1) for i in range(len(ids))])])[0].pooled
+        per_token = model.forward(
+            [model.text_sequence(ids, spec, [(i, i + 1) for i in range(len(ids))])]
+        )[0].pooled
         expected = reference.states(ids, None if task is None else spec.adapter)
         assert per_token.dtype == torch.float32
         torch.testing.assert_close(per_token, expected.float(), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(whole, expected.mean(0, keepdim=True).float(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            whole, expected.mean(0, keepdim=True).float(), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_tasks_give_different_vectors(model):
@@ -164,26 +192,36 @@ def test_mixed_tasks_in_one_batch_equal_single_rows(model):
         row.adapter = adapter
     batched = model.forward(rows)
     for text, adapter, out in zip(TEXTS, adapters, batched):
-        torch.testing.assert_close(out.pooled[0], run_one(model, text, adapter), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.pooled[0], run_one(model, text, adapter), atol=1e-5, rtol=1e-5
+        )
 
 
 @settings(max_examples=15, deadline=None)
 @given(
     rows=st.lists(
-        st.tuples(st.text(alphabet="abcdefghij solarpnw?", max_size=30), st.integers(NO_ADAPTER, len(TASKS) - 1)),
+        st.tuples(
+            st.text(alphabet="abcdefghij solarpnw?", max_size=30),
+            st.integers(NO_ADAPTER, len(TASKS) - 1),
+        ),
         min_size=1,
         max_size=5,
     ),
     order=st.randoms(use_true_random=False),
 )
 def test_rows_do_not_depend_on_padding_or_order(model, rows, order):
-    sequences = [Row(torch.tensor(model.tokenize(t).ids), a, ((0, len(model.tokenize(t).ids)),)) for t, a in rows]
+    sequences = [
+        Row(torch.tensor(model.tokenize(t).ids), a, ((0, len(model.tokenize(t).ids)),))
+        for t, a in rows
+    ]
     permutation = list(range(len(rows)))
     order.shuffle(permutation)
     outputs = model.forward([sequences[i] for i in permutation])
     for position, index in enumerate(permutation):
         text, adapter = rows[index]
-        torch.testing.assert_close(outputs[position].pooled[0], run_one(model, text, adapter), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            outputs[position].pooled[0], run_one(model, text, adapter), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_empty_batch_gives_no_outputs(model):
@@ -201,7 +239,9 @@ def test_embedder_prepends_the_instruction_and_cuts_matryoshka_prefixes(model, r
     torch.testing.assert_close(full, normalize(raw), atol=1e-5, rtol=1e-5)
     for dim in dims:
         options = EncodeOptions(dimensions=dim)
-        cut = embedder.run(embedder.plan([TextItem(TEXTS[0])], "retrieval.query", options)).embeddings[0]
+        cut = embedder.run(
+            embedder.plan([TextItem(TEXTS[0])], "retrieval.query", options)
+        ).embeddings[0]
         assert cut.shape == (dim,)
         torch.testing.assert_close(cut, normalize(full[:dim]), atol=1e-6, rtol=1e-5)
 
@@ -221,7 +261,10 @@ def test_resolve_task_gives_adapter_and_instruction(model):
     for index, task in enumerate(TASKS):
         spec = model.resolve_task(task)
         assert (spec.name, spec.adapter, spec.prefix) == (task, index, DEFAULT_INSTRUCTIONS[task])
-    assert model.resolve_task("retrieval.query").prefix == "Represent the query for retrieving evidence documents: "
+    assert (
+        model.resolve_task("retrieval.query").prefix
+        == "Represent the query for retrieving evidence documents: "
+    )
 
 
 def test_resolved_task_names_resolve_back_to_themselves(model):
@@ -234,7 +277,9 @@ def test_official_style_encode_text(model, reference):
     embedder = Embedder(model)
     vectors = embedder.encode_text([TEXTS[0], TEXTS[1]], task="retrieval.passage", truncate_dim=8)
     instruction = DEFAULT_INSTRUCTIONS["retrieval.passage"]
-    raw = reference.states(model.tokenize(instruction + TEXTS[1]).ids, TASKS.index("retrieval.passage")).mean(0)
+    raw = reference.states(
+        model.tokenize(instruction + TEXTS[1]).ids, TASKS.index("retrieval.passage")
+    ).mean(0)
     torch.testing.assert_close(vectors[1], normalize(raw[:8].float()), atol=1e-5, rtol=1e-5)
     base = embedder.encode_text(TEXTS[1])  # no task: base weights, no instruction
     expected = normalize(reference.states(model.tokenize(TEXTS[1]).ids, None).mean(0).float())
@@ -242,7 +287,9 @@ def test_official_style_encode_text(model, reference):
 
 
 def test_unknown_task_lists_the_valid_ones(model):
-    with pytest.raises(InvalidInput, match="valid tasks: retrieval.query, retrieval.passage, separation"):
+    with pytest.raises(
+        InvalidInput, match="valid tasks: retrieval.query, retrieval.passage, separation"
+    ):
         model.resolve_task("code.query")
 
 
@@ -276,7 +323,14 @@ def test_tokenize_wraps_in_bos_eos_with_character_offsets(model):
     assert tokens.special == [True] + [False] * (len(tokens.ids) - 2) + [True]
     assert tokens.offsets[0] == (0, 0) and tokens.offsets[-1] == (0, 0)
     pieces = [text[s:e] for (s, e), special in zip(tokens.offsets, tokens.special) if not special]
-    assert pieces == ["Represent", " the", " query", ":", " sun", " light"]  # runs of spaces collapse
+    assert pieces == [
+        "Represent",
+        " the",
+        " query",
+        ":",
+        " sun",
+        " light",
+    ]  # runs of spaces collapse
     assert model.tokenize("中").ids == [0, 4, 3, 2]  # "▁" then <unk>
 
 
@@ -287,7 +341,10 @@ def test_custom_task_instructions_from_config(copy):
     assert custom.resolve_task("separation").prefix == "<separation> "
     del config["task_instructions"]
     defaults = load_jina_v3(copy, config, name="x", device=CPU, dtype=torch.float32)
-    assert defaults.resolve_task("retrieval.passage").prefix == "Represent the document for retrieval: "
+    assert (
+        defaults.resolve_task("retrieval.passage").prefix
+        == "Represent the document for retrieval: "
+    )
 
 
 # --------------------------------------------------------------------------- key layout and files
@@ -295,7 +352,9 @@ def test_official_modules_map_onto_transformers_names():
     pairs = {m.official: (m.native, m.kind) for m in official_modules(2)}
     assert pairs["emb_ln"] == (("embeddings.LayerNorm",), "norm")
     assert pairs["encoder.layers.1.mixer.Wqkv"] == (
-        ("layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj", "layers.1.self_attn.v_proj"), "linear")
+        ("layers.1.self_attn.q_proj", "layers.1.self_attn.k_proj", "layers.1.self_attn.v_proj"),
+        "linear",
+    )
     assert pairs["encoder.layers.0.mixer.out_proj"] == (("layers.0.self_attn.o_proj",), "linear")
     assert pairs["encoder.layers.0.norm1"] == (("layers.0.post_attention_layernorm",), "norm")
     assert pairs["encoder.layers.0.norm2"] == (("layers.0.post_mlp_layernorm",), "norm")
@@ -312,26 +371,39 @@ def test_conversion_splits_fused_qkv_and_its_lora(snapshot):
     k_weight = converted.state["layers.0.self_attn.k_proj.weight"]
     torch.testing.assert_close(k_weight, tensors[f"{fused}.original"][hidden : 2 * hidden])
     lora_v = converted.linear_lora["layers.0.self_attn.v_proj"]
-    torch.testing.assert_close(lora_v.B, tensors[f"{fused}.0.lora_B"][:, 2 * hidden:])
+    torch.testing.assert_close(lora_v.B, tensors[f"{fused}.0.lora_B"][:, 2 * hidden :])
     torch.testing.assert_close(lora_v.A, tensors[f"{fused}.0.lora_A"])
     assert lora_v.scaling == 3.0 / 4
     assert not any("pooler" in key for key in converted.state)
-    unprefixed = convert_official({k.removeprefix("roberta."): v for k, v in tensors.items()}, config, snapshot)
+    unprefixed = convert_official(
+        {k.removeprefix("roberta."): v for k, v in tensors.items()}, config, snapshot
+    )
     assert unprefixed.state.keys() == converted.state.keys()
 
 
 def test_writer_is_deterministic(tmp_path, snapshot):
     again = write_tiny_jina_v3(tmp_path / "again", seed=3)
     other = write_tiny_jina_v3(tmp_path / "other", seed=4)
-    files = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    files = (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    )
     for name in files:
         assert (again / name).read_bytes() == (snapshot / name).read_bytes()
-    assert (other / "model.safetensors").read_bytes() != (snapshot / "model.safetensors").read_bytes()
+    assert (other / "model.safetensors").read_bytes() != (
+        snapshot / "model.safetensors"
+    ).read_bytes()
     keys = load_file(str(snapshot / "model.safetensors")).keys()
     assert "roberta.embeddings.word_embeddings.parametrizations.weight.0.lora_A" in keys
     assert "roberta.encoder.layers.1.mlp.fc2.parametrizations.weight.0.lora_B" in keys
     config = read_json(snapshot / "config.json")
-    assert config["architectures"] == ["XLMRobertaLoRA"] and config["lora_alpha"] != config["lora_rank"]
+    assert (
+        config["architectures"] == ["XLMRobertaLoRA"]
+        and config["lora_alpha"] != config["lora_rank"]
+    )
 
 
 # --------------------------------------------------------------------------- errors
@@ -371,8 +443,11 @@ def test_malformed_config_is_refused(copy, change, message):
 
 
 def test_native_transformers_layout_is_not_supported_yet(copy):
-    config = {**read_json(copy / "config.json"), "model_type": "jina_embeddings_v3",
-              "architectures": ["JinaEmbeddingsV3Model"]}
+    config = {
+        **read_json(copy / "config.json"),
+        "model_type": "jina_embeddings_v3",
+        "architectures": ["JinaEmbeddingsV3Model"],
+    }
     with pytest.raises(CheckpointError, match="not supported yet"):
         load_jina_v3(copy, config, name="x", device=CPU, dtype=torch.float32)
 

@@ -1,5 +1,6 @@
 """jina-embeddings-v4 against an independent formulation: transformers' own Qwen2.5-VL loaded with
-its own key conversion, each task's LoRA merged into the weights by hand, pooled by the published rules."""
+its own key conversion, each task's LoRA merged into the weights by hand, pooled by the published
+rules."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class Reference:
         ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(snapshot)
         pre = json.loads((snapshot / "preprocessor_config.json").read_text())
-        self.processor = Qwen2VLImageProcessorPil(min_pixels=pre["min_pixels"], max_pixels=pre["max_pixels"])
+        self.processor = Qwen2VLImageProcessorPil(
+            min_pixels=pre["min_pixels"], max_pixels=pre["max_pixels"]
+        )
         shards = [load_file(p) for p in snapshot.glob("model-*.safetensors")]
         weights = {k: v.float() for shard in shards for k, v in shard.items()}
         self.projector = torch.nn.Linear(weights["multi_vector_projector.weight"].shape[1], 128)
@@ -69,13 +72,21 @@ class Reference:
     def image(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.processor(images=[image], return_tensors="pt")
         count = int(feats["image_grid_thw"].prod()) // 4
-        text = ("<|im_start|>user\n<|vision_start|>" + "<|image_pad|>" * count
-                + "<|vision_end|>Describe the image.<|im_end|>\n")
+        text = (
+            "<|im_start|>user\n<|vision_start|>"
+            + "<|image_pad|>" * count
+            + "<|vision_end|>Describe the image.<|im_end|>\n"
+        )
         batch = self.tokenizer([text], return_tensors="pt")
         ids = batch["input_ids"]
         mm_types = (ids == self.config["image_token_id"]).int()
-        hidden = self.model.model(**batch, pixel_values=feats["pixel_values"], image_grid_thw=feats["image_grid_thw"],
-                                  mm_token_type_ids=mm_types, use_cache=False).last_hidden_state[0]
+        hidden = self.model.model(
+            **batch,
+            pixel_values=feats["pixel_values"],
+            image_grid_thw=feats["image_grid_thw"],
+            mm_token_type_ids=mm_types,
+            use_cache=False,
+        ).last_hidden_state[0]
         start = int((ids[0] == self.config["vision_start_token_id"]).nonzero()[0])
         end = int((ids[0] == self.config["vision_end_token_id"]).nonzero()[0])
         span = torch.zeros(hidden.shape[0], dtype=torch.bool)
@@ -99,8 +110,12 @@ def photo(seed: int, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(base).resize(size, Image.BILINEAR)
 
 
-TEXTS = ["how do solar panels work", "Photovoltaic cells turn sunlight into electricity. " * 3,
-         "太陽光パネルは電気を作ります。", "def encode(texts): return model(texts)"]
+TEXTS = [
+    "how do solar panels work",
+    "Photovoltaic cells turn sunlight into electricity. " * 3,
+    "太陽光パネルは電気を作ります。",
+    "def encode(texts): return model(texts)",
+]
 
 
 @pytest.mark.parametrize("prompt", ["query", "passage"])
@@ -132,7 +147,12 @@ def test_adapters_change_embeddings(tiny_v4) -> None:
 
 
 def test_mixed_tasks_and_modalities_in_one_batch_equal_single_rows(tiny_v4) -> None:
-    items = [TextItem("alpha beta"), ImageItem(photo(4, (80, 80))), TextItem("gamma " * 20), TextItem("delta")]
+    items = [
+        TextItem("alpha beta"),
+        ImageItem(photo(4, (80, 80))),
+        TextItem("gamma " * 20),
+        TextItem("delta"),
+    ]
     tasks = ["retrieval.query", "code.passage", "text-matching", "retrieval.passage"]
     options = EncodeOptions(output="single")
     together = tiny_v4.run(tiny_v4.plan(items, tasks, options)).embeddings
@@ -197,8 +217,12 @@ def test_patch_grid_marks_the_image_pad_tokens_of_the_merged_grid(tiny_v4, tiny_
 
 def test_max_pixels_changes_the_grid_and_is_bounded(tiny_v4, tiny_v4_model) -> None:
     image = photo(5, (600, 400))
-    small = tiny_v4_model.image_sequence(image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 4)
-    large = tiny_v4_model.image_sequence(image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 64)
+    small = tiny_v4_model.image_sequence(
+        image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 4
+    )
+    large = tiny_v4_model.image_sequence(
+        image, tiny_v4_model.resolve_task("retrieval.passage"), max_pixels=28 * 28 * 64
+    )
     assert small.image.grid_thw == (1, 2, 4) and small.num_tokens < large.num_tokens
     with pytest.raises(InvalidInput, match="max_pixels"):
         tiny_v4.encode_image(image, task="retrieval", max_pixels=25_000_000)
@@ -208,16 +232,26 @@ def test_over_long_text_is_an_error_or_cut(tiny_v4) -> None:
     options = EncodeOptions(max_tokens=8)
     with pytest.raises(Exception, match="more than the limit of 8"):
         tiny_v4.plan([TextItem("many words " * 10)], "retrieval.query", options)
-    cut = tiny_v4.plan([TextItem("many words " * 10)], "retrieval.query", EncodeOptions(max_tokens=8, truncate=True))
+    cut = tiny_v4.plan(
+        [TextItem("many words " * 10)],
+        "retrieval.query",
+        EncodeOptions(max_tokens=8, truncate=True),
+    )
     assert cut.rows[0].num_tokens == 8
 
 
 def test_key_mapping_on_strings() -> None:
-    assert backbone_key("model.layers.35.self_attn.o_proj.weight") == "language_model.layers.35.self_attn.o_proj.weight"
+    assert (
+        backbone_key("model.layers.35.self_attn.o_proj.weight")
+        == "language_model.layers.35.self_attn.o_proj.weight"
+    )
     assert backbone_key("model.embed_tokens.weight") == "language_model.embed_tokens.weight"
     assert backbone_key("visual.blocks.0.attn.qkv.bias") == "visual.blocks.0.attn.qkv.bias"
     assert backbone_key("multi_vector_projector.weight") is None
-    assert adapter_module("model.language_model.layers.0.mlp.gate_proj") == "backbone.language_model.layers.0.mlp.gate_proj"
+    assert (
+        adapter_module("model.language_model.layers.0.mlp.gate_proj")
+        == "backbone.language_model.layers.0.mlp.gate_proj"
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,13 +259,21 @@ def test_key_mapping_on_strings() -> None:
     [
         (lambda p: (p / "config.json").unlink(), "config.json"),
         (lambda p: (p / "config.json").write_text("{not json"), "malformed JSON in .*config.json"),
-        (lambda p: (p / "model-00002-of-00002.safetensors").unlink(), "model-00002-of-00002.safetensors"),
-        (lambda p: (p / "adapters" / "adapter_model.safetensors").unlink(), "adapter_model.safetensors"),
+        (
+            lambda p: (p / "model-00002-of-00002.safetensors").unlink(),
+            "model-00002-of-00002.safetensors",
+        ),
+        (
+            lambda p: (p / "adapters" / "adapter_model.safetensors").unlink(),
+            "adapter_model.safetensors",
+        ),
         (lambda p: (p / "tokenizer.json").unlink(), "tokenizer.json"),
         (lambda p: (p / "preprocessor_config.json").unlink(), "preprocessor_config.json"),
     ],
 )
-def test_broken_snapshots_name_the_file(tiny_v4_path: Path, tmp_path: Path, damage, message: str) -> None:
+def test_broken_snapshots_name_the_file(
+    tiny_v4_path: Path, tmp_path: Path, damage, message: str
+) -> None:
     import shutil
 
     import uniembed
@@ -243,7 +285,9 @@ def test_broken_snapshots_name_the_file(tiny_v4_path: Path, tmp_path: Path, dama
         uniembed.load(copy, device="cpu")
 
 
-def test_hub_id_without_network_says_how_to_use_a_local_snapshot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hub_id_without_network_says_how_to_use_a_local_snapshot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import uniembed
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -25,13 +25,22 @@ def page_pdf(colors: list[tuple[float, float, float]], size: tuple[int, int] = (
     """A PDF whose page i is filled with ``colors[i]`` (RGB in 0…1), built with assemble_pdf."""
     count = len(colors)
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode()]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode(),
+    ]
     for i, (r, g, b) in enumerate(colors):
         width, height = size
         objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] /Contents {4 + 2 * i} 0 R >>".encode()
+            (
+                f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] "
+                f"/Contents {4 + 2 * i} 0 R >>"
+            ).encode()
         )
-        stream = f"{r} {g} {b} rg 0 0 {width} {height} re f 0 0 0 rg 10 10 {width // 3} {height // 3} re f".encode()
+        stream = (
+            f"{r} {g} {b} rg 0 0 {width} {height} re f "
+            f"0 0 0 rg 10 10 {width // 3} {height // 3} re f"
+        ).encode()
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     return assemble_pdf(objects)
 

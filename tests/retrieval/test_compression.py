@@ -1,4 +1,5 @@
-"""Token pooling against sentence-transformers' algorithm written out here, binarisation, the cap."""
+"""Token pooling against sentence-transformers' algorithm written out here, binarisation, the
+cap."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def unit_rows(tokens: int, dim: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(tokens, dim, generator=generator), dim=-1)
 
 
-def sentence_transformers_pool(embedding: torch.Tensor, pool_factor: int, protected: int) -> torch.Tensor:
+def sentence_transformers_pool(
+    embedding: torch.Tensor, pool_factor: int, protected: int
+) -> torch.Tensor:
     """sentence-transformers 6 ``_hierarchical_pool_one``, step by step (its raw cluster means)."""
     kept, to_pool = embedding[:protected], embedding[protected:]
     count = len(to_pool)
@@ -36,7 +39,12 @@ def sentence_transformers_pool(embedding: torch.Tensor, pool_factor: int, protec
         return embedding
     cos_sim = torch.mm(to_pool, to_pool.t()).numpy()
     condensed = np.clip(1 - cos_sim, 0, 2)[np.triu_indices(count, k=1)]
-    labels = hierarchy.fcluster(hierarchy.linkage(condensed, method="ward"), t=clusters, criterion="maxclust") - 1
+    labels = (
+        hierarchy.fcluster(
+            hierarchy.linkage(condensed, method="ward"), t=clusters, criterion="maxclust"
+        )
+        - 1
+    )
     _, inverse = torch.unique(torch.from_numpy(labels.astype(np.int64)), return_inverse=True)
     means = torch.stack([to_pool[inverse == c].mean(0) for c in range(int(inverse.max()) + 1)])
     return torch.cat([kept, means])
@@ -44,9 +52,13 @@ def sentence_transformers_pool(embedding: torch.Tensor, pool_factor: int, protec
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(2, 120), st.sampled_from([2, 3, 4]), st.integers(0, 2), st.integers(0, 1000))
-def test_pool_tokens_is_sentence_transformers_pooling_renormalised(tokens: int, factor: int, protected: int, seed: int) -> None:
+def test_pool_tokens_is_sentence_transformers_pooling_renormalised(
+    tokens: int, factor: int, protected: int, seed: int
+) -> None:
     embedding = unit_rows(tokens, seed=seed)
-    expected = torch.nn.functional.normalize(sentence_transformers_pool(embedding, factor, protected), dim=-1)
+    expected = torch.nn.functional.normalize(
+        sentence_transformers_pool(embedding, factor, protected), dim=-1
+    )
     pooled = pool_tokens(embedding, factor, protected=protected)
     torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-6)
     kept = min(protected, tokens)
@@ -75,9 +87,19 @@ def test_long_inputs_are_clustered_block_by_block() -> None:
     tokens = 1 + CLUSTER_BLOCK * 2 + 300
     embedding = unit_rows(tokens, dim=8)
     labels = cluster_tokens(embedding, 2)
-    blocks = [labels[1 : 1 + CLUSTER_BLOCK], labels[1 + CLUSTER_BLOCK : 1 + 2 * CLUSTER_BLOCK], labels[1 + 2 * CLUSTER_BLOCK :]]
-    assert [int(b.max() - b.min()) + 1 for b in blocks] == [CLUSTER_BLOCK // 2, CLUSTER_BLOCK // 2, 150]
-    assert int(blocks[0].max()) < int(blocks[1].min()) and int(blocks[1].max()) < int(blocks[2].min())
+    blocks = [
+        labels[1 : 1 + CLUSTER_BLOCK],
+        labels[1 + CLUSTER_BLOCK : 1 + 2 * CLUSTER_BLOCK],
+        labels[1 + 2 * CLUSTER_BLOCK :],
+    ]
+    assert [int(b.max() - b.min()) + 1 for b in blocks] == [
+        CLUSTER_BLOCK // 2,
+        CLUSTER_BLOCK // 2,
+        150,
+    ]
+    assert int(blocks[0].max()) < int(blocks[1].min()) and int(blocks[1].max()) < int(
+        blocks[2].min()
+    )
 
 
 def test_qdrant_cap_is_one_row_under_a_million_floats() -> None:

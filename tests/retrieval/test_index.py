@@ -1,5 +1,6 @@
 """The index end to end on the tiny v4 checkpoint (real patch grids) and the fake model: every mode
-against brute force over ``encode`` outputs, filters, PDFs, similarity maps, writes and reopening."""
+against brute force over ``encode`` outputs, filters, PDFs, similarity maps, writes and
+reopening."""
 
 from __future__ import annotations
 
@@ -25,16 +26,25 @@ PDF_COLORS = [(1, 0, 0), (0, 0.6, 0), (0, 0, 1)]
 
 def documents() -> tuple[list[str], list[object], list[dict]]:
     ids = [*TEXTS, "red", "green", "blue", "report"]
-    inputs: list[object] = [*TEXTS.values(), color_image("red"), color_image("green", (84, 112)),
-                            color_image("blue", (140, 56)), {"pdf": page_pdf(PDF_COLORS)}]
+    inputs: list[object] = [
+        *TEXTS.values(),
+        color_image("red"),
+        color_image("green", (84, 112)),
+        color_image("blue", (140, 56)),
+        {"pdf": page_pdf(PDF_COLORS)},
+    ]
     metadata = [{"lang": "en" if i % 2 else "de", "n": i} for i in range(len(ids))]
     return ids, inputs, metadata
 
 
 @pytest.fixture(scope="module")
 def v4_index(tiny_v4: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Index:
-    index = Index.create(tmp_path_factory.mktemp("v4") / "index", tiny_v4, dimensions=DIMENSIONS,
-                         metadata_fields={"lang": "keyword"})
+    index = Index.create(
+        tmp_path_factory.mktemp("v4") / "index",
+        tiny_v4,
+        dimensions=DIMENSIONS,
+        metadata_fields={"lang": "keyword"},
+    )
     ids, inputs, metadata = documents()
     index.add(inputs, ids, metadata, batch_items=5)
     yield index
@@ -60,8 +70,11 @@ def key(hit: Hit) -> tuple[str, int | None]:
     return hit.id, hit.page
 
 
-def assert_ranked_like(hits: list[Hit], expected: dict, column: int, k: int, tolerance: float) -> None:
-    """Hits are the top ``k`` of ``expected`` (near-ties may swap) with scores within ``tolerance``."""
+def assert_ranked_like(
+    hits: list[Hit], expected: dict, column: int, k: int, tolerance: float
+) -> None:
+    """Hits are the top ``k`` of ``expected`` (near-ties may swap) with scores within
+    ``tolerance``."""
     ranking = sorted(expected, key=lambda key_: -expected[key_][column])
     assert len(hits) == k
     for hit in hits:
@@ -73,7 +86,9 @@ def assert_ranked_like(hits: list[Hit], expected: dict, column: int, k: int, tol
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_dense_mode_equals_brute_force_cosine(v4_index: Index, brute_force: dict, query: str) -> None:
+def test_dense_mode_equals_brute_force_cosine(
+    v4_index: Index, brute_force: dict, query: str
+) -> None:
     hits = v4_index.search(query, k=5, mode="dense")
     assert_ranked_like(hits, brute_force[query], 0, 5, tolerance=1e-5)
 
@@ -117,11 +132,19 @@ def test_pdf_pages_are_entries_with_the_document_id_and_page_number(v4_index: In
     assert v4_index.count() == len(TEXTS) + 3 + 3
 
 
-def test_similarity_maps_have_the_patch_grid_of_each_page(v4_index: Index, tiny_v4: Embedder) -> None:
+def test_similarity_maps_have_the_patch_grid_of_each_page(
+    v4_index: Index, tiny_v4: Embedder
+) -> None:
     _, inputs, _ = documents()
-    grids = tiny_v4.encode(inputs[len(TEXTS):], task="retrieval.passage", output="both").patch_grids
-    expected = {("red", None): grids[0], ("green", None): grids[1], ("blue", None): grids[2],
-                **{("report", page): grids[2 + page] for page in (1, 2, 3)}}
+    grids = tiny_v4.encode(
+        inputs[len(TEXTS) :], task="retrieval.passage", output="both"
+    ).patch_grids
+    expected = {
+        ("red", None): grids[0],
+        ("green", None): grids[1],
+        ("blue", None): grids[2],
+        **{("report", page): grids[2 + page] for page in (1, 2, 3)},
+    }
     query = "red picture"
     tokens = tiny_v4.token_strings(query, "retrieval.query")
     for mode in ("dense", "multivector", "two-stage", "binary"):
@@ -134,7 +157,9 @@ def test_similarity_maps_have_the_patch_grid_of_each_page(v4_index: Index, tiny_
             assert hit.similarity.tokens == tokens
 
 
-def test_similarity_map_is_the_dot_of_each_query_token_with_each_patch(tiny_v4: Embedder, tmp_path: Path) -> None:
+def test_similarity_map_is_the_dot_of_each_query_token_with_each_patch(
+    tiny_v4: Embedder, tmp_path: Path
+) -> None:
     image = color_image("red")
     index = Index.create(tmp_path / "index", tiny_v4)
     index.add([image], ["red"])
@@ -149,13 +174,17 @@ def test_similarity_map_is_the_dot_of_each_query_token_with_each_patch(tiny_v4: 
 
 
 @pytest.mark.parametrize("settings", [{"pool_factor": 2}, {"max_rows": 8}])
-def test_pooled_and_capped_pages_keep_maps_on_the_full_grid(tiny_v4: Embedder, tmp_path: Path, settings: dict) -> None:
+def test_pooled_and_capped_pages_keep_maps_on_the_full_grid(
+    tiny_v4: Embedder, tmp_path: Path, settings: dict
+) -> None:
     index = Index.create(tmp_path / "index", tiny_v4, **settings)
     _, inputs, _ = documents()
     index.add(inputs, [f"d{i}" for i in range(len(inputs))])
     full = tiny_v4.encode(inputs, task="retrieval.passage", output="both").multivectors
-    stored = {f.payload["id"] + str(f.payload.get("page")): f.multivector.shape[0]
-              for f in index.store.scroll(payload=["id", "page"], with_multivector=True)}
+    stored = {
+        f.payload["id"] + str(f.payload.get("page")): f.multivector.shape[0]
+        for f in index.store.scroll(payload=["id", "page"], with_multivector=True)
+    }
     rows = sorted(stored.values())
     if "max_rows" in settings:
         assert max(rows) <= 8
@@ -178,12 +207,16 @@ def test_delete_update_and_reopen(fake_embedder: Embedder, tmp_path: Path) -> No
     index.close()
     reopened = Index.open(tmp_path / "index", fake_embedder)
     assert reopened.count() == len(TEXTS) - 1
-    assert [(h.id, h.score) for h in reopened.search("wind electricity", k=5, mode="multivector")] == before
+    assert [
+        (h.id, h.score) for h in reopened.search("wind electricity", k=5, mode="multivector")
+    ] == before
     assert reopened.settings.model == "fake-model"
     reopened.close()
 
 
-def test_reopening_checks_the_model_and_loads_the_recorded_one(tiny_v4_path: Path, tmp_path: Path) -> None:
+def test_reopening_checks_the_model_and_loads_the_recorded_one(
+    tiny_v4_path: Path, tmp_path: Path
+) -> None:
     index = Index.create(tmp_path / "index", tiny_v4_path, dimensions=16)
     index.add(["hello"], ["h"])
     index.close()
@@ -231,7 +264,9 @@ def test_bad_requests_get_clear_errors(fake_embedder: Embedder, tmp_path: Path) 
         Index.open(tmp_path / "nothing", fake_embedder)
 
 
-def test_the_embedded_index_is_locked_against_a_second_opener(fake_embedder: Embedder, tmp_path: Path) -> None:
+def test_the_embedded_index_is_locked_against_a_second_opener(
+    fake_embedder: Embedder, tmp_path: Path
+) -> None:
     index = Index.create(tmp_path / "index", fake_embedder)
     with pytest.raises(Exception, match="already open"):
         Index.open(tmp_path / "index", fake_embedder)
@@ -239,10 +274,14 @@ def test_the_embedded_index_is_locked_against_a_second_opener(fake_embedder: Emb
 
 
 @pytest.mark.parametrize("mode", ["dense", "multivector", "two-stage"])
-def test_qdrant_client_local_mode_gives_the_embedded_results(tiny_v4: Embedder, tmp_path: Path, mode: str) -> None:
+def test_qdrant_client_local_mode_gives_the_embedded_results(
+    tiny_v4: Embedder, tmp_path: Path, mode: str
+) -> None:
     ids, inputs, metadata = documents()
     embedded = Index.create(tmp_path / "edge", tiny_v4, dimensions=DIMENSIONS)
-    server = Index.create("pages", tiny_v4, dimensions=DIMENSIONS, client=QdrantClient(path=str(tmp_path / "local")))
+    server = Index.create(
+        "pages", tiny_v4, dimensions=DIMENSIONS, client=QdrantClient(path=str(tmp_path / "local"))
+    )
     for index in (embedded, server):
         index.add(inputs, ids, metadata)
     for query in QUERIES:
@@ -251,7 +290,9 @@ def test_qdrant_client_local_mode_gives_the_embedded_results(tiny_v4: Embedder, 
             b = server.search(query, k=6, mode=mode, filter=spec, candidates=8)
             assert [key(h) for h in a] == [key(h) for h in b]
             # local mode keeps float32 where Qdrant stores float16
-            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-2 if mode != "dense" else 1e-6)
+            assert [h.score for h in a] == pytest.approx(
+                [h.score for h in b], abs=1e-2 if mode != "dense" else 1e-6
+            )
             assert [h.metadata for h in a] == [h.metadata for h in b]
     assert server.count() == embedded.count()
     server.delete(["report"])
@@ -270,7 +311,9 @@ def test_indexing_runs_one_forward_row_per_entry(fake_embedder: Embedder, tmp_pa
     index = Index.create(tmp_path / "index", fake_embedder)
     before = fake_embedder.engine.totals.rows
     index.add(["a text", color_image("red"), {"pdf": page_pdf(PDF_COLORS)}], ["t", "i", "p"])
-    assert fake_embedder.engine.totals.rows - before == index.count() == 5  # single and multi from one forward
+    assert (
+        fake_embedder.engine.totals.rows - before == index.count() == 5
+    )  # single and multi from one forward
     index.close()
 
 

@@ -1,6 +1,6 @@
 """Two-stage and compressed modes measured against exact MaxSim on a synthetic corpus, through the
-real embedded store (recall@10 of the document each query was drawn from, and overlap@10 with exact's
-top 10)."""
+real embedded store (recall@10 of the document each query was drawn from, and overlap@10 with
+exact's top 10)."""
 
 from __future__ import annotations
 
@@ -17,23 +17,38 @@ K = 10
 
 
 def retriever(corpus: SyntheticCorpus, path: Path, pool_factor: int = 1) -> Retriever:
-    store = create_store(path, Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}), {})
+    store = create_store(
+        path, Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}), {}
+    )
     points = list(corpus.points(pool_factor=pool_factor))
     for start in range(0, len(points), 256):
         store.upsert(points[start : start + 256])
     return Retriever(store)
 
 
-def ranked(retriever: Retriever, corpus: SyntheticCorpus, mode: str, candidates: int = DEFAULT_CANDIDATES) -> list[list[str]]:
+def ranked(
+    retriever: Retriever, corpus: SyntheticCorpus, mode: str, candidates: int = DEFAULT_CANDIDATES
+) -> list[list[str]]:
     return [
-        [f.payload["id"] for f in retriever.search(corpus.query_dense[i], corpus.queries[i], K, mode=mode,
-                                                    candidates=candidates, payload=["id"])]
+        [
+            f.payload["id"]
+            for f in retriever.search(
+                corpus.query_dense[i],
+                corpus.queries[i],
+                K,
+                mode=mode,
+                candidates=candidates,
+                payload=["id"],
+            )
+        ]
         for i in range(len(corpus.targets))
     ]
 
 
 def recall(results: list[list[str]], corpus: SyntheticCorpus) -> float:
-    return sum(corpus.doc_id(int(t)) in ids for t, ids in zip(corpus.targets, results)) / len(results)
+    return sum(corpus.doc_id(int(t)) in ids for t, ids in zip(corpus.targets, results)) / len(
+        results
+    )
 
 
 def overlap(results: list[list[str]], exact: list[list[str]]) -> float:
@@ -52,7 +67,9 @@ def test_two_stage_and_binary_keep_exact_recall(corpus: SyntheticCorpus, tmp_pat
     assert exact_recall >= 0.95
     two_stage = ranked(plain, corpus, "two-stage")
     assert recall(two_stage, corpus) >= 0.99 * exact_recall
-    assert recall(ranked(plain, corpus, "dense"), corpus) < recall(two_stage, corpus)  # the rerank matters
+    assert recall(ranked(plain, corpus, "dense"), corpus) < recall(
+        two_stage, corpus
+    )  # the rerank matters
     binary = ranked(plain, corpus, "binary")
     assert recall(binary, corpus) >= 0.99 * exact_recall and overlap(binary, exact) >= 0.95
     store_exact = Retriever(plain.store, exact="store")  # qdrant-edge's own full scan agrees
@@ -61,7 +78,9 @@ def test_two_stage_and_binary_keep_exact_recall(corpus: SyntheticCorpus, tmp_pat
 
 
 @pytest.mark.parametrize(("pool_factor", "least"), [(2, 0.97), (3, 0.95)])
-def test_token_pooling_keeps_most_of_exact_recall(tmp_path: Path, pool_factor: int, least: float) -> None:
+def test_token_pooling_keeps_most_of_exact_recall(
+    tmp_path: Path, pool_factor: int, least: float
+) -> None:
     corpus = synthetic_corpus(400, 24, queries=80, seed=4)
     plain = retriever(corpus, tmp_path / "plain")
     exact_recall = recall(ranked(plain, corpus, "multivector"), corpus)

@@ -67,14 +67,21 @@ def test_killing_a_process_mid_add_leaves_whole_documents(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     timing = random.Random(0)
     for kill in range(3):  # kill, reopen, check; the next writer goes on from there
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), samples, str(1000 * kill)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), samples, str(1000 * kill)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         lines = []
         while len(lines) < 3 + kill:
             line = writer.stdout.readline()
             assert line, writer.stderr.read()
             lines.append(int(line))
-        time.sleep(timing.uniform(0, 0.1))  # somewhere in a later add: encoding, deleting or upserting
+        time.sleep(
+            timing.uniform(0, 0.1)
+        )  # somewhere in a later add: encoding, deleting or upserting
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         index = Index.open(path, Embedder(FakeModel()))
@@ -97,8 +104,11 @@ def test_searches_during_adds_see_whole_documents(tmp_path: Path) -> None:
 
     def write() -> None:
         for i in range(1, 40):
-            index.add([{"pdf": pdfs[2 + i % 2]}, f"text number {i}"], [f"doc-{i % 7}", f"text-{i % 5}"],
-                      [{"round": i}, {"round": i}])
+            index.add(
+                [{"pdf": pdfs[2 + i % 2]}, f"text number {i}"],
+                [f"doc-{i % 7}", f"text-{i % 5}"],
+                [{"round": i}, {"round": i}],
+            )
 
     with ThreadPoolExecutor(1) as pool:
         writing = pool.submit(write)

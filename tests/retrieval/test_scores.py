@@ -30,10 +30,13 @@ def loop_maxsim(query: torch.Tensor, doc: torch.Tensor) -> float:
 
 def loop_hamming_maxsim(query_bits: torch.Tensor, doc_bits: torch.Tensor, dim: int) -> int:
     """Σ_i max_j (dim - 2·popcount(q_i xor d_j)) with Python integers."""
+
     def as_int(row: torch.Tensor) -> int:
         return int.from_bytes(bytes(row.tolist()), "big") >> (8 * row.shape[0] - dim)
 
-    return sum(max(dim - 2 * (as_int(q) ^ as_int(d)).bit_count() for d in doc_bits) for q in query_bits)
+    return sum(
+        max(dim - 2 * (as_int(q) ^ as_int(d)).bit_count() for d in doc_bits) for q in query_bits
+    )
 
 
 def random_docs(seed: int, count: int, max_tokens: int, dim: int) -> list[torch.Tensor]:
@@ -42,7 +45,13 @@ def random_docs(seed: int, count: int, max_tokens: int, dim: int) -> list[torch.
     return [torch.randn(n, dim, generator=generator) for n in lengths]
 
 
-shapes = st.tuples(st.integers(0, 2**16), st.integers(1, 9), st.integers(1, 7), st.integers(1, 6), st.integers(1, 12))
+shapes = st.tuples(
+    st.integers(0, 2**16),
+    st.integers(1, 9),
+    st.integers(1, 7),
+    st.integers(1, 6),
+    st.integers(1, 12),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -62,7 +71,8 @@ def test_maxsim_equals_the_loop_over_padded_and_ragged_docs(shape: tuple, chunk_
 
 
 def test_maxsim_equals_colpali_score_multi_vector_on_non_negative_matches() -> None:
-    # colpali-engine: pad with zeros, einsum("bnd,csd->bcns"), max over doc tokens, sum over query tokens
+    # colpali-engine: pad with zeros, einsum("bnd,csd->bcns"), max over doc tokens, sum over query
+    # tokens
     docs = [torch.nn.functional.normalize(d.abs(), dim=-1) for d in random_docs(3, 5, 7, 16)]
     queries = [torch.nn.functional.normalize(torch.rand(n, 16), dim=-1) for n in (3, 6)]
     padded_q = torch.nn.utils.rnn.pad_sequence(queries, batch_first=True)
@@ -100,11 +110,15 @@ def test_hamming_maxsim_equals_popcount_loop_and_sign_maxsim(shape: tuple) -> No
     query = torch.randn(query_tokens, dim, generator=torch.Generator().manual_seed(seed + 1))
     doc_bits = [binarize(d) for d in docs]
     query_bits = binarize(query)
-    expected = torch.tensor([loop_hamming_maxsim(query_bits, b, dim) for b in doc_bits], dtype=torch.float32)
+    expected = torch.tensor(
+        [loop_hamming_maxsim(query_bits, b, dim) for b in doc_bits], dtype=torch.float32
+    )
     padded, mask = pad_multivectors(doc_bits)
     lengths = torch.tensor([d.shape[0] for d in docs])
     assert torch.equal(hamming_maxsim(query_bits, padded, mask, dim=dim), expected)
-    assert torch.equal(hamming_maxsim_ragged(query_bits, torch.cat(doc_bits), lengths, dim=dim), expected)
+    assert torch.equal(
+        hamming_maxsim_ragged(query_bits, torch.cat(doc_bits), lengths, dim=dim), expected
+    )
     signs = [torch.where(d > 0, 1.0, -1.0) for d in docs]
     sign_padded, _ = pad_multivectors(signs)
     assert torch.equal(maxsim(torch.where(query > 0, 1.0, -1.0), sign_padded, mask), expected)

@@ -1,5 +1,6 @@
 """``uniembed serve --index``: the search routes on a real server, the search page in a real browser
-(Debian's Chromium driven by Selenium), and the ``uniembed index`` / ``uniembed search`` commands."""
+(Debian's Chromium driven by Selenium), and the ``uniembed index`` / ``uniembed search``
+commands."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def served(tmp_path: Path) -> Iterator[tuple[LiveServer, Index]]:
     embedder = Embedder(FakeModel())
     index = Index.create(tmp_path / "index", embedder, metadata_fields={"topic": "keyword"})
     index.add(list(TEXTS.values()), list(TEXTS), [{"topic": name} for name in TEXTS])
-    index.add([color_image("red"), color_image("blue"), {"pdf": page_pdf([(0, 1, 0), (1, 1, 0)])}],
-              ["red.png", "blue.png", "deck.pdf"])
+    index.add(
+        [color_image("red"), color_image("blue"), {"pdf": page_pdf([(0, 1, 0), (1, 1, 0)])}],
+        ["red.png", "blue.png", "deck.pdf"],
+    )
     settings = ServerSettings(models=("fake-model",))
     with LiveServer(create_app(settings, {"fake-model": embedder}, index)) as live:
         yield live, index
@@ -64,7 +67,9 @@ def test_search_route_returns_the_library_results(served: tuple[LiveServer, Inde
             query = body["query"]
             if isinstance(query, dict) and "image" in query:
                 query = color_image("red")
-            expected = index.search(query, k=body.get("k", 10), mode=body.get("mode"), filter=body.get("filter"))
+            expected = index.search(
+                query, k=body.get("k", 10), mode=body.get("mode"), filter=body.get("filter")
+            )
             got = response.json()["results"]
             assert [(h["id"], h["page"]) for h in got] == [(h.id, h.page) for h in expected]
             assert [h["score"] for h in got] == pytest.approx([h.score for h in expected], rel=1e-5)
@@ -79,7 +84,9 @@ def test_search_route_maps_and_thumbnails(served: tuple[LiveServer, Index]) -> N
         assert hit["thumbnail"].startswith("data:image/jpeg;base64,")
         similarity = hit["similarity"]
         assert (similarity["height"], similarity["width"]) == (4, 4)  # the fake model's patch grid
-        assert len(similarity["scores"]) == len(similarity["tokens"]) == len("Query: green page") + 2
+        assert (
+            len(similarity["scores"]) == len(similarity["tokens"]) == len("Query: green page") + 2
+        )
 
 
 def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
@@ -87,32 +94,49 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
     before = index.count()
     with httpx.Client(base_url=live.url, timeout=30) as http:
         documents = [
-            {"id": "note", "text": "Wind turbines make electricity.", "metadata": {"topic": "wind"}},
+            {
+                "id": "note",
+                "text": "Wind turbines make electricity.",
+                "metadata": {"topic": "wind"},
+            },
             {"id": "green.png", "image": data_uri(png("green"), "image/png")},
             {"pdf": base64.b64encode(page_pdf([(0, 0, 1)] * 3)).decode()},
         ]
         added = http.post("/v1/index/documents", json={"documents": documents}).json()
         assert added["ids"][:2] == ["note", "green.png"] and added["entries"] == 5
         assert http.get("/v1/index").json()["entries"] == before + 5
-        assert http.delete(f"/v1/index/documents/{added['ids'][2]}").json() == {"deleted": added["ids"][2]}
+        assert http.delete(f"/v1/index/documents/{added['ids'][2]}").json() == {
+            "deleted": added["ids"][2]
+        }
         assert index.count() == before + 2
-        assert http.post("/v1/search", json={"query": "wind", "filter": {"metadata.topic": "wind"}}).json()[
-            "results"][0]["id"] == "note"
+        assert (
+            http.post(
+                "/v1/search", json={"query": "wind", "filter": {"metadata.topic": "wind"}}
+            ).json()["results"][0]["id"]
+            == "note"
+        )
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [
-    ({"query": "a", "mode": "fuzzy"}, 422, "mode"),
-    ({"query": "a", "k": 0}, 422, "k"),
-    ({"query": "a", "filter": {"lang": "en"}}, 400, "filter field 'lang'"),
-    ({"query": {"pdf": "JVBERi0="}}, 400, "not a PDF"),
-    ({"query": {"image": "/etc/passwd"}}, 400, "input 0"),
-])
-def test_search_route_errors_name_the_problem(served: tuple[LiveServer, Index], body: dict, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"query": "a", "mode": "fuzzy"}, 422, "mode"),
+        ({"query": "a", "k": 0}, 422, "k"),
+        ({"query": "a", "filter": {"lang": "en"}}, 400, "filter field 'lang'"),
+        ({"query": {"pdf": "JVBERi0="}}, 400, "not a PDF"),
+        ({"query": {"image": "/etc/passwd"}}, 400, "input 0"),
+    ],
+)
+def test_search_route_errors_name_the_problem(
+    served: tuple[LiveServer, Index], body: dict, status: int, message: str
+) -> None:
     response = httpx.post(f"{served[0].url}/v1/search", json=body, timeout=30)
     assert response.status_code == status and message in response.text
 
 
-def test_add_route_refuses_documents_with_two_kinds_or_a_path(served: tuple[LiveServer, Index]) -> None:
+def test_add_route_refuses_documents_with_two_kinds_or_a_path(
+    served: tuple[LiveServer, Index],
+) -> None:
     url = f"{served[0].url}/v1/index/documents"
     response = httpx.post(url, json={"documents": [{"text": "a"}, {"text": "b", "image": "x"}]})
     assert response.status_code == 400 and "document 1: give exactly one" in response.text
@@ -135,20 +159,35 @@ def test_api_keys_guard_the_routes_but_not_the_page(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- the page in a real browser
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs "
+            "them)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1280,900"):
+    for flag in (
+        *CHROME_FLAGS,
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
     driver.set_page_load_timeout(30)
@@ -156,7 +195,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     driver.quit()
 
 
-def test_the_search_page_in_chromium(served: tuple[LiveServer, Index], browser: Any, tmp_path: Path) -> None:
+def test_the_search_page_in_chromium(
+    served: tuple[LiveServer, Index], browser: Any, tmp_path: Path
+) -> None:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -180,7 +221,13 @@ def test_the_search_page_in_chromium(served: tuple[LiveServer, Index], browser: 
     # images only: hover a thumbnail to see its similarity map, click a token to see that token's
     Select(browser.find_element(By.ID, "kind")).select_by_value("image")
     browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#results .hit").get_attribute("data-id").endswith(".png"))
+    wait.until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, "#results .hit")
+            .get_attribute("data-id")
+            .endswith(".png")
+        )
+    )
     card = browser.find_element(By.CSS_SELECTOR, "#results .hit")
     canvas = card.find_element(By.CSS_SELECTOR, "canvas.map")
     ActionChains(browser).move_to_element(card.find_element(By.CSS_SELECTOR, ".frame")).perform()
@@ -190,7 +237,9 @@ def test_the_search_page_in_chromium(served: tuple[LiveServer, Index], browser: 
     assert size == [4, 4]  # the page's patch grid
     painted = browser.execute_script(
         "const d = arguments[0].getContext('2d').getImageData(0, 0, 4, 4).data;"
-        "return Array.from(d).filter((v, i) => i % 4 === 3 && v > 0).length", canvas)
+        "return Array.from(d).filter((v, i) => i % 4 === 3 && v > 0).length",
+        canvas,
+    )
     assert painted == 16
     tokens = card.find_elements(By.CSS_SELECTOR, ".tokens button")
     assert len(tokens) == 1 + len("Query: " + query) + 2
@@ -216,22 +265,52 @@ def test_index_and_search_commands(tiny_v4_path: Path, tmp_path: Path) -> None:
         (folder / f"{name}.txt").write_text(text)
     (folder / "deck.pdf").write_bytes(page_pdf([(1, 0, 0), (0, 0, 1)]))
     records = tmp_path / "more.jsonl"
-    records.write_text(json.dumps({"id": "wind", "text": "Wind turbines.", "metadata": {"lang": "en"}}) + "\n")
+    records.write_text(
+        json.dumps({"id": "wind", "text": "Wind turbines.", "metadata": {"lang": "en"}}) + "\n"
+    )
     runner = CliRunner()
     location = str(tmp_path / "index")
-    created = runner.invoke(cli_app, ["index", location, str(folder), "--model", str(tiny_v4_path),
-                                      "--jsonl", str(records), "--dimensions", "32", "--field", "lang:keyword"])
+    created = runner.invoke(
+        cli_app,
+        [
+            "index",
+            location,
+            str(folder),
+            "--model",
+            str(tiny_v4_path),
+            "--jsonl",
+            str(records),
+            "--dimensions",
+            "32",
+            "--field",
+            "lang:keyword",
+        ],
+    )
     assert created.exit_code == 0, created.output
     info = json.loads(created.stdout.strip().splitlines()[-1])
     assert info["entries"] == 4 + 2 + 1 and info["settings"]["dimensions"] == 32
-    found = runner.invoke(cli_app, ["search", location, "Wind turbines", "-k", "3", "--json",
-                                    "--filter", '{"metadata.lang": "en"}'])
+    found = runner.invoke(
+        cli_app,
+        [
+            "search",
+            location,
+            "Wind turbines",
+            "-k",
+            "3",
+            "--json",
+            "--filter",
+            '{"metadata.lang": "en"}',
+        ],
+    )
     assert found.exit_code == 0, found.output
     assert [json.loads(line)["id"] for line in found.stdout.strip().splitlines()] == ["wind"]
     listed = runner.invoke(cli_app, ["search", location, "red", "--mode", "multivector"])
     assert listed.exit_code == 0 and len(listed.stdout.strip().splitlines()) == 7
     deleted = runner.invoke(cli_app, ["index", location, "--delete", "deck.pdf"])
-    assert deleted.exit_code == 0 and json.loads(deleted.stdout.strip().splitlines()[-1])["entries"] == 5
+    assert (
+        deleted.exit_code == 0
+        and json.loads(deleted.stdout.strip().splitlines()[-1])["entries"] == 5
+    )
     bad = runner.invoke(cli_app, ["search", location, "x", "--filter", "{nope"])
     assert bad.exit_code == 1 and "--filter is not JSON" in bad.output
     broken = tmp_path / "broken.jsonl"
@@ -240,7 +319,9 @@ def test_index_and_search_commands(tiny_v4_path: Path, tmp_path: Path) -> None:
     assert failed.exit_code == 1 and f"{broken}:2" in failed.output
 
 
-def test_uniembed_serve_index_serves_the_index_model_routes_and_page(tiny_v4_path: Path, tmp_path: Path) -> None:
+def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
+    tiny_v4_path: Path, tmp_path: Path
+) -> None:
     """The real command: ``serve --index`` without --model loads the model recorded in the index."""
     import subprocess
     import sys
@@ -252,8 +333,20 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(tiny_v4_pat
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "uniembed.cli", "serve", "--index", str(tmp_path / "index"),
-               "--port", str(port), "--torch-threads", "1", "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uniembed.cli",
+        "serve",
+        "--index",
+        str(tmp_path / "index"),
+        "--port",
+        str(port),
+        "--torch-threads",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -268,7 +361,9 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(tiny_v4_pat
             assert time.monotonic() < deadline, "server not ready"
             time.sleep(0.2)
         assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"].endswith(tiny_v4_path.name)
-        hits = httpx.post(f"{url}/v1/search", json={"query": "sunlight", "k": 3}, timeout=60).json()["results"]
+        hits = httpx.post(
+            f"{url}/v1/search", json={"query": "sunlight", "k": 3}, timeout=60
+        ).json()["results"]
         assert [h["id"] for h in hits] == expected
         assert "uniembed search" in httpx.get(f"{url}/ui").text
     finally:

@@ -21,7 +21,8 @@ from uniembed.testing.live import LiveServer
 
 
 class GatedModel(FakeModel):
-    """FakeModel whose forward waits for ``gate`` (to hold the worker busy) and can be made to fail."""
+    """FakeModel whose forward waits for ``gate`` (to hold the worker busy) and can be made to
+    fail."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -84,7 +84,9 @@ def test_every_embedding_type_decodes_to_the_library_result(client, fake_embedde
 
 
 def test_a_list_of_embedding_types_gives_a_dict_per_item(client, fake_embedder):
-    data = embed(client, input=TEXTS[:1], embedding_type=["ubinary", "float"])["data"][0]["embedding"]
+    data = embed(client, input=TEXTS[:1], embedding_type=["ubinary", "float"])["data"][0][
+        "embedding"
+    ]
     assert list(data) == ["ubinary", "float"]
     vector = library(fake_embedder, TEXTS[:1])[0]
     assert np.array_equal(np.asarray(data["float"], dtype=np.float32), vector)
@@ -103,10 +105,19 @@ def test_the_official_openai_client_works_in_both_encodings(server, fake_embedde
         result = api.embeddings.create(model="fake-model", input=TEXTS, encoding_format=encoding)
         assert [d.index for d in result.data] == [0, 1, 2, 3]
         for data, vector in zip(result.data, expected):
-            got = decode_base64(data.embedding) if encoding == "base64" else np.asarray(data.embedding, np.float32)
+            got = (
+                decode_base64(data.embedding)
+                if encoding == "base64"
+                else np.asarray(data.embedding, np.float32)
+            )
             assert np.array_equal(got, vector)
-    default = api.embeddings.create(model="fake-model", input="hi", dimensions=8)  # client asks base64
-    assert np.array_equal(np.asarray(default.data[0].embedding, np.float32), library(fake_embedder, ["hi"], dimensions=8)[0])
+    default = api.embeddings.create(
+        model="fake-model", input="hi", dimensions=8
+    )  # client asks base64
+    assert np.array_equal(
+        np.asarray(default.data[0].embedding, np.float32),
+        library(fake_embedder, ["hi"], dimensions=8)[0],
+    )
     assert default.usage.total_tokens == default.usage.prompt_tokens > 0
     listed = [m.id for m in api.models.list().data]
     assert listed[0] == "fake-model" and "fake-model-retrieval-passage" in listed
@@ -137,7 +148,9 @@ def test_multivectors_come_as_embeddings_lists(client, fake_embedder):
 def test_images_as_base64_and_data_uri_match_the_library(client, fake_embedder):
     raw = png_bytes((200, 30, 90))
     b64 = base64.b64encode(raw).decode()
-    body = embed(client, input=[{"image": b64}, {"image": f"data:image/png;base64,{b64}"}, {"text": "x"}])
+    body = embed(
+        client, input=[{"image": b64}, {"image": f"data:image/png;base64,{b64}"}, {"text": "x"}]
+    )
     expected = library(fake_embedder, [Image.open(io.BytesIO(raw)), "x"])
     assert body["data"][0]["embedding"] == body["data"][1]["embedding"]
     assert np.array_equal(np.asarray(body["data"][0]["embedding"], np.float32), expected[0])
@@ -166,7 +179,9 @@ def test_models_health_ready_docs(client):
     models = client.get("/v1/models").json()
     assert models["object"] == "list"
     card = models["data"][0]
-    assert card["id"] == "fake-model" and card["object"] == "model" and card["owned_by"] == "uniembed"
+    assert (
+        card["id"] == "fake-model" and card["object"] == "model" and card["owned_by"] == "uniembed"
+    )
     assert card["info"]["dimensions"] == 32 and "code.query" in card["info"]["tasks"]
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready", "models": ["fake-model"]}
@@ -183,4 +198,7 @@ def test_metrics_count_requests_tokens_and_batches(server, client):
     assert "uniembed_request_duration_seconds_bucket" in text
     assert 'uniembed_queue_depth{model="fake-model"} 0.0' in text
     assert "uniembed_batch_size_bucket" in text
-    assert server.metric("uniembed_tokens_total", model="fake-model") - before == body["usage"]["total_tokens"]
+    assert (
+        server.metric("uniembed_tokens_total", model="fake-model") - before
+        == body["usage"]["total_tokens"]
+    )

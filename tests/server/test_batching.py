@@ -30,7 +30,9 @@ def test_concurrent_mixed_requests_share_batches_and_equal_single_results(serve,
     model = gated
     embedder = Embedder(model)
     requests = [{"input": [f"text {i}", f"more {i * 7}"], "task": TASKS[i % 5]} for i in range(64)]
-    expected = [embedder.encode(r["input"], task=r["task"]).embeddings for r in requests]  # inline, alone
+    expected = [
+        embedder.encode(r["input"], task=r["task"]).embeddings for r in requests
+    ]  # inline, alone
     live = serve({"fake-model": embedder})
     engine = live.app.state.engines["fake-model"]
     model.forward_calls.clear()
@@ -38,7 +40,9 @@ def test_concurrent_mixed_requests_share_batches_and_equal_single_results(serve,
 
     async def run_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
-            blocker = asyncio.create_task(http.post("/v1/embeddings", json={"input": "hold the worker"}))
+            blocker = asyncio.create_task(
+                http.post("/v1/embeddings", json={"input": "hold the worker"})
+            )
             await asyncio.to_thread(model.entered.wait, 10)
             tasks = [asyncio.create_task(http.post("/v1/embeddings", json=r)) for r in requests]
             await asyncio.to_thread(wait_until, lambda: engine.queued_rows == 128)
@@ -52,7 +56,9 @@ def test_concurrent_mixed_requests_share_batches_and_equal_single_results(serve,
         got = [np.asarray(d["embedding"], np.float32) for d in response.json()["data"]]
         assert all(np.array_equal(g, v.numpy()) for g, v in zip(got, vectors))
     assert model.forward_calls[0] == 1  # the blocker alone
-    assert sum(model.forward_calls[1:]) == 128 and len(model.forward_calls) == 3  # 2 batches of 64 rows
+    assert (
+        sum(model.forward_calls[1:]) == 128 and len(model.forward_calls) == 3
+    )  # 2 batches of 64 rows
     assert live.metric("uniembed_batch_size_count", model="fake-model") == 3
 
 
@@ -66,15 +72,20 @@ def test_a_client_that_disconnects_has_its_rows_dropped(serve, gated):
         assert model.entered.wait(10)
         body = json.dumps({"input": ["gone " * 3, "away " * 5, "bye"]}).encode()
         with socket.create_connection(("127.0.0.1", live.port)) as raw:
-            raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            raw.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             wait_until(lambda: live.app.state.engines["fake-model"].queued_rows == 3)
         wait_until(lambda: live.metric("uniembed_rows_dropped_total", model="fake-model") == 3)
         assert live.app.state.engines["fake-model"].queued_rows == 0
         model.gate.set()
         holder.join(10)
         assert http.post("/v1/embeddings", json={"input": "after"}).status_code == 200
-    assert model.rows_seen == [10, 14]  # "Query: x", "Query: after" + BOS/EOS; dropped rows never ran
+    assert model.rows_seen == [
+        10,
+        14,
+    ]  # "Query: x", "Query: after" + BOS/EOS; dropped rows never ran
     assert live.metric("uniembed_requests_total", path="/v1/embeddings", status="499") == 1
 
 

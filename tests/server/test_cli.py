@@ -1,4 +1,5 @@
-"""``uniembed serve``: flags and their environment twins, fast failure, cheap import; a tiny real v4."""
+"""``uniembed serve``: flags and their environment twins, fast failure, cheap import; a tiny real
+v4."""
 
 from __future__ import annotations
 
@@ -29,12 +30,41 @@ def captured(monkeypatch) -> list[ServerSettings]:
 
 
 def test_flags_build_the_settings(captured):
-    result = runner.invoke(cli.app, ["serve", "--model", "a/b", "-m", "/models/c", "--port", "9000",
-                                     "--api-key", "k1", "--api-key", "k2", "--max-pdf-pages", "3",
-                                     "--allow-private-urls", "--max-tokens-per-item", "128",
-                                     "--cpu-workers", "3", "--torch-threads", "1", "--served-model-name", "one",
-                                     "--served-model-name", "two", "--header-timeout", "3.5",
-                                     "--max-connections", "99", "--max-pixels-per-request", "1000"])
+    result = runner.invoke(
+        cli.app,
+        [
+            "serve",
+            "--model",
+            "a/b",
+            "-m",
+            "/models/c",
+            "--port",
+            "9000",
+            "--api-key",
+            "k1",
+            "--api-key",
+            "k2",
+            "--max-pdf-pages",
+            "3",
+            "--allow-private-urls",
+            "--max-tokens-per-item",
+            "128",
+            "--cpu-workers",
+            "3",
+            "--torch-threads",
+            "1",
+            "--served-model-name",
+            "one",
+            "--served-model-name",
+            "two",
+            "--header-timeout",
+            "3.5",
+            "--max-connections",
+            "99",
+            "--max-pixels-per-request",
+            "1000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (settings,) = captured
     assert settings.models == ("a/b", "/models/c") and settings.port == 9000
@@ -46,15 +76,30 @@ def test_flags_build_the_settings(captured):
 
 
 def test_every_flag_has_an_environment_twin(captured):
-    env = {"UNIEMBED_MODEL": "x/y z/w", "UNIEMBED_HOST": "0.0.0.0", "UNIEMBED_PORT": "7000",
-           "UNIEMBED_DEVICE": "cpu", "UNIEMBED_DTYPE": "float32", "UNIEMBED_API_KEYS": "s1 s2",
-           "UNIEMBED_MAX_BODY_BYTES": "1234", "UNIEMBED_FETCH_TIMEOUT": "2.5",
-           "UNIEMBED_ALLOW_PRIVATE_URLS": "true", "UNIEMBED_MAX_QUEUE_ROWS": "9",
-           "UNIEMBED_SERVED_MODEL_NAME": "first second", "UNIEMBED_BODY_TIMEOUT": "7"}
+    env = {
+        "UNIEMBED_MODEL": "x/y z/w",
+        "UNIEMBED_HOST": "0.0.0.0",
+        "UNIEMBED_PORT": "7000",
+        "UNIEMBED_DEVICE": "cpu",
+        "UNIEMBED_DTYPE": "float32",
+        "UNIEMBED_API_KEYS": "s1 s2",
+        "UNIEMBED_MAX_BODY_BYTES": "1234",
+        "UNIEMBED_FETCH_TIMEOUT": "2.5",
+        "UNIEMBED_ALLOW_PRIVATE_URLS": "true",
+        "UNIEMBED_MAX_QUEUE_ROWS": "9",
+        "UNIEMBED_SERVED_MODEL_NAME": "first second",
+        "UNIEMBED_BODY_TIMEOUT": "7",
+    }
     result = runner.invoke(cli.app, ["serve"], env=env)
     assert result.exit_code == 0, result.output
     (s,) = captured
-    assert (s.models, s.host, s.port, s.device, s.dtype) == (("x/y", "z/w"), "0.0.0.0", 7000, "cpu", "float32")
+    assert (s.models, s.host, s.port, s.device, s.dtype) == (
+        ("x/y", "z/w"),
+        "0.0.0.0",
+        7000,
+        "cpu",
+        "float32",
+    )
     assert s.api_keys == ("s1", "s2") and s.max_body_bytes == 1234 and s.max_queue_rows == 9
     assert s.input_limits.fetch_timeout == 2.5 and s.input_limits.allow_private_urls
     assert s.served_names == ("first", "second") and s.body_timeout == 7
@@ -71,8 +116,14 @@ def test_every_flag_has_an_environment_twin(captured):
 def test_the_default_model_fails_fast_without_network_or_cache(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     env.pop("UNIEMBED_MODEL", None)
-    done = subprocess.run([sys.executable, "-m", "uniembed.cli", "serve"], env=env, capture_output=True, check=False,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "uniembed.cli", "serve"],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "jinaai/jina-embeddings-v4" in done.stderr and "local Hugging Face cache" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
@@ -87,8 +138,13 @@ def test_a_missing_directory_and_bad_limits_exit_non_zero_with_the_message(tmp_p
 
 
 def test_importing_the_cli_is_cheap_and_lazy_commands_are_listed():
-    code = "import sys, uniembed.cli; print(sorted(m for m in ('torch', 'fastapi', 'uniembed.bulk') if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    code = (
+        "import sys, uniembed.cli; "
+        "print(sorted(m for m in ('torch', 'fastapi', 'uniembed.bulk') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.stdout.strip() == "[]"
     output = runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"}).output
     assert "serve" in output and "embed" in output and "bench" in output
@@ -103,16 +159,28 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     buffer = io.BytesIO()
     Image.new("RGB", (56, 56), (120, 10, 200)).save(buffer, "PNG")
     image = base64.b64encode(buffer.getvalue()).decode()
-    body = {"model": "tiny-v4", "input": ["a query", {"image": image}], "task": "retrieval.query",
-            "dimensions": 32}
+    body = {
+        "model": "tiny-v4",
+        "input": ["a query", {"image": image}],
+        "task": "retrieval.query",
+        "dimensions": 32,
+    }
     reply = httpx.post(f"{live.url}/v1/embeddings", json=body, timeout=60)
     assert reply.status_code == 200, reply.text
-    expected = embedder.encode(["a query", Image.open(io.BytesIO(buffer.getvalue()))], task="retrieval.query",
-                               dimensions=32)
+    expected = embedder.encode(
+        ["a query", Image.open(io.BytesIO(buffer.getvalue()))],
+        task="retrieval.query",
+        dimensions=32,
+    )
     for data, vector in zip(reply.json()["data"], expected.embeddings):
-        np.testing.assert_allclose(np.asarray(data["embedding"], np.float32), vector.numpy(), atol=1e-5)
-    multi = httpx.post(f"{live.url}/v1/embeddings", json={**body, "dimensions": None, "return_multivector": True},
-                       timeout=60).json()
+        np.testing.assert_allclose(
+            np.asarray(data["embedding"], np.float32), vector.numpy(), atol=1e-5
+        )
+    multi = httpx.post(
+        f"{live.url}/v1/embeddings",
+        json={**body, "dimensions": None, "return_multivector": True},
+        timeout=60,
+    ).json()
     assert len(multi["data"][0]["embeddings"][0]) == embedder.info.multivector_dim
 
 
@@ -127,8 +195,20 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "uniembed.cli", "serve", "--model", str(path), "--port", str(port),
-               "--torch-threads", "1", "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uniembed.cli",
+        "serve",
+        "--model",
+        str(path),
+        "--port",
+        str(port),
+        "--torch-threads",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -141,12 +221,15 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
                 pass
             assert time.monotonic() < deadline, "server not ready"
             time.sleep(0.2)
-        reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60)
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60
+        )
         assert reply.status_code == 200, reply.text
         assert reply.json()["model"] == "tiny-v4"  # the served name, not the snapshot's path
         expected = uniembed.load(path).encode(["hello"]).embeddings[0].numpy()
-        np.testing.assert_allclose(np.asarray(reply.json()["data"][0]["embedding"], np.float32), expected,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(reply.json()["data"][0]["embedding"], np.float32), expected, atol=1e-5
+        )
     finally:
         process.terminate()
         process.wait(30)

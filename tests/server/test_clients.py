@@ -1,5 +1,5 @@
-"""Real client libraries against a live server: they read our errors, and task-carrying model names give
-them the library's passage and query vectors. Nothing here reaches beyond the local server."""
+"""Real client libraries against a live server: they read our errors, and task-carrying model names
+give them the library's passage and query vectors. Nothing here reaches beyond the local server."""
 
 from __future__ import annotations
 
@@ -49,33 +49,51 @@ def test_the_openai_client_shows_the_servers_reason(live_v4):
 
 def test_task_names_give_the_openai_client_the_task(live_v4, tiny_v4):
     client = openai.OpenAI(base_url=live_v4, api_key="unused", max_retries=0)
-    passages = client.embeddings.create(model="jina-embeddings-v4-retrieval-passage", input=PASSAGES)
+    passages = client.embeddings.create(
+        model="jina-embeddings-v4-retrieval-passage", input=PASSAGES
+    )
     got = np.array([d.embedding for d in passages.data], np.float32)
     np.testing.assert_allclose(got, library(tiny_v4, PASSAGES, "retrieval.passage"), atol=2e-6)
     assert passages.model == "jina-embeddings-v4-retrieval-passage"
-    plain = client.embeddings.create(model="jina-embeddings-v4", input=PASSAGES)  # the model's default task
-    np.testing.assert_allclose(np.array([d.embedding for d in plain.data], np.float32),
-                               library(tiny_v4, PASSAGES, "retrieval.query"), atol=2e-6)
+    plain = client.embeddings.create(
+        model="jina-embeddings-v4", input=PASSAGES
+    )  # the model's default task
+    np.testing.assert_allclose(
+        np.array([d.embedding for d in plain.data], np.float32),
+        library(tiny_v4, PASSAGES, "retrieval.query"),
+        atol=2e-6,
+    )
     assert not np.allclose(got, np.array([d.embedding for d in plain.data], np.float32), atol=1e-3)
     with pytest.raises(openai.UnprocessableEntityError, match="contradicts"):
-        client.embeddings.create(model="jina-embeddings-v4-retrieval-passage", input="x",
-                                 extra_body={"task": "retrieval.query"})
+        client.embeddings.create(
+            model="jina-embeddings-v4-retrieval-passage",
+            input="x",
+            extra_body={"task": "retrieval.query"},
+        )
 
 
 def test_langchain_openai_embeddings_on_task_names_equal_the_library(live_v4, tiny_v4):
     from langchain_openai import OpenAIEmbeddings
 
     def embeddings(model: str) -> OpenAIEmbeddings:
-        # check_embedding_ctx_length=False: send the texts, not tiktoken ids (and load no tiktoken files)
-        return OpenAIEmbeddings(model=model, base_url=live_v4, api_key="unused", check_embedding_ctx_length=False,
-                                max_retries=0)
+        # check_embedding_ctx_length=False: send the texts, not tiktoken ids (and load no tiktoken
+        # files)
+        return OpenAIEmbeddings(
+            model=model,
+            base_url=live_v4,
+            api_key="unused",
+            check_embedding_ctx_length=False,
+            max_retries=0,
+        )
 
     documents = embeddings("jina-embeddings-v4-retrieval-passage").embed_documents(PASSAGES)
     query = embeddings("jina-embeddings-v4-retrieval-query").embed_query(QUERY)
-    np.testing.assert_allclose(np.array(documents, np.float32), library(tiny_v4, PASSAGES, "retrieval.passage"),
-                               atol=2e-6)
-    np.testing.assert_allclose(np.array([query], np.float32), library(tiny_v4, [QUERY], "retrieval.query"),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        np.array(documents, np.float32), library(tiny_v4, PASSAGES, "retrieval.passage"), atol=2e-6
+    )
+    np.testing.assert_allclose(
+        np.array([query], np.float32), library(tiny_v4, [QUERY], "retrieval.query"), atol=2e-6
+    )
 
 
 def test_llama_index_openai_embedding_on_task_names_equals_the_library(live_v4, tiny_v4):
@@ -87,18 +105,23 @@ def test_llama_index_openai_embedding_on_task_names_equals_the_library(live_v4, 
 
     documents = embedding("jina-embeddings-v4-retrieval-passage").get_text_embedding_batch(PASSAGES)
     query = embedding("jina-embeddings-v4-retrieval-query").get_query_embedding(QUERY)
-    np.testing.assert_allclose(np.array(documents, np.float32), library(tiny_v4, PASSAGES, "retrieval.passage"),
-                               atol=2e-6)
-    np.testing.assert_allclose(np.array([query], np.float32), library(tiny_v4, [QUERY], "retrieval.query"),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        np.array(documents, np.float32), library(tiny_v4, PASSAGES, "retrieval.passage"), atol=2e-6
+    )
+    np.testing.assert_allclose(
+        np.array([query], np.float32), library(tiny_v4, [QUERY], "retrieval.query"), atol=2e-6
+    )
 
 
 def test_openai_base64_default_stands_beside_a_jina_embedding_type(live_v4, tiny_v4):
-    """The openai client always sends encoding_format (base64 unless asked): extra_body's embedding_type
-    wins, and the client passes the non-string values through."""
+    """The openai client always sends encoding_format (base64 unless asked): extra_body's
+    embedding_type wins, and the client passes the non-string values through."""
     client = openai.OpenAI(base_url=live_v4, api_key="unused", max_retries=0)
-    packed = client.embeddings.create(model="jina-embeddings-v4", input=PASSAGES,
-                                      extra_body={"embedding_type": "ubinary", "task": "retrieval.passage"})
+    packed = client.embeddings.create(
+        model="jina-embeddings-v4",
+        input=PASSAGES,
+        extra_body={"embedding_type": "ubinary", "task": "retrieval.passage"},
+    )
     vectors = library(tiny_v4, PASSAGES, "retrieval.passage")
     assert [d.embedding for d in packed.data] == [np.packbits(v > 0).tolist() for v in vectors]
 
@@ -115,11 +138,20 @@ def test_the_jina_apis_image_forms_equal_image(serve, image_url):
     url, raw = image_url
     live = serve(input_limits=InputLimits(allow_private_urls=True))
     encoded = base64.b64encode(raw).decode()
-    forms = [{"image": encoded}, {"url": url}, {"bytes": encoded}, f"data:image/png;base64,{encoded}",
-             {"image": url}]
+    forms = [
+        {"image": encoded},
+        {"url": url},
+        {"bytes": encoded},
+        f"data:image/png;base64,{encoded}",
+        {"image": url},
+    ]
     reply = httpx.post(f"{live.url}/v1/embeddings", json={"input": forms}, timeout=30)
     assert reply.status_code == 200, reply.text
     vectors = [d["embedding"] for d in reply.json()["data"]]
     assert all(vector == vectors[0] for vector in vectors)
-    text = httpx.post(f"{live.url}/v1/embeddings", json={"input": [f"a data:image/png;base64,{encoded}"]}).json()
-    assert text["data"][0]["embedding"] != vectors[0]  # only a string that IS a data URI is an image
+    text = httpx.post(
+        f"{live.url}/v1/embeddings", json={"input": [f"a data:image/png;base64,{encoded}"]}
+    ).json()
+    assert (
+        text["data"][0]["embedding"] != vectors[0]
+    )  # only a string that IS a data URI is an image

@@ -1,5 +1,5 @@
-"""Connection limits, timeouts, load shedding and request bodies (size, time, Content-Encoding) on a live
-server, and the routes and error forms around them."""
+"""Connection limits, timeouts, load shedding and request bodies (size, time, Content-Encoding) on a
+live server, and the routes and error forms around them."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_at_the_connection_limit_the_longest_idle_connection_is_closed(serve):
 
 def test_with_every_connection_busy_a_new_one_gets_503_and_retry_after(serve):
     live = serve(max_connections=2, header_timeout=60)
-    waiting = b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    waiting = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
     busy = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(2)]
     try:
         for sock in busy:
@@ -75,8 +78,10 @@ def test_with_every_connection_busy_a_new_one_gets_503_and_retry_after(serve):
 
 def test_a_connection_that_never_completes_its_headers_is_closed(serve):
     live = serve(header_timeout=0.5)
-    with socket.create_connection(("127.0.0.1", live.port)) as silent, \
-            socket.create_connection(("127.0.0.1", live.port)) as slow:
+    with (
+        socket.create_connection(("127.0.0.1", live.port)) as silent,
+        socket.create_connection(("127.0.0.1", live.port)) as slow,
+    ):
         slow.sendall(b"GET /health HTTP/1.1\r\n")
         started = time.monotonic()
         assert closed_by_server(silent, 5) and closed_by_server(slow, 5)
@@ -96,8 +101,11 @@ def test_a_connection_that_never_completes_its_headers_is_closed(serve):
 def test_a_body_that_does_not_arrive_in_time_gets_408(serve):
     live = serve(body_timeout=0.5)
     started = time.monotonic()
-    reply = raw_request(live.port, b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                                   b"Content-Length: 100\r\n\r\n{\"input\": ")
+    reply = raw_request(
+        live.port,
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"input": ',
+    )
     assert reply.startswith(b"HTTP/1.1 408") and b"within 0.5 s" in reply
     assert time.monotonic() - started < 3
     assert live.metric("uniembed_connections_closed_total", reason="body_timeout") == 1
@@ -107,12 +115,17 @@ def test_requests_over_the_concurrency_limit_get_503_but_health_answers(serve, g
     live = serve({"fake-model": Embedder(gated)}, max_concurrent_requests=1)
     gated.gate.clear()
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        holder = threading.Thread(target=lambda: http.post("/v1/embeddings", json={"input": "hold"}))
+        holder = threading.Thread(
+            target=lambda: http.post("/v1/embeddings", json={"input": "hold"})
+        )
         holder.start()
         assert gated.entered.wait(10)
         shed = httpx.post(f"{live.url}/v1/embeddings", json={"input": "x"})
         assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
-        assert shed.json()["error"]["code"] == "overloaded" and "requests in progress" in shed.json()["detail"]
+        assert (
+            shed.json()["error"]["code"] == "overloaded"
+            and "requests in progress" in shed.json()["detail"]
+        )
         assert httpx.get(f"{live.url}/health").status_code == 200
         assert httpx.get(f"{live.url}/metrics").status_code == 200
         gated.gate.set()
@@ -124,13 +137,24 @@ def test_requests_over_the_concurrency_limit_get_503_but_health_answers(serve, g
 BODY = b'{"input": ["compressed", "bodies"], "task": "retrieval.passage"}'
 
 
-@pytest.mark.parametrize(("encoding", "compress"), [
-    ("gzip", gzip.compress), ("x-gzip", gzip.compress), ("deflate", zlib.compress), ("identity", bytes),
-])
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("identity", bytes),
+    ],
+)
 def test_compressed_bodies_are_accepted(server, encoding, compress):
-    plain = httpx.post(f"{server.url}/v1/embeddings", content=BODY, headers={"content-type": "application/json"})
-    packed = httpx.post(f"{server.url}/v1/embeddings", content=compress(BODY),
-                        headers={"content-type": "application/json", "content-encoding": encoding})
+    plain = httpx.post(
+        f"{server.url}/v1/embeddings", content=BODY, headers={"content-type": "application/json"}
+    )
+    packed = httpx.post(
+        f"{server.url}/v1/embeddings",
+        content=compress(BODY),
+        headers={"content-type": "application/json", "content-encoding": encoding},
+    )
     assert packed.status_code == 200, packed.text
     assert packed.json() == plain.json()
 
@@ -139,34 +163,47 @@ def test_a_gzip_bomb_is_refused_after_the_body_limit(serve):
     live = serve(max_body_bytes=100_000)
     bomb = gzip.compress(b'{"input": "' + b"a" * 50_000_000 + b'"}')  # 50 MB in ~50 KB
     assert len(bomb) < 100_000
-    reply = httpx.post(f"{live.url}/v1/embeddings", content=bomb,
-                       headers={"content-type": "application/json", "content-encoding": "gzip"})
+    reply = httpx.post(
+        f"{live.url}/v1/embeddings",
+        content=bomb,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
     assert reply.status_code == 413 and "decompressed request body" in reply.json()["detail"]
 
 
-@pytest.mark.parametrize(("encoding", "body", "status", "words"), [
-    ("br", BODY, 415, "not supported"),
-    ("gzip, br", BODY, 415, "not supported"),
-    ("gzip", gzip.compress(BODY)[:-8], 400, "truncated"),
-    ("gzip", BODY, 400, "not valid"),
-    ("gzip", gzip.compress(BODY) + b"more", 400, "follows the end"),
-])
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "words"),
+    [
+        ("br", BODY, 415, "not supported"),
+        ("gzip, br", BODY, 415, "not supported"),
+        ("gzip", gzip.compress(BODY)[:-8], 400, "truncated"),
+        ("gzip", BODY, 400, "not valid"),
+        ("gzip", gzip.compress(BODY) + b"more", 400, "follows the end"),
+    ],
+)
 def test_bad_content_encodings(server, encoding, body, status, words):
-    reply = httpx.post(f"{server.url}/v1/embeddings", content=body,
-                       headers={"content-type": "application/json", "content-encoding": encoding})
+    reply = httpx.post(
+        f"{server.url}/v1/embeddings",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": encoding},
+    )
     assert reply.status_code == status and words in reply.json()["error"]["message"], reply.text
 
 
 @pytest.mark.parametrize("body", [b'{"input": ', b"", b'{"input": "\xff"}', b"{'input': 'x'}"])
 def test_a_body_that_is_not_json_is_400_whatever_the_flaw(server, body):
-    reply = httpx.post(f"{server.url}/v1/embeddings", content=body, headers={"content-type": "application/json"})
+    reply = httpx.post(
+        f"{server.url}/v1/embeddings", content=body, headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "invalid_json"
 
 
 def test_a_body_not_sent_as_json_is_415(server):
     for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}):
-        reply = httpx.post(f"{server.url}/v1/embeddings", content=b'{"input": "x"}', headers=headers)
+        reply = httpx.post(
+            f"{server.url}/v1/embeddings", content=b'{"input": "x"}', headers=headers
+        )
         assert reply.status_code == 415 and "application/json" in reply.json()["detail"], reply.text
 
 
@@ -203,10 +240,20 @@ def test_trailing_slashes_are_served_not_redirected(server):
 def test_models_are_listed_with_a_name_per_task_and_retrievable(server):
     listed = httpx.get(f"{server.url}/v1/models").json()["data"]
     ids = [card["id"] for card in listed]
-    assert ids == ["fake-model", "fake-model-retrieval-query", "fake-model-retrieval-passage",
-                   "fake-model-text-matching", "fake-model-code-query", "fake-model-code-passage"]
+    assert ids == [
+        "fake-model",
+        "fake-model-retrieval-query",
+        "fake-model-retrieval-passage",
+        "fake-model-text-matching",
+        "fake-model-code-query",
+        "fake-model-code-passage",
+    ]
     card = httpx.get(f"{server.url}/v1/models/fake-model-code-passage").json()
-    assert (card["task"], card["default_task"], card["root"]) == ("code.passage", "code.passage", "fake-model")
+    assert (card["task"], card["default_task"], card["root"]) == (
+        "code.passage",
+        "code.passage",
+        "fake-model",
+    )
     base = httpx.get(f"{server.url}/v1/models/fake-model").json()
     assert base["task"] is None and base["default_task"] == "retrieval.query"
     missing = httpx.get(f"{server.url}/v1/models/nope")
@@ -216,8 +263,10 @@ def test_models_are_listed_with_a_name_per_task_and_retrievable(server):
 def test_a_client_that_leaves_while_uploading_is_counted_as_499(server):
     before = server.metric("uniembed_requests_total", path="/v1/embeddings", status="499")
     with socket.create_connection(("127.0.0.1", server.port)) as raw:
-        raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 100\r\n\r\n{")
+        raw.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
         time.sleep(0.2)
     deadline = time.monotonic() + 5
     while server.metric("uniembed_requests_total", path="/v1/embeddings", status="499") == before:

@@ -40,22 +40,41 @@ def assert_error(response: httpx.Response, status: int, *words: str) -> None:
 
 
 def test_the_error_table():
-    assert [status_of(e("m")) for e in (InvalidInput, FetchError, Unauthorized, ModelNotFound, InputTooLarge,
-                                        Overloaded, NotReady, BatchFailed)] == [400, 400, 401, 404, 413, 429, 503, 500]
+    assert [
+        status_of(e("m"))
+        for e in (
+            InvalidInput,
+            FetchError,
+            Unauthorized,
+            ModelNotFound,
+            InputTooLarge,
+            Overloaded,
+            NotReady,
+            BatchFailed,
+        )
+    ] == [400, 400, 401, 404, 413, 429, 503, 500]
 
 
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
         ({"model": "nope", "input": "x"}, 404, ["nope", "fake-model"]),
-        ({"input": "x", "task": "retrieval.everything"}, 400, ["retrieval.everything", "code.query"]),
+        (
+            {"input": "x", "task": "retrieval.everything"},
+            400,
+            ["retrieval.everything", "code.query"],
+        ),
         ({"input": "x", "dimensions": 33}, 422, ["dimensions", "32"]),  # one code for any bad value
         ({"input": "x", "dimensions": 8, "return_multivector": True}, 422, ["single vectors"]),
         ({"input": "x", "dimensions": 0}, 422, ["dimensions"]),
         ({"input": "x", "dimension": 8}, 422, ["dimension", "Extra inputs"]),
         ({"input": "x", "embedding_type": "int4"}, 422, ["embedding_type"]),
         ({"input": "x", "embedding_type": []}, 422, ["embedding_type"]),
-        ({"input": "x", "embedding_type": "ubinary", "encoding_format": "float"}, 422, ["contradicts"]),
+        (
+            {"input": "x", "embedding_type": "ubinary", "encoding_format": "float"},
+            422,
+            ["contradicts"],
+        ),
         ({"input": "x", "encoding_format": "binary"}, 422, ["encoding_format"]),
         ({"input": []}, 422, ["input"]),
         ({"input": [{"text": "a", "image": "b"}]}, 422, ["exactly one of"]),
@@ -67,8 +86,16 @@ def test_the_error_table():
         ({"input": ["a", {"image": "bm90IGFuIGltYWdl"}]}, 400, ["input 1"]),
         ({"input": [{"pdf": "bm90IGEgcGRm"}]}, 400, ["input 0"]),
         ({"input": [{"image": "file:///etc/passwd"}]}, 400, ["input 0"]),
-        ({"input": ["a", "b"], "late_chunking": True, "return_multivector": True}, 422, ["late_chunking"]),
-        ({"input": ["a", {"image": "data:image/png;base64,AAAA"}], "late_chunking": True}, 400, ["input 1"]),
+        (
+            {"input": ["a", "b"], "late_chunking": True, "return_multivector": True},
+            422,
+            ["late_chunking"],
+        ),
+        (
+            {"input": ["a", {"image": "data:image/png;base64,AAAA"}], "late_chunking": True},
+            400,
+            ["input 1"],
+        ),
     ],
 )
 def test_bad_requests_get_the_right_status_and_message(server, body, status, words):
@@ -76,7 +103,11 @@ def test_bad_requests_get_the_right_status_and_message(server, body, status, wor
 
 
 def test_malformed_json_and_wrong_routes(server):
-    bad = httpx.post(f"{server.url}/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
+    bad = httpx.post(
+        f"{server.url}/v1/embeddings",
+        content=b'{"input": ',
+        headers={"content-type": "application/json"},
+    )
     assert_error(bad, 400, "not valid JSON")
     assert bad.json()["error"]["code"] == "invalid_json"
     assert "input" not in bad.json()["detail"][0]  # inputs are never echoed back
@@ -88,8 +119,10 @@ def test_malformed_json_and_wrong_routes(server):
 def test_body_size_is_refused_from_content_length_before_reading(serve):
     live = serve(max_body_bytes=500)
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as raw:
-        raw.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 1000000000\r\n\r\n")  # no body sent at all
+        raw.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n"
+        )  # no body sent at all
         reply = b""
         while chunk := raw.recv(4096):
             reply += chunk
@@ -108,7 +141,9 @@ def test_body_size_is_counted_while_a_chunked_body_streams(serve):
             yield b"x" * 100
         yield b'"}'
 
-    reply = httpx.post(f"{live.url}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    reply = httpx.post(
+        f"{live.url}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert "content-length" not in reply.request.headers
     assert_error(reply, 413, "1000 bytes")
 
@@ -120,14 +155,24 @@ def test_items_and_tokens_limits(serve):
     pages = [Image.new("RGB", (30, 30), (i * 60, 0, 0)) for i in range(3)]
     pages[0].save(pdf, "PDF", save_all=True, append_images=pages[1:])
     pdf_input = {"pdf": base64.b64encode(pdf.getvalue()).decode()}
-    assert_error(post(live, {"input": ["a", pdf_input]}), 413, "4 inputs", "PDF page", "max_items_per_request")
+    assert_error(
+        post(live, {"input": ["a", pdf_input]}),
+        413,
+        "4 inputs",
+        "PDF page",
+        "max_items_per_request",
+    )
     long = "y" * 40
     assert_error(post(live, {"input": [long]}), 413, "input 0", "truncate")
     truncated = post(live, {"input": [long], "truncate": True}).json()
     expected = Embedder(FakeModel()).encode([long], truncate=True, max_tokens=20)
     assert truncated["usage"]["total_tokens"] == 20
-    assert np.array_equal(np.asarray(truncated["data"][0]["embedding"], np.float32), expected.embeddings[0].numpy())
-    assert_error(post(live, {"input": ["z" * 10] * 3}), 413, "57 tokens", "limit of 50")  # 3 × (7 + 10 + 2)
+    assert np.array_equal(
+        np.asarray(truncated["data"][0]["embedding"], np.float32), expected.embeddings[0].numpy()
+    )
+    assert_error(
+        post(live, {"input": ["z" * 10] * 3}), 413, "57 tokens", "limit of 50"
+    )  # 3 × (7 + 10 + 2)
 
 
 def test_input_limits_apply_to_text_and_pdf_pages(serve):
@@ -136,7 +181,9 @@ def test_input_limits_apply_to_text_and_pdf_pages(serve):
     pdf = io.BytesIO()
     pages = [Image.new("RGB", (30, 30)) for _ in range(2)]
     pages[0].save(pdf, "PDF", save_all=True, append_images=pages[1:])
-    assert_error(post(live, {"input": [{"pdf": base64.b64encode(pdf.getvalue()).decode()}]}), 413, "input 0")
+    assert_error(
+        post(live, {"input": [{"pdf": base64.b64encode(pdf.getvalue()).decode()}]}), 413, "input 0"
+    )
 
 
 def test_api_keys(serve):
@@ -146,8 +193,13 @@ def test_api_keys(serve):
     assert_error(wrong, 401, "missing or invalid API key")
     assert wrong.headers["www-authenticate"] == "Bearer"
     assert_error(post(live, {"input": "x"}, headers={"Authorization": "Basic first-key"}), 401)
-    assert post(live, {"input": "x"}, headers={"Authorization": "Bearer second-key"}).status_code == 200
-    assert post(live, {"input": "x"}, headers={"Authorization": "bearer first-key"}).status_code == 200
+    assert (
+        post(live, {"input": "x"}, headers={"Authorization": "Bearer second-key"}).status_code
+        == 200
+    )
+    assert (
+        post(live, {"input": "x"}, headers={"Authorization": "bearer first-key"}).status_code == 200
+    )
     assert_error(httpx.get(f"{live.url}/v1/models"), 401)
     for open_path in ("/health", "/ready", "/metrics"):
         assert httpx.get(f"{live.url}{open_path}").status_code == 200
@@ -165,9 +217,14 @@ def test_url_fetch_is_refused_for_loopback_unless_allowed(serve, image_url):
 
 
 def test_several_models_are_addressed_by_name_or_last_path_component(serve):
-    embedders = {"org/small": Embedder(FakeModel("small", seed=1)), "/srv/models/big": Embedder(FakeModel("big", dim=64))}
+    embedders = {
+        "org/small": Embedder(FakeModel("small", seed=1)),
+        "/srv/models/big": Embedder(FakeModel("big", dim=64)),
+    }
     live = serve(embedders)
-    assert len(post(live, {"model": "org/small", "input": "x"}).json()["data"][0]["embedding"]) == 32
+    assert (
+        len(post(live, {"model": "org/small", "input": "x"}).json()["data"][0]["embedding"]) == 32
+    )
     assert post(live, {"model": "small", "input": "x"}).json()["model"] == "org/small"
     assert len(post(live, {"model": "big", "input": "x"}).json()["data"][0]["embedding"]) == 64
     assert post(live, {"input": "x"}).json()["model"] == "org/small"
@@ -195,7 +252,9 @@ def test_settings_are_validated():
         ServerSettings(models=("org/v4", "/models/v4"))
     with pytest.raises(InvalidInput, match="header_timeout"):
         ServerSettings(header_timeout=0)
-    assert ServerSettings(models=("org/v4", "/models/v4"), served_model_names=("a", "b")).served_names == ("a", "b")
+    assert ServerSettings(
+        models=("org/v4", "/models/v4"), served_model_names=("a", "b")
+    ).served_names == ("a", "b")
     assert "secret" not in repr(ServerSettings(api_keys=("secret",)))
 
 
@@ -209,7 +268,8 @@ def test_not_ready_before_the_workers_start():
 
 
 class NaNModel(FakeModel):
-    """FakeModel whose vectors are NaN for inputs containing "overflow" (a float16 overflow, say)."""
+    """FakeModel whose vectors are NaN for inputs containing "overflow" (a float16 overflow,
+    say)."""
 
     def forward(self, batch):
         outputs = super().forward(batch)

@@ -1,5 +1,6 @@
-"""schemathesis against the live app: generated requests, fitting the OpenAPI document and breaking it,
-for every operation; every answer must be documented and fit its schema, and none may be a 5xx."""
+"""schemathesis against the live app: generated requests, fitting the OpenAPI document and breaking
+it, for every operation; every answer must be documented and fit its schema, and none may be a
+5xx."""
 
 from __future__ import annotations
 
@@ -25,10 +26,16 @@ MALFORMED = ("invalid_json", "invalid_request", "unsupported_media_type")
 
 @schemathesis.check
 def schema_valid_requests_are_well_formed(ctx, response, case) -> None:
-    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE or response.status_code < 400:
+    if (
+        case.meta is None
+        or case.meta.generation.mode != GenerationMode.POSITIVE
+        or response.status_code < 400
+    ):
         return
     code = response.json()["error"]["code"]
-    assert code not in MALFORMED, f"a schema-valid request was refused as malformed: {response.text}"
+    assert code not in MALFORMED, (
+        f"a schema-valid request was refused as malformed: {response.text}"
+    )
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -41,11 +48,17 @@ def test_the_api_keeps_its_documented_promises(mode):
         for operation in operations:
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                      database=None)
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
             def check(case: schemathesis.Case) -> None:
-                case.call_and_validate(excluded_checks=[positive_data_acceptance],
-                                       additional_checks=[schema_valid_requests_are_well_formed])
+                case.call_and_validate(
+                    excluded_checks=[positive_data_acceptance],
+                    additional_checks=[schema_valid_requests_are_well_formed],
+                )
 
             try:
                 check()

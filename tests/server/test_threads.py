@@ -1,4 +1,5 @@
-"""The service's thread policy: which threads run torch multi-threaded, and which work runs where."""
+"""The service's thread policy: which threads run torch multi-threaded, and which work runs
+where."""
 
 from __future__ import annotations
 
@@ -93,7 +94,9 @@ class ThreadRecordingEmbedder(Embedder):
     def plan(self, items: Sequence[Item], task=None, options: EncodeOptions | None = None) -> Plan:
         self.plan_threads.append(threading.current_thread().name)
         plan = super().plan(items, task, options)
-        return ThreadRecordingPlan(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+        return ThreadRecordingPlan(
+            **{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+        )
 
 
 def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_threads(serve):
@@ -107,7 +110,11 @@ def test_small_requests_are_prepared_on_the_event_loop_and_large_ones_on_helper_
     assert small.status_code == large.status_code == multi.status_code == 200
     helper = [name.startswith("uniembed-cpu") for name in embedder.plan_threads]
     assert helper == [False, True, False]
-    assert [name.startswith("uniembed-cpu") for name in embedder.assemble_threads] == [False, False, True]
+    assert [name.startswith("uniembed-cpu") for name in embedder.assemble_threads] == [
+        False,
+        False,
+        True,
+    ]
     vectors = [np.asarray(d["embedding"], np.float32) for d in large.json()["data"]]
     assert np.array_equal(vectors[0], embedder.encode([long_text]).embeddings[0].numpy())
 
@@ -117,8 +124,12 @@ def test_light_work_thresholds():
     assert service._light_texts([short]) and not service._light_texts([short, long_])
     vector = RowOutput(pooled=torch.zeros(1, 2048))
     assert service._light_rows([vector] * 4) and not service._light_rows([vector] * 5)
-    assert not service._light_rows([RowOutput(pooled=torch.zeros(1, 8), multivector=torch.zeros(3, 8))])
+    assert not service._light_rows(
+        [RowOutput(pooled=torch.zeros(1, 8), multivector=torch.zeros(3, 8))]
+    )
     result = EncodeResult(embeddings=[torch.zeros(2048)] * 4, token_counts=[1] * 4)
     assert service._light_outputs(result, multivector=False)
-    assert not service._light_outputs(EncodeResult([torch.zeros(2048)] * 5, [1] * 5), multivector=False)
+    assert not service._light_outputs(
+        EncodeResult([torch.zeros(2048)] * 5, [1] * 5), multivector=False
+    )
     assert not service._light_outputs(result, multivector=True)

@@ -30,4 +30,6 @@ def domain() -> Domain:
 def domain_files(domain: Domain, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Training pairs and a held-out BEIR split of the domain."""
     root = tmp_path_factory.mktemp("domain")
-    return write_training_pairs(domain, root / "train.jsonl", 400), write_beir_split(domain, root / "eval")
+    return write_training_pairs(domain, root / "train.jsonl", 400), write_beir_split(
+        domain, root / "eval"
+    )

@@ -12,7 +12,11 @@ from uniembed.training.cached import cached_backward, concat_outputs
 from uniembed.training.losses import CoSENTLoss, InfoNCELoss, JointLoss, MatryoshkaLoss
 
 QUERIES = ["solar panels", "how do cells work", "light", "the sun and the world", "hello"]
-DOCUMENTS = [f"{text} {tail}" for text in QUERIES for tail in ("turn light into electricity", "die Sonne scheint")]
+DOCUMENTS = [
+    f"{text} {tail}"
+    for text in QUERIES
+    for tail in ("turn light into electricity", "die Sonne scheint")
+]
 
 
 def trainable(path: Path, symmetric: bool = False):
@@ -55,7 +59,9 @@ def run_both(model, params, sides, loss_fn, labels=None):
     full = gradients(params)
     results = []
     for size in (1, 2, 3, 10):
-        cached_loss = cached_backward(model.forward_with_grad, sides, lambda s: loss_fn(*s, labels), size, scale=0.5)
+        cached_loss = cached_backward(
+            model.forward_with_grad, sides, lambda s: loss_fn(*s, labels), size, scale=0.5
+        )
         torch.testing.assert_close(cached_loss, loss.detach(), atol=1e-6, rtol=1e-6)
         results.append(gradients(params))
     return full, results
@@ -66,7 +72,9 @@ def test_v4_joint_matryoshka_loss(tiny_v4_path: Path) -> None:
     multi-vector gradients must be cut to each mini-batch's own padding."""
     model, params = trainable(tiny_v4_path)
     sides = [rows(model, QUERIES, "mine.query", True), rows(model, DOCUMENTS, "mine.passage", True)]
-    loss = JointLoss(MatryoshkaLoss(InfoNCELoss(0.05), dims=(16, 32, 64)), 0.05, weights=(1.0, 0.5, 0.3))
+    loss = JointLoss(
+        MatryoshkaLoss(InfoNCELoss(0.05), dims=(16, 32, 64)), 0.05, weights=(1.0, 0.5, 0.3)
+    )
     full, cached = run_both(model, params, sides, loss)
     for grads in cached:
         assert_same_gradients(full, grads)
@@ -74,7 +82,10 @@ def test_v4_joint_matryoshka_loss(tiny_v4_path: Path) -> None:
 
 def test_v3_bidirectional_info_nce(tiny_v3_path: Path) -> None:
     model, params = trainable(tiny_v3_path)
-    sides = [rows(model, QUERIES, "mine.query", False), rows(model, DOCUMENTS, "mine.passage", False)]
+    sides = [
+        rows(model, QUERIES, "mine.query", False),
+        rows(model, DOCUMENTS, "mine.passage", False),
+    ]
     full, cached = run_both(model, params, sides, InfoNCELoss(0.02, bidirectional=True))
     for grads in cached:
         assert_same_gradients(full, grads)
@@ -95,7 +106,10 @@ def test_concat_pads_multivectors_with_zeros(tiny_v4_path: Path) -> None:
     long = model.forward_with_grad(rows(model, ["a b c d e f g"], "retrieval.query", True))
     joined = concat_outputs([short, long])
     assert joined.multivectors.shape[1] == long.multivectors.shape[1]
-    assert joined.mask[0].sum() == short.mask.sum() and not joined.multivectors[0, short.mask.shape[1]:].any()
+    assert (
+        joined.mask[0].sum() == short.mask.sum()
+        and not joined.multivectors[0, short.mask.shape[1] :].any()
+    )
 
 
 def test_mini_batch_size_must_be_positive(tiny_v3_path: Path) -> None:

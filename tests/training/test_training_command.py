@@ -24,9 +24,30 @@ runner = CliRunner()
 
 def test_train_from_the_command_line(tiny_v3_path: Path, domain_files, tmp_path: Path) -> None:
     data, held_out = domain_files
-    args = ["train", "--model", str(tiny_v3_path), "--data", str(data), "--eval", str(held_out), "--task", "dom",
-            "--output", str(tmp_path / "run"), "--max-steps", "4", "--eval-steps", "2", "--batch-size", "8",
-            "--lr", "5e-3", "--mini-batch-size", "4", "--quiet"]
+    args = [
+        "train",
+        "--model",
+        str(tiny_v3_path),
+        "--data",
+        str(data),
+        "--eval",
+        str(held_out),
+        "--task",
+        "dom",
+        "--output",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "4",
+        "--eval-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "5e-3",
+        "--mini-batch-size",
+        "4",
+        "--quiet",
+    ]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
@@ -36,13 +57,42 @@ def test_train_from_the_command_line(tiny_v3_path: Path, domain_files, tmp_path:
 
 
 def test_bad_data_exits_with_the_line(tiny_v3_path: Path, tmp_path: Path) -> None:
-    (tmp_path / "d.jsonl").write_text('{"query": "q", "positive": "p"}\n{"query": "q"}\n', encoding="utf-8")
-    result = runner.invoke(cli.app, ["train", "--model", str(tiny_v3_path), "--data", str(tmp_path / "d.jsonl"),
-                                     "--task", "dom", "--output", str(tmp_path / "run"), "--quiet"])
+    (tmp_path / "d.jsonl").write_text(
+        '{"query": "q", "positive": "p"}\n{"query": "q"}\n', encoding="utf-8"
+    )
+    result = runner.invoke(
+        cli.app,
+        [
+            "train",
+            "--model",
+            str(tiny_v3_path),
+            "--data",
+            str(tmp_path / "d.jsonl"),
+            "--task",
+            "dom",
+            "--output",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 1
     assert f"error: {tmp_path / 'd.jsonl'}:2: missing field 'positive'" in result.output
-    result = runner.invoke(cli.app, ["train", "--model", str(tiny_v3_path), "--data", str(tmp_path / "d.jsonl"),
-                                     "--task", "dom", "--output", str(tmp_path / "run"), "--loss", "nope"])
+    result = runner.invoke(
+        cli.app,
+        [
+            "train",
+            "--model",
+            str(tiny_v3_path),
+            "--data",
+            str(tmp_path / "d.jsonl"),
+            "--task",
+            "dom",
+            "--output",
+            str(tmp_path / "run"),
+            "--loss",
+            "nope",
+        ],
+    )
     assert result.exit_code == 1 and "loss must be one of" in result.output
 
 
@@ -59,19 +109,37 @@ def test_serve_adapter_flags_build_the_settings(monkeypatch) -> None:
         assert result.exit_code == 1 and message in result.output
 
 
-def test_uniembed_serve_serves_an_adapter_beside_the_official_tasks(tiny_v4_path: Path, tmp_path: Path) -> None:
+def test_uniembed_serve_serves_an_adapter_beside_the_official_tasks(
+    tiny_v4_path: Path, tmp_path: Path
+) -> None:
     """The real command in its own process: the added task answers under its API names."""
     model = load_model(tiny_v4_path, device="cpu")
     model.add_task("dom", seed=1)
     with torch.no_grad():
         for parameter in model.task_parameters("dom"):
             parameter.add_(0.02)
-    folder = save_adapter(model, "dom", tmp_path / "adapter", base_model=str(tiny_v4_path), symmetric=False)
+    folder = save_adapter(
+        model, "dom", tmp_path / "adapter", base_model=str(tiny_v4_path), symmetric=False
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "uniembed.cli", "serve", "--model", str(tiny_v4_path), "--port", str(port),
-               "--adapter", f"my-domain={folder}", "--torch-threads", "1", "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uniembed.cli",
+        "serve",
+        "--model",
+        str(tiny_v4_path),
+        "--port",
+        str(port),
+        "--adapter",
+        f"my-domain={folder}",
+        "--torch-threads",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_ready(process, port)
@@ -81,7 +149,9 @@ def test_uniembed_serve_serves_an_adapter_beside_the_official_tasks(tiny_v4_path
             reply = httpx.post(url, json={"input": ["hello world"], "task": task}, timeout=60)
             assert reply.status_code == 200, reply.text
             want = expected.encode(["hello world"], task=task).embeddings[0].numpy()
-            np.testing.assert_allclose(np.asarray(reply.json()["data"][0]["embedding"], np.float32), want, atol=1e-5)
+            np.testing.assert_allclose(
+                np.asarray(reply.json()["data"][0]["embedding"], np.float32), want, atol=1e-5
+            )
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
         assert "my-domain.passage" in str(models)
     finally:
@@ -106,5 +176,11 @@ def _wait_ready(process: subprocess.Popen, port: int) -> None:
 def test_train_is_listed_and_documents_its_flags() -> None:
     assert "train" in runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"}).output
     text = runner.invoke(cli.app, ["train", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--mini-batch-size", "--gradient-checkpointing", "--resume", "--export-snapshot", "--init-from"):
+    for flag in (
+        "--mini-batch-size",
+        "--gradient-checkpointing",
+        "--resume",
+        "--export-snapshot",
+        "--init-from",
+    ):
         assert flag in text

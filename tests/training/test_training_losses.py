@@ -14,14 +14,18 @@ from uniembed.scores import maxsim
 from uniembed.training.losses import CoSENTLoss, InfoNCELoss, JointLoss, MatryoshkaLoss
 
 
-def side(seed: int, rows: int, dim: int = 6, tokens: int = 0, lengths: list[int] | None = None) -> GradOutput:
+def side(
+    seed: int, rows: int, dim: int = 6, tokens: int = 0, lengths: list[int] | None = None
+) -> GradOutput:
     generator = torch.Generator().manual_seed(seed)
     pooled = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
     if not tokens:
         return GradOutput(pooled, None, torch.ones(rows, 1, dtype=torch.bool))
     lengths = lengths or [tokens] * rows
     mask = torch.tensor([[t < n for t in range(tokens)] for n in lengths])
-    multi = torch.nn.functional.normalize(torch.randn(rows, tokens, 4, generator=generator, dtype=torch.float64), dim=-1)
+    multi = torch.nn.functional.normalize(
+        torch.randn(rows, tokens, 4, generator=generator, dtype=torch.float64), dim=-1
+    )
     return GradOutput(pooled, multi * mask[..., None], mask)
 
 
@@ -29,7 +33,9 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def direct_info_nce(q: torch.Tensor, d: torch.Tensor, tau: float, bidirectional: bool = False) -> float:
+def direct_info_nce(
+    q: torch.Tensor, d: torch.Tensor, tau: float, bidirectional: bool = False
+) -> float:
     n, group = q.shape[0], d.shape[0] // q.shape[0]
     total = 0.0
     for i in range(n):
@@ -58,7 +64,9 @@ def direct_late(q: GradOutput, d: GradOutput) -> list[list[float]]:
 def test_info_nce_equals_the_direct_sum(negatives: int, bidirectional: bool) -> None:
     q, d = side(0, 3), side(1, 3 * (1 + negatives))
     loss = InfoNCELoss(temperature=0.05, bidirectional=bidirectional)(q, d)
-    assert float(loss) == pytest.approx(direct_info_nce(q.pooled, d.pooled, 0.05, bidirectional), rel=1e-9)
+    assert float(loss) == pytest.approx(
+        direct_info_nce(q.pooled, d.pooled, 0.05, bidirectional), rel=1e-9
+    )
 
 
 def test_maxsim_equals_the_direct_double_loop() -> None:
@@ -89,7 +97,11 @@ def test_joint_loss_equals_the_direct_formula() -> None:
         for j in range(6):
             p, r = math.exp(dense[i][j] / tau) / z_dense, math.exp(late[i][j] / tau) / z_late
             kl += p * (math.log(p) - math.log(r))
-    want = weights[0] * direct_info_nce(q.pooled, d.pooled, tau) + weights[1] * nce_late / 3 + weights[2] * kl / 3
+    want = (
+        weights[0] * direct_info_nce(q.pooled, d.pooled, tau)
+        + weights[1] * nce_late / 3
+        + weights[2] * kl / 3
+    )
     assert float(loss) == pytest.approx(want, rel=1e-9)
 
 
@@ -98,7 +110,9 @@ def test_cosent_equals_the_direct_sum() -> None:
     labels = torch.tensor([0.1, 0.9, 0.5, 0.5, 0.0], dtype=torch.float64)
     tau = 0.05
     c = [cos(a.pooled[i], b.pooled[i]) for i in range(5)]
-    inner = sum(math.exp((c[j] - c[i]) / tau) for i in range(5) for j in range(5) if labels[i] > labels[j])
+    inner = sum(
+        math.exp((c[j] - c[i]) / tau) for i in range(5) for j in range(5) if labels[i] > labels[j]
+    )
     assert float(CoSENTLoss(tau)(a, b, labels)) == pytest.approx(math.log(1 + inner), rel=1e-9)
 
 
@@ -110,15 +124,22 @@ def test_cosent_is_zero_when_no_pair_outranks_another() -> None:
 def test_matryoshka_is_the_weighted_sum_over_cut_vectors() -> None:
     q, d = side(12, 3, dim=8), side(13, 3, dim=8)
     loss = MatryoshkaLoss(InfoNCELoss(0.05), dims=(2, 4, 8), weights=(1.0, 0.5, 2.0))(q, d)
-    want = sum(w * direct_info_nce(q.pooled[:, :k], d.pooled[:, :k], 0.05) for k, w in ((2, 1.0), (4, 0.5), (8, 2.0)))
+    want = sum(
+        w * direct_info_nce(q.pooled[:, :k], d.pooled[:, :k], 0.05)
+        for k, w in ((2, 1.0), (4, 0.5), (8, 2.0))
+    )
     assert float(loss) == pytest.approx(want, rel=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 4), st.integers(0, 3), st.floats(0.01, 1.0), st.integers(0, 10_000))
-def test_info_nce_matches_the_direct_sum_on_random_batches(n: int, negatives: int, tau: float, seed: int) -> None:
+def test_info_nce_matches_the_direct_sum_on_random_batches(
+    n: int, negatives: int, tau: float, seed: int
+) -> None:
     q, d = side(seed, n), side(seed + 1, n * (1 + negatives))
-    assert float(InfoNCELoss(tau)(q, d)) == pytest.approx(direct_info_nce(q.pooled, d.pooled, tau), rel=1e-7)
+    assert float(InfoNCELoss(tau)(q, d)) == pytest.approx(
+        direct_info_nce(q.pooled, d.pooled, tau), rel=1e-7
+    )
 
 
 def test_info_nce_refuses_uneven_groups() -> None:

@@ -5,13 +5,14 @@ and PDFs, embeds them in chunks of ``batch_size`` records and appends every fini
 output before reading the next. Partial output is therefore always valid, and ``resume`` skips the
 ids already written:
 
-* JSONL is appended line by line and flushed after each chunk (a torn last line is dropped on resume);
+* JSONL is appended line by line and flushed after each chunk (a torn last line is dropped on
+  resume);
 * Parquet and NumPy outputs are written as one part file per chunk in ``<output>.parts/`` (each part
   appears atomically) and merged into ``<output>`` when the job finishes.
 
 A bad item (empty text, corrupt image, too many tokens, duplicate id) never stops a job: it goes to
-the errors file (``<output>.errors.jsonl``: ``{"id": …, "error": …}``) and the job goes on. Items that
-failed are tried again on resume.
+the errors file (``<output>.errors.jsonl``: ``{"id": …, "error": …}``) and the job goes on. Items
+that failed are tried again on resume.
 
 Modules: :mod:`~uniembed.bulk.records` (reading), :mod:`~uniembed.bulk.outputs` (writing and resume
 state), :mod:`~uniembed.bulk.job` (the job), :mod:`~uniembed.bulk.command` (``uniembed embed``).

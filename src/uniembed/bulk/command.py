@@ -25,7 +25,8 @@ Loader = Callable[..., "Embedder"]
 
 
 def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
-    """The ``uniembed embed`` command, loading models with ``loader`` (default :func:`uniembed.load`).
+    """The ``uniembed embed`` command, loading models with ``loader`` (default
+    :func:`uniembed.load`).
 
     Tests pass a loader returning an ``Embedder(FakeModel())``.
     """
@@ -120,8 +121,9 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
             if ray is None:
                 embedder: Embedder | ChunkEncoder = _load(loader, model, device, dtype)
             else:
-                embedder = _ray_encoder(ray, model, device, dtype, ray_actors, ray_cpus_per_actor,
-                                        ray_gpus_per_actor)
+                embedder = _ray_encoder(
+                    ray, model, device, dtype, ray_actors, ray_cpus_per_actor, ray_gpus_per_actor
+                )
         except UniembedError as exc:
             console.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(2) from None
@@ -161,8 +163,15 @@ def _load(loader: Loader | None, model: str, device: str | None, dtype: str | No
     return loader(model, device=device, dtype=dtype)
 
 
-def _ray_encoder(address: str, model: str, device: str | None, dtype: str | None, actors: int,
-                 cpus: float, gpus: float) -> ChunkEncoder:
+def _ray_encoder(
+    address: str,
+    model: str,
+    device: str | None,
+    dtype: str | None,
+    actors: int,
+    cpus: float,
+    gpus: float,
+) -> ChunkEncoder:
     """The job's encoder on a Ray actor pool; the model is loaded by the actors, not here."""
     from uniembed.distributed.bulk import ActorPool, ModelSpec, RayEncoder
 
@@ -216,7 +225,8 @@ def _run_with_progress(
 
 
 class RateColumn(ProgressColumn):
-    """``123.4 items/s`` (completed per second) or ``5.6k tokens/s`` (the task's ``tokens`` field)."""
+    """``123.4 items/s`` (completed per second) or ``5.6k tokens/s`` (the task's ``tokens``
+    field)."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
@@ -244,7 +254,10 @@ def _human(value: float) -> str:
 def _summary(report: BulkReport) -> str:
     rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
     lines = [
-        f"embedded {report.embedded} items ({report.tokens} tokens, {rate:.1f} items/s) into {report.output}",
+        (
+            f"embedded {report.embedded} items ({report.tokens} tokens, {rate:.1f} items/s) "
+            f"into {report.output}"
+        ),
         f"skipped {report.skipped} items already in the output" if report.skipped else "",
         f"[red]{report.failed} items failed[/red]; see {report.errors_file}"
         if report.failed

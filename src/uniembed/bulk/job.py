@@ -1,4 +1,5 @@
-"""The bulk job: records in chunks → embed → written before the next chunk is read; resume skips done ids."""
+"""The bulk job: records in chunks → embed → written before the next chunk is read; resume skips
+ids already written."""
 
 from __future__ import annotations
 
@@ -191,8 +192,8 @@ def _prepare_output(output: Path, fmt: str, *, resume: bool, overwrite: bool) ->
                 path.unlink()
     elif leftovers and not resume:
         raise InvalidInput(
-            f"{leftovers[0]} already exists; pass --resume to continue that job (skipping ids already "
-            "written) or --overwrite to start again"
+            f"{leftovers[0]} already exists; pass --resume to continue that job (skipping ids "
+            "already written) or --overwrite to start again"
         )
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -222,7 +223,11 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
 
 
 def process_chunk(
-    embedder: Embedder, chunk: Sequence[Record], options: BulkOptions, done: set[str], seen: set[str]
+    embedder: Embedder,
+    chunk: Sequence[Record],
+    options: BulkOptions,
+    done: set[str],
+    seen: set[str],
 ) -> ChunkResult:
     """Parse, skip finished ids (``done``) and repeated ones (``seen``, updated), encode."""
     entries: list[tuple[str, Item]] = []

@@ -1,5 +1,5 @@
-"""Writing bulk outputs: JSONL appended per chunk, Parquet / NumPy as atomic parts merged at the end,
-and the errors file. Every writer records its options so that a resumed job cannot mix them.
+"""Writing bulk outputs: JSONL appended per chunk, Parquet / NumPy as atomic parts merged at the
+end, and the errors file. Every writer records its options so that a resumed job cannot mix them.
 """
 
 from __future__ import annotations
@@ -83,9 +83,11 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], output: Path)
     """Refuse to resume ``output`` with options other than those it was started with.
 
     >>> check_manifest({"task": "a"}, {"task": "b"}, Path("out.jsonl"))
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    uniembed.errors.InvalidInput: cannot resume out.jsonl: options differ from the first run (task: 'a' before, 'b' now)
+    uniembed.errors.InvalidInput: cannot resume out.jsonl: options differ from the first run
+    (task: 'a' before, 'b' now)
     """
     changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if changed:
@@ -96,8 +98,8 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], output: Path)
 class JsonlWriter:
     """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines.
 
-    ``<output>.manifest.json`` records the options (model, task, dimensions, multi-vector), so that a
-    resumed job cannot append vectors made with different ones.
+    ``<output>.manifest.json`` records the options (model, task, dimensions, multi-vector), so that
+    a resumed job cannot append vectors made with different ones.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
@@ -173,7 +175,8 @@ class PartsWriter:
         self.suffix = ".parquet" if fmt == "parquet" else ".npz"
         if fmt == "numpy" and manifest.get("multivector"):
             raise InvalidInput(
-                "--multivector needs JSONL or Parquet output: a NumPy array cannot hold one matrix per item"
+                "--multivector needs JSONL or Parquet output: a NumPy array cannot hold one "
+                "matrix per item"
             )
         if fmt == "parquet":
             _pyarrow()
@@ -278,7 +281,8 @@ class PartsWriter:
         widths = {v.shape[1] for _, v in parts if len(v)}
         if len(widths) > 1:
             raise InvalidInput(
-                f"parts in {self.folder} have different vector sizes {sorted(widths)}; remove the folder and start again"
+                f"parts in {self.folder} have different vector sizes {sorted(widths)}; "
+                "remove the folder and start again"
             )
         width = widths.pop() if widths else 0
         ids = [i for part_ids, _ in parts for i in part_ids]

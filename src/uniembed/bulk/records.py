@@ -20,9 +20,9 @@ TEXT_SUFFIXES = frozenset({".txt", ".text", ".md"})  # text files picked up insi
 class Record:
     """One input as read from disk: an id and what to embed, or why it cannot be embedded.
 
-    ``raw`` is a text or a ``{"image": …}`` / ``{"pdf": …}`` dict as :func:`uniembed.inputs.parse.coerce_items`
-    accepts it (a local file is a :class:`Path`, read when the record is parsed). A PDF yields one
-    item per page, with ids ``<id>#page=N`` (N from 1).
+    ``raw`` is a text or a ``{"image": …}`` / ``{"pdf": …}`` dict as
+    :func:`uniembed.inputs.parse.coerce_items` accepts it (a local file is a :class:`Path`, read
+    when the record is parsed). A PDF yields one item per page, with ids ``<id>#page=N`` (N from 1).
     """
 
     id: str
@@ -110,7 +110,8 @@ def _jsonl_records(path: Path, name: str, options: ReadOptions) -> Iterator[Reco
 
 
 def _jsonl_record(line: str, where: str, base: Path, options: ReadOptions) -> Record:
-    """One JSONL object → a record; errors are reported under ``<file>:<line>`` when there is no id."""
+    """One JSONL object → a record; errors are reported under ``<file>:<line>`` when there is no
+    id."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -144,7 +145,8 @@ def _local_or_raw(value: Any, base: Path) -> Any:
 
 
 def count_records(paths: Iterable[Path], options: ReadOptions = ReadOptions()) -> int:
-    """How many records :func:`iter_records` will yield (a progress bar's total), without parsing."""
+    """How many records :func:`iter_records` will yield (a progress bar's total), without
+    parsing."""
     total = 0
     for path in paths:
         files = _folder_files(path) if path.is_dir() else [path]

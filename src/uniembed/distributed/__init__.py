@@ -2,10 +2,10 @@
 (:mod:`~uniembed.distributed.bulk`, ``uniembed embed --ray``) and the HTTP service on Ray Serve
 replicas (:mod:`~uniembed.distributed.serve`, ``uniembed serve --ray``).
 
-Both reuse the single-process code whole: the bulk job's reading, resume, writing and errors file run
-on the driver and only the encoding of chunks moves to actors; every Serve replica runs the same
-FastAPI application as ``uniembed serve``, with its own model and engine. Nothing here is imported by
-the core. See docs/distributed.md.
+Both reuse the single-process code whole: the bulk job's reading, resume, writing and errors file
+run on the driver and only the encoding of chunks moves to actors; every Serve replica runs the same
+FastAPI application as ``uniembed serve``, with its own model and engine. Nothing here is imported
+by the core. See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ _EXPORTS = {
     "serve_application": "serve",
     "serve_on_ray": "serve",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ActorPool",
+    "ModelSpec",
+    "RayEncoder",
+    "ServeScaling",
+    "connect",
+    "serve_application",
+    "serve_on_ray",
+]
 
 
 def __getattr__(name: str) -> Any:

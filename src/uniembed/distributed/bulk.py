@@ -44,7 +44,9 @@ class ModelSpec:
     def load(self) -> Embedder:
         import uniembed
 
-        return uniembed.load(self.source, device=self.device, dtype=self.dtype, adapters=dict(self.adapters))
+        return uniembed.load(
+            self.source, device=self.device, dtype=self.dtype, adapters=dict(self.adapters)
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class ActorPool:
 
 @dataclass
 class _Chunk:
-    """A chunk as the driver screened it: what goes to an actor and what the driver already knows."""
+    """A chunk as the driver screened it: what goes to an actor, what the driver already knows."""
 
     records: int
     to_encode: list[Record]
@@ -79,7 +81,9 @@ class RayEncoder:
     ``HOST:PORT`` / ``ray://`` address (see :func:`uniembed.distributed.connect`).
     """
 
-    def __init__(self, spec: ModelSpec, pool: ActorPool = ActorPool(), address: str | None = LOCAL) -> None:
+    def __init__(
+        self, spec: ModelSpec, pool: ActorPool = ActorPool(), address: str | None = LOCAL
+    ) -> None:
         self.spec = spec
         self.pool = pool
         self.address = address
@@ -94,15 +98,20 @@ class RayEncoder:
         """Nothing to check on the driver: each actor checks the options against its model first,
         and the job stops with that error on the first chunk (no model is loaded here)."""
 
-    def encode(self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]) -> Iterator[ChunkResult]:
+    def encode(
+        self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
+    ) -> Iterator[ChunkResult]:
         screened = list(_screen(chunks, done))
         if not screened:
             return
         ray = connect(self.address)
         dataset = ray.data.from_items(
-            [{"records": pickle.dumps(chunk.to_encode)} for chunk in screened], override_num_blocks=len(screened)
+            [{"records": pickle.dumps(chunk.to_encode)} for chunk in screened],
+            override_num_blocks=len(screened),
         )
-        page_ids = {i for i in done if "#page=" in i}  # a PDF's finished pages are known only once it is read
+        page_ids = {
+            i for i in done if "#page=" in i
+        }  # a PDF's finished pages are known only once it is read
         embedded = dataset.map_batches(
             _ChunkEmbedder,
             fn_constructor_kwargs={"spec": self.spec, "options": options, "done_pages": page_ids},
@@ -118,8 +127,12 @@ class RayEncoder:
             outcome = pickle.loads(row["result"])
             if isinstance(outcome, str):
                 raise InvalidInput(outcome)
-            yield ChunkResult(chunk.records, outcome.rows, chunk.failures + outcome.failures,
-                              chunk.skipped + outcome.skipped)
+            yield ChunkResult(
+                chunk.records,
+                outcome.rows,
+                chunk.failures + outcome.failures,
+                chunk.skipped + outcome.skipped,
+            )
 
 
 def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
@@ -131,7 +144,9 @@ def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
         screened = _Chunk(len(chunk), [], [], 0)
         for record in chunk:
             if record.id in seen:
-                screened.failures.append((record.id, "duplicate id: an earlier item has the same id"))
+                screened.failures.append(
+                    (record.id, "duplicate id: an earlier item has the same id")
+                )
             elif record.id in done and record.error is None and not record.is_pdf:
                 screened.skipped += 1
             else:

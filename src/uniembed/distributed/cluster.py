@@ -11,8 +11,8 @@ LOCAL = "local"  # --ray local: start a single-node cluster inside this process
 
 def connect(address: str | None = LOCAL) -> ModuleType:
     """The ``ray`` module, initialised: ``"local"`` (or ``None``) starts a cluster in this process,
-    ``"auto"`` joins the one running on this node, ``"HOST:6379"`` or ``"ray://HOST:10001"`` a remote
-    one. A process already connected stays connected to its cluster."""
+    ``"auto"`` joins the one running on this node, ``"HOST:6379"`` or ``"ray://HOST:10001"`` a
+    remote one. A process already connected stays connected to its cluster."""
     ray = require("ray", "ray", "running on Ray")
     if not ray.is_initialized():
         ray.init(address=None if address in (None, LOCAL) else address, log_to_driver=False)

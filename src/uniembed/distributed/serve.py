@@ -2,9 +2,9 @@
 
 Every replica builds the same FastAPI application as ``uniembed serve`` (:func:`create_app`): it
 loads the models once, runs their engines (requests are batched inside each replica as in one
-process) and answers the same routes, errors and metrics. Ray Serve's proxy spreads requests over the
-replicas, restarts a replica that dies, and adds or removes replicas between ``min_replicas`` and
-``max_replicas`` from the requests in flight per replica.
+process) and answers the same routes, errors and metrics. Ray Serve's proxy spreads requests over
+the replicas, restarts a replica that dies, and adds or removes replicas between ``min_replicas``
+and ``max_replicas`` from the requests in flight per replica.
 
 What is uniembed's and what is Ray's: the request limits, the request budget and the 503 at
 ``max_concurrent_requests`` apply per replica; connection limits and header/body timeouts are
@@ -47,14 +47,25 @@ class ServeScaling:
         if self.replicas < 1:
             raise InvalidInput(f"serve at least 1 replica, got {self.replicas}")
         if self.max_replicas is not None and self.max_replicas < self.replicas:
-            raise InvalidInput(f"max replicas ({self.max_replicas}) is below replicas ({self.replicas})")
-        if self.cpus_per_replica <= 0 or self.gpus_per_replica < 0 or self.target_ongoing_requests <= 0:
-            raise InvalidInput("CPUs per replica and target ongoing requests must be > 0, GPUs >= 0")
+            raise InvalidInput(
+                f"max replicas ({self.max_replicas}) is below replicas ({self.replicas})"
+            )
+        if (
+            self.cpus_per_replica <= 0
+            or self.gpus_per_replica < 0
+            or self.target_ongoing_requests <= 0
+        ):
+            raise InvalidInput(
+                "CPUs per replica and target ongoing requests must be > 0, GPUs >= 0"
+            )
 
     def deployment_options(self, settings: ServerSettings) -> dict[str, Any]:
         """Keyword arguments of ``serve.deployment``."""
         options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica},
+            "ray_actor_options": {
+                "num_cpus": self.cpus_per_replica,
+                "num_gpus": self.gpus_per_replica,
+            },
             "max_ongoing_requests": settings.max_concurrent_requests,
             "health_check_period_s": self.health_check_period_s,
         }
@@ -98,16 +109,22 @@ def serve_application(settings: ServerSettings, scaling: ServeScaling = ServeSca
 
     if settings.index and not settings.index.startswith(("http://", "https://")):
         raise InvalidInput(
-            f"--ray serves an index only from a Qdrant server (http(s)://…), not the directory {settings.index!r}: "
-            "an embedded index belongs to one process"
+            "--ray serves an index only from a Qdrant server (http(s)://…), not the directory "
+            f"{settings.index!r}: an embedded index belongs to one process"
         )
-    deployment = serve.deployment(serve.ingress()(UniembedReplica), name=APPLICATION,
-                                  **scaling.deployment_options(settings))
+    deployment = serve.deployment(
+        serve.ingress()(UniembedReplica), name=APPLICATION, **scaling.deployment_options(settings)
+    )
     return deployment.bind(settings)
 
 
-def serve_on_ray(settings: ServerSettings, scaling: ServeScaling = ServeScaling(), address: str | None = LOCAL,
-                 *, blocking: bool = True) -> None:
+def serve_on_ray(
+    settings: ServerSettings,
+    scaling: ServeScaling = ServeScaling(),
+    address: str | None = LOCAL,
+    *,
+    blocking: bool = True,
+) -> None:
     """Run the application on the cluster at ``address``, answering on ``settings.host:port``."""
     connect(address)
     from ray import serve

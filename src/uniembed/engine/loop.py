@@ -17,8 +17,9 @@ cannot starve short ones.
   the current round are skipped before their batch runs.
 * A full queue refuses new jobs (:class:`~uniembed.errors.Overloaded`).
 * When ``forward`` raises, every job with a row in that batch fails with
-  :class:`~uniembed.errors.BatchFailed` (the cause chained, and logged by the worker); the worker keeps
-  serving. A synchronous :meth:`Engine.run` on the calling thread raises the model's own exception.
+  :class:`~uniembed.errors.BatchFailed` (the cause chained, and logged by the worker); the worker
+  keeps serving. A synchronous :meth:`Engine.run` on the calling thread raises the model's own
+  exception.
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ class _LastRound:
 class Engine:
     """Batches and runs the rows of every caller of one model; see the module docstring."""
 
-    def __init__(self, forward: Forward, policy: BatchPolicy | None = None, *, name: str = "model") -> None:
+    def __init__(
+        self, forward: Forward, policy: BatchPolicy | None = None, *, name: str = "model"
+    ) -> None:
         self.name = name
         self.policy = policy or BatchPolicy()
         self.totals = EngineTotals()
@@ -140,7 +143,9 @@ class Engine:
             self._torch_threads = torch_threads or torch.get_num_threads()
             self._observer = observer or EngineObserver()
             self._accepting = True
-            self._thread = threading.Thread(target=self._work, name=f"uniembed-engine-{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, name=f"uniembed-engine-{self.name}", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -170,7 +175,8 @@ class Engine:
         """The outputs of ``rows`` in order: through the worker's queue while it runs, else here.
 
         ``on_batch`` is called with the rows each batch finished (on the queue: once, at the end).
-        ``policy`` replaces the engine's for this call when it runs here (the official ``batch_size``).
+        ``policy`` replaces the engine's for this call when it runs here (the official
+        ``batch_size``).
         """
         if self.is_running:
             outputs = self._wait(self.submit(rows))
@@ -178,7 +184,9 @@ class Engine:
                 on_batch(len(rows))
             return outputs
         job = Job(rows)
-        error = self._run_round([(job, index) for index in range(len(job.rows))], policy or self.policy, on_batch)
+        error = self._run_round(
+            [(job, index) for index in range(len(job.rows))], policy or self.policy, on_batch
+        )
         if error is not None:
             raise error  # here the caller sees the model's own exception, with its traceback
         return job.future.result()
@@ -186,8 +194,8 @@ class Engine:
     def submit(self, rows: Sequence[Row]) -> Job:
         """Queue a job's rows, or refuse with Overloaded (queue full) / NotReady (not running).
 
-        A job larger than the whole queue is still accepted when the queue is empty, so that no valid
-        job is refused forever.
+        A job larger than the whole queue is still accepted when the queue is empty, so that no
+        valid job is refused forever.
         """
         job = Job(rows)
         with self._condition:
@@ -198,8 +206,8 @@ class Engine:
                 self.totals.rejected_jobs += 1
                 self._observer.job_rejected()
                 raise Overloaded(
-                    f"model {self.name!r} has {queued} inputs queued (limit {self._max_queue_rows}); "
-                    "retry shortly"
+                    f"model {self.name!r} has {queued} inputs queued (limit "
+                    f"{self._max_queue_rows}); retry shortly"
                 )
             self._pending.extend((job, i) for i in range(len(job.rows)))
             self._arrivals += len(job.rows)
@@ -272,8 +280,8 @@ class Engine:
         of ``max_batch_size`` rows: under heavy load batches are large anyway, and an idle forward
         would cost more than it gains), the next round waits until as many rows have arrived since
         that round ended as it delivered, at most ``min(max_gather_seconds, GATHER_SHARE × its
-        duration)`` after it ended, and not while a full batch is queued. One-off callers thus cost a
-        round at most that much delay.
+        duration)`` after it ended, and not while a full batch is queued. One-off callers thus cost
+        a round at most that much delay.
         """
         last = self._last_round
         small = 0 < last.rows <= GATHER_SHARE_ROWS * self.policy.max_batch_size

@@ -28,8 +28,11 @@ import torch
 T = TypeVar("T")
 
 
-def call_on_temporary_thread(function: Callable[..., T], *args: object, name: str = "uniembed-loader") -> T:
-    """``function(*args)`` on a new thread that ends when it returns; its result or exception here."""
+def call_on_temporary_thread(
+    function: Callable[..., T], *args: object, name: str = "uniembed-loader"
+) -> T:
+    """``function(*args)`` on a new thread that ends when it returns; its result or exception
+    here."""
     outcome: list[T] = []
     failure: list[BaseException] = []
 

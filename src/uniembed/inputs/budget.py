@@ -1,18 +1,20 @@
 """What one request may cost in all, charged before the work each charge bounds.
 
-:class:`~uniembed.inputs.limits.InputLimits` caps one input; a :class:`RequestBudget` caps the sum over
-a request: items (each PDF page counts one, counted from the page count before any page is rendered),
-decoded pixels (read from image headers and PDF page sizes before any pixel is decoded) and bytes
-downloaded from URLs. Each charge raises :class:`~uniembed.errors.InputTooLarge` naming the limit as
-soon as the total passes it.
+:class:`~uniembed.inputs.limits.InputLimits` caps one input; a :class:`RequestBudget` caps the sum
+over a request: items (each PDF page counts one, counted from the page count before any page is
+rendered), decoded pixels (read from image headers and PDF page sizes before any pixel is decoded)
+and bytes downloaded from URLs. Each charge raises :class:`~uniembed.errors.InputTooLarge` naming
+the limit as soon as the total passes it.
 
 >>> budget = RequestBudget(max_items=3, max_pixels=100, max_fetch_bytes=10)
 >>> budget.charge_items(2, "input 0")
 >>> budget.charge_pixels(9 * 9, "input 1")
->>> budget.charge_pixels(5 * 5, "input 2")
+>>> budget.charge_pixels(5 * 5, "input 2")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-uniembed.errors.InputTooLarge: input 2: the request's images and PDF pages come to 106 pixels, more than the request limit of 100 (max_pixels_per_request); send fewer or smaller images, or pages at a lower resolution
+uniembed.errors.InputTooLarge: input 2: the request's images and PDF pages come to 106 pixels,
+more than the request limit of 100 (max_pixels_per_request); send fewer or smaller images, or pages
+at a lower resolution
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ DEFAULT_MAX_FETCH_BYTES = 256 * MiB
 
 
 class RequestBudget:
-    """The running totals of one request against its limits (not thread-safe: charge from one task)."""
+    """The running totals of one request against its limits (not thread-safe: charge from one
+    task)."""
 
     def __init__(
         self,
@@ -60,8 +63,9 @@ class RequestBudget:
         self.items += count
         if self.items > self.max_items:
             raise InputTooLarge(
-                f"{_prefix(where)}the request has {self.items} inputs (each PDF page counts one), more than the "
-                f"request limit of {self.max_items} (max_items_per_request); split it into several requests"
+                f"{_prefix(where)}the request has {self.items} inputs (each PDF page counts one), "
+                f"more than the request limit of {self.max_items} (max_items_per_request); split "
+                "it into several requests"
             )
 
     def charge_pixels(self, pixels: int, where: str | None = None) -> None:
@@ -69,9 +73,9 @@ class RequestBudget:
         self.pixels += pixels
         if self.pixels > self.max_pixels:
             raise InputTooLarge(
-                f"{_prefix(where)}the request's images and PDF pages come to {self.pixels} pixels, more than the "
-                f"request limit of {self.max_pixels} (max_pixels_per_request); send fewer or smaller "
-                "images, or pages at a lower resolution"
+                f"{_prefix(where)}the request's images and PDF pages come to {self.pixels} pixels, "
+                f"more than the request limit of {self.max_pixels} (max_pixels_per_request); send "
+                "fewer or smaller images, or pages at a lower resolution"
             )
 
     def charge_fetch(self, size: int, where: str | None = None) -> None:
@@ -83,7 +87,8 @@ class RequestBudget:
     def fetch_exceeded(self, where: str | None = None) -> InputTooLarge:
         return InputTooLarge(
             f"{_prefix(where)}the request's downloads come to more than the request limit of "
-            f"{self.max_fetch_bytes} bytes (max_fetch_bytes_per_request); send fewer or smaller URLs"
+            f"{self.max_fetch_bytes} bytes (max_fetch_bytes_per_request); send fewer or smaller "
+            "URLs"
         )
 
 

@@ -133,8 +133,8 @@ async def aparse_api_items(
     fetcher: SafeFetcher | None = None,
     budget: RequestBudget | None = None,
 ) -> tuple[list[Item], list[int]]:
-    """Async :func:`parse_api_items`: :func:`aprobe_api_items` (charging ``budget``), then every image
-    decoded and every page rendered (in a worker thread)."""
+    """Async :func:`parse_api_items`: :func:`aprobe_api_items` (charging ``budget``), then every
+    image decoded and every page rendered (in a worker thread)."""
     context = _Context.make(limits, fetcher, allow_paths=False)
     pending, origin = await aprobe_api_items(raw, context.limits, context.fetcher, budget)
     return await anyio.to_thread.run_sync(load_pending, pending, context.limits), origin
@@ -153,8 +153,8 @@ async def aprobe_api_items(
     ``budget`` is charged as each input is measured — items (a PDF counts its pages) and pixels, and
     the bytes of downloads — so a request over it is refused before any pixel is decoded. URLs are
     fetched concurrently (at most ``max_concurrent_fetches`` at a time) and reading runs in worker
-    threads, so the event loop never blocks. The first failure cancels the remaining work; if several
-    inputs failed by then, the error of the lowest input index is raised.
+    threads, so the event loop never blocks. The first failure cancels the remaining work; if
+    several inputs failed by then, the error of the lowest input index is raised.
     """
     context = _Context.make(limits, fetcher, allow_paths=False)
     budget = budget or RequestBudget.unlimited()
@@ -171,8 +171,12 @@ async def aprobe_api_items(
         async def probe(spec: _Spec) -> None:
             try:
                 entries = await _aprobe(spec, context, limiter, budget)
-                budget.charge_items(len(entries) - 1, f"input {spec.index}")  # one was charged above
-                budget.charge_pixels(sum(pending_pixels(entry) for entry in entries), f"input {spec.index}")
+                budget.charge_items(
+                    len(entries) - 1, f"input {spec.index}"
+                )  # one was charged above
+                budget.charge_pixels(
+                    sum(pending_pixels(entry) for entry in entries), f"input {spec.index}"
+                )
                 found[spec.index] = entries
             except UniembedError as exc:
                 errors[spec.index] = labelled(exc, spec.index)
@@ -186,7 +190,9 @@ async def aprobe_api_items(
     if errors:
         raise errors[min(errors)]
     entries = [(spec.index, found[spec.index]) for spec in specs]
-    return [entry for _, group in entries for entry in group], [i for i, group in entries for _ in group]
+    return [entry for _, group in entries for entry in group], [
+        i for i, group in entries for _ in group
+    ]
 
 
 async def _aprobe(
@@ -220,12 +226,16 @@ def _probe(spec: _Spec, context: _Context) -> list[Pending]:
     """Read one image's header or one PDF's page sizes (checked); decode nothing."""
     limits = context.limits
     if spec.kind == "image":
-        data = read_image_bytes(spec.value, limits, context.fetcher, allow_paths=False, source="image")
+        data = read_image_bytes(
+            spec.value, limits, context.fetcher, allow_paths=False, source="image"
+        )
         width, height = read_image_size(data, limits)
         return [PendingImage(data, width, height, spec.index)]
     data = read_pdf_bytes(spec.value, limits, context.fetcher, allow_paths=False)
-    return [PendingPage(data, page, width, height, spec.index)
-            for page, (width, height) in enumerate(pdf_page_sizes(data, limits))]
+    return [
+        PendingPage(data, page, width, height, spec.index)
+        for page, (width, height) in enumerate(pdf_page_sizes(data, limits))
+    ]
 
 
 def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:
@@ -252,7 +262,8 @@ def _api_spec(index: int, value: Any, limits: InputLimits) -> _Spec:
 
 # --------------------------------------------------------------------- shared
 def _string_spec(index: int, value: str) -> _Spec:
-    """A string is text, unless it is an image or PDF data URI (what some clients send for images)."""
+    """A string is text, unless it is an image or PDF data URI (what some clients send for
+    images)."""
     head = value[:32].lstrip().lower()
     for prefix, kind in DATA_URI_KINDS.items():
         if head.startswith(prefix):

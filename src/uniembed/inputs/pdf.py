@@ -186,7 +186,9 @@ def load_pdf(
     ``allow_paths`` — a local file path (strings are told apart as in
     :func:`~uniembed.inputs.images.load_image`)."""
     limits = limits or InputLimits()
-    return render_pdf(read_pdf_bytes(obj, limits, fetcher, allow_paths=allow_paths, source=source), limits, source)
+    return render_pdf(
+        read_pdf_bytes(obj, limits, fetcher, allow_paths=allow_paths, source=source), limits, source
+    )
 
 
 def read_pdf_bytes(

@@ -58,7 +58,9 @@ def pending_pixels(pending: Pending) -> int:
 
 
 def load_pending(
-    pending: Sequence[Pending], limits: InputLimits | None = None, stop: threading.Event | None = None
+    pending: Sequence[Pending],
+    limits: InputLimits | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Item]:
     """Decode images and render pages, in order (consecutive pages of one PDF in one pass).
 
@@ -78,13 +80,18 @@ def load_pending(
     return items
 
 
-def _load_run(group: list[Pending], limits: InputLimits, stop: threading.Event | None) -> list[Item]:
+def _load_run(
+    group: list[Pending], limits: InputLimits, stop: threading.Event | None
+) -> list[Item]:
     """The items of one group: the pages of one PDF run, or a single image or text."""
     first = group[0]
     if isinstance(first, PendingPage):
         pages = [entry for entry in group if isinstance(entry, PendingPage)]
         images = render_pages(first.data, [page.index for page in pages], limits, "pdf", stop)
-        return [ImageItem(image, page_source("pdf", page.index + 1)) for image, page in zip(images, pages)]
+        return [
+            ImageItem(image, page_source("pdf", page.index + 1))
+            for image, page in zip(images, pages)
+        ]
     if isinstance(first, PendingImage):
         return [ImageItem(decode_image(first.data, limits))]
     return [first]
@@ -99,9 +106,11 @@ def _origin(entry: Pending) -> int | None:
     return None if isinstance(entry, TextItem) else entry.origin
 
 
-def in_parts(pending: Sequence[Pending], max_items: int, max_pixels: int) -> Iterator[list[Pending]]:
-    """Consecutive parts of ``pending`` with at most ``max_items`` entries and ``max_pixels`` decoded
-    pixels each (an entry larger than ``max_pixels`` is a part of its own).
+def in_parts(
+    pending: Sequence[Pending], max_items: int, max_pixels: int
+) -> Iterator[list[Pending]]:
+    """Consecutive parts of ``pending`` with at most ``max_items`` entries and ``max_pixels``
+    decoded pixels each (an entry larger than ``max_pixels`` is a part of its own).
 
     >>> sizes = [PendingImage(b"", w, 10, 0) for w in (5, 5, 20, 1)]
     >>> [[e.width for e in part] for part in in_parts(sizes, max_items=3, max_pixels=100)]

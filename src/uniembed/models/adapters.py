@@ -46,7 +46,10 @@ def read_adapter_folder(path: str | Path) -> AdapterFolder:
     settings_file = path / ADAPTER_SETTINGS_FILE
     settings = read_json(settings_file)
     if settings.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{settings_file}: unknown format {settings.get('format')!r} (expected {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{settings_file}: unknown format {settings.get('format')!r} (expected "
+            f"{FORMAT_VERSION})"
+        )
     for key, kind in (("task", str), ("family", str), ("symmetric", bool), ("prompts", dict)):
         if not isinstance(settings.get(key), kind):
             raise CheckpointError(f"{settings_file}: {key!r} must be a {kind.__name__}")
@@ -69,7 +72,8 @@ def attach_adapter_folder(model: AdaptableModel, name: str, path: str | Path) ->
     folder = read_adapter_folder(path)
     if folder.family != model.info.family:
         raise CheckpointError(
-            f"{folder.path} holds a {folder.family} adapter; {model.info.name} is {model.info.family}"
+            f"{folder.path} holds a {folder.family} adapter; {model.info.name} is "
+            f"{model.info.family}"
         )
     sides = task_api_names(name, folder.symmetric)
     prompts = {sides[side]: text for side, text in folder.prompts.items() if side in sides}

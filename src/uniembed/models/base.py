@@ -1,9 +1,9 @@
 """The contract between model families and the rest of uniembed.
 
 A model turns *items* into :class:`Row` objects (``text_sequence`` / ``image_sequence``, CPU work:
-tokenising, image preprocessing) and runs batches of them (``forward``, the accelerator work). Everything else —
-batching, pooling into vectors, Matryoshka, encodings, late chunking, the server — works on these
-types alone and never looks inside a model family.
+tokenising, image preprocessing) and runs batches of them (``forward``, the accelerator work).
+Everything else — batching, pooling into vectors, Matryoshka, encodings, late chunking, the server —
+works on these types alone and never looks inside a model family.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class ImageFeatures:
 
 @dataclass(frozen=True)
 class PatchGrid:
-    """Where an image's patches sit among its tokens: rows ``[start, start + height * width)`` of the
-    multi-vector, row-major over a ``height`` × ``width`` grid of cells covering the resized image."""
+    """Where an image's patches sit among its tokens: rows ``[start, start + height * width)`` of
+    the multi-vector, row-major over a ``height`` × ``width`` grid of cells covering the resized
+    image."""
 
     start: int
     height: int
@@ -104,10 +105,13 @@ class RowOutput:
 
 @dataclass
 class GradOutput:
-    """What ``forward_with_grad`` returns for a batch: on the model's device, float32, differentiable."""
+    """What ``forward_with_grad`` returns for a batch: on the model's device, float32,
+    differentiable."""
 
     pooled: torch.Tensor  # (spans of all rows, dim): raw span means, rows in order
-    multivectors: torch.Tensor | None  # (rows, tokens, multivector_dim): L2-normalised, zero at padding
+    multivectors: (
+        torch.Tensor | None
+    )  # (rows, tokens, multivector_dim): L2-normalised, zero at padding
     mask: torch.Tensor  # (rows, tokens) bool: True at real tokens
 
 
@@ -135,14 +139,16 @@ def check_task_name(name: str) -> None:
     """Task names are 1-50 letters, digits, ``-`` or ``_`` (no dots: a dot separates the side).
 
     >>> check_task_name("my-domain")
-    >>> check_task_name("my.domain")
+    >>> check_task_name("my.domain")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    uniembed.errors.InvalidInput: invalid task name 'my.domain': use 1-50 letters, digits, '-' or '_', starting with a letter or digit
+    uniembed.errors.InvalidInput: invalid task name 'my.domain': use 1-50 letters, digits, '-' or
+    '_', starting with a letter or digit
     """
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
         raise InvalidInput(
-            f"invalid task name {name!r}: use 1-50 letters, digits, '-' or '_', starting with a letter or digit"
+            f"invalid task name {name!r}: use 1-50 letters, digits, '-' or '_', starting with a "
+            "letter or digit"
         )
 
 
@@ -165,11 +171,15 @@ class EmbeddingModel(Protocol):
         """Tokenise a full text exactly as the model sees it (special tokens included)."""
         ...
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
         """Wrap already-tokenised text into a :class:`Row` (default span: all tokens)."""
         ...
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
         """Preprocess one image into a :class:`Row` pooled over its vision span."""
         ...
 
@@ -211,7 +221,8 @@ class AdaptableModel(EmbeddingModel, Protocol):
         ...
 
     def task_parameters(self, name: str) -> list[nn.Parameter]:
-        """The task's factors as the Parameters the model runs (each once, tied ones included once)."""
+        """The task's factors as the Parameters the model runs (each once, tied ones included
+        once)."""
         ...
 
     def lora_settings(self) -> dict:

@@ -1,13 +1,13 @@
 """jina-embeddings-v3: XLM-RoBERTa with rotary positions and five task LoRA adapters, text only.
 
-The official checkpoint (remote code ``XLMRobertaLoRA``) stores its weights under ``roberta.`` with a
-fused ``Wqkv`` and every Linear / Embedding wrapped in a torch parametrization that holds the stacked
-LoRA factors of all tasks. The backbone that current transformers ships (``JinaEmbeddingsV3Model``:
-post-norm blocks, NeoX rotary, no final norm) is the same network with separate q/k/v projections,
-so the official tensors are mapped onto it (``Wqkv`` split in three; its LoRA ``B`` split likewise,
-``A`` shared) and the adapters are attached as :mod:`uniembed.models.lora` modules so that every row
-of a batch runs with its own task (or none: the base weights, as the official code does without a
-task).
+The official checkpoint (remote code ``XLMRobertaLoRA``) stores its weights under ``roberta.`` with
+a fused ``Wqkv`` and every Linear / Embedding wrapped in a torch parametrization that holds the
+stacked LoRA factors of all tasks. The backbone that current transformers ships
+(``JinaEmbeddingsV3Model``: post-norm blocks, NeoX rotary, no final norm) is the same network with
+separate q/k/v projections, so the official tensors are mapped onto it (``Wqkv`` split in three; its
+LoRA ``B`` split likewise, ``A`` shared) and the adapters are attached as
+:mod:`uniembed.models.lora` modules so that every row of a batch runs with its own task (or none:
+the base weights, as the official code does without a task).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ DEFAULT_INSTRUCTIONS = {
     "classification": "",
     "text-matching": "",
 }
-NATIVE_MODEL_TYPE = "jina_embeddings_v3"  # transformers-native layout (jinaai/jina-embeddings-v3-hf)
+NATIVE_MODEL_TYPE = (
+    "jina_embeddings_v3"  # transformers-native layout (jinaai/jina-embeddings-v3-hf)
+)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -100,20 +102,26 @@ def parse_config(config: dict[str, Any], source: Path) -> JinaV3Config:
         "JinaEmbeddingsV3" in str(a) for a in config.get("architectures") or []
     ):
         raise CheckpointError(
-            f"{source}: the transformers-native jina-embeddings-v3 layout (model_type {NATIVE_MODEL_TYPE!r}, "
-            "e.g. jinaai/jina-embeddings-v3-hf) is not supported yet: its task adapters are stored apart "
-            "from the weights in a format uniembed cannot pin down. Use the official snapshot "
-            "jinaai/jina-embeddings-v3 instead."
+            f"{source}: the transformers-native jina-embeddings-v3 layout (model_type "
+            f"{NATIVE_MODEL_TYPE!r}, e.g. jinaai/jina-embeddings-v3-hf) is not supported yet: its "
+            "task adapters are stored apart from the weights in a format uniembed cannot pin down. "
+            "Use the official snapshot jinaai/jina-embeddings-v3 instead."
         )
     if config.get("position_embedding_type", "rotary") != "rotary":
-        raise CheckpointError(f"{source}: position_embedding_type must be 'rotary' for jina-embeddings-v3")
+        raise CheckpointError(
+            f"{source}: position_embedding_type must be 'rotary' for jina-embeddings-v3"
+        )
     hidden = _int(config, "hidden_size", source)
     tasks = _string_list(config, "lora_adaptations", source)
     instructions = config.get("task_instructions")
     if instructions is None:
         instructions = {task: DEFAULT_INSTRUCTIONS.get(task, "") for task in tasks}
-    elif not (isinstance(instructions, dict) and all(isinstance(instructions.get(t), str) for t in tasks)):
-        raise CheckpointError(f"{source}: task_instructions must map every task of lora_adaptations to a string")
+    elif not (
+        isinstance(instructions, dict) and all(isinstance(instructions.get(t), str) for t in tasks)
+    ):
+        raise CheckpointError(
+            f"{source}: task_instructions must map every task of lora_adaptations to a string"
+        )
     dims = config.get("matryoshka_dimensions") or [hidden]
     if not (isinstance(dims, list) and all(isinstance(d, int) and 0 < d <= hidden for d in dims)):
         raise CheckpointError(f"{source}: matryoshka_dimensions must be a list of sizes 1…{hidden}")
@@ -136,7 +144,9 @@ def parse_config(config: dict[str, Any], source: Path) -> JinaV3Config:
         instructions={task: instructions[task] for task in tasks},
     )
     if parsed.hidden_size % parsed.num_heads:
-        raise CheckpointError(f"{source}: hidden_size {hidden} is not a multiple of num_attention_heads")
+        raise CheckpointError(
+            f"{source}: hidden_size {hidden} is not a multiple of num_attention_heads"
+        )
     return parsed
 
 
@@ -150,7 +160,9 @@ def _int(config: dict[str, Any], key: str, source: Path, default: int | None = N
 def _string_list(config: dict[str, Any], key: str, source: Path) -> list[str]:
     value = config.get(key)
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-        raise CheckpointError(f"{source}: {key} must be a non-empty list of task names, got {value!r}")
+        raise CheckpointError(
+            f"{source}: {key} must be a non-empty list of task names, got {value!r}"
+        )
     if len(set(value)) != len(value):
         raise CheckpointError(f"{source}: {key} names a task twice: {value!r}")
     return value
@@ -174,7 +186,9 @@ def official_modules(num_layers: int) -> list[ModuleMap]:
     """
     modules = [
         ModuleMap("embeddings.word_embeddings", ("embeddings.word_embeddings",), "embedding"),
-        ModuleMap("embeddings.token_type_embeddings", ("embeddings.token_type_embeddings",), "embedding"),
+        ModuleMap(
+            "embeddings.token_type_embeddings", ("embeddings.token_type_embeddings",), "embedding"
+        ),
         ModuleMap("emb_ln", ("embeddings.LayerNorm",), "norm"),
     ]
     for i in range(num_layers):
@@ -234,10 +248,16 @@ class _OfficialTensors:
         b = self.get(f"{module}.parametrizations.weight.0.lora_B")
         tasks, rank = len(config.tasks), config.lora_rank
         rank_dims = (a.shape[2], b.shape[1]) if _is_embedding(module) else (a.shape[1], b.shape[2])
-        if a.dim() != 3 or b.dim() != 3 or a.shape[0] != tasks or b.shape[0] != tasks or rank_dims != (rank, rank):
+        if (
+            a.dim() != 3
+            or b.dim() != 3
+            or a.shape[0] != tasks
+            or b.shape[0] != tasks
+            or rank_dims != (rank, rank)
+        ):
             raise CheckpointError(
-                f"LoRA of {self.prefix + module} in {self.source} has shapes A{tuple(a.shape)} B{tuple(b.shape)}; "
-                f"config.json implies {tasks} tasks of rank {rank}"
+                f"LoRA of {self.prefix + module} in {self.source} has shapes A{tuple(a.shape)} "
+                f"B{tuple(b.shape)}; config.json implies {tasks} tasks of rank {rank}"
             )
         return a, b
 
@@ -246,8 +266,11 @@ def _is_embedding(module: str) -> bool:
     return module.startswith("embeddings.")
 
 
-def convert_official(tensors: dict[str, torch.Tensor], config: JinaV3Config, source: Path) -> ConvertedWeights:
-    """Map official tensors (with or without the ``roberta.`` prefix) onto ``JinaEmbeddingsV3Model``.
+def convert_official(
+    tensors: dict[str, torch.Tensor], config: JinaV3Config, source: Path
+) -> ConvertedWeights:
+    """Map official tensors (with or without the ``roberta.`` prefix) onto
+    ``JinaEmbeddingsV3Model``.
 
     Unused official tensors (the pooler, an MLM head) are ignored.
     """
@@ -255,7 +278,9 @@ def convert_official(tensors: dict[str, torch.Tensor], config: JinaV3Config, sou
     converted = ConvertedWeights({}, {}, {})
     for module in official_modules(config.num_layers):
         if module.kind == "norm":
-            converted.state[f"{module.native[0]}.weight"] = official.get(f"{module.official}.weight")
+            converted.state[f"{module.native[0]}.weight"] = official.get(
+                f"{module.official}.weight"
+            )
             converted.state[f"{module.native[0]}.bias"] = official.get(f"{module.official}.bias")
             continue
         weight = official.base_weight(module.official)
@@ -276,7 +301,9 @@ def convert_official(tensors: dict[str, torch.Tensor], config: JinaV3Config, sou
 
 
 # --------------------------------------------------------------------------- the network
-def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch.dtype, source: Path) -> nn.Module:
+def build_backbone(
+    config: JinaV3Config, weights: ConvertedWeights, dtype: torch.dtype, source: Path
+) -> nn.Module:
     """transformers' ``JinaEmbeddingsV3Model`` (sdpa attention, no pooler) holding ``weights``."""
     import transformers
     from transformers.activations import ACT2FN
@@ -301,7 +328,8 @@ def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch
         type_vocab_size=config.type_vocab_size,
         layer_norm_eps=config.layer_norm_eps,
         pad_token_id=config.pad_token_id,
-        hidden_dropout_prob=0.0,  # the official inference runs without dropout and training here does too
+        # the official inference runs without dropout and training here does too
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         rope_parameters={"rope_type": "default", "rope_theta": config.rotary_base},
     )
@@ -313,11 +341,15 @@ def build_backbone(config: JinaV3Config, weights: ConvertedWeights, dtype: torch
     return backbone
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, source: Path) -> None:
+def _assign(
+    module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, source: Path
+) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise CheckpointError(f"weights of {source} lack {len(missing)} backbone tensors, e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"weights of {source} lack {len(missing)} backbone tensors, e.g. {missing[:3]}"
+        )
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
@@ -328,18 +360,25 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtyp
 
 
 def _rebuild_buffers(backbone: nn.Module, native_config: Any) -> None:
-    """Non-persistent buffers (rotary frequencies, position / token-type ids) are not in checkpoints:
-    recreate them off the meta device, the rotary frequencies in float32 from a fresh rotary module."""
+    """Non-persistent buffers (rotary frequencies, position / token-type ids) are not in
+    checkpoints: recreate them off the meta device, the rotary frequencies in float32 from a fresh
+    rotary module."""
     backbone.rotary_emb = type(backbone.rotary_emb)(native_config)
     positions = torch.arange(native_config.max_position_embeddings).expand((1, -1))
     backbone.embeddings.register_buffer("position_ids", positions, persistent=False)
-    backbone.embeddings.register_buffer("token_type_ids", torch.zeros_like(positions), persistent=False)
+    backbone.embeddings.register_buffer(
+        "token_type_ids", torch.zeros_like(positions), persistent=False
+    )
     left = [name for name, buffer in backbone.named_buffers() if buffer.is_meta]
     if left:  # a transformers release with other buffers than the one this was written for
-        raise RuntimeError(f"JinaEmbeddingsV3Model buffers {left} were not rebuilt; update _rebuild_buffers")
+        raise RuntimeError(
+            f"JinaEmbeddingsV3Model buffers {left} were not rebuilt; update _rebuild_buffers"
+        )
 
 
-def attach_adapters(backbone: nn.Module, weights: ConvertedWeights, routing: AdapterRouting) -> None:
+def attach_adapters(
+    backbone: nn.Module, weights: ConvertedWeights, routing: AdapterRouting
+) -> None:
     """Every Linear and Embedding that carries official LoRA factors gets all tasks resident."""
     attach_lora(backbone, weights.linear_lora, routing)
     for path, lora in weights.embedding_lora.items():
@@ -367,7 +406,9 @@ class JinaV3Model:
         self.routing = routing
         self.tokenizer = tokenizer
         self.config = config  # as loaded; tasks added later live in adapters / instructions only
-        self.adapters = {task: index for index, task in enumerate(config.tasks)}  # API name → adapter
+        self.adapters = {
+            task: index for index, task in enumerate(config.tasks)
+        }  # API name → adapter
         self.instructions = dict(config.instructions)  # API name → instruction
         self.device = device
         self.dtype = dtype
@@ -382,19 +423,19 @@ class JinaV3Model:
         )
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
-        """An API task → its adapter and instruction; ``None`` (or its resolved name ``"none"``, so that
-        a :class:`TaskSpec` name resolves back to itself) → base weights, no instruction."""
+        """An API task → its adapter and instruction; ``None`` (or its resolved name ``"none"``, so
+        that a :class:`TaskSpec` name resolves back to itself) → base weights, no instruction."""
         if prompt_name is not None:
             raise InvalidInput(
-                f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task alone, "
-                f"one of: {', '.join(self.adapters)}"
+                f"{self.info.name} takes no prompt_name (got {prompt_name!r}); choose the task "
+                f"alone, one of: {', '.join(self.adapters)}"
             )
         if task is None or task == NO_TASK:
             return TaskSpec(name=NO_TASK, adapter=NO_ADAPTER, prefix="")
         if task not in self.adapters:
             raise InvalidInput(
-                f"unknown task {task!r} for {self.info.name}; valid tasks: {', '.join(self.adapters)} "
-                f"(or no task, {NO_TASK!r}, for the base weights)"
+                f"unknown task {task!r} for {self.info.name}; valid tasks: "
+                f"{', '.join(self.adapters)} (or no task, {NO_TASK!r}, for the base weights)"
             )
         return TaskSpec(name=task, adapter=self.adapters[task], prefix=self.instructions[task])
 
@@ -407,14 +448,21 @@ class JinaV3Model:
             special=[bool(s) for s in encoding.special_tokens_mask],
         )
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
-        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
+        return Row(
+            torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans)
+        )
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
         raise InvalidInput(f"{self.info.name} embeds text only; images need jina-embeddings-v4")
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
-        """One right-padded batch, each row with its own adapter; mean pooling over each row's spans."""
+        """One right-padded batch, each row with its own adapter; mean pooling over each row's
+        spans."""
         if not batch:
             return []
         with torch.inference_mode():
@@ -423,7 +471,9 @@ class JinaV3Model:
 
     def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
         hidden, mask = self._run(batch)
-        pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+        pooled = torch.cat(
+            [mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)]
+        )
         return GradOutput(pooled, None, mask.bool())
 
     def _run(self, batch: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,7 +483,9 @@ class JinaV3Model:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         adapters = torch.tensor([row.adapter for row in batch], dtype=torch.long)
         with self.routing.use(adapters.to(self.device)):
-            hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=mask
+            ).last_hidden_state.float()
         return hidden, mask
 
     def set_training(self, enabled: bool, *, gradient_checkpointing: bool = False) -> None:
@@ -445,7 +497,8 @@ class JinaV3Model:
                 raise InvalidInput(f"{self.info.name} has no multi-vector output")
             if not NO_ADAPTER <= row.adapter < self.resident_adapters:
                 raise InvalidInput(
-                    f"adapter {row.adapter} does not exist; {self.info.name} has {self.resident_adapters}"
+                    f"adapter {row.adapter} does not exist; {self.info.name} has "
+                    f"{self.resident_adapters}"
                 )
             if row.num_tokens == 0:
                 raise InvalidInput("cannot embed an empty token sequence")
@@ -468,19 +521,25 @@ class JinaV3Model:
         seed: int = 0,
     ) -> None:
         """See :meth:`uniembed.models.base.AdaptableModel.add_task`. An asymmetric task gets two
-        adapters, ``name.query`` and ``name.passage`` (as ``retrieval`` has); a symmetric one gets one
-        adapter called ``name``. ``factors`` are keyed as in the official file (:func:`lora_key`),
-        stacked over the task's adapters in that order. ``prompts`` maps those API names to their
-        instructions (default: ``init_from``'s, else none)."""
+        adapters, ``name.query`` and ``name.passage`` (as ``retrieval`` has); a symmetric one gets
+        one adapter called ``name``. ``factors`` are keyed as in the official file
+        (:func:`lora_key`), stacked over the task's adapters in that order. ``prompts`` maps those
+        API names to their instructions (default: ``init_from``'s, else none)."""
         check_task_name(name)
         if self._task_adapters(name) and not replace:
             raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
-        names = list(dict.fromkeys(task_api_names(name, symmetric).values()))  # 1 or 2 adapter names
+        names = list(
+            dict.fromkeys(task_api_names(name, symmetric).values())
+        )  # 1 or 2 adapter names
         unknown = sorted(set(prompts or {}) - set(names))
         if unknown:
-            raise InvalidInput(f"prompts for {unknown} do not belong to task {name!r} (its names: {names})")
+            raise InvalidInput(
+                f"prompts for {unknown} do not belong to task {name!r} (its names: {names})"
+            )
         sources = self._sides(init_from) if init_from is not None else None
-        inherited = {side: self._instruction_of(i) for side, i in sources.items()} if sources else {}
+        inherited = (
+            {side: self._instruction_of(i) for side, i in sources.items()} if sources else {}
+        )
         if factors is not None:
             official = dict(factors)
         elif sources is not None:
@@ -501,7 +560,8 @@ class JinaV3Model:
         return next(self.instructions[n] for n, i in self.adapters.items() if i == adapter)
 
     def _task_adapters(self, name: str) -> list[str]:
-        """The API names (= adapter names) of task ``name``: itself, or its ``.query``/``.passage``."""
+        """The API names (= adapter names) of task ``name``: itself, or its
+        ``.query``/``.passage``."""
         return [n for n in (name, f"{name}.{QUERY}", f"{name}.{PASSAGE}") if n in self.adapters]
 
     def _sides(self, task: str) -> dict[str, int]:
@@ -512,7 +572,12 @@ class JinaV3Model:
         names = task_api_names(task, symmetric=False)
         if all(n in self.adapters for n in names.values()):
             return {side: self.adapters[n] for side, n in names.items()}
-        tasks = sorted({n.rsplit(".", 1)[0] if n.endswith((f".{QUERY}", f".{PASSAGE}")) else n for n in self.adapters})
+        tasks = sorted(
+            {
+                n.rsplit(".", 1)[0] if n.endswith((f".{QUERY}", f".{PASSAGE}")) else n
+                for n in self.adapters
+            }
+        )
         raise InvalidInput(f"unknown task {task!r} for {self.info.name}; tasks: {', '.join(tasks)}")
 
     def task_factors(self, name: str) -> dict[str, torch.Tensor]:
@@ -531,13 +596,27 @@ class JinaV3Model:
         return list(unique.values())
 
     def lora_settings(self) -> dict[str, Any]:
-        targets = sorted({m.official.removeprefix("encoder.layers.0.") for m in official_modules(1) if m.kind != "norm"})
-        return {"r": self.config.lora_rank, "lora_alpha": self.config.lora_alpha, "target_modules": targets}
+        targets = sorted(
+            {
+                m.official.removeprefix("encoder.layers.0.")
+                for m in official_modules(1)
+                if m.kind != "norm"
+            }
+        )
+        return {
+            "r": self.config.lora_rank,
+            "lora_alpha": self.config.lora_alpha,
+            "target_modules": targets,
+        }
 
     def _official_modules(self) -> list[tuple[ModuleMap, list[Any]]]:
         """Official modules that carry LoRA, with their adapted native layers."""
         layers = routed_layers(self.backbone)
-        return [(m, [layers[n] for n in m.native]) for m in official_modules(self.config.num_layers) if m.kind != "norm"]
+        return [
+            (m, [layers[n] for n in m.native])
+            for m in official_modules(self.config.num_layers)
+            if m.kind != "norm"
+        ]
 
     def _official_factors(self, adapters: list[int]) -> dict[str, torch.Tensor]:
         """Factors of ``adapters`` in the official layout: q/k/v fused back into ``Wqkv`` (shared A,
@@ -561,8 +640,11 @@ class JinaV3Model:
                 factors.setdefault(lora_key(module.official, "B"), []).append(b)
         return {key: torch.stack(parts) for key, parts in factors.items()}
 
-    def _install(self, official: Mapping[str, torch.Tensor], count: int, dtype: torch.dtype) -> None:
-        """Append ``count`` adapters from official-layout factors to every adapted layer (checked first)."""
+    def _install(
+        self, official: Mapping[str, torch.Tensor], count: int, dtype: torch.dtype
+    ) -> None:
+        """Append ``count`` adapters from official-layout factors to every adapted layer (checked
+        first)."""
         modules = self._official_modules()
         expected = {}
         for module, natives in modules:
@@ -574,19 +656,23 @@ class JinaV3Model:
                 raise CheckpointError(f"adapter factors lack {key!r}")
             if tuple(official[key].shape) != shape:
                 raise CheckpointError(
-                    f"adapter factor {key!r} has shape {tuple(official[key].shape)}; the model needs {shape} "
-                    "(an adapter trained on another base model or rank?)"
+                    f"adapter factor {key!r} has shape {tuple(official[key].shape)}; the model "
+                    f"needs {shape} (an adapter trained on another base model or rank?)"
                 )
         extra = sorted(set(official) - set(expected))
         if extra:
-            raise CheckpointError(f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}")
+            raise CheckpointError(
+                f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. "
+                f"{extra[0]!r}"
+            )
         for j in range(count):
             for module, natives in modules:
-                a = _parameter(official[lora_key(module.official, "A")][j], dtype, self.device)  # shared by q/k/v
+                a = _parameter(
+                    official[lora_key(module.official, "A")][j], dtype, self.device
+                )  # shared by q/k/v
                 b = official[lora_key(module.official, "B")][j].chunk(len(natives), 0)
                 for native, b_part in zip(natives, b):
                     native.add_adapter(a, _parameter(b_part, dtype, self.device))
-
 
 
 def _sides_of(symmetric: bool) -> list[str]:
@@ -599,7 +685,9 @@ def _parameter(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -
 
 def _row_outputs(hidden: torch.Tensor, batch: Sequence[Row]) -> list[RowOutput]:
     """Pool every row's spans on the device, then copy to the CPU once."""
-    pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+    pooled = torch.cat(
+        [mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)]
+    )
     pooled = pooled.cpu().split([len(row.spans) for row in batch])  # (spans, dim) per row
     return [RowOutput(pooled=rows) for rows in pooled]
 
@@ -618,7 +706,8 @@ def load_tokenizer(snapshot: Path, config: JinaV3Config) -> Tokenizer:
     tokenizer.no_padding()
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise CheckpointError(
-            f"{path} has {tokenizer.get_vocab_size()} tokens, more than vocab_size {config.vocab_size} of config.json"
+            f"{path} has {tokenizer.get_vocab_size()} tokens, more than vocab_size "
+            f"{config.vocab_size} of config.json"
         )
     return tokenizer
 
@@ -626,12 +715,15 @@ def load_tokenizer(snapshot: Path, config: JinaV3Config) -> Tokenizer:
 def load_jina_v3(
     snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
 ) -> JinaV3Model:
-    """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors, tokenizer.json)."""
+    """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors,
+    tokenizer.json)."""
     parsed = parse_config(config, snapshot / "config.json")
     tokenizer = load_tokenizer(snapshot, parsed)
     weights = convert_official(load_tensors(weight_files(snapshot)), parsed, snapshot)
     backbone = build_backbone(parsed, weights, dtype, snapshot)
     routing = AdapterRouting()
     attach_adapters(backbone, weights, routing)
-    backbone.requires_grad_(False).to(device).eval()  # frozen: training makes one task's factors trainable
+    backbone.requires_grad_(False).to(
+        device
+    ).eval()  # frozen: training makes one task's factors trainable
     return JinaV3Model(backbone, routing, tokenizer, parsed, name=name, device=device, dtype=dtype)

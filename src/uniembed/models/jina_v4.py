@@ -1,11 +1,11 @@
 """jina-embeddings-v4: Qwen2.5-VL backbone (from transformers) + task LoRA + multi-vector projector.
 
-Facts (prompts, image template, pooling, key layout) follow the official model card and snapshot files
-(``config.json``, ``preprocessor_config.json``, ``adapters/adapter_config.json``); the README's "What the
-outputs are" section states them.
-The backbone is transformers' ``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout
-(``model.layers.*``, ``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay
-resident (:mod:`uniembed.models.lora`) and each row of a batch uses its own.
+Facts (prompts, image template, pooling, key layout) follow the official model card and snapshot
+files (``config.json``, ``preprocessor_config.json``, ``adapters/adapter_config.json``); the
+README's "What the outputs are" section states them. The backbone is transformers'
+``Qwen2_5_VLModel``; the official shards use the pre-4.52 key layout (``model.layers.*``,
+``visual.*``), mapped here by :func:`backbone_key`. All three task adapters stay resident
+(:mod:`uniembed.models.lora`) and each row of a batch uses its own.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ FAMILY = "jina-embeddings-v4"
 MAX_TOKENS = 32768
 DEFAULT_MAX_PIXELS = 602112  # preprocessor_config.json of the official snapshot (768 · 28²)
 MAX_PIXELS_LIMIT = 20_000_000  # the model card: images up to 20 megapixels
-IMAGE_TEMPLATE = ("<|im_start|>user\n<|vision_start|>", "<|vision_end|>Describe the image.<|im_end|>\n")
+IMAGE_TEMPLATE = (
+    "<|im_start|>user\n<|vision_start|>",
+    "<|vision_end|>Describe the image.<|im_end|>\n",
+)
 PAD_TOKEN = "<|endoftext|>"
 PREFIXES = {"query": "Query", "passage": "Passage"}
 # Symmetric tasks have one API name and always use the query prefix (the official code does so for
@@ -63,8 +66,12 @@ PREFIXES = {"query": "Query", "passage": "Passage"}
 OFFICIAL_SYMMETRIC_TASKS = ("text-matching",)
 SYMMETRIC_TASKS_KEY = "symmetric_task_names"
 DEFAULT_TASK = "retrieval.query"  # the official encode_text defaults prompt_name to "query"
-_ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.(?P<task>[^.]+)\.weight$")
-_SINGLE_ADAPTER_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+_ADAPTER_KEY = re.compile(
+    r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.(?P<task>[^.]+)\.weight$"
+)
+_SINGLE_ADAPTER_KEY = re.compile(
+    r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$"
+)
 PEFT_PREFIX = "base_model.model."
 
 
@@ -77,11 +84,11 @@ def backbone_key(key: str) -> str | None:
     ('language_model.norm.weight', None)
     """
     if key.startswith(("model.language_model.", "model.visual.")):
-        return key[len("model."):]
+        return key[len("model.") :]
     if key.startswith("visual."):
         return key
     if key.startswith("model."):
-        return "language_model." + key[len("model."):]
+        return "language_model." + key[len("model.") :]
     return None
 
 
@@ -112,11 +119,12 @@ def peft_module(path: str) -> str:
         return "multi_vector_projector"
     if not path.startswith("backbone."):
         raise ValueError(f"no PEFT name for module {path!r}")
-    return "model." + path[len("backbone."):]
+    return "model." + path[len("backbone.") :]
 
 
 def task_factor_key(module: str, factor: str, task: str | None = None) -> str:
-    """A PEFT key: with ``task`` as in the official multi-task file, without as PEFT saves one adapter.
+    """A PEFT key: with ``task`` as in the official multi-task file, without as PEFT saves one
+    adapter.
 
     >>> task_factor_key("multi_vector_projector", "A", "code")
     'base_model.model.multi_vector_projector.lora_A.code.weight'
@@ -156,7 +164,8 @@ class _Task:
 
 
 def _api_table(tasks: Mapping[str, _Task]) -> dict[str, tuple[int, str]]:
-    """API task name → (adapter, prompt name); a symmetric task's one name takes the query prefix."""
+    """API task name → (adapter, prompt name); a symmetric task's one name takes the query
+    prefix."""
     table: dict[str, tuple[int, str]] = {}
     for name, task in tasks.items():
         for side, api_name in task_api_names(name, task.symmetric).items():
@@ -195,9 +204,13 @@ class JinaV4Model:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         symmetric = {*OFFICIAL_SYMMETRIC_TASKS, *config.get(SYMMETRIC_TASKS_KEY, [])}
-        self.tasks = {task: _Task(i, task in symmetric) for i, task in enumerate(config["task_names"])}
+        self.tasks = {
+            task: _Task(i, task in symmetric) for i, task in enumerate(config["task_names"])
+        }
         self.api_tasks = _api_table(self.tasks)
-        self.adapter_config = dict(adapter_config or {})  # the snapshot's adapters/adapter_config.json
+        self.adapter_config = dict(
+            adapter_config or {}
+        )  # the snapshot's adapters/adapter_config.json
         self.device = device
         self.dtype = dtype
         self.merge_size = int(config["vision_config"].get("spatial_merge_size", 2))
@@ -234,32 +247,58 @@ class JinaV4Model:
 
     def tokenize(self, text: str) -> TokenizedText:
         encoding = self.tokenizer.encode(text)
-        return TokenizedText(list(encoding.ids), list(encoding.offsets), [bool(s) for s in encoding.special_tokens_mask])
+        return TokenizedText(
+            list(encoding.ids),
+            list(encoding.offsets),
+            [bool(s) for s in encoding.special_tokens_mask],
+        )
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
         if not ids:
             raise InvalidInput("empty text: nothing to embed")
-        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans))
+        return Row(
+            torch.tensor(ids, dtype=torch.long), task.adapter, default_spans(len(ids), spans)
+        )
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
         features = self.preprocess_image(image, max_pixels)
         t, h, w = features.grid_thw
         count = t * h * w // self.merge_unit
         before, after = self.template.before_image, self.template.after_image
         ids = before + [self.template.image_token] * count + after
-        span = (len(before) - 1, len(before) + count + 1)  # <|vision_start|> … <|vision_end|> inclusive
+        span = (
+            len(before) - 1,
+            len(before) + count + 1,
+        )  # <|vision_start|> … <|vision_end|> inclusive
         merge = self.merge_size
-        patches = PatchGrid(start=len(before), height=t * h // merge, width=w // merge)  # merged 2x2 cells
-        return Row(torch.tensor(ids, dtype=torch.long), task.adapter, (span,), image=features, patches=patches)
+        patches = PatchGrid(
+            start=len(before), height=t * h // merge, width=w // merge
+        )  # merged 2x2 cells
+        return Row(
+            torch.tensor(ids, dtype=torch.long),
+            task.adapter,
+            (span,),
+            image=features,
+            patches=patches,
+        )
 
     def preprocess_image(self, image: Image.Image, max_pixels: int | None = None) -> ImageFeatures:
-        """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and patchify."""
+        """Resize (both sides multiples of 28, pixel count in [min, max]), normalise and
+        patchify."""
         limit = max_pixels or self.default_max_pixels
         if not self.min_pixels <= limit <= MAX_PIXELS_LIMIT:
-            raise InvalidInput(f"max_pixels must be between {self.min_pixels} and {MAX_PIXELS_LIMIT}, got {limit}")
+            raise InvalidInput(
+                f"max_pixels must be between {self.min_pixels} and {MAX_PIXELS_LIMIT}, got {limit}"
+            )
         width, height = image.size
         if min(width, height) < 1 or max(width, height) / min(width, height) > 200:
-            raise InvalidInput(f"image of {width}x{height} pixels: the aspect ratio must be below 200")
+            raise InvalidInput(
+                f"image of {width}x{height} pixels: the aspect ratio must be below 200"
+            )
         size = {"shortest_edge": self.min_pixels, "longest_edge": limit}
         batch = self.image_processor(images=[image.convert("RGB")], size=size, return_tensors="np")
         grid = tuple(int(v) for v in np.asarray(batch["image_grid_thw"])[0])
@@ -271,7 +310,9 @@ class JinaV4Model:
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         hidden, projected, _ = self._run(batch)
         hidden = hidden.float()
-        multivectors = normalize(projected.float()) if projected is not None else None  # (batch, seq, 128)
+        multivectors = (
+            normalize(projected.float()) if projected is not None else None
+        )  # (batch, seq, 128)
         outputs = []
         for index, row in enumerate(batch):
             states = hidden[index, : row.num_tokens]  # (tokens, hidden)
@@ -283,10 +324,14 @@ class JinaV4Model:
     def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
         hidden, projected, mask = self._run(batch)
         hidden = hidden.float()
-        pooled = torch.cat([mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)])
+        pooled = torch.cat(
+            [mean_pool_spans(hidden[i, : row.num_tokens], row.spans) for i, row in enumerate(batch)]
+        )
         multivectors = None
         if projected is not None:
-            multivectors = normalize(projected.float()) * mask.unsqueeze(-1)  # (batch, seq, 128), 0 at padding
+            multivectors = normalize(projected.float()) * mask.unsqueeze(
+                -1
+            )  # (batch, seq, 128), 0 at padding
         return GradOutput(pooled, multivectors, mask.bool())
 
     def _run(self, batch: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -297,7 +342,9 @@ class JinaV4Model:
         images = [row.image for row in batch if row.image is not None]
         pixel_values = grid = None
         if images:
-            pixel_values = torch.cat([img.pixel_values for img in images]).to(self.device, self.dtype)
+            pixel_values = torch.cat([img.pixel_values for img in images]).to(
+                self.device, self.dtype
+            )
             grid = torch.tensor([img.grid_thw for img in images], device=self.device)
         positions = self._positions(input_ids, mask, grid)
         adapters = torch.tensor([row.adapter for row in batch], device=self.device)
@@ -337,28 +384,40 @@ class JinaV4Model:
         check_task_name(name)
         if name in self.tasks and not replace:
             raise InvalidInput(f"task {name!r} exists in {self.info.name}; choose another name")
-        fixed = {api: f"{PREFIXES[side]}: " for api, (_, side) in _api_table({name: _Task(0, symmetric)}).items()}
+        fixed = {
+            api: f"{PREFIXES[side]}: "
+            for api, (_, side) in _api_table({name: _Task(0, symmetric)}).items()
+        }
         if any(fixed.get(api) != text for api, text in (prompts or {}).items()):
-            raise InvalidInput(f"{self.info.name} has fixed prefixes {fixed}; other prompts cannot be set")
+            raise InvalidInput(
+                f"{self.info.name} has fixed prefixes {fixed}; other prompts cannot be set"
+            )
         layers = routed_layers(self.network)
         if factors is not None:
             new = _factors_by_layer(factors, layers)
         elif init_from is not None:
             source = self._task(init_from).adapter
-            new = {path: (layer.lora_A[source].detach(), layer.lora_B[source].detach()) for path, layer in layers.items()}
+            new = {
+                path: (layer.lora_A[source].detach(), layer.lora_B[source].detach())
+                for path, layer in layers.items()
+            }
         else:
             generator = torch.Generator().manual_seed(seed)
             new = {path: fresh_factors(layer, generator) for path, layer in layers.items()}
         dtype = factor_dtype or self.dtype
         for path, (a, b) in new.items():
-            adapter = layers[path].add_adapter(_parameter(a, dtype, self.device), _parameter(b, dtype, self.device))
+            adapter = layers[path].add_adapter(
+                _parameter(a, dtype, self.device), _parameter(b, dtype, self.device)
+            )
         self.tasks[name] = _Task(adapter, symmetric)
         self.api_tasks = _api_table(self.tasks)
         self.info = dataclasses.replace(self.info, tasks=tuple(self.api_tasks))
 
     def _task(self, name: str) -> _Task:
         if name not in self.tasks:
-            raise InvalidInput(f"unknown task {name!r} for {self.info.name}; tasks: {', '.join(self.tasks)}")
+            raise InvalidInput(
+                f"unknown task {name!r} for {self.info.name}; tasks: {', '.join(self.tasks)}"
+            )
         return self.tasks[name]
 
     def task_factors(self, name: str) -> dict[str, torch.Tensor]:
@@ -378,7 +437,9 @@ class JinaV4Model:
     def lora_settings(self) -> dict[str, Any]:
         return dict(self.adapter_config)
 
-    def _positions(self, input_ids: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+    def _positions(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor | None
+    ) -> torch.Tensor:
         """3-D multimodal RoPE positions (3, batch, seq); plain 0…n-1 on all three axes for text."""
         if grid is None:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -388,7 +449,6 @@ class JinaV4Model:
             input_ids, mm_token_type_ids=token_types, image_grid_thw=grid, attention_mask=mask
         )
         return positions
-
 
 
 def _parameter(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> nn.Parameter:
@@ -407,14 +467,19 @@ def _factors_by_layer(factors: Mapping[str, torch.Tensor], layers: Mapping[str, 
                 raise CheckpointError(f"adapter factors lack {key!r}")
             if tuple(factors[key].shape) != tuple(like.shape):
                 raise CheckpointError(
-                    f"adapter factor {key!r} has shape {tuple(factors[key].shape)}; the model needs {tuple(like.shape)} "
-                    "(an adapter trained on another base model or rank?)"
+                    f"adapter factor {key!r} has shape {tuple(factors[key].shape)}; the model "
+                    f"needs {tuple(like.shape)} (an adapter trained on another base model or rank?)"
                 )
             pair.append(factors[key])
         wanted[path] = tuple(pair)
-    extra = sorted(set(factors) - {task_factor_key(peft_module(p), f) for p in layers for f in "AB"})
+    extra = sorted(
+        set(factors) - {task_factor_key(peft_module(p), f) for p in layers for f in "AB"}
+    )
     if extra:
-        raise CheckpointError(f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. {extra[0]!r}")
+        raise CheckpointError(
+            f"adapter factors hold {len(extra)} tensors this model has no layer for, e.g. "
+            f"{extra[0]!r}"
+        )
     return wanted
 
 
@@ -424,8 +489,8 @@ def _template(tokenizer: Any, image_token: int) -> _Template:
     pad = tokenizer.token_to_id(PAD_TOKEN)
     if tokenizer.id_to_token(image_token) != "<|image_pad|>" or pad is None:
         raise CheckpointError(
-            f"tokenizer.json does not match config.json: id {image_token} should be <|image_pad|> and "
-            f"{PAD_TOKEN} must exist"
+            f"tokenizer.json does not match config.json: id {image_token} should be <|image_pad|> "
+            f"and {PAD_TOKEN} must exist"
         )
     return _Template(before, after, image_token, pad)
 
@@ -446,9 +511,20 @@ def load_jina_v4(
     network = _network(snapshot, config, dtype)
     routing = AdapterRouting()
     adapter_config = _attach_adapters(network, snapshot, tuple(config["task_names"]), routing)
-    network.requires_grad_(False).to(device).eval()  # frozen: training makes one task's factors trainable
-    return JinaV4Model(network, routing, tokenizer, image_processor, config, name=name, device=device, dtype=dtype,
-                       adapter_config=adapter_config)
+    network.requires_grad_(False).to(
+        device
+    ).eval()  # frozen: training makes one task's factors trainable
+    return JinaV4Model(
+        network,
+        routing,
+        tokenizer,
+        image_processor,
+        config,
+        name=name,
+        device=device,
+        dtype=dtype,
+        adapter_config=adapter_config,
+    )
 
 
 def _check_config(snapshot: Path, config: dict[str, Any]) -> None:
@@ -458,30 +534,50 @@ def _check_config(snapshot: Path, config: dict[str, Any]) -> None:
     symmetric = config.get(SYMMETRIC_TASKS_KEY, [])
     if not (isinstance(symmetric, list) and set(symmetric) <= set(config["task_names"])):
         raise CheckpointError(
-            f"malformed {snapshot / 'config.json'}: {SYMMETRIC_TASKS_KEY} must list names of task_names"
+            f"malformed {snapshot / 'config.json'}: {SYMMETRIC_TASKS_KEY} must list names of "
+            "task_names"
         )
 
 
 def _image_processor(snapshot: Path) -> Any:
-    """transformers' Qwen2-VL image processor, PIL backend (no torchvision), from the snapshot's settings."""
+    """transformers' Qwen2-VL image processor, PIL backend (no torchvision), from the snapshot's
+    settings."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     settings = read_json(snapshot / "preprocessor_config.json")
-    known = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean",
-             "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_convert_rgb", "size")
+    known = (
+        "min_pixels",
+        "max_pixels",
+        "patch_size",
+        "temporal_patch_size",
+        "merge_size",
+        "image_mean",
+        "image_std",
+        "do_resize",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "do_convert_rgb",
+        "size",
+    )
     return Qwen2VLImageProcessorPil(**{k: v for k, v in settings.items() if k in known})
 
 
 def _network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) -> JinaV4Network:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
-    backbone_config = Qwen2_5_VLConfig(**{k: v for k, v in config.items() if k not in ("architectures", "auto_map")})
+    backbone_config = Qwen2_5_VLConfig(
+        **{k: v for k, v in config.items() if k not in ("architectures", "auto_map")}
+    )
     backbone_config._attn_implementation = "sdpa"
     backbone_config.text_config._attn_implementation = "sdpa"
     backbone_config.vision_config._attn_implementation = "sdpa"
     with torch.device("meta"):
         backbone = Qwen2_5_VLModel(backbone_config)
-        projector = nn.Linear(backbone_config.text_config.hidden_size, int(config.get("multi_vector_projector_dim", 128)))
+        projector = nn.Linear(
+            backbone_config.text_config.hidden_size,
+            int(config.get("multi_vector_projector_dim", 128)),
+        )
     tensors = load_tensors(weight_files(snapshot))
     backbone_state, projector_state = _split_state(tensors, snapshot)
     _assign(backbone, backbone_state, dtype, "the backbone", snapshot)
@@ -494,7 +590,7 @@ def _split_state(tensors: dict[str, torch.Tensor], snapshot: Path) -> tuple[dict
     backbone, projector = {}, {}
     for key, tensor in tensors.items():
         if key.startswith("multi_vector_projector."):
-            projector[key[len("multi_vector_projector."):]] = tensor
+            projector[key[len("multi_vector_projector.") :]] = tensor
         elif (mapped := backbone_key(key)) is not None:
             backbone[mapped] = tensor
     if not projector:
@@ -502,18 +598,24 @@ def _split_state(tensors: dict[str, torch.Tensor], snapshot: Path) -> tuple[dict
     return backbone, projector
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, what: str, snapshot: Path) -> None:
+def _assign(
+    module: nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype, what: str, snapshot: Path
+) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise CheckpointError(f"weights of {snapshot} lack {len(missing)} tensors of {what}, e.g. {missing[:3]}")
+        raise CheckpointError(
+            f"weights of {snapshot} lack {len(missing)} tensors of {what}, e.g. {missing[:3]}"
+        )
     for key, tensor in state.items():
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
                 f"tensor {key} of {what} in {snapshot} has shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[key].shape)}"
             )
-    module.load_state_dict({k: v.to(dtype) for k, v in state.items() if k in expected}, strict=True, assign=True)
+    module.load_state_dict(
+        {k: v.to(dtype) for k, v in state.items() if k in expected}, strict=True, assign=True
+    )
 
 
 def _rebuild_rotary_buffers(backbone: nn.Module) -> None:
@@ -535,7 +637,9 @@ def _attach_adapters(
     try:
         rank, alpha = int(settings["r"]), float(settings["lora_alpha"])
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"malformed {adapters / 'adapter_config.json'}: needs integer r and lora_alpha") from error
+        raise CheckpointError(
+            f"malformed {adapters / 'adapter_config.json'}: needs integer r and lora_alpha"
+        ) from error
     scaling = alpha / (rank**0.5) if settings.get("use_rslora") else alpha / rank
     file = adapters / "adapter_model.safetensors"
     if not file.is_file():
@@ -548,7 +652,8 @@ def _attach_adapters(
 def _stack_adapters(
     tensors: dict[str, torch.Tensor], tasks: tuple[str, ...], scaling: float, file: Path
 ) -> dict[str, LoraWeights]:
-    """PEFT keys ``base_model.model.<module>.lora_{A,B}.<task>.weight`` → stacked per-module factors."""
+    """PEFT keys ``base_model.model.<module>.lora_{A,B}.<task>.weight`` → stacked per-module
+    factors."""
     factors: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
     for key, tensor in tensors.items():
         match = _ADAPTER_KEY.match(key)
@@ -561,7 +666,9 @@ def _stack_adapters(
             a = torch.stack([parts[("A", task)] for task in tasks])
             b = torch.stack([parts[("B", task)] for task in tasks])
         except KeyError as error:
-            raise CheckpointError(f"{file}: module {module} lacks the adapter {error.args[0]}") from None
+            raise CheckpointError(
+                f"{file}: module {module} lacks the adapter {error.args[0]}"
+            ) from None
         layers[adapter_module(module)] = LoraWeights(a, b, scaling)
     if not layers:
         raise CheckpointError(f"no adapter tensors in {file}")

@@ -29,7 +29,9 @@ def resolve_snapshot(name_or_path: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{path} is a file; expected a model snapshot directory")
     name = str(name_or_path)
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise CheckpointError(f"model {name!r}: no such local directory, and not a hub id (owner/name)")
+        raise CheckpointError(
+            f"model {name!r}: no such local directory, and not a hub id (owner/name)"
+        )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -60,7 +62,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def weight_files(snapshot: Path) -> list[Path]:
-    """The safetensors files of a snapshot: the shards named by the index, or ``model.safetensors``."""
+    """The safetensors files of a snapshot: the shards named by the index, or
+    ``model.safetensors``."""
     index = snapshot / SAFETENSORS_INDEX
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
@@ -70,7 +73,9 @@ def weight_files(snapshot: Path) -> list[Path]:
     elif (snapshot / SAFETENSORS_SINGLE).is_file():
         files = [snapshot / SAFETENSORS_SINGLE]
     else:
-        raise CheckpointError(f"missing file: {snapshot / SAFETENSORS_INDEX} (or {SAFETENSORS_SINGLE})")
+        raise CheckpointError(
+            f"missing file: {snapshot / SAFETENSORS_INDEX} (or {SAFETENSORS_SINGLE})"
+        )
     for file in files:
         if not file.is_file():
             raise CheckpointError(f"missing file: {file}")
@@ -91,14 +96,22 @@ def load_tensors(files: Iterable[Path]) -> dict[str, torch.Tensor]:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None`` → float32 on CPU, bfloat16 on CUDA; strings like ``"bfloat16"``/``"bf16"`` accepted."""
+    """``None`` → float32 on CPU, bfloat16 on CUDA; strings like ``"bfloat16"``/``"bf16"``
+    accepted."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    aliases = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-               "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    aliases = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+    }
     try:
         return aliases[str(dtype).lower()]
     except KeyError:

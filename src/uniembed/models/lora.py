@@ -28,7 +28,9 @@ class AdapterRouting:
 
     def __init__(self) -> None:
         self.rows: torch.Tensor | None = None  # (batch,) int64
-        self.groups: list[tuple[int, torch.Tensor | None]] = []  # (adapter, row indices or None = all)
+        self.groups: list[
+            tuple[int, torch.Tensor | None]
+        ] = []  # (adapter, row indices or None = all)
 
     @contextmanager
     def use(self, rows: torch.Tensor) -> Iterator[None]:
@@ -72,12 +74,18 @@ class _RoutedLora(nn.Module):
     """A wrapped layer, its per-adapter factors and the shared routing."""
 
     def __init__(
-        self, base: nn.Module, weights: LoraWeights, routing: AdapterRouting, shapes: tuple, layer: str
+        self,
+        base: nn.Module,
+        weights: LoraWeights,
+        routing: AdapterRouting,
+        shapes: tuple,
+        layer: str,
     ) -> None:
         super().__init__()
         if (tuple(weights.A.shape), tuple(weights.B.shape)) != shapes:
             raise ValueError(
-                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit {layer}"
+                f"LoRA shapes A{tuple(weights.A.shape)} B{tuple(weights.B.shape)} do not fit "
+                f"{layer}"
             )
         self.base = base
         dtype = base.weight.dtype
@@ -98,8 +106,8 @@ class _RoutedLora(nn.Module):
         return len(self.lora_A) - 1
 
     def factors(self, adapter: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``A``, ``B`` of one adapter in ``dtype`` (trained factors may be kept in float32 while the
-        base weights and activations are bf16)."""
+        """``A``, ``B`` of one adapter in ``dtype`` (trained factors may be kept in float32 while
+        the base weights and activations are bf16)."""
         a, b = self.lora_A[adapter], self.lora_B[adapter]
         if a.dtype != dtype:
             a, b = a.to(dtype), b.to(dtype)
@@ -154,8 +162,9 @@ class MultiLoRAEmbedding(_RoutedLora):
     """``y = base(ids) + scaling · A[t][ids] B[t]`` with ``t`` the adapter of the ids' row (dim 0).
 
     Embedding factors are stored the other way round from :class:`MultiLoRALinear` (as in the
-    official jina-embeddings-v3 checkpoint): ``A`` (tasks, num_embeddings, r) and ``B`` (tasks, r, dim),
-    so the task's table is ``weight + scaling · A[t] @ B[t]``; only the looked-up rows of ``A`` are used.
+    official jina-embeddings-v3 checkpoint): ``A`` (tasks, num_embeddings, r) and ``B`` (tasks, r,
+    dim), so the task's table is ``weight + scaling · A[t] @ B[t]``; only the looked-up rows of
+    ``A`` are used.
     """
 
     def __init__(self, base: nn.Embedding, weights: LoraWeights, routing: AdapterRouting) -> None:
@@ -178,16 +187,18 @@ class MultiLoRAEmbedding(_RoutedLora):
 
 def routed_layers(root: nn.Module) -> dict[str, _RoutedLora]:
     """Every adapted layer under ``root`` by its dotted path."""
-    return {path: module for path, module in root.named_modules() if isinstance(module, _RoutedLora)}
+    return {
+        path: module for path, module in root.named_modules() if isinstance(module, _RoutedLora)
+    }
 
 
 def fresh_factors(
     layer: _RoutedLora, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """New float32 factors for ``layer`` initialised as PEFT initialises LoRA (``init_lora_weights=True``),
-    so the new adapter starts as the base weights: Linear — ``A`` Kaiming-uniform (a = √5), ``B`` zero;
-    Embedding — ``A`` zero, ``B`` standard normal (PEFT's ``lora_embedding_A`` / ``_B``, transposed to
-    this module's layout)."""
+    """New float32 factors for ``layer`` initialised as PEFT initialises LoRA
+    (``init_lora_weights=True``), so the new adapter starts as the base weights: Linear — ``A``
+    Kaiming-uniform (a = √5), ``B`` zero; Embedding — ``A`` zero, ``B`` standard normal (PEFT's
+    ``lora_embedding_A`` / ``_B``, transposed to this module's layout)."""
     a = torch.empty(layer.lora_A[0].shape)
     b = torch.empty(layer.lora_B[0].shape)
     if isinstance(layer, MultiLoRAEmbedding):
@@ -207,8 +218,14 @@ def set_backbone_training(
     :meth:`AdapterRouting.checkpoint_contexts`); non-reentrant, so inputs need not require grad."""
     # transformers >= 5.2x renamed gradient_checkpointing_* to activation_checkpointing_*; the first
     # positional argument is the checkpoint kwargs in both
-    enable = getattr(backbone, "activation_checkpointing_enable", None) or backbone.gradient_checkpointing_enable
-    disable = getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
+    enable = (
+        getattr(backbone, "activation_checkpointing_enable", None)
+        or backbone.gradient_checkpointing_enable
+    )
+    disable = (
+        getattr(backbone, "activation_checkpointing_disable", None)
+        or backbone.gradient_checkpointing_disable
+    )
     if enabled and gradient_checkpointing:
         enable({"use_reentrant": False, "context_fn": routing.checkpoint_contexts})
     else:

@@ -21,7 +21,9 @@ def detect_family(config: dict[str, Any]) -> str:
     >>> detect_family({"lora_adaptations": ["retrieval.query"]})
     'jina-embeddings-v3'
     """
-    names = " ".join([*config.get("architectures", []), *map(str, config.get("auto_map", {}).values())])
+    names = " ".join(
+        [*config.get("architectures", []), *map(str, config.get("auto_map", {}).values())]
+    )
     if "JinaEmbeddingsV4" in names or ("task_names" in config and "vision_config" in config):
         return "jina-embeddings-v4"
     # XLMRobertaFlash alone is not enough: other Jina XLM-R models without adapters use it too.
@@ -30,8 +32,9 @@ def detect_family(config: dict[str, Any]) -> str:
     if config.get("model_type") == "jina_embeddings_v3":
         return "jina-embeddings-v3"
     raise CheckpointError(
-        f"unsupported model: architectures={config.get('architectures')}, model_type={config.get('model_type')}; "
-        "uniembed serves jina-embeddings-v4 and jina-embeddings-v3 snapshots"
+        f"unsupported model: architectures={config.get('architectures')}, "
+        f"model_type={config.get('model_type')}; uniembed serves jina-embeddings-v4 and "
+        "jina-embeddings-v3 snapshots"
     )
 
 
@@ -52,7 +55,9 @@ def load_model(
     if family == "jina-embeddings-v4":
         from uniembed.models.jina_v4 import load_jina_v4
 
-        return load_jina_v4(snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype)
+        return load_jina_v4(
+            snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype
+        )
     from uniembed.models.jina_v3 import load_jina_v3
 
     return load_jina_v3(snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype)

@@ -2,8 +2,8 @@
 (docs/search.md). Nothing in the core (``models/``, ``embedder.py``, the embeddings server) imports
 this package.
 
-``Index`` and ``open_index`` are imported on first use, so ``import uniembed.retrieval.scores`` stays
-light.
+``Index`` and ``open_index`` are imported on first use, so ``import uniembed.retrieval.scores``
+stays light.
 """
 
 from __future__ import annotations

@@ -52,7 +52,9 @@ class ClientDialect:
     def match_any(self, key: str, values: Sequence[str] | Sequence[int]) -> Any:
         return self.m.FieldCondition(key=key, match=self.m.MatchAny(any=list(values)))
 
-    def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
+    def range(
+        self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None
+    ) -> Any:
         return self.m.FieldCondition(key=key, range=self.m.Range(gte=gte, gt=gt, lte=lte, lt=lt))
 
     def has_ids(self, ids: Sequence[str]) -> Any:
@@ -83,13 +85,19 @@ class ClientStore:
         return client_module.QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY"))
 
     @classmethod
-    def create(cls, client: Any, collection: str, layout: Layout, manifest: Mapping[str, Any]) -> ClientStore:
+    def create(
+        cls, client: Any, collection: str, layout: Layout, manifest: Mapping[str, Any]
+    ) -> ClientStore:
         """Create ``collection`` with the shared layout; the manifest goes into its metadata."""
         m = _models()
         if client.collection_exists(collection):
-            raise InvalidInput(f"collection {collection!r} already exists; open it or pick another name")
+            raise InvalidInput(
+                f"collection {collection!r} already exists; open it or pick another name"
+            )
         full = {**manifest, "layout": layout.to_json()}
-        client.create_collection(collection, vectors_config=_vector_params(m, layout), metadata={METADATA_KEY: full})
+        client.create_collection(
+            collection, vectors_config=_vector_params(m, layout), metadata={METADATA_KEY: full}
+        )
         for name, kind in layout.fields:
             client.create_payload_index(collection, name, _schema(m, kind), wait=True)
         return cls(client, collection, full)
@@ -97,10 +105,14 @@ class ClientStore:
     @classmethod
     def open(cls, client: Any, collection: str) -> ClientStore:
         if not client.collection_exists(collection):
-            raise InvalidInput(f"no index collection {collection!r} on this Qdrant; create one first")
+            raise InvalidInput(
+                f"no index collection {collection!r} on this Qdrant; create one first"
+            )
         metadata = client.get_collection(collection).config.metadata or {}
         if METADATA_KEY not in metadata:
-            raise InvalidInput(f"collection {collection!r} was not made by uniembed (no index manifest)")
+            raise InvalidInput(
+                f"collection {collection!r} was not made by uniembed (no index manifest)"
+            )
         return cls(client, collection, dict(metadata[METADATA_KEY]))
 
     def manifest(self) -> dict[str, Any]:
@@ -114,12 +126,16 @@ class ClientStore:
 
     # ----------------------------------------------------------------- writes
     def upsert(self, points: Sequence[Point]) -> None:
-        structs = [self._m.PointStruct(id=p.id, vector=point_vectors(p), payload=p.payload) for p in points]
+        structs = [
+            self._m.PointStruct(id=p.id, vector=point_vectors(p), payload=p.payload) for p in points
+        ]
         self.client.upsert(self.collection, points=structs, wait=True)
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         condition = build_filter((MatchAny("id", tuple(doc_ids)),), self._dialect)
-        self.client.delete(self.collection, points_selector=self._m.FilterSelector(filter=condition), wait=True)
+        self.client.delete(
+            self.collection, points_selector=self._m.FilterSelector(filter=condition), wait=True
+        )
 
     # ----------------------------------------------------------------- reads
     def search(self, search: Search) -> list[Found]:
@@ -127,7 +143,9 @@ class ClientStore:
         prefetch = None
         if search.prefetch is not None:
             stage = search.prefetch
-            prefetch = self._m.Prefetch(query=stage.vector, using=stage.using, limit=stage.limit, filter=condition)
+            prefetch = self._m.Prefetch(
+                query=stage.vector, using=stage.using, limit=stage.limit, filter=condition
+            )
         response = self.client.query_points(
             self.collection,
             query=search.stage.vector,
@@ -168,6 +186,7 @@ class ClientStore:
             yield from (found_from(record) for record in records)
             if offset is None:
                 return
+
 
 def _payload(payload: bool | Sequence[str]) -> bool | list[str]:
     return payload if isinstance(payload, bool) else list(payload)

@@ -1,4 +1,5 @@
-"""``uniembed index`` and ``uniembed search``: build an index from files and query it from a shell."""
+"""``uniembed index`` and ``uniembed search``: build an index from files and query it from a
+shell."""
 
 from __future__ import annotations
 
@@ -14,28 +15,71 @@ from uniembed.errors import InvalidInput, UniembedError
 
 
 def index_command(
-    location: Annotated[str, typer.Argument(help="Index directory (embedded Qdrant) or http(s)://host:port/collection.")],
-    paths: Annotated[list[Path] | None, typer.Argument(
-        help="Files and folders to add: texts (.txt, .md), images, PDFs (one entry per page).")] = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model to create the index with (hub id or snapshot); default: the one recorded "
-        "in the index, or jinaai/jina-embeddings-v4 for a new one.")] = None,
-    jsonl: Annotated[list[Path] | None, typer.Option(
-        help='JSONL file of documents: {"id": …, "text"|"image"|"pdf": …, "metadata": {…}} per line.')] = None,
-    delete: Annotated[list[str] | None, typer.Option(help="Document id to delete; repeat for several.")] = None,
-    dimensions: Annotated[int | None, typer.Option(help="New index: Matryoshka size of the single vectors.")] = None,
-    pool_factor: Annotated[int, typer.Option(help="New index: store about 1/N of each multi-vector's rows.")] = 1,
-    field: Annotated[list[str] | None, typer.Option(
-        help="New index: metadata field to index for filters, as name:keyword|integer|float|bool.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")] = None,
+    location: Annotated[
+        str,
+        typer.Argument(help="Index directory (embedded Qdrant) or http(s)://host:port/collection."),
+    ],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Files and folders to add: texts (.txt, .md), images, PDFs (one entry per page)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to create the index with (hub id or snapshot); default: the one recorded "
+            "in the index, or jinaai/jina-embeddings-v4 for a new one.",
+        ),
+    ] = None,
+    jsonl: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help=(
+                'JSONL file of documents: {"id": …, "text"|"image"|"pdf": …, "metadata": {…}} '
+                "per line."
+            )
+        ),
+    ] = None,
+    delete: Annotated[
+        list[str] | None, typer.Option(help="Document id to delete; repeat for several.")
+    ] = None,
+    dimensions: Annotated[
+        int | None, typer.Option(help="New index: Matryoshka size of the single vectors.")
+    ] = None,
+    pool_factor: Annotated[
+        int, typer.Option(help="New index: store about 1/N of each multi-vector's rows.")
+    ] = 1,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "New index: metadata field to index for filters, as "
+                "name:keyword|integer|float|bool."
+            )
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")
+    ] = None,
     batch_items: Annotated[int, typer.Option(help="Entries encoded and written together.")] = 16,
-    optimize: Annotated[bool, typer.Option(help="Build the vector indexes (HNSW) after adding.")] = True,
+    optimize: Annotated[
+        bool, typer.Option(help="Build the vector indexes (HNSW) after adding.")
+    ] = True,
 ) -> None:
     """Create or open an index; add files, folders and JSONL documents; delete documents by id."""
     try:
         fields = dict(_field(spec) for spec in field or [])
-        index = _open_or_create(location, model, device, dimensions=dimensions, pool_factor=pool_factor,
-                                metadata_fields=fields)
+        index = _open_or_create(
+            location,
+            model,
+            device,
+            dimensions=dimensions,
+            pool_factor=pool_factor,
+            metadata_fields=fields,
+        )
         with index:
             if delete:
                 index.delete(delete)
@@ -46,7 +90,10 @@ def index_command(
                 index.optimize()
             if added:
                 seconds = time.perf_counter() - started
-                typer.echo(f"added {added} document(s) in {seconds:.1f} s ({added / seconds:.2f}/s)", err=True)
+                typer.echo(
+                    f"added {added} document(s) in {seconds:.1f} s ({added / seconds:.2f}/s)",
+                    err=True,
+                )
             typer.echo(json.dumps(index.info()))
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
@@ -54,17 +101,35 @@ def index_command(
 
 
 def search_command(
-    location: Annotated[str, typer.Argument(help="Index directory or http(s)://host:port/collection.")],
+    location: Annotated[
+        str, typer.Argument(help="Index directory or http(s)://host:port/collection.")
+    ],
     query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
-    image: Annotated[Path | None, typer.Option(help="Search with this image instead of a text.")] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="Search with this image instead of a text.")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
-    mode: Annotated[str | None, typer.Option(help="dense, multivector, two-stage (default) or binary.")] = None,
-    candidates: Annotated[int | None, typer.Option(help="Candidates for two-stage and binary.")] = None,
-    filter: Annotated[str | None, typer.Option(
-        "--filter", help='JSON filter, e.g. \'{"metadata.lang": "en", "page": {"lte": 3}}\'.')] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model (default: the index's).")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON lines.")] = False,
+    mode: Annotated[
+        str | None, typer.Option(help="dense, multivector, two-stage (default) or binary.")
+    ] = None,
+    candidates: Annotated[
+        int | None, typer.Option(help="Candidates for two-stage and binary.")
+    ] = None,
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help='JSON filter, e.g. \'{"metadata.lang": "en", "page": {"lte": 3}}\'.'
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model (default: the index's).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON lines.")
+    ] = False,
 ) -> None:
     """Search an index by text or image; prints score, id, page and a snippet per result."""
     from uniembed.retrieval.index import Index

@@ -100,9 +100,7 @@ def pool_by_labels(multivector: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return torch.nn.functional.normalize(sums, dim=-1)
 
 
-def pool_tokens(
-    multivector: torch.Tensor, pool_factor: int, *, protected: int = 1
-) -> torch.Tensor:
+def pool_tokens(multivector: torch.Tensor, pool_factor: int, *, protected: int = 1) -> torch.Tensor:
     """Hierarchical token pooling: about ``tokens / pool_factor`` rows (see the module docstring).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])

@@ -69,7 +69,8 @@ def kind_of_input(value: Any) -> Kind:
         if len(kinds) == 1:
             return kinds[0]  # type: ignore[return-value]
     raise InvalidInput(
-        f"expected a string, a PIL image or a dict with one of 'text', 'image', 'pdf'; got {type(value).__name__}"
+        "expected a string, a PIL image or a dict with one of 'text', 'image', 'pdf'; got "
+        f"{type(value).__name__}"
     )
 
 
@@ -124,7 +125,9 @@ def document_from_file(path: Path, doc_id: str, limits: InputLimits | None = Non
         try:
             items: list[Item] = [TextItem(path.read_text(encoding="utf-8"))]
         except UnicodeDecodeError as error:
-            raise InvalidInput(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+            raise InvalidInput(
+                f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
     else:
         try:
             items, _ = coerce_items_with_origin([{kind: str(path)}], limits)

@@ -57,8 +57,12 @@ class EdgeDialect:
     def match_any(self, key: str, values: Sequence[str] | Sequence[int]) -> Any:
         return self.q.FieldCondition(key=key, match=self.q.MatchAny(list(values)))
 
-    def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
-        return self.q.FieldCondition(key=key, range=self.q.RangeFloat(gte=gte, gt=gt, lte=lte, lt=lt))
+    def range(
+        self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None
+    ) -> Any:
+        return self.q.FieldCondition(
+            key=key, range=self.q.RangeFloat(gte=gte, gt=gt, lte=lte, lt=lt)
+        )
 
     def has_ids(self, ids: Sequence[str]) -> Any:
         return self.q.HasIdCondition(set(ids))
@@ -89,12 +93,16 @@ class EdgeStore:
     def create(cls, path: Path, layout: Layout, manifest: Mapping[str, Any]) -> EdgeStore:
         """Build the shard and manifest under a temporary name, then rename it to ``path``."""
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise InvalidInput(f"{path} exists and is not an empty directory; pick another index path")
+            raise InvalidInput(
+                f"{path} exists and is not an empty directory; pick another index path"
+            )
         q = _edge()
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
         try:
-            shard = q.EdgeShard.create(str(staging / SHARD), q.EdgeConfig(vectors=_vector_params(q, layout)))
+            shard = q.EdgeShard.create(
+                str(staging / SHARD), q.EdgeConfig(vectors=_vector_params(q, layout))
+            )
             for name, kind in layout.fields:
                 shard.update(q.UpdateOperation.create_field_index(name, _schema(q, kind)))
             shard.flush()
@@ -117,7 +125,9 @@ class EdgeStore:
             shard = _edge().EdgeShard.load(str(path / SHARD))
         except Exception as error:  # qdrant-edge raises plain exceptions
             if "WouldBlock" in str(error):
-                raise UniembedError(f"the index at {path} is already open (by this or another process)") from error
+                raise UniembedError(
+                    f"the index at {path} is already open (by this or another process)"
+                ) from error
             raise UniembedError(f"could not open the index at {path}: {error}") from error
         return cls(shard, path, manifest)
 
@@ -146,7 +156,13 @@ class EdgeStore:
         condition = build_filter(search.conditions, self._dialect)
         prefetches = None
         if search.prefetch is not None:
-            prefetches = [q.Prefetch(limit=search.prefetch.limit, query=self._nearest(search.prefetch), filter=condition)]
+            prefetches = [
+                q.Prefetch(
+                    limit=search.prefetch.limit,
+                    query=self._nearest(search.prefetch),
+                    filter=condition,
+                )
+            ]
         request = q.QueryRequest(
             limit=search.stage.limit,
             query=self._nearest(search.stage),
@@ -159,7 +175,9 @@ class EdgeStore:
         return [found_from(point) for point in self._shard.query(request)]
 
     def count(self, conditions: tuple[Condition, ...] = ()) -> int:
-        return self._shard.count(self._q.CountRequest(exact=True, filter=build_filter(conditions, self._dialect)))
+        return self._shard.count(
+            self._q.CountRequest(exact=True, filter=build_filter(conditions, self._dialect))
+        )
 
     def scroll(
         self,
@@ -190,7 +208,9 @@ class EdgeStore:
         return self._q.Query.Nearest(stage.vector, using=stage.using)
 
     def _payload(self, payload: bool | Sequence[str]) -> Any:
-        return payload if isinstance(payload, bool) else self._q.PayloadSelector.Include(list(payload))
+        return (
+            payload if isinstance(payload, bool) else self._q.PayloadSelector.Include(list(payload))
+        )
 
 
 def _vector_params(q: Any, layout: Layout) -> dict[str, Any]:

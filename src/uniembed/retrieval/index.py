@@ -86,7 +86,9 @@ class IndexSettings:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IndexSettings:
         if data.get("format") != FORMAT:
-            raise InvalidInput(f"index format {data.get('format')!r} is not {FORMAT}; rebuild the index")
+            raise InvalidInput(
+                f"index format {data.get('format')!r} is not {FORMAT}; rebuild the index"
+            )
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -128,9 +130,9 @@ class Hit:
 class Index:
     """Texts, images and PDF pages with ids and metadata, in a Qdrant store (see module docstring).
 
-    Open or create one with :meth:`open` / :meth:`create` (or :func:`uniembed.retrieval.open_index`).
-    Methods may be called from several threads: writes are serialised, searches run alongside them
-    and see each document whole or not at all.
+    Open or create one with :meth:`open` / :meth:`create` (or
+    :func:`uniembed.retrieval.open_index`). Methods may be called from several threads: writes are
+    serialised, searches run alongside them and see each document whole or not at all.
     """
 
     def __init__(self, store: Store, model: Embedder, settings: IndexSettings) -> None:
@@ -161,14 +163,23 @@ class Index:
         ``http(s)://host:port/collection`` — or a collection name on ``client`` (a QdrantClient).
 
         ``dimensions``: Matryoshka size of the stored single vectors (default: the model's full
-        size). ``pool_factor``: store about 1/factor of each multi-vector's rows (2 or 3 keep most of
-        the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
+        size). ``pool_factor``: store about 1/factor of each multi-vector's rows (2 or 3 keep most
+        of the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
         filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
         entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
         """
         embedder, source = _embedder(model, device)
-        settings = _new_settings(embedder.info, source, dimensions, pool_factor, metadata_fields,
-                                 document_task, query_task, thumbnails, max_rows)
+        settings = _new_settings(
+            embedder.info,
+            source,
+            dimensions,
+            pool_factor,
+            metadata_fields,
+            document_task,
+            query_task,
+            thumbnails,
+            max_rows,
+        )
         embedder.resolve_tasks(document_task, 1)
         embedder.resolve_tasks(query_task, 1)
         layout, manifest = settings.layout(), {"uniembed_index": settings.to_json()}
@@ -204,7 +215,9 @@ class Index:
         try:
             settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
             if model is None and settings.model_source is None:
-                raise InvalidInput(f"the index records no model source; give the model ({settings.model})")
+                raise InvalidInput(
+                    f"the index records no model source; give the model ({settings.model})"
+                )
             embedder, _ = _embedder(model if model is not None else settings.model_source, device)
             return cls(store, embedder, settings)
         except BaseException:
@@ -236,8 +249,11 @@ class Index:
         An id that is already indexed is replaced (delete + add). Returns the ids."""
         if isinstance(inputs, (str, bytes, Mapping, Image.Image)):
             raise InvalidInput("add takes a list of inputs; wrap one input in a list")
-        return self.add_documents(documents_from_inputs(list(inputs), ids, metadata, limits),
-                                  batch_items=batch_items, on_written=on_written)
+        return self.add_documents(
+            documents_from_inputs(list(inputs), ids, metadata, limits),
+            batch_items=batch_items,
+            on_written=on_written,
+        )
 
     def add_path(
         self,
@@ -249,8 +265,9 @@ class Index:
     ) -> list[str]:
         """Add a file, or every text (.txt, .md), image and PDF under a folder; a folder's files are
         named by their path inside it."""
-        return self.add_documents(documents_from_path(path, limits), batch_items=batch_items,
-                                  on_written=on_written)
+        return self.add_documents(
+            documents_from_path(path, limits), batch_items=batch_items, on_written=on_written
+        )
 
     def add_documents(
         self,
@@ -293,7 +310,10 @@ class Index:
 
     def get(self, doc_id: str) -> list[Hit]:
         """The entries of document ``doc_id`` (its pages in order); empty if there is none."""
-        entries = [_hit(found) for found in self.store.scroll((Match("id", doc_id),), payload=list(ENTRY_FIELDS))]
+        entries = [
+            _hit(found)
+            for found in self.store.scroll((Match("id", doc_id),), payload=list(ENTRY_FIELDS))
+        ]
         return sorted(entries, key=lambda hit: hit.page or 0)
 
     def search(
@@ -323,9 +343,16 @@ class Index:
             raise InvalidInput(f"candidates must be a positive integer, got {candidates!r}")
         item = _query_item(query)
         dense, multi = self._encode_query(item)
-        found = self.retriever.search(dense, multi, k, mode=mode, candidates=candidates,
-                                      conditions=parse_filter(filter),
-                                      payload=self._fields(thumbnails, maps), with_multivector=maps)
+        found = self.retriever.search(
+            dense,
+            multi,
+            k,
+            mode=mode,
+            candidates=candidates,
+            conditions=parse_filter(filter),
+            payload=self._fields(thumbnails, maps),
+            with_multivector=maps,
+        )
         labels = self._token_labels(item, multi) if maps else []
         return [_hit(f, multi if maps else None, labels) for f in found]
 
@@ -337,7 +364,9 @@ class Index:
     def _check_mode(self, mode: str | None) -> str:
         if self.settings.multivector_dim is None:
             if mode not in (None, "dense"):
-                raise InvalidInput(f"this index has single vectors only ({self.settings.model}); use mode 'dense'")
+                raise InvalidInput(
+                    f"this index has single vectors only ({self.settings.model}); use mode 'dense'"
+                )
             return "dense"
         mode = mode or DEFAULT_MODE
         if mode not in MODES:
@@ -345,13 +374,21 @@ class Index:
         return mode
 
     def _fields(self, thumbnails: bool, maps: bool) -> list[str]:
-        return [*ENTRY_FIELDS, *(["thumbnail"] if thumbnails else []), *(["patch_rows"] if maps else [])]
+        return [
+            *ENTRY_FIELDS,
+            *(["thumbnail"] if thumbnails else []),
+            *(["patch_rows"] if maps else []),
+        ]
 
     def _encode_query(self, item: Item) -> tuple[torch.Tensor, torch.Tensor]:
         """Single vector and multi-vector of the query from one forward pass."""
         both = self.settings.multivector_dim is not None
-        result = self.model.encode([item_input(item)], task=self.settings.query_task,
-                                   output="both" if both else "single", dimensions=self.settings.dimensions)
+        result = self.model.encode(
+            [item_input(item)],
+            task=self.settings.query_task,
+            output="both" if both else "single",
+            dimensions=self.settings.dimensions,
+        )
         multi = result.multivectors[0] if both and result.multivectors else torch.empty(0)
         return result.embeddings[0], multi
 
@@ -360,7 +397,9 @@ class Index:
         self.retriever.write([d.id for d in batch], points, stored)
 
     def _encode_documents(self, batch: list[Document]) -> tuple[list[Point], list[torch.Tensor]]:
-        entries = [(doc, page, item) for doc in batch for page, item in enumerate(doc.items, start=1)]
+        entries = [
+            (doc, page, item) for doc in batch for page, item in enumerate(doc.items, start=1)
+        ]
         both = self.settings.multivector_dim is not None
         result = self.model.encode(
             [item_input(item) for _, _, item in entries],
@@ -400,7 +439,9 @@ class Index:
         rows = None
         if multi is not None:
             labels = self._pool_labels(multi)
-            rows = to_float16(multi if labels is None else pool_by_labels(multi, labels))  # (rows, d)
+            rows = to_float16(
+                multi if labels is None else pool_by_labels(multi, labels)
+            )  # (rows, d)
             if grid is not None:
                 payload["grid"] = [grid.start, grid.height, grid.width]
                 if labels is not None:
@@ -419,7 +460,9 @@ class Index:
         assert settings.max_rows is not None
         if settings.pool_factor == 1 and multi.shape[0] <= settings.max_rows:
             return None
-        return pool_to_fit(multi, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens)
+        return pool_to_fit(
+            multi, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens
+        )
 
     def _token_labels(self, item: Item, multi: torch.Tensor) -> list[str]:
         labels = []
@@ -430,7 +473,9 @@ class Index:
         return labels
 
 
-def open_index(location: str | Path, model: Embedder | str | Path | None = None, **create: Any) -> Index:
+def open_index(
+    location: str | Path, model: Embedder | str | Path | None = None, **create: Any
+) -> Index:
     """Open the index at ``location``, or create it (with ``model`` and the :meth:`Index.create`
     options) when there is none."""
     from uniembed.retrieval.store import store_exists
@@ -454,10 +499,13 @@ def read_settings(location: str | Path) -> IndexSettings:
 
 
 def recorded_model(location: str | Path) -> str:
-    """What to load the model of the index at ``location`` from (the source recorded at creation)."""
+    """What to load the model of the index at ``location`` from (the source recorded at
+    creation)."""
     settings = read_settings(location)
     if settings.model_source is None:
-        raise InvalidInput(f"the index at {location} records no model source; give the model ({settings.model})")
+        raise InvalidInput(
+            f"the index at {location} records no model source; give the model ({settings.model})"
+        )
     return settings.model_source
 
 
@@ -479,7 +527,11 @@ def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedde
     if isinstance(model, (str, Path)):
         import uniembed
 
-        source = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else str(model)
+        source = (
+            str(Path(model).expanduser().resolve())
+            if Path(model).expanduser().exists()
+            else str(model)
+        )
         return uniembed.load(source, device=device), source
     return model, None
 
@@ -496,7 +548,11 @@ def _new_settings(
     max_rows: int | None,
 ) -> IndexSettings:
     dimensions = info.dim if dimensions is None else dimensions
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= info.dim:
+    if (
+        isinstance(dimensions, bool)
+        or not isinstance(dimensions, int)
+        or not 1 <= dimensions <= info.dim
+    ):
         raise InvalidInput(f"dimensions must be between 1 and {info.dim}, got {dimensions!r}")
     if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
         raise InvalidInput(f"pool_factor must be a positive integer, got {pool_factor!r}")
@@ -522,7 +578,8 @@ def _new_settings(
 
 
 def _query_item(query: Any) -> Item:
-    """One text or image item from a query (a string, PIL image, ``{"text"|"image": …}`` or item)."""
+    """One text or image item from a query (a string, PIL image, ``{"text"|"image": …}`` or
+    item)."""
     if isinstance(query, (TextItem, ImageItem)):
         return query
     from uniembed.inputs.parse import coerce_items_with_origin

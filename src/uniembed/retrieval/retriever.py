@@ -9,10 +9,10 @@ that the store-level tests and benchmarks drive with synthetic vectors.
 * ``binary`` — Hamming MaxSim over sign bits (in memory) picks ``candidates``, the store reranks
   them by float MaxSim.
 
-Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the in-memory copies
-in step with the store; each batch is one store operation. Qdrant makes an operation atomic for a
-crash (one write-ahead-log record) but not for readers running at the same time (a concurrent query
-can see some points of an upsert, or of a delete, and not others): a readers-writer lock keeps
+Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the in-memory
+copies in step with the store; each batch is one store operation. Qdrant makes an operation atomic
+for a crash (one write-ahead-log record) but not for readers running at the same time (a concurrent
+query can see some points of an upsert, or of a delete, and not others): a readers-writer lock keeps
 searches out of the short store write, so every search sees each document whole or not at all.
 """
 
@@ -44,7 +44,8 @@ Exact = Literal["auto", "scan", "store"]
 
 
 class Retriever:
-    """Searches and writes on ``store`` (see the module docstring); safe to share between threads."""
+    """Searches and writes on ``store`` (see the module docstring); safe to share between
+    threads."""
 
     def __init__(self, store: Store, *, exact: Exact = "auto") -> None:
         if exact not in ("auto", "scan", "store"):
@@ -55,8 +56,11 @@ class Retriever:
         self._scans: dict[str, MultivectorScan] = {}
 
     # ----------------------------------------------------------------- writes
-    def write(self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]) -> None:
-        """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in order)."""
+    def write(
+        self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+    ) -> None:
+        """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in
+        order)."""
         with self._lock.writing():
             for scan in self._scans.values():
                 scan.remove(doc_ids)
@@ -64,7 +68,9 @@ class Retriever:
             self.store.upsert(points)
             if multivectors:
                 for scan in self._scans.values():
-                    scan.add([p.id for p in points], [p.payload["id"] for p in points], multivectors)
+                    scan.add(
+                        [p.id for p in points], [p.payload["id"] for p in points], multivectors
+                    )
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         with self._lock.writing():
@@ -85,12 +91,15 @@ class Retriever:
         payload: bool | Sequence[str] = True,
         with_multivector: bool = False,
     ) -> list[Found]:
-        """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens, 128))."""
+        """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens,
+        128))."""
         codec = self._codec(mode)
         if codec is not None:
             self.scan(codec)  # loading takes the write lock: before the read lock, not inside it
         with self._lock.reading():
-            return self._search(dense, multi, k, mode, candidates, conditions, payload, with_multivector)
+            return self._search(
+                dense, multi, k, mode, candidates, conditions, payload, with_multivector
+            )
 
     def _search(
         self,
@@ -117,7 +126,9 @@ class Retriever:
             return self._records(ranked, read)
         if mode == "binary":
             assert multi is not None
-            ranked = self.scan("binary").search(multi, max(candidates, k), self._allowed(conditions))
+            ranked = self.scan("binary").search(
+                multi, max(candidates, k), self._allowed(conditions)
+            )
             ids = [pid for pid, _ in ranked]
             return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -129,7 +140,8 @@ class Retriever:
         return "float16" if mode == "multivector" and self.exact_in_scan else None
 
     def scan(self, codec: Codec) -> MultivectorScan:
-        """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first use."""
+        """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first
+        use."""
         scan = self._scans.get(codec)
         if scan is not None:
             return scan
@@ -139,9 +151,14 @@ class Retriever:
         with self._lock.writing():  # no writes while loading, so the copy matches the store
             if codec not in self._scans:
                 scan = MultivectorScan(codec, dim)
-                for chunk in _chunks(self.store.scroll(payload=["id"], with_multivector=True), 1024):
-                    scan.add([f.id for f in chunk], [f.payload["id"] for f in chunk],
-                             [f.multivector for f in chunk])  # type: ignore[misc]
+                for chunk in _chunks(
+                    self.store.scroll(payload=["id"], with_multivector=True), 1024
+                ):
+                    scan.add(
+                        [f.id for f in chunk],
+                        [f.payload["id"] for f in chunk],
+                        [f.multivector for f in chunk],
+                    )  # type: ignore[misc]
                 self._scans[codec] = scan
             return self._scans[codec]
 
@@ -157,8 +174,11 @@ class Retriever:
             return []
         ids = tuple(pid for pid, _ in ranked)
         records = {f.id: f for f in self.store.scroll((HasIds(ids),), **read)}
-        return [Found(pid, records[pid].payload, score, records[pid].multivector)
-                for pid, score in ranked if pid in records]
+        return [
+            Found(pid, records[pid].payload, score, records[pid].multivector)
+            for pid, score in ranked
+            if pid in records
+        ]
 
 
 def _list(vectors: torch.Tensor | None) -> Any:

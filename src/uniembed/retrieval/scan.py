@@ -67,7 +67,8 @@ def _merge(first: _Block, second: _Block) -> _Block:
 
 
 class MultivectorScan:
-    """The multi-vectors of an index in memory (``codec`` float16 or binary), searchable by MaxSim."""
+    """The multi-vectors of an index in memory (``codec`` float16 or binary), searchable by
+    MaxSim."""
 
     def __init__(self, codec: Codec, dim: int) -> None:
         self.codec = codec
@@ -83,7 +84,9 @@ class MultivectorScan:
         """Bytes of vectors held (what a search reads)."""
         return sum(block.rows.numel() * block.rows.element_size() for block in self._blocks)
 
-    def add(self, point_ids: Sequence[str], doc_ids: Sequence[str], multivectors: Sequence[torch.Tensor]) -> None:
+    def add(
+        self, point_ids: Sequence[str], doc_ids: Sequence[str], multivectors: Sequence[torch.Tensor]
+    ) -> None:
         """Add points (their ids must not be in the scan: remove replaced documents first)."""
         if not point_ids:
             return
@@ -109,7 +112,13 @@ class MultivectorScan:
             for block in self._blocks:
                 hit = torch.tensor([d in gone for d in block.doc_ids], dtype=torch.bool)
                 if bool((hit & block.alive).any()):
-                    block = _Block(block.point_ids, block.doc_ids, block.lengths, block.rows, block.alive & ~hit)
+                    block = _Block(
+                        block.point_ids,
+                        block.doc_ids,
+                        block.lengths,
+                        block.rows,
+                        block.alive & ~hit,
+                    )
                     if 2 * block.live_count < len(block.point_ids):
                         block = block.without_dead()
                 if block.point_ids:
@@ -126,12 +135,16 @@ class MultivectorScan:
         for block in self._blocks:  # one read of the tuple: a consistent snapshot
             mask = block.alive
             if allowed is not None:
-                mask = mask & torch.tensor([p in allowed for p in block.point_ids], dtype=torch.bool)
+                mask = mask & torch.tensor(
+                    [p in allowed for p in block.point_ids], dtype=torch.bool
+                )
             if not bool(mask.any()):
                 continue
             scores = self._score(encoded_query, block).masked_fill(~mask, float("-inf"))  # (m,)
             top = torch.topk(scores, min(k, int(mask.sum())))
-            best.extend((block.point_ids[i], s) for s, i in zip(top.values.tolist(), top.indices.tolist()))
+            best.extend(
+                (block.point_ids[i], s) for s, i in zip(top.values.tolist(), top.indices.tolist())
+            )
         best.sort(key=lambda pair: -pair[1])
         return best[:k]
 

@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 import torch
 
 DEFAULT_CHUNK_ROWS = 8192  # document rows scored per step: bounds the (rows, query tokens) buffer
-Decode = Callable[[torch.Tensor, torch.Tensor], None]  # stored rows (r, …) → float32 rows into out (r, d)
+Decode = Callable[
+    [torch.Tensor, torch.Tensor], None
+]  # stored rows (r, …) → float32 rows into out (r, d)
 
 
 def maxsim(
@@ -185,7 +187,9 @@ def _padded_maxsim(
         stop = min(count, start + step)
         rows = (stop - start) * tokens
         decode(docs[start:stop].reshape(rows, -1), block[:rows])
-        chunk = torch.mm(block[:rows], query.T, out=sims[:rows]).view(stop - start, tokens, -1)  # (m, t, q)
+        chunk = torch.mm(block[:rows], query.T, out=sims[:rows]).view(
+            stop - start, tokens, -1
+        )  # (m, t, q)
         if mask is not None:
             chunk.masked_fill_(~mask[start:stop, :, None], float("-inf"))
         scores[start:stop] = chunk.amax(dim=1).sum(dim=-1)  # (m,)
@@ -204,7 +208,9 @@ def _ragged_maxsim(
         size = row_stop - row_start
         decode(rows[row_start:row_stop], block[:size])
         torch.mm(block[:size], query.T, out=sims[:size])  # (rows, q)
-        best = torch.segment_reduce(sims[:size], "max", lengths=lengths[first:last], axis=0)  # (m, q)
+        best = torch.segment_reduce(
+            sims[:size], "max", lengths=lengths[first:last], axis=0
+        )  # (m, q)
         scores[first:last] = best.sum(dim=-1)  # (m,)
     return scores
 

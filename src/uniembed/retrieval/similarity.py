@@ -32,7 +32,12 @@ class SimilarityMap:
 
     def to_json(self, decimals: int = 4) -> dict[str, Any]:
         rounded = torch.round(self.scores, decimals=decimals)
-        return {"tokens": self.tokens, "height": self.height, "width": self.width, "scores": rounded.tolist()}
+        return {
+            "tokens": self.tokens,
+            "height": self.height,
+            "width": self.width,
+            "scores": rounded.tolist(),
+        }
 
 
 def patch_scores(
@@ -60,6 +65,8 @@ def patch_scores(
     else:
         rows = torch.as_tensor(list(patch_rows), dtype=torch.long)
     if rows.numel() != height * width or int(rows.max()) >= stored.shape[0]:
-        raise ValueError(f"patch rows do not fit a {height}x{width} grid over {stored.shape[0]} stored rows")
+        raise ValueError(
+            f"patch rows do not fit a {height}x{width} grid over {stored.shape[0]} stored rows"
+        )
     patches = stored.float()[rows]  # (height * width, d)
     return (query.float() @ patches.T).reshape(query.shape[0], height, width)  # (q, h, w)

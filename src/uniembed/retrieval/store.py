@@ -8,8 +8,8 @@ builder shared by its two thin Qdrant adapters.
 Layout of one collection: a ``dense`` vector (the Matryoshka size chosen at creation, cosine, HNSW),
 a ``multi`` multi-vector (dot product, MaxSim comparator, float16, HNSW off with ``m=0``: a graph
 over token vectors takes hours to build and is not needed to rerank candidates), and keyword/integer
-payload indexes on ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point is
-one entry: a text, an image or one PDF page.
+payload indexes on ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point
+is one entry: a text, an image or one PDF page.
 
 The query builder turns a search mode into a :class:`Search` (which vector, which prefetch, which
 filter, exact or not); the adapters only translate a :class:`Search` and its :data:`Condition` s
@@ -55,20 +55,30 @@ class Layout:
     fields: tuple[tuple[str, str], ...] = tuple(ENTRY_FIELDS.items())
 
     @classmethod
-    def build(cls, dense_dim: int, multivector_dim: int | None, metadata_fields: Mapping[str, str]) -> Layout:
+    def build(
+        cls, dense_dim: int, multivector_dim: int | None, metadata_fields: Mapping[str, str]
+    ) -> Layout:
         """The layout with ``metadata_fields`` (name → keyword | integer | float | bool) indexed."""
         for name, kind in metadata_fields.items():
             if kind not in FIELD_TYPES:
-                raise InvalidInput(f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}")
+                raise InvalidInput(
+                    f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}"
+                )
         extra = tuple((f"metadata.{name}", kind) for name, kind in metadata_fields.items())
         return cls(dense_dim, multivector_dim, tuple(ENTRY_FIELDS.items()) + extra)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dense_dim": self.dense_dim, "multivector_dim": self.multivector_dim, "fields": dict(self.fields)}
+        return {
+            "dense_dim": self.dense_dim,
+            "multivector_dim": self.multivector_dim,
+            "fields": dict(self.fields),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Layout:
-        return cls(int(data["dense_dim"]), data["multivector_dim"], tuple(dict(data["fields"]).items()))
+        return cls(
+            int(data["dense_dim"]), data["multivector_dim"], tuple(dict(data["fields"]).items())
+        )
 
 
 @dataclass(frozen=True)
@@ -100,14 +110,17 @@ def point_vectors(point: Point) -> dict[str, Any]:
 
 
 def found_from(record: Any) -> Found:
-    """A scored point or record of either Qdrant library (``id``, ``payload``, ``vector``, score)."""
+    """A scored point or record of either Qdrant library (``id``, ``payload``, ``vector``,
+    score)."""
     vectors = record.vector if isinstance(record.vector, dict) else {}
     multivector = vectors.get(MULTI)
     return Found(
         id=str(record.id),
         payload=record.payload or {},
         score=float(getattr(record, "score", None) or 0.0),
-        multivector=None if multivector is None else torch.from_numpy(np.array(multivector, dtype=np.float32)),
+        multivector=None
+        if multivector is None
+        else torch.from_numpy(np.array(multivector, dtype=np.float32)),
     )
 
 
@@ -147,7 +160,9 @@ def parse_filter(spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
     ``{"gte"|"gt"|"lte"|"lt": number}`` (a range).
 
     >>> parse_filter({"metadata.lang": "en", "page": {"gte": 2}, "id": ["a", "b"]})
-    (Match(key='metadata.lang', value='en'), Range(key='page', gte=2, gt=None, lte=None, lt=None), MatchAny(key='id', values=('a', 'b')))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (Match(key='metadata.lang', value='en'), Range(key='page', gte=2, gt=None, lte=None, lt=None),
+     MatchAny(key='id', values=('a', 'b')))
     """
     if spec is None:
         return ()
@@ -157,12 +172,16 @@ def parse_filter(spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
 
 
 def _condition(key: str, value: Any) -> Condition:
-    if key not in ENTRY_FIELDS and not (key.startswith("metadata.") and len(key) > len("metadata.")):
+    if key not in ENTRY_FIELDS and not (
+        key.startswith("metadata.") and len(key) > len("metadata.")
+    ):
         raise InvalidInput(f"filter field {key!r}: use id, kind, page or metadata.<field>")
     if isinstance(value, Mapping):
         unknown = set(value) - set(RANGE_KEYS)
         if unknown or not value or not all(_is_number(v) for v in value.values()):
-            raise InvalidInput(f"filter field {key!r}: a range is an object of {', '.join(RANGE_KEYS)} → number")
+            raise InvalidInput(
+                f"filter field {key!r}: a range is an object of {', '.join(RANGE_KEYS)} → number"
+            )
         return Range(key, **{k: v for k, v in value.items()})
     if isinstance(value, list):
         if value and all(isinstance(v, str) for v in value):
@@ -184,7 +203,9 @@ class Dialect(Protocol):
 
     def match(self, key: str, value: str | int | bool) -> Any: ...
     def match_any(self, key: str, values: Sequence[str] | Sequence[int]) -> Any: ...
-    def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any: ...
+    def range(
+        self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None
+    ) -> Any: ...
     def has_ids(self, ids: Sequence[str]) -> Any: ...
     def all_of(self, conditions: list[Any]) -> Any: ...
 
@@ -200,7 +221,11 @@ def build_filter(conditions: Sequence[Condition], dialect: Dialect) -> Any:
         elif isinstance(condition, MatchAny):
             built.append(dialect.match_any(condition.key, list(condition.values)))
         elif isinstance(condition, Range):
-            built.append(dialect.range(condition.key, condition.gte, condition.gt, condition.lte, condition.lt))
+            built.append(
+                dialect.range(
+                    condition.key, condition.gte, condition.gt, condition.lte, condition.lt
+                )
+            )
         else:
             built.append(dialect.has_ids(list(condition.ids)))
     return dialect.all_of(built)
@@ -230,7 +255,9 @@ class Search:
     payload: bool | Sequence[str] = True  # all, none, or these payload fields
 
 
-def dense_search(vector: list[float], k: int, conditions: tuple[Condition, ...] = (), **read: Any) -> Search:
+def dense_search(
+    vector: list[float], k: int, conditions: tuple[Condition, ...] = (), **read: Any
+) -> Search:
     """Cosine on the dense vector (HNSW)."""
     return Search(Stage(DENSE, vector, k), conditions=conditions, **read)
 
@@ -255,9 +282,13 @@ def two_stage_search(
     return Search(Stage(MULTI, multivector, k), prefetch=prefetch, conditions=conditions, **read)
 
 
-def rerank_search(multivector: list[list[float]], ids: Sequence[str], k: int, **read: Any) -> Search:
+def rerank_search(
+    multivector: list[list[float]], ids: Sequence[str], k: int, **read: Any
+) -> Search:
     """Exact MaxSim over the points ``ids`` only (the float rerank after a binary first stage)."""
-    return Search(Stage(MULTI, multivector, k), conditions=(HasIds(tuple(ids)),), exact=True, **read)
+    return Search(
+        Stage(MULTI, multivector, k), conditions=(HasIds(tuple(ids)),), exact=True, **read
+    )
 
 
 # ----------------------------------------------------------------- the interface
@@ -302,8 +333,7 @@ class Store(Protocol):
         """Build the vector indexes for what was written (a no-op where the server does it)."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 @dataclass

@@ -32,7 +32,8 @@ See docs/server.md for every setting, limit and error."""
 
 
 def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
-    """Every model of ``settings`` loaded (served name → embedder), failing fast with a clear message."""
+    """Every model of ``settings`` loaded (served name → embedder); fails fast with a clear
+    message."""
     import functools
 
     import uniembed
@@ -40,16 +41,25 @@ def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
 
     embedders = {}
     for source, served in zip(settings.models, settings.served_names):
-        # not on the main thread: see uniembed.engine.threads (why torch work stays off long-lived threads)
+        # not on the main thread: see uniembed.engine.threads (torch work stays off long-lived
+        # threads)
         embedders[served] = call_on_temporary_thread(
-            functools.partial(uniembed.load, source, device=settings.device, dtype=settings.dtype,
-                              token_budget=settings.token_budget, max_batch_size=settings.max_batch_size,
-                              adapters=dict(settings.adapters))
+            functools.partial(
+                uniembed.load,
+                source,
+                device=settings.device,
+                dtype=settings.dtype,
+                token_budget=settings.token_budget,
+                max_batch_size=settings.max_batch_size,
+                adapters=dict(settings.adapters),
+            )
         )
     return embedders
 
 
-def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], index: Index | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings, embedders: Mapping[str, Embedder], index: Index | None = None
+) -> FastAPI:
     """The service for ``embedders`` (served name → embedder); their engines' workers run during the
     lifespan (batching is the embedders' own: ``uniembed.load(token_budget=…, max_batch_size=…)``).
     Run it with :func:`uniembed.server.connections.uvicorn_config` for the connection limits and
@@ -58,7 +68,9 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
     State is reachable for tests and operators as ``app.state.engines``, ``app.state.metrics`` and
     ``app.state.registry``.
     """
-    sources = dict(zip(embedders, settings.models)) if len(settings.models) == len(embedders) else {}
+    sources = (
+        dict(zip(embedders, settings.models)) if len(settings.models) == len(embedders) else {}
+    )
     registry = ModelRegistry(embedders, sources)
     metrics = Metrics()
     engines = {name: embedder.engine for name, embedder in registry.embedders.items()}
@@ -67,8 +79,12 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for name, engine in engines.items():
-            engine.start(max_queue_rows=settings.max_queue_rows, torch_threads=settings.torch_threads,
-                         observer=metrics.for_model(name), max_gather_seconds=settings.batch_gather_ms / 1000)
+            engine.start(
+                max_queue_rows=settings.max_queue_rows,
+                torch_threads=settings.torch_threads,
+                observer=metrics.for_model(name),
+                max_gather_seconds=settings.batch_gather_ms / 1000,
+            )
         try:
             yield
         finally:
@@ -76,7 +92,9 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
                 await run_in_threadpool(engine.stop)
             await run_in_threadpool(service.close)
 
-    app = FastAPI(title="uniembed", description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False)
+    app = FastAPI(
+        title="uniembed", description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False
+    )
     app.state.settings = settings
     app.state.registry = registry
     app.state.engines = engines
@@ -87,8 +105,14 @@ def create_app(settings: ServerSettings, embedders: Mapping[str, Embedder], inde
         from uniembed.server.search_routes import build_search_router
 
         app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings))
-    app.add_middleware(RequestBodyMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
-                       metrics=metrics)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics)
+    app.add_middleware(
+        RequestBodyMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        metrics=metrics,
+    )
+    app.add_middleware(
+        ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s and 503s too
     return app

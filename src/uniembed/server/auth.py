@@ -43,7 +43,8 @@ def bearer_token(header: str | None) -> str | None:
 
 
 class ApiKeyCheck:
-    """A FastAPI dependency: passes when no keys are configured or the request carries one of them."""
+    """A FastAPI dependency: passes when no keys are configured or the request carries one of
+    them."""
 
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = tuple(keys)

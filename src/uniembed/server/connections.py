@@ -15,8 +15,8 @@
   ``Retry-After`` at once, except ``/health``, ``/ready`` and ``/metrics``.
 
 Nothing is silent: every close and refusal is counted in ``/metrics``
-(``uniembed_connections_closed_total{reason}``, ``uniembed_requests_shed_total``) and logged, at most
-one summary line per :data:`LOG_INTERVAL` seconds.
+(``uniembed_connections_closed_total{reason}``, ``uniembed_requests_shed_total``) and logged, at
+most one summary line per :data:`LOG_INTERVAL` seconds.
 
 The limits and the header timeout are enforced by a subclass of uvicorn's HTTP protocol
 (:func:`guarded_protocol`) — the level where connections exist before any request does. It uses what
@@ -78,7 +78,9 @@ class SummaryLog:
 class ConnectionGuard:
     """The open connections of one server: the cap, the idle order and the header deadlines."""
 
-    def __init__(self, *, max_connections: int, header_timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, *, max_connections: int, header_timeout: float, metrics: Metrics | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.metrics = metrics
@@ -149,7 +151,8 @@ REFUSAL = (
 
 
 class GuardedConnection:
-    """Mixin over a uvicorn HTTP protocol class: reports to the server's :class:`ConnectionGuard`."""
+    """Mixin over a uvicorn HTTP protocol class: reports to the server's
+    :class:`ConnectionGuard`."""
 
     guard: ConnectionGuard  # set on the class :func:`guarded_protocol` makes
     cycle: Any
@@ -192,8 +195,8 @@ def guarded_protocol(guard: ConnectionGuard) -> type:
 
 
 class ConcurrencyLimitMiddleware:
-    """Pure ASGI middleware: at most ``max_requests`` requests in progress (``/health``, ``/ready`` and
-    ``/metrics`` aside); the rest get 503 with ``Retry-After`` at once."""
+    """Pure ASGI middleware: at most ``max_requests`` requests in progress (``/health``, ``/ready``
+    and ``/metrics`` aside); the rest get 503 with ``Retry-After`` at once."""
 
     def __init__(self, app: ASGIApp, max_requests: int, metrics: Metrics) -> None:
         self.app = app
@@ -209,7 +212,9 @@ class ConcurrencyLimitMiddleware:
         if self.in_progress >= self.max_requests:
             self.metrics.requests_shed.inc()
             self._log.add(f"over {self.max_requests} requests in progress")
-            message = f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
+            message = (
+                f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
+            )
             await error_response(503, message, code="overloaded")(scope, receive, send)
             return
         self.in_progress += 1
@@ -220,7 +225,8 @@ class ConcurrencyLimitMiddleware:
 
 
 def raise_file_limit(wanted: int) -> int:
-    """Raise this process's soft open-file limit towards ``wanted`` (up to the hard limit); return it.
+    """Raise this process's soft open-file limit towards ``wanted`` (up to the hard limit); return
+    it.
 
     Each connection is a file descriptor; the usual soft limit (1024) is below the default
     ``max_connections``.
@@ -240,14 +246,24 @@ def uvicorn_config(app: Any, settings: ServerSettings, **overrides: Any) -> uvic
     limit = raise_file_limit(settings.max_connections + FILE_HEADROOM)
     max_connections = min(settings.max_connections, max(limit - FILE_HEADROOM, 1))
     if max_connections < settings.max_connections:
-        logger.warning("max_connections lowered from %d to %d: the open-file limit is %d",
-                       settings.max_connections, max_connections, limit)
-    guard = ConnectionGuard(max_connections=max_connections, header_timeout=settings.header_timeout,
-                            metrics=app.state.metrics)
+        logger.warning(
+            "max_connections lowered from %d to %d: the open-file limit is %d",
+            settings.max_connections,
+            max_connections,
+            limit,
+        )
+    guard = ConnectionGuard(
+        max_connections=max_connections,
+        header_timeout=settings.header_timeout,
+        metrics=app.state.metrics,
+    )
     options: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "log_level": settings.log_level,
-        "http": guarded_protocol(guard), "ws": "none", "timeout_keep_alive": settings.keep_alive_timeout,
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "http": guarded_protocol(guard),
+        "ws": "none",
+        "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
     return uvicorn.Config(app, **options)
-

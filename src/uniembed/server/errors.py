@@ -1,12 +1,14 @@
-"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using it.
+"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using
+it.
 
 Every error body speaks both dialects::
 
-    {"error": {"message": "...", "type": "invalid_request_error", "param": "dimensions", "code": "invalid_option"},
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "dimensions",
+               "code": "invalid_option"},
      "detail": "..."}
 
-``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail`` is
-what Jina and FastAPI clients read: the same message, or for a schema violation the list of
+``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail``
+is what Jina and FastAPI clients read: the same message, or for a schema violation the list of
 ``{"loc", "msg", "type"}`` (inputs are never echoed back: they may be megabytes).
 """
 
@@ -63,10 +65,25 @@ ERROR_TABLE: dict[type[UniembedError], tuple[int, str]] = {
 INVALID_JSON = (400, "invalid_json")
 SCHEMA_VIOLATION = (422, "invalid_request")
 UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
-CODE_BY_STATUS = {400: "invalid_json", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
-                  408: "request_timeout", 413: "input_too_large", 415: "unsupported_media_type",
-                  422: "invalid_request", 429: "queue_full", 500: "internal_error", 503: "overloaded"}
-TYPE_BY_STATUS = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+CODE_BY_STATUS = {
+    400: "invalid_json",
+    401: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "input_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "queue_full",
+    500: "internal_error",
+    503: "overloaded",
+}
+TYPE_BY_STATUS = {
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
 """OpenAI's error ``type``; every other status is an ``invalid_request_error``."""
 
 
@@ -86,20 +103,38 @@ def _entry(error: UniembedError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None,
-               detail: Any = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    detail: Any = None,
+) -> dict[str, Any]:
     """The two-dialect body (see the module docstring).
 
-    >>> error_body(413, "too big")["error"]
-    {'message': 'too big', 'type': 'invalid_request_error', 'param': None, 'code': 'input_too_large'}
+    >>> error_body(413, "too big")["error"]  # doctest: +NORMALIZE_WHITESPACE
+    {'message': 'too big', 'type': 'invalid_request_error', 'param': None,
+     'code': 'input_too_large'}
     """
-    error = {"message": message, "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
-             "param": param, "code": code or CODE_BY_STATUS.get(status, "error")}
+    error = {
+        "message": message,
+        "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
+        "param": param,
+        "code": code or CODE_BY_STATUS.get(status, "error"),
+    }
     return {"error": error, "detail": message if detail is None else detail}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
-                   code: str | None = None, param: str | None = None, detail: Any = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    detail: Any = None,
+) -> JSONResponse:
     """An error response; 429 and 503 tell the client when to retry."""
     headers = dict(headers or {})
     if status in (429, 503):
@@ -140,10 +175,12 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
     """(status, code) and a one-line message for FastAPI's request-validation errors: a body that is
-    not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not fit
-    the schema 422.
+    not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not
+    fit the schema 422.
 
-    >>> classify_body_errors([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}])[0]
+    >>> classify_body_errors(
+    ...     [{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}]
+    ... )[0]
     (400, 'invalid_json')
     >>> classify_body_errors([{"type": "int_type", "loc": ("body", "dimensions"), "msg": "bad"}])
     ((422, 'invalid_request'), 'dimensions: bad')
@@ -151,11 +188,16 @@ def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
     errors = list(errors)
     whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if any(e.get("type") == "json_invalid" for e in errors):
-        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(_describe(e) for e in errors)
+        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(
+            _describe(e) for e in errors
+        )
     if any(e.get("type") == "missing" for e in whole_body):
         return INVALID_JSON, "the body is empty; send a JSON object"
     if any(isinstance(e.get("input"), (bytes, bytearray)) for e in whole_body):
-        return UNSUPPORTED_MEDIA_TYPE, "the body must be JSON sent with Content-Type: application/json"
+        return (
+            UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON sent with Content-Type: application/json",
+        )
     return SCHEMA_VIOLATION, "; ".join(_describe(e) for e in errors)
 
 
@@ -168,7 +210,10 @@ def _param_of(error: UniembedError) -> str | None:
     """The request field an error is about, when the message starts with it (``input 3: …``,
     ``dimensions must be …``).
 
-    >>> _param_of(InvalidInput("input 3: not an image")), _param_of(ValidationFailed("dimensions must be 1"))
+    >>> (
+    ...     _param_of(InvalidInput("input 3: not an image")),
+    ...     _param_of(ValidationFailed("dimensions must be 1")),
+    ... )
     ('input.3', 'dimensions')
     """
     head = error.message.split(":", 1)[0]
@@ -179,8 +224,12 @@ def _param_of(error: UniembedError) -> str | None:
 
 
 def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
-    """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be megabytes)."""
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be
+    megabytes)."""
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:

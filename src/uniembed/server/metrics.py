@@ -11,8 +11,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uniembed.engine.stats import BatchStats, EngineObserver
 
-KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
-                         "/docs", "/redoc", "/openapi.json"})
+KNOWN_PATHS = frozenset(
+    {
+        "/v1/embeddings",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+    }
+)
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; never seen by a client
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -24,44 +34,93 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("uniembed_requests", "HTTP requests by path and status.",
-                                ["path", "status"], registry=r)
-        self.latency = Histogram("uniembed_request_duration_seconds", "HTTP request latency.",
-                                 ["path"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("uniembed_batch_size", "Rows per model forward batch.",
-                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
-        self.forward_seconds = Histogram("uniembed_forward_duration_seconds", "Time of one forward batch.",
-                                         ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_depth = Gauge("uniembed_queue_depth", "Rows waiting for a forward batch.",
-                                 ["model"], registry=r)
-        self.tokens = Counter("uniembed_tokens", "Tokens embedded (the usage reported to clients).",
-                              ["model"], registry=r)
+        self.requests = Counter(
+            "uniembed_requests", "HTTP requests by path and status.", ["path", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "uniembed_request_duration_seconds",
+            "HTTP request latency.",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "uniembed_batch_size",
+            "Rows per model forward batch.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.forward_seconds = Histogram(
+            "uniembed_forward_duration_seconds",
+            "Time of one forward batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "uniembed_queue_depth", "Rows waiting for a forward batch.", ["model"], registry=r
+        )
+        self.tokens = Counter(
+            "uniembed_tokens",
+            "Tokens embedded (the usage reported to clients).",
+            ["model"],
+            registry=r,
+        )
         self.rows = Counter("uniembed_rows", "Rows run through the model.", ["model"], registry=r)
-        self.rows_dropped = Counter("uniembed_rows_dropped", "Queued rows dropped because their client left.",
-                                    ["model"], registry=r)
-        self.batch_failures = Counter("uniembed_batch_failures", "Forward batches that raised.",
-                                      ["model"], registry=r)
-        self.rejected = Counter("uniembed_requests_rejected", "Requests refused because the queue was full.",
-                                ["model"], registry=r)
-        self.connections_open = Gauge("uniembed_connections_open", "Open client connections.", registry=r)
+        self.rows_dropped = Counter(
+            "uniembed_rows_dropped",
+            "Queued rows dropped because their client left.",
+            ["model"],
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "uniembed_batch_failures", "Forward batches that raised.", ["model"], registry=r
+        )
+        self.rejected = Counter(
+            "uniembed_requests_rejected",
+            "Requests refused because the queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "uniembed_connections_open", "Open client connections.", registry=r
+        )
         self.connections_closed = Counter(
             "uniembed_connections_closed",
-            "Connections the server closed or refused: header_timeout, evicted (the longest idle, at the "
-            "connection limit), refused (503: at the limit with every connection busy), body_timeout (408).",
-            ["reason"], registry=r)
-        self.requests_shed = Counter("uniembed_requests_shed", "Requests answered 503 at the limit of requests "
-                                     "in progress.", registry=r)
+            "Connections the server closed or refused: header_timeout, evicted (the longest idle, "
+            "at the connection limit), refused (503: at the limit with every connection busy), "
+            "body_timeout (408).",
+            ["reason"],
+            registry=r,
+        )
+        self.requests_shed = Counter(
+            "uniembed_requests_shed",
+            "Requests answered 503 at the limit of requests in progress.",
+            registry=r,
+        )
 
         self._models: dict[str, ModelMetrics] = {}
         self._http: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def for_model(self, name: str) -> ModelMetrics:
-        """The metrics of one model, labelled once (``labels()`` costs a lock and a lookup per call)."""
+        """The metrics of one model, labelled once (``labels()`` costs a lock and a lookup per
+        call)."""
         if name not in self._models:
             self._models[name] = ModelMetrics(
-                *(metric.labels(name) for metric in (
-                    self.batch_size, self.forward_seconds, self.queue_depth, self.tokens, self.rows,
-                    self.rows_dropped, self.batch_failures, self.rejected))
+                *(
+                    metric.labels(name)
+                    for metric in (
+                        self.batch_size,
+                        self.forward_seconds,
+                        self.queue_depth,
+                        self.tokens,
+                        self.rows,
+                        self.rows_dropped,
+                        self.batch_failures,
+                        self.rejected,
+                    )
+                )
             )
         return self._models[name]
 
@@ -80,8 +139,17 @@ class Metrics:
 class ModelMetrics(EngineObserver):
     """The per-model children of :class:`Metrics` (one model's label applied), fed by its engine."""
 
-    def __init__(self, batch_size: Any, forward_seconds: Any, queue_depth: Any, tokens: Any, rows: Any,
-                 rows_dropped: Any, batch_failures: Any, rejected: Any) -> None:
+    def __init__(
+        self,
+        batch_size: Any,
+        forward_seconds: Any,
+        queue_depth: Any,
+        tokens: Any,
+        rows: Any,
+        rows_dropped: Any,
+        batch_failures: Any,
+        rejected: Any,
+    ) -> None:
         self.batch_size = batch_size
         self.forward_seconds = forward_seconds
         self.queue_depth = queue_depth
@@ -110,8 +178,8 @@ class ModelMetrics(EngineObserver):
 
 
 class MetricsMiddleware:
-    """Count every HTTP response by path and status and time it (error responses included). A request
-    that ends without a response — its client left — is counted as 499."""
+    """Count every HTTP response by path and status and time it (error responses included). A
+    request that ends without a response — its client left — is counted as 499."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

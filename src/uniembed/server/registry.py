@@ -3,10 +3,10 @@
 Every served model is listed under its **served name** (``--served-model-name``, default: the last
 path component of the model's hub id or directory, e.g. ``jina-embeddings-v4``) and under one
 **task name** per task: the served name, a hyphen, and the task with its dot as a hyphen
-(``jina-embeddings-v4-retrieval-passage``). A task name carries its task, so clients that cannot send
-a ``task`` field (the OpenAI clients of LangChain, LlamaIndex, LiteLLM …) still get the right one.
-Requests may also use the model's old aliases (the ``--model`` value, its last path component, the
-name the model reports); responses always carry a listed name.
+(``jina-embeddings-v4-retrieval-passage``). A task name carries its task, so clients that cannot
+send a ``task`` field (the OpenAI clients of LangChain, LlamaIndex, LiteLLM …) still get the right
+one. Requests may also use the model's old aliases (the ``--model`` value, its last path component,
+the name the model reports); responses always carry a listed name.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ def aliases_of(served_name: str, model_name: str, source: str | None = None) -> 
     >>> aliases_of("v4", "jina-embeddings-v4", "/srv/models/v4/")
     ['v4', '/srv/models/v4/', 'jina-embeddings-v4']
     """
-    names = (served_name, last_path_component(served_name), source, source and last_path_component(source),
-             model_name)
+    names = (
+        served_name,
+        last_path_component(served_name),
+        source,
+        source and last_path_component(source),
+        model_name,
+    )
     return list(dict.fromkeys(name for name in names if name))
 
 
@@ -80,7 +85,9 @@ class ModelRegistry:
     """Served name → :class:`Embedder`, every listed name, and unambiguous aliases; ``None`` (no
     ``model`` field) means the first served model."""
 
-    def __init__(self, embedders: Mapping[str, Embedder], sources: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, embedders: Mapping[str, Embedder], sources: Mapping[str, str] | None = None
+    ) -> None:
         """``sources``: served name → the ``--model`` value it was loaded from (an alias)."""
         if not embedders:
             raise InvalidInput("serve at least one model")
@@ -93,11 +100,14 @@ class ModelRegistry:
     def _list_models(self) -> dict[str, ServedModel]:
         listed: dict[str, ServedModel] = {}
         for served, embedder in self.embedders.items():
-            names = [(served, None)] + [(task_model_name(served, t), t) for t in embedder.info.tasks]
+            names = [(served, None)] + [
+                (task_model_name(served, t), t) for t in embedder.info.tasks
+            ]
             for name, task in names:
                 if name in listed:
                     raise InvalidInput(
-                        f"the served name {name!r} is used twice; give each model its own --served-model-name"
+                        f"the served name {name!r} is used twice; give each model its own "
+                        "--served-model-name"
                     )
                 listed[name] = ServedModel(name, served, embedder, task)
         return listed

@@ -37,7 +37,9 @@ class BodyRefused(Exception):
 class RequestBodyMiddleware:
     """Pure ASGI middleware; see the module docstring. An accepted body is replayed to the app."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout: float, metrics: Metrics | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -54,7 +56,9 @@ class RequestBodyMiddleware:
         except BodyRefused as refused:
             if refused.status == 408 and self.metrics is not None:
                 self.metrics.connections_closed.labels("body_timeout").inc()
-            response = error_response(refused.status, refused.message, {"Connection": "close"}, code=refused.code)
+            response = error_response(
+                refused.status, refused.message, {"Connection": "close"}, code=refused.code
+            )
             await response(scope, receive, send)
             return
         if body is None:
@@ -91,7 +95,9 @@ class RequestBodyMiddleware:
                 if not more:
                     return b"".join(chunks)
         assert deadline.cancelled_caught
-        raise BodyRefused(408, f"the request body did not arrive within {self.timeout:g} s", "request_timeout")
+        raise BodyRefused(
+            408, f"the request body did not arrive within {self.timeout:g} s", "request_timeout"
+        )
 
     def _decode(self, decoder: zlib._Decompress, data: bytes, size: int, *, final: bool) -> bytes:
         """Decompress at most one byte past the size limit (so a bomb stops there)."""
@@ -101,29 +107,42 @@ class RequestBodyMiddleware:
             if final and len(out) < room and not decoder.unconsumed_tail:
                 out += decoder.flush()
         except zlib.error as exc:
-            raise BodyRefused(400, f"the body is not valid for its Content-Encoding ({exc})", "invalid_encoding") from exc
+            raise BodyRefused(
+                400, f"the body is not valid for its Content-Encoding ({exc})", "invalid_encoding"
+            ) from exc
         if decoder.unconsumed_tail:  # output was cut at the limit: more would follow
             raise self._too_large(decoded=True)
         if final and not decoder.eof:
             raise BodyRefused(400, "the compressed body is truncated", "invalid_encoding")
         if decoder.unused_data:
-            raise BodyRefused(400, "data follows the end of the compressed body", "invalid_encoding")
+            raise BodyRefused(
+                400, "data follows the end of the compressed body", "invalid_encoding"
+            )
         return out
 
     def _too_large(self, *, decoded: bool = False) -> BodyRefused:
         what = "decompressed request body" if decoded else "request body"
-        return BodyRefused(413, f"the {what} is larger than the limit of {self.max_bytes} bytes (max_body_bytes)")
+        return BodyRefused(
+            413, f"the {what} is larger than the limit of {self.max_bytes} bytes (max_body_bytes)"
+        )
 
 
 def _decoder(header: str | None) -> zlib._Decompress | None:
     """A decompressor for the ``Content-Encoding`` header, ``None`` for identity; others are 415."""
-    codings = [c.strip().lower() for c in (header or "").split(",") if c.strip().lower() not in ("", "identity")]
+    codings = [
+        c.strip().lower()
+        for c in (header or "").split(",")
+        if c.strip().lower() not in ("", "identity")
+    ]
     if not codings:
         return None
     if len(codings) == 1 and codings[0] in DECODERS:
         return zlib.decompressobj(DECODERS[codings[0]])
-    raise BodyRefused(415, f"Content-Encoding {header!r} is not supported; send gzip, deflate or identity",
-                      "unsupported_content_encoding")
+    raise BodyRefused(
+        415,
+        f"Content-Encoding {header!r} is not supported; send gzip, deflate or identity",
+        "unsupported_content_encoding",
+    )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -134,13 +153,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _plain_scope(scope: Scope, size: int) -> Scope:
-    """``scope`` as the app sees a decoded body: no ``Content-Encoding``, the plain ``Content-Length``."""
-    headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
+    """``scope`` as the app sees a decoded body: no ``Content-Encoding``, the plain
+    ``Content-Length``."""
+    headers = [
+        (k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")
+    ]
     return {**scope, "headers": [*headers, (b"content-length", str(size).encode())]}
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that yields the buffered body once, then defers to the real one (disconnects)."""
+    """A ``receive`` that yields the buffered body once, then defers to the real one
+    (disconnects)."""
     sent = False
 
     async def replayed() -> Message:

@@ -29,7 +29,10 @@ from uniembed.server.service import EmbeddingService
 
 def _errors(**described: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for error statuses (``e400="…"``), all with the one error body."""
-    return {int(key[1:]): {"model": ErrorResponse, "description": text} for key, text in described.items()}
+    return {
+        int(key[1:]): {"model": ErrorResponse, "description": text}
+        for key, text in described.items()
+    }
 
 
 COMMON_ERRORS = _errors(
@@ -37,18 +40,27 @@ COMMON_ERRORS = _errors(
     e408="The request body did not arrive within the body timeout",
     e413="The body is larger than its limit",
     e415="A Content-Encoding other than gzip, deflate or identity",
-    e503="Overloaded (too many connections or requests in progress) or not ready; retry after Retry-After seconds",
+    e503=(
+        "Overloaded (too many connections or requests in progress) or not ready; retry after "
+        "Retry-After seconds"
+    ),
 )
 EMBEDDING_ERRORS = COMMON_ERRORS | _errors(
-    e400="The body is not JSON (any flaw: code invalid_json), or an input is invalid: undecodable image or "
-         "PDF, refused or failed URL, unknown task … (the message names the input)",
+    e400=(
+        "The body is not JSON (any flaw: code invalid_json), or an input is invalid: undecodable "
+        "image or PDF, refused or failed URL, unknown task … (the message names the input)"
+    ),
     e404="The model is not served (the message lists the served names)",
-    e413="A limit was exceeded: body, inputs, pixels or downloads per request, tokens, one input's size "
-         "(the message names the limit)",
+    e413=(
+        "A limit was exceeded: body, inputs, pixels or downloads per request, tokens, one input's "
+        "size (the message names the limit)"
+    ),
     e415="The body is not sent as application/json, or its Content-Encoding is not supported",
-    e422="The JSON does not fit the schema (code invalid_request), or an option does not fit the model: "
-         "dimensions out of range, dimensions with multi-vectors, a task contradicting the model name "
-         "(code invalid_option)",
+    e422=(
+        "The JSON does not fit the schema (code invalid_request), or an option does not fit the "
+        "model: dimensions out of range, dimensions with multi-vectors, a task contradicting the "
+        "model name (code invalid_option)"
+    ),
     e429="The model's queue is full; retry after Retry-After seconds",
     e500="The model failed on a batch holding these inputs",
 )
@@ -66,8 +78,14 @@ def build_router(
     secured = [Depends(auth)]
 
     def card(model: ServedModel) -> ModelCard:
-        return ModelCard(id=model.id, created=created, root=model.served, task=model.task,
-                         default_task=model.default_task, info=_model_info(model))
+        return ModelCard(
+            id=model.id,
+            created=created,
+            root=model.served,
+            task=model.task,
+            default_task=model.default_task,
+            info=_model_info(model),
+        )
 
     async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
         return await service.embed(body, request)
@@ -81,28 +99,54 @@ def build_router(
     for slash in ("", "/"):
         shown = not slash
         router.add_api_route(
-            "/v1/embeddings" + slash, create_embeddings, methods=["POST"], response_model=EmbeddingResponse,
-            dependencies=secured, responses=EMBEDDING_ERRORS, include_in_schema=shown,
-            summary="Create embeddings (Jina and OpenAI forms)")
+            "/v1/embeddings" + slash,
+            create_embeddings,
+            methods=["POST"],
+            response_model=EmbeddingResponse,
+            dependencies=secured,
+            responses=EMBEDDING_ERRORS,
+            include_in_schema=shown,
+            summary="Create embeddings (Jina and OpenAI forms)",
+        )
         router.add_api_route(
-            "/v1/models" + slash, list_models, methods=["GET"], response_model=ModelList, dependencies=secured,
-            responses=COMMON_ERRORS, include_in_schema=shown,
-            summary="Every served name and task name (a task name carries its task)")
+            "/v1/models" + slash,
+            list_models,
+            methods=["GET"],
+            response_model=ModelList,
+            dependencies=secured,
+            responses=COMMON_ERRORS,
+            include_in_schema=shown,
+            summary="Every served name and task name (a task name carries its task)",
+        )
     router.add_api_route(
-        "/v1/models/{model_id:path}", get_model, methods=["GET"], response_model=ModelCard, dependencies=secured,
-        responses=COMMON_ERRORS | _errors(e404="No such model"), summary="One listed model")
+        "/v1/models/{model_id:path}",
+        get_model,
+        methods=["GET"],
+        response_model=ModelCard,
+        dependencies=secured,
+        responses=COMMON_ERRORS | _errors(e404="No such model"),
+        summary="One listed model",
+    )
 
     @router.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/ready", summary="Readiness: models loaded and batch workers running",
-                responses=_errors(e503="Not ready"))
+    @router.get(
+        "/ready",
+        summary="Readiness: models loaded and batch workers running",
+        responses=_errors(e503="Not ready"),
+    )
     async def ready() -> JSONResponse:
-        stopped = [name for name, embedder in registry.embedders.items() if not embedder.engine.is_running]
+        stopped = [
+            name for name, embedder in registry.embedders.items() if not embedder.engine.is_running
+        ]
         if stopped:
-            return error_response(503, f"not ready: batch workers not running for {', '.join(stopped)}",
-                                  code="not_ready")
+            return error_response(
+                503,
+                f"not ready: batch workers not running for {', '.join(stopped)}",
+                code="not_ready",
+            )
         return JSONResponse({"status": "ready", "models": registry.names})
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -1,9 +1,9 @@
 """Wire schemas of the HTTP API (pydantic), kept apart from engine parameters.
 
-One request model serves both the Jina and the OpenAI form of ``POST /v1/embeddings``. Unknown fields
-are **rejected** (422 naming the field): a misspelt option must never silently change the vectors.
-The field names other clients use for the same thing are accepted: ``encoding_type`` (LlamaIndex and
-others) for ``embedding_type``, and OpenAI's ``encoding_format`` and ``user``.
+One request model serves both the Jina and the OpenAI form of ``POST /v1/embeddings``. Unknown
+fields are **rejected** (422 naming the field): a misspelt option must never silently change the
+vectors. The field names other clients use for the same thing are accepted: ``encoding_type``
+(LlamaIndex and others) for ``embedding_type``, and OpenAI's ``encoding_format`` and ``user``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ MAX_NAME_CHARS = 512
 
 
 def _whole_number(value: Any) -> Any:
-    """JSON Schema counts 256.0 as an integer; so do we (any other float, and strings, stay refused)."""
+    """JSON Schema counts 256.0 as an integer; so do we (any other float, and strings, stay
+    refused)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -54,13 +55,15 @@ class ImageInput(_Wire):
 
 
 class UrlInput(_Wire):
-    """``{"url": URL}``: the Jina API's form of an image given by URL (the same values as ``image``)."""
+    """``{"url": URL}``: the Jina API's form of an image given by URL (the same values as
+    ``image``)."""
 
     url: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
 
 
 class BytesInput(_Wire):
-    """``{"bytes": base64}``: the Jina API's form of an image given as base64 (the same values as ``image``)."""
+    """``{"bytes": base64}``: the Jina API's form of an image given as base64 (the same values as
+    ``image``)."""
 
     bytes: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
 
@@ -72,9 +75,16 @@ class PdfInput(_Wire):
 
 
 INPUT_OBJECTS: dict[str, type[_Wire]] = {
-    "text": TextInput, "image": ImageInput, "url": UrlInput, "bytes": BytesInput, "pdf": PdfInput,
+    "text": TextInput,
+    "image": ImageInput,
+    "url": UrlInput,
+    "bytes": BytesInput,
+    "pdf": PdfInput,
 }
-ENTRY_ERROR = 'each input must be a string or an object with exactly one of "text", "image", "url", "bytes", "pdf"'
+ENTRY_ERROR = (
+    'each input must be a string or an object with exactly one of "text", "image", "url", '
+    '"bytes", "pdf"'
+)
 
 
 def _input_kind(value: Any) -> str | None:
@@ -96,13 +106,18 @@ InputEntry = Annotated[
     | Annotated[UrlInput, Tag("url")]
     | Annotated[BytesInput, Tag("bytes")]
     | Annotated[PdfInput, Tag("pdf")],
-    Discriminator(_input_kind, custom_error_type="invalid_input_entry", custom_error_message=ENTRY_ERROR),
+    Discriminator(
+        _input_kind, custom_error_type="invalid_input_entry", custom_error_message=ENTRY_ERROR
+    ),
 ]
 InputList = Annotated[list[InputEntry], Field(min_length=1, max_length=MAX_ITEMS_HARD)]
 Input = Annotated[
-    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")] | Annotated[InputList, Tag("list")],
+    Annotated[Annotated[str, Field(max_length=MAX_FIELD_CHARS)], Tag("string")]
+    | Annotated[InputList, Tag("list")],
     Discriminator(
-        lambda value: "string" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+        lambda value: (
+            "string" if isinstance(value, str) else "list" if isinstance(value, list) else None
+        ),
         custom_error_type="invalid_input",
         custom_error_message="input must be a string or a non-empty list of inputs",
     ),
@@ -110,8 +125,8 @@ Input = Annotated[
 EmbeddingTypes = Annotated[list[EmbeddingType], Field(min_length=1, max_length=4)]
 
 
-# The one refused pair of encoding fields, as JSON Schema (the request model's "not"): the OpenAI field
-# set to "float" beside a different Jina embedding_type.
+# The one refused pair of encoding fields, as JSON Schema (the request model's "not"): the OpenAI
+# field set to "float" beside a different Jina embedding_type.
 ENCODING_CONFLICT = {
     "required": ["encoding_format", "embedding_type"],
     "properties": {
@@ -122,55 +137,86 @@ ENCODING_CONFLICT = {
 
 
 class EmbeddingRequest(_Wire):
-    """``POST /v1/embeddings`` (Jina form; the OpenAI form is the subset plus ``encoding_format``)."""
+    """``POST /v1/embeddings`` (Jina form; the OpenAI form is the subset plus
+    ``encoding_format``)."""
 
     model_config = ConfigDict(json_schema_extra={"not": ENCODING_CONFLICT})
 
     model: str | None = Field(
-        None, min_length=1, max_length=MAX_NAME_CHARS,
+        None,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
         description="A listed model (GET /v1/models): a served name, or a task name such as "
-        "jina-embeddings-v4-retrieval-passage that carries its task; omitted = the first served model.",
+        "jina-embeddings-v4-retrieval-passage that carries its task; omitted = the first served "
+        "model.",
     )
     input: Input = Field(
-        description="A string, a list of strings, or a list of {text}, {image}, {url}, {bytes} and {pdf} "
-        "objects; a string that is an image (or PDF) data URI is an image (or PDF).",
+        description=(
+            "A string, a list of strings, or a list of {text}, {image}, {url}, {bytes} and {pdf} "
+            "objects; a string that is an image (or PDF) data URI is an image (or PDF)."
+        ),
     )
-    task: str | None = Field(None, min_length=1, max_length=64, description="e.g. retrieval.query, code.passage; "
-                             "default: the task the model name carries, else the model's default.")
-    dimensions: Dimensions | None = Field(None, description="Matryoshka size: keep the first N dims.")
-    late_chunking: bool = Field(False, description="Treat the inputs as consecutive chunks of one document.")
+    task: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="e.g. retrieval.query, code.passage; "
+        "default: the task the model name carries, else the model's default.",
+    )
+    dimensions: Dimensions | None = Field(
+        None, description="Matryoshka size: keep the first N dims."
+    )
+    late_chunking: bool = Field(
+        False, description="Treat the inputs as consecutive chunks of one document."
+    )
     embedding_type: EmbeddingType | EmbeddingTypes | None = Field(
-        None, validation_alias=AliasChoices("embedding_type", "encoding_type"),
-        description="float | base64 | binary | ubinary, or a list of them (each item then gets a dict); "
-        "also accepted as encoding_type. Wins over encoding_format, except that encoding_format 'float' "
-        "beside a different embedding_type is refused.",
+        None,
+        validation_alias=AliasChoices("embedding_type", "encoding_type"),
+        description=(
+            "float | base64 | binary | ubinary, or a list of them (each item then gets a dict); "
+            "also accepted as encoding_type. Wins over encoding_format, except that "
+            "encoding_format 'float' beside a different embedding_type is refused."
+        ),
     )
-    encoding_format: EncodingFormat | None = Field(None, description="OpenAI form of embedding_type (float | base64).")
+    encoding_format: EncodingFormat | None = Field(
+        None, description="OpenAI form of embedding_type (float | base64)."
+    )
     truncate: bool = Field(False, description="Cut over-long inputs instead of refusing them.")
     normalized: bool = Field(True, description="L2-normalise single vectors.")
-    return_multivector: bool = Field(False, description="One 'embeddings' list of token vectors per item.")
-    user: str | None = Field(None, max_length=256, description="OpenAI field; accepted and ignored.")
+    return_multivector: bool = Field(
+        False, description="One 'embeddings' list of token vectors per item."
+    )
+    user: str | None = Field(
+        None, max_length=256, description="OpenAI field; accepted and ignored."
+    )
 
     @model_validator(mode="after")
     def _encodings_agree(self) -> EmbeddingRequest:
         if self.encoding_format == "float" and self.embedding_type not in (None, "float"):
             raise ValueError(
-                f"encoding_format 'float' contradicts embedding_type {self.embedding_type!r}; give one of them "
-                "(embedding_type may stand beside encoding_format 'base64', the openai client's default)"
+                f"encoding_format 'float' contradicts embedding_type {self.embedding_type!r}; give "
+                "one of them (embedding_type may stand beside encoding_format 'base64', the openai "
+                "client's default)"
             )
         return self
 
     @property
     def kinds(self) -> str | list[str]:
-        """The requested encoding(s); a list gives every item a dict keyed by kind. ``embedding_type``
-        wins over ``encoding_format``: the openai client sends ``base64`` even when not asked to, so
-        Jina options in its ``extra_body`` stand beside it (and it passes non-string values through)."""
+        """The requested encoding(s); a list gives every item a dict keyed by kind.
+        ``embedding_type`` wins over ``encoding_format``: the openai client sends ``base64`` even
+        when not asked to, so Jina options in its ``extra_body`` stand beside it (and it passes
+        non-string values through)."""
         if self.embedding_type is not None:
-            return list(self.embedding_type) if isinstance(self.embedding_type, list) else self.embedding_type
+            return (
+                list(self.embedding_type)
+                if isinstance(self.embedding_type, list)
+                else self.embedding_type
+            )
         return self.encoding_format or "float"
 
     def raw_inputs(self) -> list[str | dict[str, str]]:
-        """``input`` as a list of plain strings and one-key dicts (the form the input parser takes)."""
+        """``input`` as a list of plain strings and one-key dicts (the form the input parser
+        takes)."""
         entries = [self.input] if isinstance(self.input, str) else self.input
         return [entry if isinstance(entry, str) else entry.model_dump() for entry in entries]
 
@@ -182,9 +228,13 @@ class Usage(BaseModel):
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
-    index: int = Field(description="Position in data: input order, each PDF expanded to its pages in place.")
+    index: int = Field(
+        description="Position in data: input order, each PDF expanded to its pages in place."
+    )
     embedding: Any = Field(None, description="Single vector in the requested encoding(s).")
-    embeddings: Any = Field(None, description="Multi-vector (return_multivector): one encoding per token.")
+    embeddings: Any = Field(
+        None, description="Multi-vector (return_multivector): one encoding per token."
+    )
 
 
 class EmbeddingResponse(BaseModel):
@@ -200,8 +250,12 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "uniembed"
     root: str = Field(description="The served name of the model behind this name.")
-    task: str | None = Field(description="The task this name carries (null: the request's, else default_task).")
-    default_task: str | None = Field(description="The task a request to this name gets when it sends none.")
+    task: str | None = Field(
+        description="The task this name carries (null: the request's, else default_task)."
+    )
+    default_task: str | None = Field(
+        description="The task a request to this name gets when it sends none."
+    )
     info: dict[str, Any] = Field(description="dimensions, tasks, context length, modalities …")
 
 
@@ -214,9 +268,17 @@ class ErrorDetail(BaseModel):
     """OpenAI's error object."""
 
     message: str
-    type: str = Field(description="invalid_request_error | authentication_error | rate_limit_error | server_error")
-    param: str | None = Field(None, description="The request field at fault, when known (e.g. dimensions, input.3).")
-    code: str = Field(description="One code per kind of flaw, e.g. invalid_json, invalid_request, input_too_large.")
+    type: str = Field(
+        description="invalid_request_error | authentication_error | rate_limit_error | server_error"
+    )
+    param: str | None = Field(
+        None, description="The request field at fault, when known (e.g. dimensions, input.3)."
+    )
+    code: str = Field(
+        description=(
+            "One code per kind of flaw, e.g. invalid_json, invalid_request, input_too_large."
+        )
+    )
 
 
 class ValidationIssue(BaseModel):
@@ -226,8 +288,8 @@ class ValidationIssue(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error body: OpenAI's ``error`` and Jina's ``detail`` (the message, or the list of schema
-    violations)."""
+    """Every error body: OpenAI's ``error`` and Jina's ``detail`` (the message, or the list of
+    schema violations)."""
 
     error: ErrorDetail
     detail: str | list[ValidationIssue]

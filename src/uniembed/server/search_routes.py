@@ -37,9 +37,13 @@ MAX_DOCUMENTS = 256
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str | dict[str, Any] = Field(description='A text, or {"text": …} / {"image": base64 | data URI | URL}.')
+    query: str | dict[str, Any] = Field(
+        description='A text, or {"text": …} / {"image": base64 | data URI | URL}.'
+    )
     k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
-    filter: dict[str, Any] | None = Field(default=None, description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}.')
+    filter: dict[str, Any] | None = Field(
+        default=None, description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}.'
+    )
     mode: Literal["dense", "multivector", "two-stage", "binary"] | None = None
     candidates: Annotated[int, Field(ge=1, le=100_000)] | None = None
     maps: bool = Field(default=False, description="Similarity maps for image and page hits.")
@@ -63,29 +67,47 @@ class AddRequest(BaseModel):
 
 
 def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSettings) -> APIRouter:
-    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured. Queries
-    and added documents are read under the server's input limits and one request budget per request."""
+    """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured.
+    Queries and added documents are read under the server's input limits and one request budget per
+    request."""
     router = APIRouter()
     secured = [Depends(auth)]
 
-    @router.post("/v1/search", dependencies=secured, responses=EMBEDDING_ERRORS, summary="Search the index")
+    @router.post(
+        "/v1/search", dependencies=secured, responses=EMBEDDING_ERRORS, summary="Search the index"
+    )
     async def search(body: SearchRequest) -> dict[str, Any]:
         item = await _one_item(body.query, settings)
         hits = await run_in_threadpool(
-            index.search, item, k=body.k, filter=body.filter, mode=body.mode, candidates=body.candidates,
-            maps=body.maps, thumbnails=body.thumbnails,
+            index.search,
+            item,
+            k=body.k,
+            filter=body.filter,
+            mode=body.mode,
+            candidates=body.candidates,
+            maps=body.maps,
+            thumbnails=body.thumbnails,
         )
         return {"results": [hit.to_json() for hit in hits]}
 
-    @router.post("/v1/index/documents", dependencies=secured, responses=EMBEDDING_ERRORS,
-                 summary="Add or replace documents")
+    @router.post(
+        "/v1/index/documents",
+        dependencies=secured,
+        responses=EMBEDDING_ERRORS,
+        summary="Add or replace documents",
+    )
     async def add_documents(body: AddRequest) -> dict[str, Any]:
         budget = settings.request_budget()  # one budget over all documents of the request
-        documents = [await _document(position, doc, settings, budget) for position, doc in enumerate(body.documents)]
+        documents = [
+            await _document(position, doc, settings, budget)
+            for position, doc in enumerate(body.documents)
+        ]
         ids = await run_in_threadpool(index.add_documents, documents)
         return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
 
-    @router.delete("/v1/index/documents/{doc_id:path}", dependencies=secured, summary="Delete a document")
+    @router.delete(
+        "/v1/index/documents/{doc_id:path}", dependencies=secured, summary="Delete a document"
+    )
     async def delete_document(doc_id: str) -> dict[str, Any]:
         await run_in_threadpool(index.delete, [doc_id])
         return {"deleted": doc_id}
@@ -107,21 +129,31 @@ async def _one_item(query: str | dict[str, Any], settings: ServerSettings) -> It
 
     if isinstance(query, dict) and "pdf" in query:
         raise InvalidInput("a query is a text or an image, not a PDF")
-    items, _ = await aparse_api_items([query], settings.input_limits, budget=settings.request_budget())
+    items, _ = await aparse_api_items(
+        [query], settings.input_limits, budget=settings.request_budget()
+    )
     return items[0]
 
 
-async def _document(position: int, doc: DocumentIn, settings: ServerSettings, budget: RequestBudget) -> Document:
+async def _document(
+    position: int, doc: DocumentIn, settings: ServerSettings, budget: RequestBudget
+) -> Document:
     import uuid
 
     from uniembed.inputs.parse import aparse_api_items
 
-    given = {kind: getattr(doc, kind) for kind in ("text", "image", "pdf") if getattr(doc, kind) is not None}
+    given = {
+        kind: getattr(doc, kind)
+        for kind in ("text", "image", "pdf")
+        if getattr(doc, kind) is not None
+    }
     if len(given) != 1:
         raise InvalidInput(f"document {position}: give exactly one of text, image, pdf")
-    (kind, value), = given.items()
+    ((kind, value),) = given.items()
     try:
         items, _ = await aparse_api_items([{kind: value}], settings.input_limits, budget=budget)
     except UniembedError as error:
-        raise type(error)(f"document {position}: {error.message.removeprefix('input 0: ')}") from error
+        raise type(error)(
+            f"document {position}: {error.message.removeprefix('input 0: ')}"
+        ) from error
     return Document(doc.id or uuid.uuid4().hex, kind, tuple(items), doc.metadata)  # type: ignore[arg-type]

@@ -51,14 +51,15 @@ from uniembed.server.registry import ModelRegistry, ServedModel
 from uniembed.server.schemas import EmbeddingRequest
 from uniembed.server.settings import ServerSettings
 
-# Work below these sizes runs on the event loop (well under a millisecond); above, in a worker thread.
+# Work below these sizes runs on the event loop (well under a millisecond); above, in a worker
+# thread.
 INLINE_TEXT_CHARS = 4096  # characters of text, all inputs together, tokenised inline
 INLINE_OUTPUT_FLOATS = 8192  # numbers in all output embeddings together, encoded inline
-# Requests with images or pages are prepared in parts: each part at most this many inputs and decoded
-# pixels, at most PARTS_IN_FLIGHT parts queued on the model while the next one is prepared. With the
-# v4 defaults a part's rows hold at most 8 × 14.5 MB of preprocessed pixels (602,112 pixels a row,
-# float32, 2 temporal patches), so (PARTS_IN_FLIGHT + 1) parts about 350 MB, plus one part's decoded
-# pixels (at most 64 M: 192 MB as RGB).
+# Requests with images or pages are prepared in parts: each part at most this many inputs and
+# decoded pixels, at most PARTS_IN_FLIGHT parts queued on the model while the next one is prepared.
+# With the v4 defaults a part's rows hold at most 8 × 14.5 MB of preprocessed pixels (602,112 pixels
+# a row, float32, 2 temporal patches), so (PARTS_IN_FLIGHT + 1) parts about 350 MB, plus one part's
+# decoded pixels (at most 64 M: 192 MB as RGB).
 PART_ITEMS = 8
 PART_PIXELS = 64 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
@@ -75,7 +76,9 @@ class EmbeddingService:
         self.metrics = metrics
         self.fetcher = SafeFetcher(settings.input_limits)
         self._workers = ThreadPoolExecutor(
-            settings.cpu_workers, thread_name_prefix="uniembed-cpu", initializer=single_threaded_torch
+            settings.cpu_workers,
+            thread_name_prefix="uniembed-cpu",
+            initializer=single_threaded_torch,
         )
 
     def close(self) -> None:
@@ -89,12 +92,17 @@ class EmbeddingService:
         answer = await until_disconnected(self._embed(body, model, task), request)
         return Response(status_code=CLIENT_CLOSED_REQUEST) if answer is None else answer
 
-    async def _embed(self, body: EmbeddingRequest, model: ServedModel, task: str | None) -> Response:
+    async def _embed(
+        self, body: EmbeddingRequest, model: ServedModel, task: str | None
+    ) -> Response:
         embedder = model.embedder
         options = self._options(body, embedder.info.max_tokens)
         embedder.check_options(options)  # option errors (422) before any input is read
         pending, _origin = await aprobe_api_items(
-            body.raw_inputs(), self.settings.input_limits, self.fetcher, self.settings.request_budget()
+            body.raw_inputs(),
+            self.settings.input_limits,
+            self.fetcher,
+            self.settings.request_budget(),
         )
         if all(isinstance(entry, TextItem) for entry in pending):
             result = await self._embed_texts(embedder, pending, task, options)  # type: ignore[arg-type]
@@ -124,16 +132,23 @@ class EmbeddingService:
 
     # ----------------------------------------------------------------- images and pages: in parts
     async def _embed_in_parts(
-        self, embedder: Embedder, pending: Sequence[Pending], task: str | None, options: EncodeOptions
+        self,
+        embedder: Embedder,
+        pending: Sequence[Pending],
+        task: str | None,
+        options: EncodeOptions,
     ) -> EncodeResult:
-        """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at once."""
+        """Decode, plan and queue parts one after another, at most PARTS_IN_FLIGHT queued at
+        once."""
         stop = threading.Event()  # tells a part being decoded in a worker thread to stop
         queued: deque[tuple[Plan, Job]] = deque()
         results: list[EncodeResult] = []
         tokens = first = 0
         try:
             for part in in_parts(pending, PART_ITEMS, PART_PIXELS):
-                plan = await self._compute(False, self._plan_part, embedder, part, task, options, first, stop)
+                plan = await self._compute(
+                    False, self._plan_part, embedder, part, task, options, first, stop
+                )
                 tokens += _tokens(plan)
                 self._check_request_tokens(tokens)
                 queued.append((plan, embedder.engine.submit(plan.rows)))
@@ -149,8 +164,13 @@ class EmbeddingService:
         return _concatenate(results)
 
     def _plan_part(
-        self, embedder: Embedder, part: list[Pending], task: str | None, options: EncodeOptions,
-        first: int, stop: threading.Event,
+        self,
+        embedder: Embedder,
+        part: list[Pending],
+        task: str | None,
+        options: EncodeOptions,
+        first: int,
+        stop: threading.Event,
     ) -> Plan:
         """Decode and render the part, then plan it an item at a time, stopping between items."""
         items = load_pending(part, self.settings.input_limits, stop)
@@ -255,7 +275,9 @@ def _response_body(model_id: str, result: EncodeResult, body: EmbeddingRequest) 
         "model": model_id,
         "object": "list",
         "usage": {"total_tokens": result.total_tokens, "prompt_tokens": result.total_tokens},
-        "data": [{"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)],
+        "data": [
+            {"object": "embedding", "index": i, key: value} for i, value in enumerate(encoded)
+        ],
     }
     # orjson writes the same shortest round-trip text for each float as json.dumps, ~15x faster
     # (2048 floats: 0.06 ms vs 1.1 ms), and that time is taken from the model's thread (the GIL).
@@ -270,4 +292,3 @@ def _check_finite(arrays: Sequence[np.ndarray]) -> None:
                 f"the model produced non-finite values (NaN or infinity) for output {index}; "
                 "with float16 weights try --dtype bfloat16 or float32"
             )
-

@@ -41,19 +41,27 @@ class ServerSettings:
     """
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)
-    served_model_names: tuple[str, ...] = ()  # one per model; empty: each model's last path component
+    served_model_names: tuple[
+        str, ...
+    ] = ()  # one per model; empty: each model's last path component
     host: str = "127.0.0.1"
     port: int = 8080
     device: str | None = None  # None: CUDA when available, else CPU
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no authentication
     adapters: tuple[tuple[str, str], ...] = ()  # (task name, adapter folder), served by every model
-    index: str | None = None  # an index (directory or Qdrant URL) to search: /v1/search, the search page
+    index: str | None = (
+        None  # an index (directory or Qdrant URL) to search: /v1/search, the search page
+    )
     # batching
     token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
-    max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
-    batch_gather_ms: float = DEFAULT_MAX_GATHER_SECONDS * 1000  # wait for returning clients; 0: never
+    max_queue_rows: int = (
+        DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
+    )
+    batch_gather_ms: float = (
+        DEFAULT_MAX_GATHER_SECONDS * 1000
+    )  # wait for returning clients; 0: never
     cpu_workers: int = 8  # threads for tokenising, image/PDF decoding and large responses
     torch_threads: int | None = None  # CPU threads of each model's forward; None: torch's default
     # connections (see uniembed.server.connections)
@@ -84,17 +92,33 @@ class ServerSettings:
             raise InvalidInput(f"an adapter name is given twice: {names}")
         if any(not key or key != key.strip() for key in self.api_keys):
             raise InvalidInput("API keys must be non-empty and have no surrounding whitespace")
-        for name in ("token_budget", "max_batch_size", "max_queue_rows", "cpu_workers", "max_body_bytes",
-                     "max_items_per_request", "max_tokens_per_request", "max_pixels_per_request",
-                     "max_fetch_bytes_per_request", "max_connections", "max_concurrent_requests"):
+        for name in (
+            "token_budget",
+            "max_batch_size",
+            "max_queue_rows",
+            "cpu_workers",
+            "max_body_bytes",
+            "max_items_per_request",
+            "max_tokens_per_request",
+            "max_pixels_per_request",
+            "max_fetch_bytes_per_request",
+            "max_connections",
+            "max_concurrent_requests",
+        ):
             _check_positive(name, getattr(self, name))
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value <= 3600
+            ):
                 raise InvalidInput(f"{name} must be between 0 and 3600 seconds, got {value!r}")
         self._check_served_names()
         if not 0 <= self.batch_gather_ms <= 1000:
-            raise InvalidInput(f"batch_gather_ms must be between 0 and 1000, got {self.batch_gather_ms}")
+            raise InvalidInput(
+                f"batch_gather_ms must be between 0 and 1000, got {self.batch_gather_ms}"
+            )
         for name in ("max_tokens_per_item", "torch_threads"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
@@ -107,14 +131,21 @@ class ServerSettings:
                 f"{len(self.served_model_names)} names"
             )
         if any(not name or name != name.strip() or "/" in name for name in self.served_model_names):
-            raise InvalidInput("served model names must be non-empty, without surrounding spaces or '/'")
+            raise InvalidInput(
+                "served model names must be non-empty, without surrounding spaces or '/'"
+            )
         if len(set(names)) != len(names):
-            raise InvalidInput(f"two models would be served as the same name {names}; give --served-model-name")
+            raise InvalidInput(
+                f"two models would be served as the same name {names}; give --served-model-name"
+            )
 
     def request_budget(self) -> RequestBudget:
         """A fresh budget for one request, from the ``*_per_request`` limits."""
-        return RequestBudget(max_items=self.max_items_per_request, max_pixels=self.max_pixels_per_request,
-                             max_fetch_bytes=self.max_fetch_bytes_per_request)
+        return RequestBudget(
+            max_items=self.max_items_per_request,
+            max_pixels=self.max_pixels_per_request,
+            max_fetch_bytes=self.max_fetch_bytes_per_request,
+        )
 
     @property
     def served_names(self) -> tuple[str, ...]:

@@ -1,11 +1,12 @@
 """A synthetic late-interaction corpus for store-level tests and benchmarks (no model needed).
 
-Documents are bags of *concepts*: each has a few concepts out of a shared vocabulary, and each of its
-token vectors is one of them plus noise (unit length, like v4's multi-vectors). Its single vector is
-a fixed random map of its mean token plus noise, so single vectors agree with multi-vectors only
-roughly, as a model's two heads do. A query is drawn from one document: noisy copies of some of its
-concepts. Exact MaxSim is the ground truth the other modes are measured against; the numbers say how
-those modes approximate it on vectors shaped like this, not how well a model retrieves.
+Documents are bags of *concepts*: each has a few concepts out of a shared vocabulary, and each of
+its token vectors is one of them plus noise (unit length, like v4's multi-vectors). Its single
+vector is a fixed random map of its mean token plus noise, so single vectors agree with
+multi-vectors only roughly, as a model's two heads do. A query is drawn from one document: noisy
+copies of some of its concepts. Exact MaxSim is the ground truth the other modes are measured
+against; the numbers say how those modes approximate it on vectors shaped like this, not how well a
+model retrieves.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class SyntheticCorpus:
     def doc_id(self, position: int) -> str:
         return f"doc-{position}"
 
-    def points(self, start: int = 0, stop: int | None = None, pool_factor: int = 1) -> Iterator[Point]:
+    def points(
+        self, start: int = 0, stop: int | None = None, pool_factor: int = 1
+    ) -> Iterator[Point]:
         """Documents ``start … stop - 1`` as store points (lists of float16 values), their
         multi-vectors token-pooled by ``pool_factor``."""
         stop = self.size if stop is None else stop
@@ -65,11 +68,14 @@ def synthetic_corpus(
     query_noise: float = 1.0,
     seed: int = 0,
 ) -> SyntheticCorpus:
-    """A corpus of ``docs`` documents of ``tokens`` token vectors each (see the module docstring)."""
+    """A corpus of ``docs`` documents of ``tokens`` token vectors each (see the module
+    docstring)."""
     generator = torch.Generator().manual_seed(seed)
     unit = torch.nn.functional.normalize
     vocabulary = unit(torch.randn(concepts, dim, generator=generator), dim=-1)  # (concepts, dim)
-    projection = torch.linalg.qr(torch.randn(max(dim, dense_dim), max(dim, dense_dim), generator=generator))[0]
+    projection = torch.linalg.qr(
+        torch.randn(max(dim, dense_dim), max(dim, dense_dim), generator=generator)
+    )[0]
     projection = projection[:dim, :dense_dim]  # (dim, dense_dim): a random isometry
     chosen = torch.randint(0, concepts, (docs, concepts_per_doc), generator=generator)  # (docs, c)
     multivectors = torch.empty(docs, tokens, dim, dtype=torch.float16)
@@ -79,15 +85,25 @@ def synthetic_corpus(
         stop = min(docs, start + step)
         picks = torch.randint(0, concepts_per_doc, (stop - start, tokens), generator=generator)
         concept_ids = torch.gather(chosen[start:stop], 1, picks)  # (m, tokens)
-        rows = vocabulary[concept_ids] + noise * torch.randn(stop - start, tokens, dim, generator=generator) / dim**0.5
+        rows = (
+            vocabulary[concept_ids]
+            + noise * torch.randn(stop - start, tokens, dim, generator=generator) / dim**0.5
+        )
         rows = unit(rows, dim=-1)  # (m, tokens, dim)
         multivectors[start:stop] = rows.half()
         means[start:stop] = rows.mean(1)
-    dense = unit(means @ projection + 0.3 * torch.randn(docs, dense_dim, generator=generator) / dense_dim**0.5, dim=-1)
+    dense = unit(
+        means @ projection
+        + 0.3 * torch.randn(docs, dense_dim, generator=generator) / dense_dim**0.5,
+        dim=-1,
+    )
     targets = torch.randint(0, docs, (queries,), generator=generator)
     picks = torch.randint(0, concepts_per_doc // 2, (queries, query_tokens), generator=generator)
     query_concepts = torch.gather(chosen[targets], 1, picks)  # (queries, query_tokens)
-    query_rows = vocabulary[query_concepts] + query_noise * torch.randn(queries, query_tokens, dim, generator=generator) / dim**0.5
+    query_rows = (
+        vocabulary[query_concepts]
+        + query_noise * torch.randn(queries, query_tokens, dim, generator=generator) / dim**0.5
+    )
     query_rows = unit(query_rows, dim=-1)
     query_dense = unit(query_rows.mean(1) @ projection, dim=-1)
     return SyntheticCorpus(multivectors, dense, query_rows, query_dense, targets)

@@ -66,8 +66,13 @@ def write_training_pairs(domain: Domain, path: Path, count: int, seed: int = 1) 
     return path
 
 
-def write_beir_split(domain: Domain, folder: Path, queries_per_topic: int = 2, passages_per_topic: int = 4,
-                     seed: int = 2) -> Path:
+def write_beir_split(
+    domain: Domain,
+    folder: Path,
+    queries_per_topic: int = 2,
+    passages_per_topic: int = 4,
+    seed: int = 2,
+) -> Path:
     """A held-out BEIR folder: every passage of a topic is relevant to every query of it."""
     rng = random.Random(seed)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
@@ -79,7 +84,11 @@ def write_beir_split(domain: Domain, folder: Path, queries_per_topic: int = 2, p
             query_id = f"t{topic}q{i}"
             queries.append({"_id": query_id, "text": domain.query(topic, rng)})
             qrels += [f"{query_id}\t{d}\t1" for d in doc_ids]
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus), encoding="utf-8")
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps(c) + "\n" for c in corpus), encoding="utf-8"
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8"
+    )
     (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
     return folder

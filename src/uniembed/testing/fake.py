@@ -41,10 +41,14 @@ VOCAB = 512
 class FakeModel:
     """Contract-complete toy model: 32-d vectors, 8-d multi-vectors, text and images."""
 
-    def __init__(self, name: str = "fake-model", dim: int = 32, max_tokens: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self, name: str = "fake-model", dim: int = 32, max_tokens: int = 512, seed: int = 0
+    ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.embeddings = torch.randn(VOCAB, dim, generator=generator)
-        self.adapter_shift = torch.randn(len({a for a, _ in FAKE_TASKS.values()}), dim, generator=generator)
+        self.adapter_shift = torch.randn(
+            len({a for a, _ in FAKE_TASKS.values()}), dim, generator=generator
+        )
         self.projector = torch.randn(dim, 8, generator=generator)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -76,16 +80,24 @@ class FakeModel:
         special = [True] + [False] * len(text) + [True]
         return TokenizedText(ids, offsets, special)
 
-    def text_sequence(self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None) -> Row:
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
         tensor = torch.tensor(ids, dtype=torch.long)
         return Row(tensor, task.adapter, default_spans(len(ids), spans))
 
-    def image_sequence(self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None) -> Row:
-        pixels = torch.from_numpy(np.asarray(image.convert("L").resize((4, 4)), dtype=np.int64).reshape(-1))
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
+        pixels = torch.from_numpy(
+            np.asarray(image.convert("L").resize((4, 4)), dtype=np.int64).reshape(-1)
+        )
         ids = [BOS, IMAGE] + [4 + int(p) % (VOCAB - 4) for p in pixels] + [IMAGE, EOS]
         grid = ImageFeatures(pixel_values=pixels.float().unsqueeze(-1), grid_thw=(1, 4, 4))
         patches = PatchGrid(start=2, height=4, width=4)  # the 16 pixel tokens
-        return Row(torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid, patches=patches)
+        return Row(
+            torch.tensor(ids), task.adapter, ((1, len(ids) - 1),), image=grid, patches=patches
+        )
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         self.forward_calls.append(len(batch))

@@ -1,10 +1,10 @@
 """A tiny random jina-embeddings-v3 snapshot in the exact official (remote-code) layout.
 
 Used by tests and benchmarks only. The files mirror ``jinaai/jina-embeddings-v3``: config.json with
-the official keys, ``model.safetensors`` with ``roberta.*`` keys, a fused ``Wqkv``, and the task LoRA
-stored as torch parametrizations (``….parametrizations.weight.original`` plus
-``….parametrizations.weight.0.lora_A`` / ``lora_B`` with a leading task dimension) on every Linear and
-Embedding, and an XLM-R style SentencePiece (Unigram) tokenizer with the official special ids.
+the official keys, ``model.safetensors`` with ``roberta.*`` keys, a fused ``Wqkv``, and the task
+LoRA stored as torch parametrizations (``….parametrizations.weight.original`` plus
+``….parametrizations.weight.0.lora_A`` / ``lora_B`` with a leading task dimension) on every Linear
+and Embedding, and an XLM-R style SentencePiece (Unigram) tokenizer with the official special ids.
 """
 
 from __future__ import annotations
@@ -38,9 +38,38 @@ INSTRUCTIONS = {
 BOS, PAD, EOS, UNK = "<s>", "<pad>", "</s>", "<unk>"
 MASK = "<mask>"
 WORDS = (
-    "the", "a", "of", "and", "to", "is", "for", "query", "document", "documents", "retrieval", "retrieving",
-    "evidence", "represent", "Represent", "how", "do", "solar", "panel", "panels", "work", "sun", "light",
-    "cells", "turn", "into", "electricity", "hello", "world", "die", "Sonne", "scheint",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "is",
+    "for",
+    "query",
+    "document",
+    "documents",
+    "retrieval",
+    "retrieving",
+    "evidence",
+    "represent",
+    "Represent",
+    "how",
+    "do",
+    "solar",
+    "panel",
+    "panels",
+    "work",
+    "sun",
+    "light",
+    "cells",
+    "turn",
+    "into",
+    "electricity",
+    "hello",
+    "world",
+    "die",
+    "Sonne",
+    "scheint",
 )
 SUFFIXES = ("s", "ing", "ed", "er", "al", "tion", "ly")
 CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()/"
@@ -58,7 +87,8 @@ def write_tiny_jina_v3(
     lora_alpha: float = 3.0,
     with_pooler: bool = True,
 ) -> Path:
-    """Write the snapshot into ``path`` (created) and return it; the same ``seed`` gives the same files.
+    """Write the snapshot into ``path`` (created) and return it; the same ``seed`` gives the same
+    files.
 
     ``lora_alpha != lora_rank`` on purpose, so tests notice a wrong LoRA scaling.
     """
@@ -67,22 +97,37 @@ def write_tiny_jina_v3(
     tokenizer = tiny_xlmr_tokenizer()
     vocab_size = tokenizer.get_vocab_size()
     config = tiny_config(
-        vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-        intermediate_size=intermediate_size, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
     )
     generator = torch.Generator().manual_seed(seed)
     tensors = official_tensors(config, generator, with_pooler=with_pooler)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     tokenizer.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(vocab_size), indent=2), encoding="utf-8")
-    (path / "special_tokens_map.json").write_text(json.dumps(_special_tokens_map(), indent=2), encoding="utf-8")
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(_tokenizer_config(vocab_size), indent=2), encoding="utf-8"
+    )
+    (path / "special_tokens_map.json").write_text(
+        json.dumps(_special_tokens_map(), indent=2), encoding="utf-8"
+    )
     return path
 
 
 def tiny_config(
-    *, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
-    lora_rank: int, lora_alpha: float,
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    lora_rank: int,
+    lora_alpha: float,
 ) -> dict[str, Any]:
     """config.json as the official repo has it, with the sizes made tiny.
 
@@ -138,7 +183,8 @@ def tiny_config(
 def official_tensors(
     config: dict[str, Any], generator: torch.Generator, *, with_pooler: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Random float32 weights under the official key names (``roberta.`` prefix, parametrized LoRA)."""
+    """Random float32 weights under the official key names (``roberta.`` prefix, parametrized
+    LoRA)."""
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     tasks, rank = len(config["lora_adaptations"]), config["lora_rank"]
 
@@ -157,7 +203,9 @@ def official_tensors(
         param = f"roberta.{name}.parametrizations.weight"
         tensors[f"{param}.original"] = normal(fan_out, fan_in, std=fan_in**-0.5)
         tensors[f"roberta.{name}.bias"] = normal(fan_out, std=0.1)
-        tensors[f"{param}.0.lora_A"] = normal(tasks, rank, fan_in, std=fan_in**-0.5)  # (tasks, r, in)
+        tensors[f"{param}.0.lora_A"] = normal(
+            tasks, rank, fan_in, std=fan_in**-0.5
+        )  # (tasks, r, in)
         tensors[f"{param}.0.lora_B"] = normal(tasks, fan_out, rank, std=0.5)  # (tasks, out, r)
 
     def norm(name: str) -> None:
@@ -181,8 +229,9 @@ def official_tensors(
 
 
 def tiny_xlmr_tokenizer() -> Tokenizer:
-    """A small SentencePiece-Unigram tokenizer shaped like XLM-R's: ``<s>``=0, ``<pad>``=1, ``</s>``=2,
-    ``<unk>``=3, ``<mask>`` last; Metaspace pre-tokenisation; ``<s> … </s>`` added around each text."""
+    """A small SentencePiece-Unigram tokenizer shaped like XLM-R's: ``<s>``=0, ``<pad>``=1,
+    ``</s>``=2, ``<unk>``=3, ``<mask>`` last; Metaspace pre-tokenisation; ``<s> … </s>`` added
+    around each text."""
     pieces: list[tuple[str, float]] = [(BOS, 0.0), (PAD, 0.0), (EOS, 0.0), (UNK, 0.0), ("▁", -3.0)]
     pieces += [(c, -6.0) for c in CHARACTERS]
     pieces += [(f"▁{c}", -5.0) for c in CHARACTERS]
@@ -190,7 +239,9 @@ def tiny_xlmr_tokenizer() -> Tokenizer:
     pieces += [(f"▁{w}", -2.0) for w in WORDS]
     pieces.append((MASK, 0.0))
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=3, byte_fallback=False))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.add_special_tokens(
@@ -206,16 +257,29 @@ def tiny_xlmr_tokenizer() -> Tokenizer:
 
 
 def _special_tokens_map() -> dict[str, Any]:
-    return {"bos_token": BOS, "cls_token": BOS, "eos_token": EOS, "mask_token": MASK, "pad_token": PAD,
-            "sep_token": EOS, "unk_token": UNK}
+    return {
+        "bos_token": BOS,
+        "cls_token": BOS,
+        "eos_token": EOS,
+        "mask_token": MASK,
+        "pad_token": PAD,
+        "sep_token": EOS,
+        "unk_token": UNK,
+    }
 
 
 def _tokenizer_config(vocab_size: int) -> dict[str, Any]:
     special = {BOS: 0, PAD: 1, EOS: 2, UNK: 3, MASK: vocab_size - 1}
     return {
         "added_tokens_decoder": {
-            str(i): {"content": t, "lstrip": t == MASK, "normalized": False, "rstrip": False,
-                     "single_word": False, "special": True}
+            str(i): {
+                "content": t,
+                "lstrip": t == MASK,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
             for t, i in special.items()
         },
         "clean_up_tokenization_spaces": True,

@@ -27,10 +27,13 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn_config(app, app.state.settings, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=2)
+        config = uvicorn_config(
+            app, app.state.settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> Self:
         self.thread.start()
@@ -68,8 +71,19 @@ class ServeProcess:
     def __init__(self, *args: str, log: Any = subprocess.DEVNULL) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "uniembed.cli", "serve", "--port", str(self.port), "--torch-threads", "1",
-                   "--log-level", "warning", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "uniembed.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--torch-threads",
+            "1",
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:

@@ -33,5 +33,10 @@ def blank_pdf(pages: int, width: float = 612, height: float = 792) -> bytes:
     """
     kids = b" ".join(b"%d 0 R" % (3 + i) for i in range(pages))
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %g %g] >>" % (width, height)
-    return assemble_pdf([b"<< /Type /Catalog /Pages 2 0 R >>",
-                         b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages), *[page] * pages])
+    return assemble_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
+            *[page] * pages,
+        ]
+    )

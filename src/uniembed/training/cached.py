@@ -36,7 +36,9 @@ def concat_outputs(parts: Sequence[GradOutput]) -> GradOutput:
     mask = torch.cat([F.pad(p.mask, (0, longest - p.mask.shape[1])) for p in parts])
     multivectors = None
     if all(p.multivectors is not None for p in parts):
-        multivectors = torch.cat([F.pad(p.multivectors, (0, 0, 0, longest - p.mask.shape[1])) for p in parts])
+        multivectors = torch.cat(
+            [F.pad(p.multivectors, (0, 0, 0, longest - p.mask.shape[1])) for p in parts]
+        )
     return GradOutput(pooled, multivectors, mask)
 
 
@@ -65,15 +67,19 @@ def cached_backward(
     scale: float = 1.0,
     backward: Backward = torch.Tensor.backward,
 ) -> torch.Tensor:
-    """Accumulate into the parameters' ``.grad`` the gradient of ``scale · loss_fn(embedded sides)``,
-    embedding at most ``mini_batch_size`` rows with autograd at a time. Each row must have one span.
+    """Accumulate into the parameters' ``.grad`` the gradient of ``scale · loss_fn(embedded
+    sides)``, embedding at most ``mini_batch_size`` rows with autograd at a time. Each row must have
+    one span.
 
     ``backward`` runs the step-2 backward (e.g. ``accelerator.backward``); step 3 uses plain
     autograd. Returns the loss, detached and unscaled.
     """
     if mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be positive, got {mini_batch_size}")
-    chunks = [[rows[i : i + mini_batch_size] for i in range(0, len(rows), mini_batch_size)] for rows in sides]
+    chunks = [
+        [rows[i : i + mini_batch_size] for i in range(0, len(rows), mini_batch_size)]
+        for rows in sides
+    ]
     states: list[list[_RandomState]] = []
     cached: list[GradOutput] = []
     with torch.no_grad():
@@ -104,13 +110,21 @@ def _surrogate(out: GradOutput, full: GradOutput, start: int, stop: int) -> torc
     terms = []
     if full.pooled.grad is not None:
         terms.append((out.pooled * full.pooled.grad[start:stop]).sum())
-    if out.multivectors is not None and full.multivectors is not None and full.multivectors.grad is not None:
-        tokens = out.multivectors.shape[1]  # this mini-batch's padding; the rest of the cached grad is 0
+    if (
+        out.multivectors is not None
+        and full.multivectors is not None
+        and full.multivectors.grad is not None
+    ):
+        tokens = out.multivectors.shape[
+            1
+        ]  # this mini-batch's padding; the rest of the cached grad is 0
         terms.append((out.multivectors * full.multivectors.grad[start:stop, :tokens]).sum())
     return torch.stack(terms).sum() if terms else None
 
 
 def _leaf(output: GradOutput) -> GradOutput:
     """The embeddings as leaf tensors that collect the loss's gradient."""
-    multivectors = output.multivectors.detach().requires_grad_() if output.multivectors is not None else None
+    multivectors = (
+        output.multivectors.detach().requires_grad_() if output.multivectors is not None else None
+    )
     return GradOutput(output.pooled.detach().requires_grad_(), multivectors, output.mask)

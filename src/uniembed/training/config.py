@@ -1,4 +1,5 @@
-"""The settings of one training run: a frozen object, checked once, built by the CLI or by callers."""
+"""The settings of one training run: a frozen object, checked once, built by the CLI or by
+callers."""
 
 from __future__ import annotations
 
@@ -31,10 +32,14 @@ class TrainConfig:
     eval_data: Path | None = None  # BEIR folder or the same forms as `data`
     eval_split: str = "test"
     data_split: str = "train"  # for datasets folders holding several splits
-    init_from: str | None = None  # task whose factors start the new one; None: the task itself if it
+    init_from: str | None = (
+        None  # task whose factors start the new one; None: the task itself if it
+    )
     # exists, else fresh; "none": fresh
     overwrite: bool = False  # allow training (and exporting) a task that exists, e.g. retrieval
-    symmetric: bool | None = None  # None: as the task being continued, else graded pairs → symmetric
+    symmetric: bool | None = (
+        None  # None: as the task being continued, else graded pairs → symmetric
+    )
     loss: LossName = "auto"  # auto: graded → cosent; pairs → joint (v4) / infonce (v3)
     temperature: float | None = None  # None: per TEMPERATURES
     bidirectional: bool = False  # InfoNCE both ways (v3's pair stage)
@@ -72,8 +77,14 @@ class TrainConfig:
         check_task_name(self.task)
         if self.loss not in LOSSES:
             raise InvalidInput(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name in ("batch_size", "gradient_accumulation", "eval_steps", "keep_checkpoints", "logging_steps",
-                     "max_tokens"):
+        for name in (
+            "batch_size",
+            "gradient_accumulation",
+            "eval_steps",
+            "keep_checkpoints",
+            "logging_steps",
+            "max_tokens",
+        ):
             _positive(name, getattr(self, name))
         for name in ("mini_batch_size", "max_steps", "save_steps", "max_pixels"):
             if getattr(self, name) is not None:
@@ -85,7 +96,9 @@ class TrainConfig:
         if self.warmup < 0 or self.epochs <= 0:
             raise InvalidInput("warmup must be >= 0 and epochs > 0")
         if len(self.joint_weights) != 3 or any(w < 0 for w in self.joint_weights):
-            raise InvalidInput(f"joint_weights are three non-negative numbers, got {self.joint_weights}")
+            raise InvalidInput(
+                f"joint_weights are three non-negative numbers, got {self.joint_weights}"
+            )
         if self.negatives is not None and self.negatives < 0:
             raise InvalidInput(f"negatives must be 0 or more, got {self.negatives}")
 
@@ -101,10 +114,31 @@ class TrainConfig:
 
 
 # settings a resumed run must share with the run it continues
-RESUME_KEYS = ("model", "data", "task", "init_from", "symmetric", "loss", "temperature", "bidirectional",
-               "joint_weights", "matryoshka", "negatives", "batch_size", "mini_batch_size",
-               "gradient_accumulation", "learning_rate", "weight_decay", "warmup", "scheduler", "epochs",
-               "max_steps", "seed", "max_tokens", "max_pixels")
+RESUME_KEYS = (
+    "model",
+    "data",
+    "task",
+    "init_from",
+    "symmetric",
+    "loss",
+    "temperature",
+    "bidirectional",
+    "joint_weights",
+    "matryoshka",
+    "negatives",
+    "batch_size",
+    "mini_batch_size",
+    "gradient_accumulation",
+    "learning_rate",
+    "weight_decay",
+    "warmup",
+    "scheduler",
+    "epochs",
+    "max_steps",
+    "seed",
+    "max_tokens",
+    "max_pixels",
+)
 
 
 def _positive(name: str, value: Any) -> None:

@@ -76,7 +76,9 @@ class TrainingData:
 
     def first_image(self) -> str | None:
         """Where the first image item is (for errors on text-only models)."""
-        return next((e.where for e in self.examples if any(_is_image(i) for i in items_of(e))), None)
+        return next(
+            (e.where for e in self.examples if any(_is_image(i) for i in items_of(e))), None
+        )
 
 
 def items_of(example: Example) -> tuple[Item, ...]:
@@ -91,7 +93,8 @@ def _is_image(item: Item) -> bool:
 
 # --------------------------------------------------------------------------- reading records
 def read_records(path: Path, split: str = "train") -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` for every record of a JSONL file, a Parquet file or a ``datasets`` folder."""
+    """``(where, record)`` for every record of a JSONL file, a Parquet file or a ``datasets``
+    folder."""
     if not path.exists():
         raise InvalidInput(f"no such data file or folder: {path}")
     if path.is_dir():
@@ -140,7 +143,9 @@ def _dataset_records(path: Path, split: str) -> Iterator[tuple[str, Any]]:
 
 
 # --------------------------------------------------------------------------- examples
-def read_training_data(path: str | Path, *, split: str = "train", negatives: int | None = None) -> TrainingData:
+def read_training_data(
+    path: str | Path, *, split: str = "train", negatives: int | None = None
+) -> TrainingData:
     """Read and check every record of ``path``. ``negatives``: use the first N hard negatives of
     each pair (each must have N); by default every pair must have the same number."""
     data = read_examples(Path(path), split)
@@ -158,7 +163,9 @@ def read_examples(path: Path, split: str = "train") -> TrainingData:
         example = parse_record(record, where, root)
         this_kind: Kind = "pairs" if isinstance(example, PairExample) else "graded"
         if kind is not None and this_kind != kind:
-            raise InvalidInput(f"{where}: a {this_kind} record in a file of {kind} (all records must be one form)")
+            raise InvalidInput(
+                f"{where}: a {this_kind} record in a file of {kind} (all records must be one form)"
+            )
         kind = this_kind
         examples.append(example)
     if kind is None:
@@ -167,17 +174,20 @@ def read_examples(path: Path, split: str = "train") -> TrainingData:
 
 
 def parse_record(record: Any, where: str, root: Path) -> Example:
-    """One record → a :class:`PairExample` or :class:`GradedExample` (relative image paths under ``root``)."""
+    """One record → a :class:`PairExample` or :class:`GradedExample` (relative image paths under
+    ``root``)."""
     if not isinstance(record, dict):
-        raise InvalidInput(f"{where}: expected an object with {'/'.join(PAIR_FIELDS)} or {'/'.join(GRADED_FIELDS)}")
+        raise InvalidInput(
+            f"{where}: expected an object with {'/'.join(PAIR_FIELDS)} or {'/'.join(GRADED_FIELDS)}"
+        )
     if any(key in record for key in GRADED_FIELDS):
         first = parse_item(_required(record, "sentence1", where), where, "sentence1", root)
         second = parse_item(_required(record, "sentence2", where), where, "sentence2", root)
         return GradedExample(first, second, _score(_required(record, "score", where), where), where)
     if not any(key in record for key in PAIR_FIELDS):
         raise InvalidInput(
-            f"{where}: expected the fields query, positive (and optional negatives) or sentence1, sentence2, "
-            f"score; got {', '.join(map(repr, record)) or 'none'}"
+            f"{where}: expected the fields query, positive (and optional negatives) or sentence1, "
+            f"sentence2, score; got {', '.join(map(repr, record)) or 'none'}"
         )
     query = parse_item(_required(record, "query", where), where, "query", root)
     positive = parse_item(_required(record, "positive", where), where, "positive", root)
@@ -185,7 +195,9 @@ def parse_record(record: Any, where: str, root: Path) -> Example:
     if negatives is None:
         negatives = []
     if not isinstance(negatives, (list, tuple)):
-        raise InvalidInput(f"{where}: negatives must be a list of items, got {type(negatives).__name__}")
+        raise InvalidInput(
+            f"{where}: negatives must be a list of items, got {type(negatives).__name__}"
+        )
     parsed = tuple(parse_item(n, where, f"negatives[{i}]", root) for i, n in enumerate(negatives))
     return PairExample(query, positive, parsed, where)
 
@@ -203,7 +215,8 @@ def _score(value: Any, where: str) -> float:
 
 
 def parse_item(value: Any, where: str, name: str, root: Path) -> Item:
-    """A text (non-empty string or ``{"text"}``) or an image (``{"image": path}`` that exists, or a PIL image)."""
+    """A text (non-empty string or ``{"text"}``) or an image (``{"image": path}`` that exists, or a
+    PIL image)."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict) and set(value) == {"text"}:
@@ -223,7 +236,9 @@ def parse_item(value: Any, where: str, name: str, root: Path) -> Item:
         if not path.is_file():
             raise InvalidInput(f"{where}: {name}: image file not found: {path}")
         return {"image": str(path)}
-    raise InvalidInput(f"{where}: {name} must be a text or {{\"image\": path}}, got {_describe(value)}")
+    raise InvalidInput(
+        f'{where}: {name} must be a text or {{"image": path}}, got {_describe(value)}'
+    )
 
 
 def _describe(value: Any) -> str:
@@ -239,15 +254,18 @@ def _same_negatives(examples: list[PairExample], count: int | None) -> list[Exam
         for example in examples:
             if len(example.negatives) != count:
                 raise InvalidInput(
-                    f"{example.where}: {len(example.negatives)} negatives, but {examples[0].where} has {count}; "
-                    "every pair needs the same number (use negatives=N / --negatives N to take the first N)"
+                    f"{example.where}: {len(example.negatives)} negatives, but {examples[0].where} "
+                    f"has {count}; every pair needs the same number (use negatives=N / --negatives "
+                    "N to take the first N)"
                 )
         return list(examples)
     if count < 0:
         raise InvalidInput(f"negatives must be 0 or more, got {count}")
     short = next((e for e in examples if len(e.negatives) < count), None)
     if short is not None:
-        raise InvalidInput(f"{short.where}: {len(short.negatives)} negatives, fewer than the {count} asked for")
+        raise InvalidInput(
+            f"{short.where}: {len(short.negatives)} negatives, fewer than the {count} asked for"
+        )
     return [replace(e, negatives=e.negatives[:count]) for e in examples]
 
 
@@ -283,7 +301,12 @@ def read_eval_data(path: str | Path, split: str = "test") -> EvalData:
     data = read_examples(path, split)  # any number of negatives: they only join the corpus
     if data.kind == "graded":
         examples = [e for e in data.examples if isinstance(e, GradedExample)]
-        return GradedEval([e.first for e in examples], [e.second for e in examples], [e.score for e in examples], path)
+        return GradedEval(
+            [e.first for e in examples],
+            [e.second for e in examples],
+            [e.score for e in examples],
+            path,
+        )
     return _pairs_as_retrieval([e for e in data.examples if isinstance(e, PairExample)], path)
 
 
@@ -302,7 +325,11 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
 
     query_ids: dict[str, str] = {}
     for example in examples:
-        key = example.query if isinstance(example.query, str) else json.dumps(example.query, sort_keys=True, default=id)
+        key = (
+            example.query
+            if isinstance(example.query, str)
+            else json.dumps(example.query, sort_keys=True, default=id)
+        )
         query_id = query_ids.setdefault(key, f"q{len(query_ids)}")
         queries[query_id] = example.query
         qrels.setdefault(query_id, {})[document_id(example.positive)] = 1
@@ -312,13 +339,17 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
 
 
 def read_beir(path: Path, split: str = "test") -> RetrievalEval:
-    """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv`` judgements."""
+    """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv``
+    judgements."""
     corpus = {}
     for where, record in _jsonl_records(path / "corpus.jsonl"):
         doc_id, text = _beir_id(record, where), _beir_text(record, where)
         title = record.get("title") or ""
         corpus[doc_id] = f"{title} {text}".strip() if title else text
-    queries = {_beir_id(r, w): _beir_text(r, w) for w, r in _jsonl_records(_existing(path / "queries.jsonl"))}
+    queries = {
+        _beir_id(r, w): _beir_text(r, w)
+        for w, r in _jsonl_records(_existing(path / "queries.jsonl"))
+    }
     qrels_file = _existing(path / "qrels" / f"{split}.tsv")
     qrels: dict[str, dict[str, int]] = {}
     with qrels_file.open(encoding="utf-8", newline="") as handle:

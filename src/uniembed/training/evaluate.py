@@ -26,8 +26,11 @@ def primary_metric(data: EvalData) -> str:
     return PRIMARY["graded" if isinstance(data, GradedEval) else "retrieval"]
 
 
-def evaluate(embedder: Any, data: EvalData, tasks: Mapping[str, str], max_tokens: int) -> dict[str, float]:
-    """Metrics of ``embedder`` on ``data``; ``tasks`` maps ``query`` / ``passage`` to API task names.
+def evaluate(
+    embedder: Any, data: EvalData, tasks: Mapping[str, str], max_tokens: int
+) -> dict[str, float]:
+    """Metrics of ``embedder`` on ``data``; ``tasks`` maps ``query`` / ``passage`` to API task
+    names.
 
     Retrieval: ``ndcg@10`` from cosine similarity of single vectors and, for models with
     multi-vectors, ``ndcg@10_late`` from MaxSim. Graded pairs: ``spearman``.
@@ -40,7 +43,9 @@ def evaluate(embedder: Any, data: EvalData, tasks: Mapping[str, str], max_tokens
     return _retrieval(embedder, data, tasks, max_tokens)
 
 
-def _retrieval(embedder: Any, data: RetrievalEval, tasks: Mapping[str, str], max_tokens: int) -> dict[str, float]:
+def _retrieval(
+    embedder: Any, data: RetrievalEval, tasks: Mapping[str, str], max_tokens: int
+) -> dict[str, float]:
     late = embedder.info.multivector_dim is not None
     output = "both" if late else "single"
     query_ids, doc_ids = list(data.queries), list(data.corpus)
@@ -66,7 +71,9 @@ def _encode(embedder: Any, items: list[Any], task: str, max_tokens: int, output:
     return embedder.encode(items, task=task, output=output, truncate=True, max_tokens=max_tokens)
 
 
-def _run(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str]) -> dict[str, dict[str, float]]:
+def _run(
+    scores: torch.Tensor, query_ids: list[str], doc_ids: list[str]
+) -> dict[str, dict[str, float]]:
     """Each query's top documents as a pytrec_eval run."""
     top = scores.topk(min(TOP_K, scores.shape[1]), dim=1)
     return {
@@ -75,14 +82,18 @@ def _run(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str]) -> dict
     }
 
 
-def ndcg_at_10(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]) -> float:
+def ndcg_at_10(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+) -> float:
     """Mean nDCG@10 (trec_eval's ``ndcg_cut_10``) over the judged queries of ``run``.
 
     >>> ndcg_at_10({"q": {"a": 1}}, {"q": {"a": 0.2, "b": 0.9}})  # the relevant one ranked second
     0.6309297535714575
     """
     pytrec_eval = require("pytrec_eval", "train", "nDCG during training")
-    evaluator = pytrec_eval.RelevanceEvaluator({q: dict(d) for q, d in qrels.items()}, {"ndcg_cut.10"})
+    evaluator = pytrec_eval.RelevanceEvaluator(
+        {q: dict(d) for q, d in qrels.items()}, {"ndcg_cut.10"}
+    )
     per_query = evaluator.evaluate({q: dict(d) for q, d in run.items()})
     return sum(v["ndcg_cut_10"] for v in per_query.values()) / max(1, len(per_query))
 

@@ -6,8 +6,8 @@
   ``adapter_model.safetensors`` as PEFT saves one adapter).
 * :func:`export_snapshot` — a copy of the base snapshot with the task added as the official code
   stores its tasks: v4 ``adapters/adapter_model.safetensors`` gains
-  ``base_model.model.<module>.lora_{A,B}.<task>.weight`` and ``config.json`` ``task_names`` the task;
-  v3 every ``….parametrizations.weight.0.lora_{A,B}`` stack gains the task's adapters and
+  ``base_model.model.<module>.lora_{A,B}.<task>.weight`` and ``config.json`` ``task_names`` the
+  task; v3 every ``….parametrizations.weight.0.lora_{A,B}`` stack gains the task's adapters and
   ``config.json`` ``lora_adaptations`` / ``task_instructions`` their names and instructions.
 
 Both write into a temporary folder next to the destination and rename it at the end, so an
@@ -58,7 +58,8 @@ def save_adapter(
     symmetric: bool,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write task ``task`` of ``model`` as an adapter folder (replacing an earlier one atomically)."""
+    """Write task ``task`` of ``model`` as an adapter folder (replacing an earlier one
+    atomically)."""
     directory = Path(directory)
     sides = task_api_names(task, symmetric)
     prompts = {side: model.resolve_task(name).prefix for side, name in sides.items()}
@@ -79,7 +80,9 @@ def save_adapter(
         "training": training or {},
     }
     with _atomic_directory(directory, replace=True) as tmp:
-        save_file(model.task_factors(task), str(tmp / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(
+            model.task_factors(task), str(tmp / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"}
+        )
         _write_json(tmp / ADAPTER_SETTINGS_FILE, settings)
         if model.info.family == V4:
             _peft_config(lora, base_model).save_pretrained(str(tmp))
@@ -126,7 +129,9 @@ def export_snapshot(
     return output
 
 
-def _export_v4(snapshot: Path, config: dict, folder: AdapterFolder, task: str, replace: bool, out: Path) -> None:
+def _export_v4(
+    snapshot: Path, config: dict, folder: AdapterFolder, task: str, replace: bool, out: Path
+) -> None:
     tasks = list(config["task_names"])
     _check_clash(task, tasks, replace, snapshot)
     adapters_file = snapshot / "adapters" / ADAPTER_WEIGHTS_FILE
@@ -145,15 +150,21 @@ def _export_v4(snapshot: Path, config: dict, folder: AdapterFolder, task: str, r
     save_file(tensors, str(out / "adapters" / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
 
 
-def _export_v3(snapshot: Path, config: dict, folder: AdapterFolder, task: str, replace: bool, out: Path) -> None:
+def _export_v3(
+    snapshot: Path, config: dict, folder: AdapterFolder, task: str, replace: bool, out: Path
+) -> None:
     sides = task_api_names(task, folder.symmetric)
-    names = list(dict.fromkeys(sides.values()))  # the task's adapters, in the folder's stacking order
+    names = list(
+        dict.fromkeys(sides.values())
+    )  # the task's adapters, in the folder's stacking order
     adaptations = list(config["lora_adaptations"])
     for adapter_name in names:
         _check_clash(adapter_name, adaptations, replace, snapshot)
     instructions = dict(config.get("task_instructions") or {})
     instructions.update({adapter_name: "" for adapter_name in names})
-    instructions.update({sides[side]: text for side, text in folder.prompts.items() if side in sides})
+    instructions.update(
+        {sides[side]: text for side, text in folder.prompts.items() if side in sides}
+    )
     slots = []
     for adapter_name in names:
         if adapter_name not in adaptations:
@@ -165,13 +176,23 @@ def _export_v3(snapshot: Path, config: dict, folder: AdapterFolder, task: str, r
     for key, value in folder.factors.items():
         target = prefix + key.removeprefix("roberta.")
         if target not in tensors:
-            raise InvalidInput(f"{folder.path / ADAPTER_WEIGHTS_FILE}: {key!r} has no counterpart in {snapshot}")
+            raise InvalidInput(
+                f"{folder.path / ADAPTER_WEIGHTS_FILE}: {key!r} has no counterpart in {snapshot}"
+            )
         tensors[target] = _with_slots(tensors[target], value.to(tensors[target].dtype), slots)
     config = {**config, "lora_adaptations": adaptations, "task_instructions": instructions}
-    skip = {Path("config.json"), *(f.relative_to(snapshot) for f in files), Path("model.safetensors.index.json")}
+    skip = {
+        Path("config.json"),
+        *(f.relative_to(snapshot) for f in files),
+        Path("model.safetensors.index.json"),
+    }
     _link_tree(snapshot, out, skip=skip)
     _write_json(out / "config.json", config)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
 
 
 def _with_slots(stack: torch.Tensor, new: torch.Tensor, slots: list[int]) -> torch.Tensor:
@@ -189,7 +210,8 @@ def _with_slots(stack: torch.Tensor, new: torch.Tensor, slots: list[int]) -> tor
 def _check_clash(name: str, existing: list[str], replace: bool, snapshot: Path) -> None:
     if name in existing and not replace:
         raise InvalidInput(
-            f"{snapshot} already has a task {name!r}; pass replace_task=True (--overwrite) to replace it"
+            f"{snapshot} already has a task {name!r}; pass replace_task=True (--overwrite) to "
+            "replace it"
         )
 
 
@@ -220,7 +242,11 @@ def _link_tree(source: Path, destination: Path, skip: set[Path]) -> None:
     """Hard-link (else copy) every file under ``source`` into ``destination`` except ``skip``."""
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if path.is_dir() or relative in skip or any(part.startswith(".") for part in relative.parts):
+        if (
+            path.is_dir()
+            or relative in skip
+            or any(part.startswith(".") for part in relative.parts)
+        ):
             continue
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)

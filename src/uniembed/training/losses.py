@@ -26,7 +26,9 @@ from uniembed.models.base import GradOutput
 from uniembed.scores import cosine_scores, maxsim
 
 
-def info_nce(scores: torch.Tensor, group: int, temperature: float, bidirectional: bool = False) -> torch.Tensor:
+def info_nce(
+    scores: torch.Tensor, group: int, temperature: float, bidirectional: bool = False
+) -> torch.Tensor:
     """Mean over queries of ``-log softmax(scores_i / τ)[i·group]`` (the positive of query i is the
     first of its group; every other column is a negative). ``bidirectional`` adds the
     document→query direction over the positives: ``-log softmax(scores[:, i·group] / τ)[i]``."""
@@ -34,12 +36,15 @@ def info_nce(scores: torch.Tensor, group: int, temperature: float, bidirectional
     positives = torch.arange(n, device=scores.device) * group
     loss = F.cross_entropy(scores / temperature, positives)
     if bidirectional:
-        loss = loss + F.cross_entropy(scores[:, positives].T / temperature, torch.arange(n, device=scores.device))
+        loss = loss + F.cross_entropy(
+            scores[:, positives].T / temperature, torch.arange(n, device=scores.device)
+        )
     return loss
 
 
 def late_scores(query: GradOutput, documents: GradOutput) -> torch.Tensor:
-    """Late-interaction scores for training: MaxSim sum divided by the query's token count (n, k)."""
+    """Late-interaction scores for training: MaxSim sum divided by the query's token count (n,
+    k)."""
     if query.multivectors is None or documents.multivectors is None:
         raise ValueError("late-interaction scores need multi-vectors on both sides (a v4 model)")
     total = maxsim(query.multivectors, documents.multivectors, query.mask, documents.mask)
@@ -66,7 +71,9 @@ class InfoNCELoss(nn.Module):
         self.temperature = temperature
         self.bidirectional = bidirectional
 
-    def forward(self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         scores = cosine_scores(query.pooled, documents.pooled)  # (n, n·g)
         return info_nce(scores, group_size(query, documents), self.temperature, self.bidirectional)
 
@@ -75,21 +82,26 @@ class JointLoss(nn.Module):
     """v4's joint single- and multi-vector loss (training only; weights are not published).
 
     ``L = w1·dense(q, d) + w2·NCE(late / τ) + w3·KL(softmax(cos / τ) ‖ softmax(late / τ))`` where
-    ``dense`` is an :class:`InfoNCELoss` (or a :class:`MatryoshkaLoss` of one) on the pooled vectors,
-    ``late_ij = MaxSim(q_i, d_j) / |q_i|`` (MaxSim sum over the query's tokens, divided by their
-    number), NCE is :func:`info_nce` and the KL divergence is ``1/n Σ_i Σ_j p_ij (log p_ij − log
-    r_ij)`` between the row-softmaxed dense (p) and late (r) score matrices, both sides trained.
+    ``dense`` is an :class:`InfoNCELoss` (or a :class:`MatryoshkaLoss` of one) on the pooled
+    vectors, ``late_ij = MaxSim(q_i, d_j) / |q_i|`` (MaxSim sum over the query's tokens, divided by
+    their number), NCE is :func:`info_nce` and the KL divergence is ``1/n Σ_i Σ_j p_ij (log p_ij −
+    log r_ij)`` between the row-softmaxed dense (p) and late (r) score matrices, both sides trained.
     """
 
     def __init__(
-        self, dense: nn.Module, temperature: float = 0.05, weights: Sequence[float] = (1.0, 1.0, 1.0)
+        self,
+        dense: nn.Module,
+        temperature: float = 0.05,
+        weights: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
         super().__init__()
         self.dense = dense
         self.temperature = temperature
         self.weights = tuple(float(w) for w in weights)
 
-    def forward(self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         w_dense, w_late, w_kl = self.weights
         late = late_scores(query, documents)  # (n, n·g)
         dense = cosine_scores(query.pooled, documents.pooled)  # (n, n·g)
@@ -112,11 +124,15 @@ class CoSENTLoss(nn.Module):
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if labels is None:
             raise ValueError("CoSENT needs the gold scores of the pairs")
         cosines = F.cosine_similarity(query.pooled, documents.pooled, dim=-1)  # (n,)
-        differences = (cosines[None, :] - cosines[:, None]) / self.temperature  # [i, j] = (c_j − c_i) / τ
+        differences = (
+            cosines[None, :] - cosines[:, None]
+        ) / self.temperature  # [i, j] = (c_j − c_i) / τ
         ordered = labels[:, None] > labels[None, :]  # [i, j]: pair i should score above pair j
         terms = differences[ordered]
         return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)
@@ -127,7 +143,9 @@ class MatryoshkaLoss(nn.Module):
     unless given, as in sentence-transformers): the pooled vectors are cut before ``inner``
     normalises them, so every prefix is trained as an embedding. Multi-vectors are not cut."""
 
-    def __init__(self, inner: nn.Module, dims: Sequence[int], weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, inner: nn.Module, dims: Sequence[int], weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         if not dims:
             raise ValueError("Matryoshka needs at least one size")
@@ -135,9 +153,13 @@ class MatryoshkaLoss(nn.Module):
             raise ValueError(f"{len(weights)} Matryoshka weights for {len(dims)} sizes")
         self.inner = inner
         self.dims = tuple(int(d) for d in dims)
-        self.weights = tuple(float(w) for w in weights) if weights is not None else (1.0,) * len(self.dims)
+        self.weights = (
+            tuple(float(w) for w in weights) if weights is not None else (1.0,) * len(self.dims)
+        )
 
-    def forward(self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: GradOutput, documents: GradOutput, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         total = query.pooled.new_zeros(())
         for dim, weight in zip(self.dims, self.weights):
             cut_query = replace(query, pooled=query.pooled[:, :dim])

@@ -6,11 +6,12 @@ for a text-only model, an earlier run in the output folder) is found before the 
 The run folder::
 
     OUTPUT/
-      training_config.json   the settings (a resumed run must match them)
-      checkpoints/           the Trainer's checkpoints (factors, optimiser, scheduler, RNG, position)
-      adapter/               the trained task (best checkpoint with an evaluation split, else the last)
-      snapshot/              with export_snapshot: the base snapshot with the task, official layout
-      training.json          settings, metrics at the start / best / end, steps, seconds
+      training_config.json  the settings (a resumed run must match them)
+      checkpoints/          the Trainer's checkpoints (factors, optimiser, scheduler, RNG, position)
+      adapter/              the trained task (best checkpoint with an evaluation split, else
+                            the last)
+      snapshot/             with export_snapshot: the base snapshot with the task, official layout
+      training.json         settings, metrics at the start / best / end, steps, seconds
 """
 
 from __future__ import annotations
@@ -67,14 +68,24 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Run ``config``; ``callbacks`` are extra transformers ``TrainerCallback`` s."""
     started = time.monotonic()
     data = read_training_data(config.data, split=config.data_split, negatives=config.negatives)
-    eval_data = read_eval_data(config.eval_data, config.eval_split) if config.eval_data is not None else None
+    eval_data = (
+        read_eval_data(config.eval_data, config.eval_split)
+        if config.eval_data is not None
+        else None
+    )
     _check_output(config)
     model = _load_model(config)
     plan = plan_run(config, model, data)
     _check_items(model.info, data, eval_data)
     _record_settings(config)
-    model.add_task(plan.task, symmetric=plan.symmetric, init_from=plan.init_from, replace=config.overwrite,
-                   factor_dtype=torch.float32, seed=config.seed)
+    model.add_task(
+        plan.task,
+        symmetric=plan.symmetric,
+        init_from=plan.init_from,
+        replace=config.overwrite,
+        factor_dtype=torch.float32,
+        seed=config.seed,
+    )
     from uniembed.embedder import Embedder
 
     embedder = Embedder(model)  # the inference path: evaluation, batches, and the result
@@ -85,7 +96,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
 # --------------------------------------------------------------------------- checks and plan
 def _check_output(config: TrainConfig) -> None:
-    """A new run needs a folder without checkpoints; a resumed one checkpoints made with its settings."""
+    """A new run needs a folder without checkpoints; a resumed one checkpoints made with its
+    settings."""
     checkpoints = config.output / CHECKPOINTS
     existing = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
     record = json.loads(json.dumps(config.as_record()))
@@ -97,13 +109,14 @@ def _check_output(config: TrainConfig) -> None:
         changed = [key for key in RESUME_KEYS if saved.get(key) != record.get(key)]
         if changed:
             raise InvalidInput(
-                f"{config.output} was trained with other settings ({', '.join(changed)}); resume with the "
-                "same ones, or train into a new output folder"
+                f"{config.output} was trained with other settings ({', '.join(changed)}); resume "
+                "with the same ones, or train into a new output folder"
             )
         return
     if existing:
         raise InvalidInput(
-            f"{config.output} holds checkpoints of an earlier run: resume it (--resume) or choose a new --output"
+            f"{config.output} holds checkpoints of an earlier run: resume it (--resume) or choose "
+            "a new --output"
         )
 
 
@@ -120,7 +133,9 @@ def _load_model(config: TrainConfig) -> AdaptableModel:
     from uniembed.models.registry import load_model
 
     device = resolve_device(config.device)
-    dtype = torch.bfloat16 if _bf16(config, device) else torch.float32  # frozen base; factors stay fp32
+    dtype = (
+        torch.bfloat16 if _bf16(config, device) else torch.float32
+    )  # frozen base; factors stay fp32
     return load_model(config.model, device=device, dtype=dtype)  # type: ignore[return-value]
 
 
@@ -149,8 +164,9 @@ def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> 
     continuing = _is_task(model, config.task)
     if continuing and not config.overwrite:
         raise InvalidInput(
-            f"task {config.task!r} exists in {model.info.name}; pass --overwrite to continue training it "
-            "(its official adapter stays untouched in memory; the exported one replaces it), or choose a new name"
+            f"task {config.task!r} exists in {model.info.name}; pass --overwrite to continue "
+            "training it (its official adapter stays untouched in memory; the exported one "
+            "replaces it), or choose a new name"
         )
     init_from = config.init_from
     if init_from is None:
@@ -174,12 +190,20 @@ def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> 
 def _loss_name(config: TrainConfig, data: TrainingData, info: ModelInfo) -> str:
     loss = config.loss
     if loss == "auto":
-        loss = "cosent" if data.kind == "graded" else ("joint" if info.multivector_dim else "infonce")
+        loss = (
+            "cosent" if data.kind == "graded" else ("joint" if info.multivector_dim else "infonce")
+        )
     if (loss == "cosent") != (data.kind == "graded"):
-        need = "graded pairs (sentence1, sentence2, score)" if loss == "cosent" else "pairs (query, positive)"
+        need = (
+            "graded pairs (sentence1, sentence2, score)"
+            if loss == "cosent"
+            else "pairs (query, positive)"
+        )
         raise InvalidInput(f"loss {loss!r} needs {need}; {data.source} holds {data.kind}")
     if loss == "joint" and info.multivector_dim is None:
-        raise InvalidInput(f"the joint loss needs multi-vectors; {info.name} has none (use infonce)")
+        raise InvalidInput(
+            f"the joint loss needs multi-vectors; {info.name} has none (use infonce)"
+        )
     return loss
 
 
@@ -215,8 +239,13 @@ def build_objective(config: TrainConfig, plan: Plan, info: ModelInfo) -> nn.Modu
 
 # --------------------------------------------------------------------------- the Trainer
 def _trainer(
-    config: TrainConfig, embedder: Any, model: AdaptableModel, plan: Plan, data: TrainingData,
-    eval_data: EvalData | None, callbacks: Sequence[Any],
+    config: TrainConfig,
+    embedder: Any,
+    model: AdaptableModel,
+    plan: Plan,
+    data: TrainingData,
+    eval_data: EvalData | None,
+    callbacks: Sequence[Any],
 ) -> Any:
     from uniembed._optional import require
 
@@ -228,7 +257,9 @@ def _trainer(
     from uniembed.training.trainer import AdapterTrainer, Collator, TaskModule
 
     output = "both" if plan.loss == "joint" else "single"
-    options = EncodeOptions(output=output, truncate=True, max_tokens=config.max_tokens, max_pixels=config.max_pixels)
+    options = EncodeOptions(
+        output=output, truncate=True, max_tokens=config.max_tokens, max_pixels=config.max_pixels
+    )
     with_eval = eval_data is not None
     save_steps = config.save_steps or (config.eval_steps if with_eval else 500)
     args = TrainingArguments(
@@ -279,7 +310,12 @@ def _trainer(
 
 # --------------------------------------------------------------------------- results
 def _finish(
-    config: TrainConfig, embedder: Any, model: AdaptableModel, plan: Plan, trainer: Any, seconds: float
+    config: TrainConfig,
+    embedder: Any,
+    model: AdaptableModel,
+    plan: Plan,
+    trainer: Any,
+    seconds: float,
 ) -> TrainResult:
     from uniembed.training.export import export_snapshot, save_adapter
 
@@ -287,15 +323,27 @@ def _finish(
     metrics = _metrics(trainer.state.log_history)
     record = {
         "config": config.as_record(),
-        "plan": {"task": plan.task, "symmetric": plan.symmetric, "init_from": plan.init_from, "loss": plan.loss,
-                 "temperature": plan.temperature, "api_task_names": sorted(set(plan.tasks.values()))},
+        "plan": {
+            "task": plan.task,
+            "symmetric": plan.symmetric,
+            "init_from": plan.init_from,
+            "loss": plan.loss,
+            "temperature": plan.temperature,
+            "api_task_names": sorted(set(plan.tasks.values())),
+        },
         "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "metrics": metrics,
         "seconds": round(seconds, 1),
     }
-    adapter = save_adapter(model, plan.task, config.output / "adapter", base_model=config.model,
-                           symmetric=plan.symmetric, training={k: record[k] for k in ("plan", "steps", "metrics")})
+    adapter = save_adapter(
+        model,
+        plan.task,
+        config.output / "adapter",
+        base_model=config.model,
+        symmetric=plan.symmetric,
+        training={k: record[k] for k in ("plan", "steps", "metrics")},
+    )
     snapshot = None
     if config.export_snapshot:
         snapshot = config.output / "snapshot"
@@ -303,14 +351,29 @@ def _finish(
             raise InvalidInput(f"{snapshot} exists; remove it to export again")
         export_snapshot(config.model, adapter, snapshot, replace_task=config.overwrite)
     (config.output / RESULT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return TrainResult(adapter, snapshot, embedder, trainer.state.global_step, metrics, trainer.state.best_model_checkpoint)
+    return TrainResult(
+        adapter,
+        snapshot,
+        embedder,
+        trainer.state.global_step,
+        metrics,
+        trainer.state.best_model_checkpoint,
+    )
 
 
 def _metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first, best and last evaluation of the run (by the primary metric) from the Trainer's log."""
-    evaluations = [{k[5:]: v for k, v in entry.items() if k.startswith("eval_")} | {"step": entry.get("step")}
-                   for entry in history if any(k.startswith("eval_") for k in entry)]
+    """The first, best and last evaluation of the run (by the primary metric) from the Trainer's
+    log."""
+    evaluations = [
+        {k[5:]: v for k, v in entry.items() if k.startswith("eval_")} | {"step": entry.get("step")}
+        for entry in history
+        if any(k.startswith("eval_") for k in entry)
+    ]
     if not evaluations:
         return {}
     primary = "spearman" if "spearman" in evaluations[0] else "ndcg@10"
-    return {"start": evaluations[0], "best": max(evaluations, key=lambda e: e[primary]), "end": evaluations[-1]}
+    return {
+        "start": evaluations[0],
+        "best": max(evaluations, key=lambda e: e[primary]),
+        "end": evaluations[-1],
+    }

@@ -33,7 +33,9 @@ from uniembed.training.data import Example, PairExample
 class TaskModule(nn.Module):
     """One task's factors as the module's parameters, and a differentiable forward over rows."""
 
-    def __init__(self, model: AdaptableModel, task: str, gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self, model: AdaptableModel, task: str, gradient_checkpointing: bool = False
+    ) -> None:
         super().__init__()
         self.factors = nn.ParameterList(model.task_parameters(task))  # the same Parameter objects
         for parameter in self.factors:
@@ -47,8 +49,12 @@ class TaskModule(nn.Module):
 
     def train(self, mode: bool = True) -> TaskModule:
         super().train(mode)
-        if mode != self._model_training:  # switching checkpointing walks every layer: only on change
-            self.embedding_model.set_training(mode, gradient_checkpointing=self.gradient_checkpointing)
+        if (
+            mode != self._model_training
+        ):  # switching checkpointing walks every layer: only on change
+            self.embedding_model.set_training(
+                mode, gradient_checkpointing=self.gradient_checkpointing
+            )
             self._model_training = mode
         return self
 
@@ -82,7 +88,11 @@ class Collator:
             queries = [e.first for e in examples]  # type: ignore[union-attr]
             documents = [e.second for e in examples]  # type: ignore[union-attr]
             labels = torch.tensor([e.score for e in examples], dtype=torch.float32)  # type: ignore[union-attr]
-        return {"batch": TrainingBatch(self._rows(queries, QUERY), self._rows(documents, PASSAGE), labels)}
+        return {
+            "batch": TrainingBatch(
+                self._rows(queries, QUERY), self._rows(documents, PASSAGE), labels
+            )
+        }
 
     def _rows(self, items: list[Any], side: str) -> list[Row]:
         return list(self.embedder.plan(coerce_items(items), self.tasks[side], self.options).rows)
@@ -107,14 +117,20 @@ class AdapterTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(
-        self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
     ) -> Any:
         batch: TrainingBatch = inputs["batch"]
         query, documents = model(batch.queries), model(batch.documents)
         loss = self.objective(query, documents, self._labels(batch))
         return (loss, (query, documents)) if return_outputs else loss
 
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         if self.mini_batch_size is None:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
@@ -123,8 +139,12 @@ class AdapterTrainer(Trainer):
         scale = 1.0 / self.current_gradient_accumulation_steps  # as the Trainer scales a plain loss
         with self.compute_loss_context_manager():
             loss = cached_backward(
-                model, [batch.queries, batch.documents], lambda sides: self.objective(*sides, labels),
-                self.mini_batch_size, scale, self.accelerator.backward,
+                model,
+                [batch.queries, batch.documents],
+                lambda sides: self.objective(*sides, labels),
+                self.mini_batch_size,
+                scale,
+                self.accelerator.backward,
             )
         return loss * scale
 
@@ -132,12 +152,17 @@ class AdapterTrainer(Trainer):
         return batch.labels.to(self.args.device) if batch.labels is not None else None
 
     def evaluate(
-        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
         if self.evaluator is None:
             return {}
         self.model.eval()
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in self.evaluator().items()}
         self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
         return metrics
