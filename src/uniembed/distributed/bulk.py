@@ -105,13 +105,13 @@ class RayEncoder:
         if not screened:
             return
         ray = connect(self.address)
+        _ordered_quietly(ray)  # before the dataset is made: it keeps the context it was made in
         dataset = ray.data.from_items(
             [{"records": pickle.dumps(chunk.to_encode)} for chunk in screened],
             override_num_blocks=len(screened),
         )
-        page_ids = {
-            i for i in done if "#page=" in i
-        }  # a PDF's finished pages are known only once it is read
+        # a PDF's finished pages are known only once it is read, so the actors get those ids
+        page_ids = {i for i in done if "#page=" in i}
         embedded = dataset.map_batches(
             _ChunkEmbedder,
             fn_constructor_kwargs={"spec": self.spec, "options": options, "done_pages": page_ids},
@@ -121,7 +121,6 @@ class RayEncoder:
             num_cpus=self.pool.cpus_per_actor,
             num_gpus=self.pool.gpus_per_actor,
         )
-        _ordered_quietly(ray)
         results = embedded.iter_rows()
         for chunk, row in zip(screened, results):
             outcome = pickle.loads(row["result"])
