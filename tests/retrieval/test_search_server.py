@@ -9,7 +9,6 @@ import io
 import json
 import shutil
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from uniembed.retrieval.index import Index
 from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
-from uniembed.testing.live import LiveServer
+from uniembed.testing.live import LiveServer, wait_until_ready
 
 
 def data_uri(data: bytes, media_type: str) -> str:
@@ -350,16 +349,7 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.2)
+        wait_until_ready(url, process)
         assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"].endswith(tiny_v4_path.name)
         hits = httpx.post(
             f"{url}/v1/search", json={"query": "sunlight", "k": 3}, timeout=60

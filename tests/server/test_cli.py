@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import uniembed
 from uniembed import cli
 from uniembed.server.settings import ServerSettings
+from uniembed.testing.live import wait_until_ready
 
 runner = CliRunner()
 
@@ -187,7 +188,6 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
 def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
     """The real command in its own process: load (on a temporary thread), serve, answer, stop."""
     import socket
-    import time
 
     from uniembed.testing.jina_v4 import write_tiny_jina_v4
 
@@ -211,16 +211,7 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}", process)
         reply = httpx.post(
             f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60
         )

@@ -64,6 +64,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Poll ``url``/ready until it answers 200; fail with the process's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"uniembed serve exited: {output}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server not ready"
+        time.sleep(0.2)
+
+
 class ServeProcess:
     """``uniembed serve`` in its own process (the real command), with its memory and CPU readable
     from /proc; ``url`` is its base URL once it answers /ready."""
@@ -85,16 +101,7 @@ class ServeProcess:
             *args,
         ]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None, "uniembed serve exited"
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready"
-            time.sleep(0.2)
+        wait_until_ready(self.url, self.process)
 
     def status_kib(self, field: str) -> int:
         """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in KiB."""
