@@ -33,6 +33,7 @@ from uniembed.bulk.outputs import (
 from uniembed.bulk.records import ReadOptions, Record, iter_records
 
 DEFAULT_BATCH_SIZE = 256
+DUPLICATE_ID = "duplicate id: an earlier item has the same id"
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def process_chunk(
     for record in chunk:
         for item_id, item, error in _parse_unless_done(record, done):
             if item_id in seen:
-                failures.append((item_id, "duplicate id: an earlier item has the same id"))
+                failures.append((item_id, DUPLICATE_ID))
             elif item_id in done:
                 skipped += 1
             elif error is not None:

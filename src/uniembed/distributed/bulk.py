@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from uniembed.bulk.job import BulkOptions, ChunkResult, check_embed_options, process_chunk
+from uniembed.bulk.job import (
+    DUPLICATE_ID,
+    BulkOptions,
+    ChunkResult,
+    check_embed_options,
+    process_chunk,
+)
 from uniembed.distributed.cluster import LOCAL, connect
 from uniembed.errors import InvalidInput, UniembedError
 
@@ -135,17 +141,15 @@ class RayEncoder:
 
 
 def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
-    """Take out what needs no model: texts and images already written (counted as skipped) and ids
-    repeated from an earlier chunk (failures, as in the local job; repeats within a chunk, and PDF
-    pages, are found by the actor)."""
+    """Take out what needs no model: texts and images already written (counted as skipped) and
+    repeated record ids (failures, as in the local job; repeated PDF page ids are found by the
+    actor, which reads the PDF)."""
     seen: set[str] = set()
     for chunk in chunks:
         screened = _Chunk(len(chunk), [], [], 0)
         for record in chunk:
             if record.id in seen:
-                screened.failures.append(
-                    (record.id, "duplicate id: an earlier item has the same id")
-                )
+                screened.failures.append((record.id, DUPLICATE_ID))
             elif record.id in done and record.error is None and not record.is_pdf:
                 screened.skipped += 1
             else:
