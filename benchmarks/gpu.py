@@ -9,8 +9,8 @@ download), loaded once, and measured:
 - the device's own bf16 matrix-product rate (the ceiling MFU is quoted against, measured here);
 - 512-token passages and passages of 128-512 tokens, and A4 page images at the default pixel
   budget: real tokens/s and model FLOPs utilisation (2 x linear weights x tokens, attention not
-  counted), for each way the engine can run a batch (padded rows, and packed rows when the model
-  offers packing);
+  counted), with batches padded to their longest row and packed padding-free (and the two layouts'
+  vectors compared);
 - peak GPU memory of the library;
 - the server at concurrency 64 against one library call (``benchmarks/loadtest.py``, its own
   processes);
@@ -20,14 +20,14 @@ download), loaded once, and measured:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,48 +130,33 @@ def pages(count: int, seed: int = 0) -> list:
     return items
 
 
-def modes(embedder) -> list[str]:
-    """The batch layouts this model can run: ``padded`` always, ``packed`` where offered."""
-    return ["padded", "packed"] if hasattr(embedder, "packing") else ["padded"]
+LAYOUTS = ("padded", "packed")  # rows padded to the longest, or packed padding-free
 
 
-@contextmanager
-def layout(embedder, mode: str) -> Iterator[None]:
-    """Run the engine's batches as ``mode`` (see :func:`modes`) inside the block."""
-    if not hasattr(embedder, "packing"):
-        yield
-        return
-    before = embedder.packing
-    embedder.packing = mode == "packed"
-    try:
-        yield
-    finally:
-        embedder.packing = before
+def policy(embedder, layout: str):
+    """The engine's batch limits, running batches in ``layout``."""
+    from uniembed.engine.planning import BatchPolicy
+
+    limits = embedder.engine.policy
+    return BatchPolicy(limits.token_budget, limits.max_batch_size, packed=layout == "packed")
 
 
 def measure(embedder, what: str, items: list, task: str, peak: float, repeat: int) -> list[Row]:
-    """Each layout's best of ``repeat`` runs over ``items`` (after one warm-up run)."""
+    """Each layout's best of ``repeat`` runs over ``items`` (after one warm-up run); the layouts'
+    vectors are compared (the packed path's CUDA kernels are checked nowhere else)."""
     plan = embedder.plan(items, task)
     tokens = sum(plan.token_counts)
     flops = embedder.flops_per_token()
-    rows = []
-    for mode in modes(embedder):
-        with layout(embedder, mode):
-            embedder.run(plan)  # warm-up: kernels, allocator
-            best = min(_timed(embedder, lambda: embedder.run(plan)) for _ in range(repeat))
-        seconds, padded = best
-        rows.append(
-            Row(
-                what,
-                mode,
-                len(items),
-                tokens,
-                padded,
-                seconds,
-                flops * tokens / seconds / 1e12,
-                peak,
-            )
-        )
+    rows, vectors = [], {}
+    for layout in LAYOUTS:
+        limits = policy(embedder, layout)
+        vectors[layout] = torch.stack(embedder.run(plan, policy=limits).embeddings).float()
+        run = functools.partial(embedder.run, plan, policy=limits)
+        seconds, padded = min(_timed(embedder, run) for _ in range(repeat))
+        tflops = flops * tokens / seconds / 1e12
+        rows.append(Row(what, layout, len(items), tokens, padded, seconds, tflops, peak))
+    cosine = torch.nn.functional.cosine_similarity(vectors["padded"], vectors["packed"], dim=-1)
+    print(f"{what}: packed vs padded vectors, lowest cosine {float(cosine.min()):.6f}", flush=True)
     return rows
 
 
