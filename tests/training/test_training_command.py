@@ -46,7 +46,7 @@ def test_train_from_the_command_line(tiny_v3_path: Path, domain_files, tmp_path:
         "5e-3",
         "--mini-batch-size",
         "4",
-        "--quiet",
+        "--no-progress",
     ]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
@@ -72,7 +72,7 @@ def test_bad_data_exits_with_the_line(tiny_v3_path: Path, tmp_path: Path) -> Non
             "dom",
             "--output",
             str(tmp_path / "run"),
-            "--quiet",
+            "--no-progress",
         ],
     )
     assert result.exit_code == 1
