@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -227,7 +227,7 @@ def _summary(result: TrainResult, model: str, task: str) -> None:
         start, best = result.metrics["start"], result.metrics["best"]
         shown = ", ".join(f"{k} {start[k]:.4f} → {best[k]:.4f}" for k in best if k != "step")
         typer.echo(f"evaluation (start → best, step {best['step']}): {shown}", err=True)
-        _warn_if_never_improved(result.metrics)
+        _warn_if_never_improved(result)
     typer.echo(f"adapter: {result.adapter}", err=True)
     if result.snapshot is not None:
         typer.echo(f"snapshot: {result.snapshot}", err=True)
@@ -236,20 +236,25 @@ def _summary(result: TrainResult, model: str, task: str) -> None:
     )
 
 
-def _warn_if_never_improved(metrics: dict[str, Any]) -> None:
-    """Say loudly when no evaluation after the start beat the start: the "best" evaluation is then
-    step 0's (no checkpoint holds it), and the adapter written is the last step's."""
-    start, best, end = metrics["start"], metrics["best"], metrics["end"]
+def _warn_if_never_improved(result: TrainResult) -> None:
+    """Say loudly when no evaluation after the start beat the start: the "best" evaluation reported
+    is then step 0's, which no checkpoint holds, and the adapter written is no better."""
+    start, best, end = (result.metrics[key] for key in ("start", "best", "end"))
     if best["step"] != start["step"] or end["step"] == start["step"]:
         return
     from uniembed.training.run import primary_name
 
     primary = primary_name(start)
+    written = (
+        f"the best later checkpoint's ({Path(result.best_checkpoint).name})"
+        if result.best_checkpoint
+        else "the last step's"
+    )
     typer.secho(
         f"warning: the evaluation never improved on the start ({primary} {start[primary]:.4f} "
-        f"at step {start['step']}, {end[primary]:.4f} at step {end['step']}): the reported best "
-        "is the starting adapter, which no checkpoint holds; the adapter written is the last "
-        "step's. Train longer, change --lr, or check the data.",
+        f"at step {start['step']}, {end[primary]:.4f} at step {end['step']}): the best reported "
+        f"is the starting point, which no checkpoint holds; the adapter written is {written}, "
+        "no better than the start. Train longer, change --lr, or check the data.",
         fg="yellow",
         bold=True,
         err=True,
