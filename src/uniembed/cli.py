@@ -3,7 +3,8 @@
 
 Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
 Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
-flags read their variable as whitespace-separated values.
+flags read their variable as whitespace-separated values. The flags every command shares are
+defined once in :mod:`uniembed.cli_options`.
 """
 
 from __future__ import annotations
