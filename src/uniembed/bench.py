@@ -26,6 +26,7 @@ import torch
 import typer
 from PIL import Image
 
+from uniembed.cli_options import Device, Dtype, model_option
 from uniembed.engine.planning import BatchPolicy
 
 WORDS = (
@@ -178,11 +179,9 @@ def best_of(repeat: int, embedder, function: Callable[[], list[torch.Tensor]]) -
 def bench_command(
     model: Annotated[
         str,
-        typer.Option(
-            help=(
-                "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
-                "dir; or a snapshot path"
-            )
+        model_option(
+            "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
+            "dir; or a snapshot path or hub id"
         ),
     ] = "mid",
     texts: Annotated[int, typer.Option(help="number of texts")] = 160,
@@ -192,12 +191,8 @@ def bench_command(
     repeat: Annotated[int, typer.Option(help="timed rounds of each (best is kept)")] = 2,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch default)")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda … (default: CUDA if available)")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float32, bfloat16 … (default: bf16 on CUDA)")
-    ] = None,
+    device: Device = None,
+    dtype: Dtype = None,
     peak_tflops: Annotated[
         float, typer.Option(help="the device's dense peak, for MFU (H100 bf16: 989)")
     ] = 989.0,

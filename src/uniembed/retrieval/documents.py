@@ -114,6 +114,15 @@ def documents_from_path(path: str | Path, limits: InputLimits | None = None) -> 
         yield document_from_file(file, file.relative_to(root).as_posix(), limits)
 
 
+def count_documents(path: str | Path) -> int:
+    """How many documents :func:`documents_from_path` yields for ``path`` (a progress bar's
+    total), without reading them."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return 1
+    return sum(1 for p in root.rglob("*") if p.is_file() and _kind_of_file(p) is not None)
+
+
 def document_from_file(path: Path, doc_id: str, limits: InputLimits | None = None) -> Document:
     """One file as a document (its kind from the suffix)."""
     from uniembed.inputs.parse import coerce_items_with_origin

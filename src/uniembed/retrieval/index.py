@@ -158,6 +158,7 @@ class Index:
         max_rows: int | None = None,
         client: Any = None,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> Index:
         """A new, empty index at ``location``: a directory (embedded Qdrant) or a Qdrant URL
         ``http(s)://host:port/collection`` — or a collection name on ``client`` (a QdrantClient).
@@ -167,8 +168,9 @@ class Index:
         of the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
         filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
         entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
+        ``device`` and ``dtype`` load a ``model`` given by name (as :func:`uniembed.load`).
         """
-        embedder, source = _embedder(model, device)
+        embedder, source = _embedder(model, device, dtype)
         settings = _new_settings(
             embedder.info,
             source,
@@ -201,6 +203,7 @@ class Index:
         *,
         client: Any = None,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> Index:
         """The index at ``location`` (see :meth:`create`). Without ``model``, the model it was built
         with is loaded from the source recorded at creation."""
@@ -218,7 +221,8 @@ class Index:
                 raise InvalidInput(
                     f"the index records no model source; give the model ({settings.model})"
                 )
-            embedder, _ = _embedder(model if model is not None else settings.model_source, device)
+            source = model if model is not None else settings.model_source
+            embedder, _ = _embedder(source, device, dtype)
             return cls(store, embedder, settings)
         except BaseException:
             store.close()
@@ -522,7 +526,9 @@ def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -
 
 
 # ----------------------------------------------------------------- helpers
-def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedder, str | None]:
+def _embedder(
+    model: Embedder | str | Path, device: str | None, dtype: str | None = None
+) -> tuple[Embedder, str | None]:
     """An embedder and the source to record (a path or hub id; ``None`` for a given embedder)."""
     if isinstance(model, (str, Path)):
         import uniembed
@@ -532,7 +538,7 @@ def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedde
             if Path(model).expanduser().exists()
             else str(model)
         )
-        return uniembed.load(source, device=device), source
+        return uniembed.load(source, device=device, dtype=dtype), source
     return model, None
 
 
