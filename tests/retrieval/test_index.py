@@ -247,7 +247,7 @@ def test_bad_requests_get_clear_errors(fake_embedder: Embedder, tmp_path: Path) 
     index = Index.create(tmp_path / "index", fake_embedder)
     with pytest.raises(InvalidInput, match="twice"):
         index.add(["a", "b"], ["same", "same"])
-    with pytest.raises(InvalidInput, match="metadata is not JSON"):
+    with pytest.raises(InvalidInput, match="metadata.when is not JSON"):
         index.add(["a"], ["x"], [{"when": object()}])
     with pytest.raises(InvalidInput, match="mode must be one of"):
         index.search("a", mode="fuzzy")

@@ -40,6 +40,7 @@ from uniembed.retrieval.documents import (
 from uniembed.retrieval.retriever import MODES, Retriever
 from uniembed.retrieval.similarity import SimilarityMap, patch_scores
 from uniembed.retrieval.store import (
+    Condition,
     Found,
     Layout,
     Match,
@@ -306,7 +307,7 @@ class Index:
     # ----------------------------------------------------------------- reads
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Entries (texts, images, pages) matching ``filter`` (see :meth:`search`)."""
-        return self.store.count(parse_filter(filter))
+        return self.store.count(self._filter(filter))
 
     def get(self, doc_id: str) -> list[Hit]:
         """The entries of document ``doc_id`` (its pages in order); empty if there is none."""
@@ -349,7 +350,7 @@ class Index:
             k,
             mode=mode,
             candidates=candidates,
-            conditions=parse_filter(filter),
+            conditions=self._filter(filter),
             payload=self._fields(thumbnails, maps),
             with_multivector=maps,
         )
@@ -372,6 +373,10 @@ class Index:
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         return mode
+
+    def _filter(self, spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+        """``spec`` as conditions, its values checked against the types of the indexed fields."""
+        return parse_filter(spec, dict(self.store.layout.fields))
 
     def _fields(self, thumbnails: bool, maps: bool) -> list[str]:
         return [

@@ -1,0 +1,218 @@
+"""Nothing added to an index can break it: ids and metadata are bounded and validated before they
+reach the store (real qdrant-edge, and the qdrant-client store in local mode for filters), a
+refused or failed write leaves the index usable, an index that cannot be opened says why and how
+to recover, filters are checked against each field's type, and bool filters match."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient
+
+from tests.retrieval.retrieval_samples import LOCAL_QDRANT_WARNINGS
+from uniembed.embedder import Embedder
+from uniembed.errors import InputTooLarge, InvalidInput, UniembedError
+from uniembed.retrieval.documents import (
+    MAX_ID_CHARS,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEYS,
+)
+from uniembed.retrieval.edge_store import EdgeStore
+from uniembed.retrieval.index import Index
+from uniembed.retrieval.store import Layout, Point
+from uniembed.testing.fake import FakeModel
+
+pytestmark = LOCAL_QDRANT_WARNINGS
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """``{"a": {"a": … {}}}``: an object ``depth`` levels deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    index = Index.create(tmp_path / "index", Embedder(FakeModel()), metadata_fields={"ok": "bool"})
+    index.add(["solar panels", "bread"], ["solar", "bread"], [{"n": 1}, {"n": 2}])
+    yield index
+    index.close()
+
+
+def assert_usable(index: Index, entries: int) -> None:
+    """Searches in every mode, count, delete and add all work."""
+    for mode in ("dense", "multivector", "two-stage", "binary"):
+        assert len(index.search("solar", k=10, mode=mode)) == entries
+    index.add(["probe"], ["probe"])
+    assert index.count() == entries + 1
+    index.delete(["probe"])
+    assert index.count() == entries
+
+
+@pytest.mark.parametrize("depth", [MAX_METADATA_DEPTH + 1, 124, 130, 5000])
+def test_deeply_nested_metadata_is_refused_and_the_index_survives(
+    index: Index, tmp_path: Path, depth: int
+) -> None:
+    with pytest.raises(
+        InputTooLarge, match=f"deeper than the limit of {MAX_METADATA_DEPTH} levels"
+    ):
+        index.add(["deep"], ["deep"], [nested(depth)])
+    with pytest.raises(InputTooLarge, match="metadata"):
+        index.add(["deep"], ["deep"], [{"list": [nested(depth)]}])
+    assert_usable(index, 2)
+    index.close()
+    with Index.open(tmp_path / "index", Embedder(FakeModel())) as reopened:
+        assert_usable(reopened, 2)
+
+
+def test_metadata_at_the_limits_is_stored_and_read_back(index: Index) -> None:
+    keys = {f"k{i}": i for i in range(MAX_METADATA_KEYS - 1)}
+    index.add(["deep", "wide"], ["deep", "wide"], [{"x": nested(MAX_METADATA_DEPTH - 1)}, keys])
+    assert index.get("deep")[0].metadata == {"x": nested(MAX_METADATA_DEPTH - 1)}
+    assert index.get("wide")[0].metadata == keys
+    index.delete(["deep", "wide"])
+    assert_usable(index, 2)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error", "message"),
+    [
+        ({f"k{i}": 0 for i in range(MAX_METADATA_KEYS + 1)}, InputTooLarge, "keys"),
+        ({"a": [{"b": 1}] * (MAX_METADATA_KEYS + 1)}, InputTooLarge, "keys"),
+        ({"x": "y" * MAX_METADATA_BYTES}, InputTooLarge, f"{MAX_METADATA_BYTES:,} bytes"),
+        ({"x": math.nan}, InvalidInput, r"metadata\.x.*finite"),
+        ({"x": [1, math.inf]}, InvalidInput, r"metadata\.x\[1\].*finite"),
+        ({"x": 2**64}, InvalidInput, r"metadata\.x.*64-bit"),
+        ({"x": "a\ud800"}, InvalidInput, r"metadata\.x.*surrogate"),
+        ({"\udc00": 1}, InvalidInput, "surrogate"),
+        ({1: "a"}, InvalidInput, "keys must be strings"),
+        ({"x": {1, 2}}, InvalidInput, r"metadata\.x.*set"),
+        ({"x": b"bytes"}, InvalidInput, r"metadata\.x.*bytes"),
+    ],
+)
+def test_bad_metadata_is_refused_naming_the_field(
+    index: Index, metadata: dict, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        index.add(["bread again"], ["bread"], [metadata])
+    assert index.get("bread")[0].metadata == {"n": 2}  # the document it would replace is intact
+    assert_usable(index, 2)
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "error", "message"),
+    [
+        ("two\nlines", InvalidInput, r"control character.*position 3"),
+        ("nul\x00", InvalidInput, "control character"),
+        ("del\x7f", InvalidInput, "control character"),
+        ("a\ud800", InvalidInput, "surrogate"),
+        ("x" * (MAX_ID_CHARS + 1), InputTooLarge, f"limit is {MAX_ID_CHARS:,} characters"),
+        ("", InvalidInput, "non-empty"),
+    ],
+)
+def test_ids_that_could_not_be_deleted_are_refused(
+    index: Index, doc_id: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        index.add(["x"], [doc_id])
+    assert_usable(index, 2)
+
+
+def test_every_id_that_can_be_added_can_be_deleted(index: Index) -> None:
+    ids = ["a/b", "..", "%0A", "tab-less \u00e9\u4e2d", "x" * MAX_ID_CHARS, " spaced "]
+    index.add(["t"] * len(ids), ids)
+    for doc_id in ids:
+        assert [hit.id for hit in index.get(doc_id)] == [doc_id]
+    index.delete(ids)
+    assert index.count() == 2
+
+
+def test_a_store_write_that_fails_leaves_the_store_usable(tmp_path: Path) -> None:
+    store = EdgeStore.create(tmp_path / "store", Layout.build(4, None, {}), {})
+    good = Point("00000000-0000-0000-0000-000000000001", [1.0, 0, 0, 0], None, {"id": "good"})
+    store.upsert([good])
+    bad = Point("00000000-0000-0000-0000-000000000002", [0, 1.0, 0, 0], None, {"x": math.nan})
+    with pytest.raises(InvalidInput, match="store"):
+        store.upsert([bad])
+    assert store.count() == 1
+    store.upsert([Point(bad.id, bad.dense, None, {"id": "second"})])
+    assert store.count() == 2
+    store.delete(["good"])
+    assert [found.payload["id"] for found in store.scroll()] == ["second"]
+    store.close()
+
+
+def test_an_index_that_cannot_be_opened_says_why_and_how_to_recover(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    store = EdgeStore.create(path, Layout.build(4, None, {}), {})
+    store.upsert([Point("00000000-0000-0000-0000-000000000001", [1.0, 0, 0, 0], None, {"n": 1})])
+    # bypasses the index's validation: a record qdrant-edge writes to its log but cannot read back
+    store.upsert([Point("00000000-0000-0000-0000-000000000002", [0, 1.0, 0, 0], None, nested(130))])
+    store.close()
+    with pytest.raises(UniembedError) as caught:
+        EdgeStore.open(path)
+    message = caught.value.message
+    assert str(path) in message and "write-ahead log" in message
+    assert str(path / "shard" / "wal") in message and "rebuild" in message
+    shutil.move(path / "shard" / "wal", tmp_path / "wal.bad")  # what the message says to do
+    reopened = EdgeStore.open(path)
+    assert reopened.count() >= 1
+    reopened.close()
+
+
+def boolean_indexes(tmp_path: Path) -> list[Index]:
+    embedder = Embedder(FakeModel())
+    fields = {"ok": "bool"}
+    edge = Index.create(tmp_path / "edge", embedder, metadata_fields=fields)
+    client = QdrantClient(path=str(tmp_path / "client"))
+    return [edge, Index.create("c", embedder, client=client, metadata_fields=fields)]
+
+
+def test_bool_filters_match_in_count_and_every_mode_in_both_stores(tmp_path: Path) -> None:
+    ids = ["yes", "no", "one", "also-yes"]
+    values = [True, False, 1, True]
+    for index in boolean_indexes(tmp_path):
+        index.add(ids, ids, [{"ok": v, "flag": v} for v in values])
+        for key in ("metadata.ok", "metadata.flag"):  # declared bool, and not declared
+            for value, expected in ((True, {"yes", "also-yes"}), (False, {"no"})):
+                assert index.count({key: value}) == len(expected), (index.store, key, value)
+                modes = ("dense", "multivector", "two-stage", "binary")
+                for mode in modes if index.store.embedded else modes[:3]:
+                    hits = index.search("yes", k=10, mode=mode, filter={key: value})
+                    assert {hit.id for hit in hits} == expected, (index.store, key, value, mode)
+        assert index.count({"metadata.flag": 1}) == 1  # an integer matches the integer only
+        index.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"page": "abc"}, "'page' is an integer field"),
+        ({"page": True}, "'page' is an integer field"),
+        ({"page": ["1", "2"]}, "'page' is an integer field"),
+        ({"page": {"gte": math.nan}}, "finite"),
+        ({"page": {"lte": math.inf}}, "finite"),
+        ({"page": 2**64}, "64-bit"),
+        ({"id": 5}, "'id' is a keyword field"),
+        ({"kind": "pdf"}, "kind is one of text, image, page"),
+        ({"kind": {"gte": 1}}, "'kind' is a keyword field"),
+        ({"metadata.ok": "yes"}, "'metadata.ok' is a bool field"),
+        ({"metadata.ok": 1}, "'metadata.ok' is a bool field"),
+        ({"metadata.x": "a\ud800"}, "surrogate"),
+        ({"id": ["a", "b\ud800"]}, "surrogate"),
+        ({"metadata.x": 1.5}, "range"),
+    ],
+)
+def test_filters_are_checked_against_the_field_type(index: Index, spec: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        index.count(spec)
+    with pytest.raises(InvalidInput, match=message):
+        index.search("solar", filter=spec)
+    assert_usable(index, 2)
