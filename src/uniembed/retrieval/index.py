@@ -216,9 +216,7 @@ class Index:
         try:
             settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
             if model is None and settings.model_source is None:
-                raise InvalidInput(
-                    f"the index records no model source; give the model ({settings.model})"
-                )
+                raise InvalidInput(_no_source(location, settings))
             embedder, _ = _embedder(model if model is not None else settings.model_source, device)
             return cls(store, embedder, settings)
         except BaseException:
@@ -508,10 +506,16 @@ def recorded_model(location: str | Path) -> str:
     creation)."""
     settings = read_settings(location)
     if settings.model_source is None:
-        raise InvalidInput(
-            f"the index at {location} records no model source; give the model ({settings.model})"
-        )
+        raise InvalidInput(_no_source(location, settings))
     return settings.model_source
+
+
+def _no_source(location: str | Path, settings: IndexSettings) -> str:
+    return (
+        f"the index at {location} records no model source (it was created from a model built by "
+        f"hand or loaded with adapters); give the model it was built with, {settings.model}: "
+        "--model on the command line, model= in Python"
+    )
 
 
 def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -> Index:
@@ -528,17 +532,13 @@ def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -
 
 # ----------------------------------------------------------------- helpers
 def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedder, str | None]:
-    """An embedder and the source to record (a path or hub id; ``None`` for a given embedder)."""
+    """An embedder and the source to record (a path or hub id; ``None`` when it is not known: a
+    model built by hand, or loaded with adapters or another name)."""
     if isinstance(model, (str, Path)):
         import uniembed
 
-        source = (
-            str(Path(model).expanduser().resolve())
-            if Path(model).expanduser().exists()
-            else str(model)
-        )
-        return uniembed.load(source, device=device), source
-    return model, None
+        model = uniembed.load(model, device=device)
+    return model, model.source
 
 
 def _new_settings(
