@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import shutil
 import socket
 from collections.abc import Iterator
@@ -25,6 +26,11 @@ from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
 from uniembed.testing.live import LiveServer, wait_until_ready
+
+
+def as_json(body: Any) -> dict[str, Any]:
+    """A request body as JSON that may hold NaN and infinities (as clients can send them)."""
+    return {"content": json.dumps(body), "headers": {"content-type": "application/json"}}
 
 
 def data_uri(data: bytes, media_type: str) -> str:
@@ -122,6 +128,14 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
         ({"query": "a", "mode": "fuzzy"}, 422, "mode"),
         ({"query": "a", "k": 0}, 422, "k"),
         ({"query": "a", "filter": {"lang": "en"}}, 400, "filter field 'lang'"),
+        ({"query": "a", "k": "5"}, 422, "k"),
+        ({"query": "a", "candidates": "5"}, 422, "candidates"),
+        ({"query": "a", "thumbnails": 0}, 422, "thumbnails"),
+        ({"query": "a", "maps": "true"}, 422, "maps"),
+        ({"query": "a", "filter": {"page": "abc"}}, 400, "'page' is an integer field"),
+        ({"query": "a", "filter": {"page": True}}, 400, "'page' is an integer field"),
+        ({"query": "a", "filter": {"page": {"gte": math.nan}}}, 400, "finite"),
+        ({"query": "a", "filter": {"metadata.topic": 3}}, 400, "'metadata.topic' is a keyword"),
         ({"query": {"pdf": "JVBERi0="}}, 400, "not a PDF"),
         ({"query": {"image": "/etc/passwd"}}, 400, "input 0"),
     ],
@@ -129,7 +143,7 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
 def test_search_route_errors_name_the_problem(
     served: tuple[LiveServer, Index], body: dict, status: int, message: str
 ) -> None:
-    response = httpx.post(f"{served[0].url}/v1/search", json=body, timeout=30)
+    response = httpx.post(f"{served[0].url}/v1/search", **as_json(body), timeout=30)
     assert response.status_code == status and message in response.text
 
 
@@ -141,6 +155,51 @@ def test_add_route_refuses_documents_with_two_kinds_or_a_path(
     assert response.status_code == 400 and "document 1: give exactly one" in response.text
     response = httpx.post(url, json={"documents": [{"pdf": "/etc/hosts"}]})
     assert response.status_code == 400 and "document 0" in response.text
+
+
+def test_whole_numbers_pass_as_on_the_embeddings_route(served: tuple[LiveServer, Index]) -> None:
+    response = httpx.post(f"{served[0].url}/v1/search", json={"query": "a", "k": 2.0}, timeout=30)
+    assert response.status_code == 200 and len(response.json()["results"]) == 2
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("document", "status", "message"),
+    [
+        (
+            {"id": "two\nlines", "text": "a"},
+            400,
+            "document 1: document id 'two\\nlines' holds a control",
+        ),
+        ({"id": "x" * 1025, "text": "a"}, 422, "id"),
+        ({"text": "a", "metadata": nested(130)}, 413, "document 1: metadata nests deeper"),
+        ({"text": "a", "metadata": {f"k{i}": i for i in range(1025)}}, 413, "1,024"),
+        ({"text": "a", "metadata": {"x": "y" * 70_000}}, 413, "65,536 bytes"),
+        ({"text": "a", "metadata": {"x": math.inf}}, 400, "metadata.x is inf"),
+    ],
+)
+def test_add_route_checks_ids_and_metadata_before_reading_inputs(
+    served: tuple[LiveServer, Index], document: dict, status: int, message: str
+) -> None:
+    live, index = served
+    before = index.count()
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        # document 0 is no valid PDF: refused for document 1 means nothing was read before
+        body = {"documents": [{"pdf": "/etc/hosts"}, document]}
+        response = http.post("/v1/index/documents", **as_json(body))
+        assert response.status_code == status, response.text
+        assert message in str(response.json()["detail"])
+        assert http.post("/v1/search", json={"query": "solar", "k": 50}).status_code == 200
+        added = http.post("/v1/index/documents", json={"documents": [{"id": "ok", "text": "a"}]})
+        assert added.status_code == 200 and index.count() == before + 1
+        assert http.delete("/v1/index/documents/ok").status_code == 200
+    assert index.count() == before
 
 
 def test_api_keys_guard_the_routes_but_not_the_page(tmp_path: Path) -> None:
