@@ -5,8 +5,14 @@ to recover, filters are checked against each field's type, and bool filters matc
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +222,70 @@ def test_filters_are_checked_against_the_field_type(index: Index, spec: dict, me
     with pytest.raises(InvalidInput, match=message):
         index.search("solar", filter=spec)
     assert_usable(index, 2)
+
+
+def same_json(found: Any, expected: Any) -> bool:
+    """Equal JSON values, floats to one unit in the last place (qdrant-edge may not round-trip the
+    last digit of a float)."""
+    if isinstance(expected, float) and isinstance(found, float):
+        return math.isclose(found, expected, rel_tol=4e-16, abs_tol=0.0) or found == expected
+    if isinstance(expected, dict) and isinstance(found, dict):
+        return found.keys() == expected.keys() and all(
+            same_json(found[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, list) and isinstance(found, list):
+        return len(found) == len(expected) and all(map(same_json, found, expected))
+    return type(found) is type(expected) and found == expected
+
+
+def test_two_thousand_hostile_adds_and_a_sigkill_leave_an_index_that_answers(
+    tmp_path: Path,
+) -> None:
+    """A real writer process on real qdrant-edge, killed mid-add after 2,000 adds of seeded hostile
+    ids and metadata (about 2 in 3 refused); ~9 s."""
+    path = tmp_path / "index"
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.retrieval.hostile_writer", str(path), "16"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    stored: dict[str, Any] = {}  # id → metadata of its last acknowledged add
+    refused: Counter = Counter()
+    try:
+        while sum(refused.values()) + len(stored) < 2_000 or len(refused) == 0:
+            line = writer.stdout.readline()
+            assert line, writer.stderr.read()
+            report = json.loads(line)
+            if "ok" in report:
+                stored[report["ok"]] = report["metadata"]
+            else:
+                refused[report["refused"]] += 1
+    finally:
+        writer.send_signal(signal.SIGKILL)  # in the middle of its next add
+        writer.wait()
+    assert set(refused) == {"InvalidInput", "InputTooLarge"} and sum(refused.values()) > 300
+    assert len(stored) > 300
+
+    with Index.open(path, Embedder(FakeModel())) as index:
+        assert index.count() >= len(stored)  # plus, perhaps, the add the kill interrupted
+        for doc_id, metadata in stored.items():
+            (hit,) = index.get(doc_id)
+            assert same_json(hit.metadata, metadata), doc_id
+        for mode in ("dense", "multivector", "two-stage", "binary"):
+            assert len(index.search("text number 7", k=20, mode=mode)) == 20
+        for value in (True, False):
+            expected = {i for i, m in stored.items() if m.get("flag") is value}
+            assert {
+                hit.id
+                for hit in index.search("x", k=2_000, filter={"metadata.flag": value}, mode="dense")
+            } >= expected
+            assert index.count({"metadata.flag": value}) >= len(expected)
+        before = index.count()
+        index.delete(list(stored)[:50])
+        index.add(["after the storm"], ["after"])
+        assert index.count() == before - 50 + 1 and index.get("after")[0].text == "after the storm"
