@@ -140,6 +140,15 @@ def test_every_id_that_can_be_added_can_be_deleted(index: Index) -> None:
     assert index.count() == 2
 
 
+def test_looking_up_ids_no_document_can_have_is_refused(index: Index) -> None:
+    for call in (lambda: index.get("a\ud800"), lambda: index.delete(["b", "a\ud800"])):
+        with pytest.raises(InvalidInput, match="surrogate"):
+            call()
+    with pytest.raises(InvalidInput, match="strings, got int"):
+        index.delete([7])
+    assert_usable(index, 2)
+
+
 def test_a_store_write_that_fails_leaves_the_store_usable(tmp_path: Path) -> None:
     store = EdgeStore.create(tmp_path / "store", Layout.build(4, None, {}), {})
     good = Point("00000000-0000-0000-0000-000000000001", [1.0, 0, 0, 0], None, {"id": "good"})

@@ -32,6 +32,7 @@ from uniembed.inputs.limits import InputLimits
 from uniembed.retrieval.compression import max_rows_for, pool_by_labels, pool_to_fit, to_float16
 from uniembed.retrieval.documents import (
     Document,
+    check_text,
     documents_from_inputs,
     documents_from_path,
     item_input,
@@ -296,7 +297,7 @@ class Index:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove documents (every page) by id; unknown ids are ignored."""
-        self.retriever.delete([ids] if isinstance(ids, str) else list(ids))
+        self.retriever.delete(_lookup_ids([ids] if isinstance(ids, str) else list(ids)))
 
     def optimize(self) -> None:
         """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
@@ -309,6 +310,7 @@ class Index:
 
     def get(self, doc_id: str) -> list[Hit]:
         """The entries of document ``doc_id`` (its pages in order); empty if there is none."""
+        (doc_id,) = _lookup_ids([doc_id])
         entries = [
             _hit(found)
             for found in self.store.scroll((Match("id", doc_id),), payload=list(ENTRY_FIELDS))
@@ -580,6 +582,15 @@ def _new_settings(
         thumbnails=thumbnails,
         metadata_fields=dict(metadata_fields or {}),
     )
+
+
+def _lookup_ids(ids: list[Any]) -> list[str]:
+    """``ids`` to look up, refused when no document could have them (not strings, not Unicode)."""
+    for doc_id in ids:
+        if not isinstance(doc_id, str):
+            raise InvalidInput(f"document ids are strings, got {type(doc_id).__name__}")
+        check_text(doc_id, f"document id {doc_id!r:.80}")
+    return ids
 
 
 def _query_item(query: Any) -> Item:
