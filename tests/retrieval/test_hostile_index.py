@@ -182,6 +182,29 @@ def test_an_index_that_cannot_be_opened_says_why_and_how_to_recover(tmp_path: Pa
     reopened.close()
 
 
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("{not json", "manifest .*uniembed-index.json is unreadable"),
+        ('{"layout": {"dense_dim": 4}}', "manifest .*uniembed-index.json is unreadable"),
+        (None, "holds no readable index settings"),
+    ],
+)
+def test_an_unreadable_manifest_says_so_and_what_to_do(
+    tmp_path: Path, manifest: str | None, message: str
+) -> None:
+    path = tmp_path / "index"
+    Index.create(path, Embedder(FakeModel())).close()
+    written = json.loads((path / "uniembed-index.json").read_text())
+    if manifest is None:  # the store's manifest is fine, the index settings in it are not
+        written["uniembed_index"] = {"format": 1, "model": "fake-model"}
+        manifest = json.dumps(written)
+    (path / "uniembed-index.json").write_text(manifest)
+    with pytest.raises(UniembedError, match=f"{message}.*(backup|rebuild)") as caught:
+        Index.open(path, Embedder(FakeModel()))
+    assert str(path) in caught.value.message
+
+
 def boolean_indexes(tmp_path: Path) -> list[Index]:
     embedder = Embedder(FakeModel())
     fields = {"ok": "bool"}

@@ -124,7 +124,15 @@ class EdgeStore:
     def open(cls, path: Path) -> EdgeStore:
         if not cls.exists(path):
             raise InvalidInput(f"no index at {path} (no {MANIFEST}); create one first")
-        manifest = json.loads((path / MANIFEST).read_text())
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            Layout.from_json(manifest["layout"])
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise UniembedError(
+                f"could not open the index at {path}: its manifest {path / MANIFEST} is unreadable "
+                f"({type(error).__name__}: {error}). Restore {path} from a backup or rebuild it "
+                "(uniembed index)"
+            ) from error
         try:
             shard = _edge().EdgeShard.load(str(path / SHARD))
         except Exception as error:  # qdrant-edge raises plain exceptions

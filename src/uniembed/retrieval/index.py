@@ -215,7 +215,7 @@ class Index:
 
             store = open_store(location)
         try:
-            settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
+            settings = _settings(store, location)
             if model is None and settings.model_source is None:
                 raise InvalidInput(_no_source(location, settings))
             embedder, _ = _embedder(model if model is not None else settings.model_source, device)
@@ -498,9 +498,20 @@ def read_settings(location: str | Path) -> IndexSettings:
 
     store = open_store(location)
     try:
-        return IndexSettings.from_json(store.manifest()["uniembed_index"])
+        return _settings(store, location)
     finally:
         store.close()
+
+
+def _settings(store: Store, location: str | Path) -> IndexSettings:
+    """The settings in the manifest of ``store``; a clear error when they cannot be read."""
+    try:
+        return IndexSettings.from_json(store.manifest()["uniembed_index"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidInput(
+            f"the manifest of the index at {location} holds no readable index settings "
+            f"({type(error).__name__}: {error}); restore it from a backup or rebuild the index"
+        ) from error
 
 
 def recorded_model(location: str | Path) -> str:
