@@ -205,6 +205,13 @@ def test_an_unreadable_manifest_says_so_and_what_to_do(
     assert str(path) in caught.value.message
 
 
+def test_invalid_field_paths_are_refused_by_the_client_store_too(tmp_path: Path) -> None:
+    for index in boolean_indexes(tmp_path):
+        with pytest.raises(InvalidInput, match="not a valid field path"):
+            index.count({"metadata.a..b": 1})
+        index.close()
+
+
 def boolean_indexes(tmp_path: Path) -> list[Index]:
     embedder = Embedder(FakeModel())
     fields = {"ok": "bool"}
@@ -246,6 +253,9 @@ def test_bool_filters_match_in_count_and_every_mode_in_both_stores(tmp_path: Pat
         ({"metadata.x": "a\ud800"}, "surrogate"),
         ({"id": ["a", "b\ud800"]}, "surrogate"),
         ({"metadata.x": 1.5}, "range"),
+        ({"metadata.a..b": 1}, "'metadata.a..b' is not a valid field path"),
+        ({"metadata.a[": 1}, "not a valid field path"),
+        ({"metadata.a\nb": "x"}, "not a valid field path"),
     ],
 )
 def test_filters_are_checked_against_the_field_type(index: Index, spec: dict, message: str) -> None:

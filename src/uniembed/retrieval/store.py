@@ -19,6 +19,7 @@ into their library's types, so the two cannot drift apart.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,8 @@ FILTER_FORMS = {  # what a filter on each field type may give
     "bool": "true or false",
 }
 KINDS = ("text", "image", "page")  # the values of ``kind``
+_SEGMENT = r'(?:[\w-]+|"[^"]*")(?:\[\d{0,18}\])*'
+FIELD_PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")  # Qdrant's JSON paths, as both parse them
 
 
 def _condition(key: str, value: Any, kind: str | None) -> Condition:
@@ -196,6 +199,11 @@ def _condition(key: str, value: Any, kind: str | None) -> Condition:
     ):
         raise InvalidInput(f"filter field {key!r:.80}: use id, kind, page or metadata.<field>")
     _check_filter_text(key, key)
+    if not FIELD_PATH.fullmatch(key):
+        raise InvalidInput(
+            f"filter field {key!r:.80} is not a valid field path: dotted names of letters, digits, "
+            '_ and -, or "quoted", each optionally followed by [] (every element) or [n]'
+        )
     condition = _untyped_condition(key, value)
     if kind is not None and not _fits(condition, kind):
         raise InvalidInput(
@@ -289,21 +297,19 @@ def build_filter(conditions: Sequence[Condition], dialect: Dialect) -> Any:
     """``conditions`` in a library's types (all must hold), or ``None`` for no filter."""
     if not conditions:
         return None
-    built = []
-    for condition in conditions:
-        if isinstance(condition, Match):
-            built.append(dialect.match(condition.key, condition.value))
-        elif isinstance(condition, MatchAny):
-            built.append(dialect.match_any(condition.key, list(condition.values)))
-        elif isinstance(condition, Range):
-            built.append(
-                dialect.range(
-                    condition.key, condition.gte, condition.gt, condition.lte, condition.lt
-                )
-            )
-        else:
-            built.append(dialect.has_ids(list(condition.ids)))
-    return dialect.all_of(built)
+    return dialect.all_of([_build_condition(condition, dialect) for condition in conditions])
+
+
+def _build_condition(condition: Condition, dialect: Dialect) -> Any:
+    if isinstance(condition, Match):
+        return dialect.match(condition.key, condition.value)
+    if isinstance(condition, MatchAny):
+        return dialect.match_any(condition.key, list(condition.values))
+    if isinstance(condition, Range):
+        return dialect.range(
+            condition.key, condition.gte, condition.gt, condition.lte, condition.lt
+        )
+    return dialect.has_ids(list(condition.ids))
 
 
 # ----------------------------------------------------------------- searches
