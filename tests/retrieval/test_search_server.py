@@ -16,9 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
 from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
+from tests.server.test_schemathesis import EXAMPLES, schema_valid_requests_are_well_formed
 from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
 from uniembed.retrieval.index import Index
@@ -418,3 +424,37 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_the_search_routes_keep_their_documented_promises(
+    served: tuple[LiveServer, Index], mode: GenerationMode
+) -> None:
+    """schemathesis, as for the embeddings API (tests/server/test_schemathesis.py): every answer
+    documented and fitting its schema, never a 5xx, schema-valid requests never called malformed."""
+    schema = schemathesis.openapi.from_url(f"{served[0].url}/openapi.json")
+    operations = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if "/index" in result.ok().label or "/search" in result.ok().label
+    ]
+    assert len(operations) == 4
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(
+                excluded_checks=[positive_data_acceptance],
+                additional_checks=[schema_valid_requests_are_well_formed],
+            )
+
+        try:
+            check()
+        except Unsatisfiable:  # no request breaks this operation's schema (GET /v1/index)
+            assert mode == GenerationMode.NEGATIVE, operation.label

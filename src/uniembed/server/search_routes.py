@@ -26,8 +26,8 @@ from uniembed.inputs.items import Item
 from uniembed.retrieval.documents import MAX_ID_CHARS, Document, check_id, check_metadata
 from uniembed.retrieval.index import Index
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.routes import EMBEDDING_ERRORS
-from uniembed.server.schemas import _whole_number
+from uniembed.server.routes import COMMON_ERRORS, EMBEDDING_ERRORS
+from uniembed.server.schemas import ErrorResponse, _whole_number
 from uniembed.server.settings import ServerSettings
 
 PAGE = Path(__file__).parent / "static" / "search.html"
@@ -74,6 +74,15 @@ class AddRequest(_Strict):
     documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCUMENTS)]
 
 
+NO_SUCH_ID = {
+    404: {
+        "model": ErrorResponse,
+        "description": "The id holds a control character (no route takes it, and no document id "
+        "can hold one); a printable id that is not indexed is deleted as a no-op",
+    }
+}
+
+
 def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSettings) -> APIRouter:
     """The routes above, over ``index``; ``/v1/*`` needs an API key when keys are configured.
     Queries and added documents are read under the server's input limits and one request budget per
@@ -115,7 +124,10 @@ def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSetting
         return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
 
     @router.delete(
-        "/v1/index/documents/{doc_id:path}", dependencies=secured, summary="Delete a document"
+        "/v1/index/documents/{doc_id:path}",
+        dependencies=secured,
+        responses=COMMON_ERRORS | NO_SUCH_ID,
+        summary="Delete a document",
     )
     async def delete_document(doc_id: str) -> dict[str, Any]:
         await run_in_threadpool(index.delete, [doc_id])
