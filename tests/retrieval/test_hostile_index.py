@@ -367,3 +367,18 @@ def test_any_filter_is_answered_or_refused_cleanly(index: Index, spec: dict) -> 
         assert index.count(spec) in (0, 1, 2)
     except InvalidInput:
         pass
+
+
+def test_jsonl_records_over_the_limits_name_their_file_and_line(tmp_path: Path) -> None:
+    from uniembed.retrieval.command import _jsonl_documents
+
+    records = tmp_path / "records.jsonl"
+    for line, error, message in [
+        (json.dumps({"text": "a", "metadata": nested(40)}), InputTooLarge, "deeper than the limit"),
+        ('{"text": "a", "metadata": {"x": NaN}}', InvalidInput, "metadata.x is nan"),
+        ('{"text": "a", "id": "a\\nb"}', InvalidInput, "control character"),
+        ('{"metadata": ' * 100_000 + "}" * 100_000, InvalidInput, "not JSON"),
+    ]:
+        records.write_text(f'{{"text": "fine"}}\n{line}\n')
+        with pytest.raises(error, match=f"{records}:2: .*{message}"):
+            list(_jsonl_documents(records))
