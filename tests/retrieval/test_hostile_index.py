@@ -207,6 +207,13 @@ def test_an_unreadable_manifest_says_so_and_what_to_do(
     assert str(path) in caught.value.message
 
 
+@pytest.mark.parametrize("name", ["a b", "a..b", "", "x\n"])
+def test_declared_metadata_fields_must_be_valid_paths(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidInput, match="dotted names"):
+        Index.create(tmp_path / "index", Embedder(FakeModel()), metadata_fields={name: "keyword"})
+    assert not (tmp_path / "index").exists()
+
+
 def test_invalid_field_paths_are_refused_by_the_client_store_too(tmp_path: Path) -> None:
     for index in boolean_indexes(tmp_path):
         with pytest.raises(InvalidInput, match="not a valid field path"):

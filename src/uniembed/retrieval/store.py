@@ -62,6 +62,8 @@ class Layout:
     ) -> Layout:
         """The layout with ``metadata_fields`` (name → keyword | integer | float | bool) indexed."""
         for name, kind in metadata_fields.items():
+            if not isinstance(name, str) or not FIELD_PATH.fullmatch(name):
+                raise InvalidInput(f"metadata field {name!r:.80}: {PATH_RULE}")
             if kind not in FIELD_TYPES:
                 raise InvalidInput(
                     f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}"
@@ -190,6 +192,10 @@ FILTER_FORMS = {  # what a filter on each field type may give
 KINDS = ("text", "image", "page")  # the values of ``kind``
 _SEGMENT = r'(?:[\w-]+|"[^"]*")(?:\[\d{0,18}\])*'
 FIELD_PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")  # Qdrant's JSON paths, as both parse them
+PATH_RULE = (
+    'dotted names of letters, digits, _ and -, or "quoted", each optionally followed by [] (every '
+    "element) or [n]"
+)
 
 
 def _condition(key: str, value: Any, kind: str | None) -> Condition:
@@ -200,10 +206,7 @@ def _condition(key: str, value: Any, kind: str | None) -> Condition:
         raise InvalidInput(f"filter field {key!r:.80}: use id, kind, page or metadata.<field>")
     _check_filter_text(key, key)
     if not FIELD_PATH.fullmatch(key):
-        raise InvalidInput(
-            f"filter field {key!r:.80} is not a valid field path: dotted names of letters, digits, "
-            '_ and -, or "quoted", each optionally followed by [] (every element) or [n]'
-        )
+        raise InvalidInput(f"filter field {key!r:.80} is not a valid field path: {PATH_RULE}")
     condition = _untyped_condition(key, value)
     if kind is not None and not _fits(condition, kind):
         raise InvalidInput(
