@@ -72,7 +72,7 @@ def check_id(doc_id: Any) -> None:
         raise InvalidInput(f"document id must be a non-empty string, got {doc_id!r:.80}")
     if len(doc_id) > MAX_ID_CHARS:
         raise InputTooLarge(
-            f"document id {doc_id:.40}… has {len(doc_id):,} characters; the limit is "
+            f"document id {doc_id[:40]!r}… has {len(doc_id):,} characters; the limit is "
             f"{MAX_ID_CHARS:,} characters"
         )
     for position, char in enumerate(doc_id):
