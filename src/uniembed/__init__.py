@@ -58,7 +58,16 @@ def load(
     policy = BatchPolicy(
         token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE, packing
     )
-    return Embedder(model, policy)
+    source = None if adapters or name else _source(name_or_path)  # what reloads it as it is
+    return Embedder(model, policy, source=source)
+
+
+def _source(name_or_path: str | os.PathLike[str]) -> str:
+    """A local snapshot as an absolute path (it works from any directory), else the hub id."""
+    from pathlib import Path
+
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else str(name_or_path)
 
 
 def index(location: str | os.PathLike[str], model: Any = None, **options: Any) -> Index:

@@ -42,8 +42,11 @@ TaskArg = str | Sequence[str] | None
 class Embedder:
     """Encode text and images with a loaded model; see :func:`uniembed.load`."""
 
-    def __init__(self, model: EmbeddingModel, policy: BatchPolicy | None = None) -> None:
+    def __init__(
+        self, model: EmbeddingModel, policy: BatchPolicy | None = None, *, source: str | None = None
+    ) -> None:
         self._model = model
+        self.source = source  # what the model was loaded from (path or hub id), when known
         packed = model.forward_packed if isinstance(model, PackableModel) else None
         self.engine = Engine(model.forward, policy, name=model.info.name, forward_packed=packed)
 

@@ -218,9 +218,10 @@ def _jsonl_documents(file: Path) -> Iterator[Any]:
                 value = {k: record[k] for k in ("text", "image", "pdf") if k in record}
                 doc_id = str(record.get("id") or f"{file.name}:{number}")
                 yield from documents_from_inputs([value], [doc_id], [record.get("metadata")])
-            except (json.JSONDecodeError, InvalidInput) as error:
-                message = error.message if isinstance(error, InvalidInput) else str(error)
-                raise InvalidInput(f"{file}:{number}: {message}") from None
+            except UniembedError as error:  # a limit (InputTooLarge) keeps its type
+                raise type(error)(f"{file}:{number}: {error.message}") from None
+            except (json.JSONDecodeError, RecursionError) as error:  # nested past the parser
+                raise InvalidInput(f"{file}:{number}: not JSON ({error})") from None
 
 
 def _field(spec: str) -> tuple[str, str]:
