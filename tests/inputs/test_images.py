@@ -333,3 +333,14 @@ def test_the_decode_cost_read_from_the_header_covers_the_measured_peak(mode: str
     slack = side * side // 2  # half a byte a pixel: block buffers, allocator rounding
     assert measured <= charged + slack, (measured / side**2, charged / side**2)
     assert charged <= 13 * side * side  # and no wild overcount: at most 13 bytes a pixel (LA)
+
+
+def test_an_exif_rotation_is_charged_from_the_header_without_decoding() -> None:
+    from uniembed.inputs.images import read_image_header
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: exif_transpose copies the image once more
+    rotated = encode(Image.new("RGB", (40, 30)), "JPEG", exif=exif)
+    upright = encode(Image.new("RGB", (40, 30)), "JPEG")
+    assert read_image_header(rotated) == (40, 30, 4 * 40 * 30)
+    assert read_image_header(upright) == (40, 30, 0)

@@ -40,9 +40,11 @@ RGB_BYTES = 4
 SOURCE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-# 16-bit and float images are scaled to 8 bits this many rows at a time (float64 blocks of at most
-# 64 rows × 10,000 pixels: 5 MB), never as one float64 copy of the whole image (8 bytes a pixel).
+# 16-bit and float images are scaled to 8 bits this many rows at a time, never as one float64 copy
+# of the whole image (8 bytes a pixel). A block holds its crop (at most 4 bytes a pixel), one float64
+# array scaled in place (8) and its 8-bit result (1): counted as BLOCK_BYTES a block pixel.
 HIGH_DEPTH_BLOCK_ROWS = 64
+BLOCK_BYTES = 16
 
 
 # --------------------------------------------------------------------- bytes → image
@@ -78,13 +80,19 @@ def read_image_header(
 
     >>> buf = io.BytesIO(); Image.new("I;16", (700, 3), 0).save(buf, "PNG")
     >>> read_image_header(buf.getvalue())
-    (700, 3, 6300)
+    (700, 3, 723100)
     """
     image = _open_checked(data, limits or InputLimits(), source)
-    # Reading the orientation itself can decode (Pillow loads a PNG to find EXIF after its pixels),
-    # so any EXIF in the header counts as a rotation.
-    transposed = "exif" in image.info or image.format == "TIFF"
+    transposed = _header_orientation(image) != 1
     return image.width, image.height, decode_transient_bytes(image, transposed=transposed)
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation as far as the header tells, never decoding: Pillow would decode a PNG
+    without EXIF before its pixels to look after them, where the PNG spec (1.5) allows none."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return exif_orientation(image)
 
 
 def decode_transient_bytes(image: Image.Image, *, transposed: bool = False) -> int:
@@ -95,20 +103,22 @@ def decode_transient_bytes(image: Image.Image, *, transposed: bool = False) -> i
     decodes straight into its result (0). Measured against the peak RSS in
     ``tests/inputs/test_images.py``.
 
-    >>> decode_transient_bytes(Image.new("F", (10, 10)))  # 4 bytes source + 1 byte grey a pixel
-    500
+    >>> decode_transient_bytes(Image.new("F", (10, 10)))  # 4 + 1 bytes a pixel, one row block
+    10740
     """
     mode = image.mode
     source = SOURCE_BYTES.get(mode, RGB_BYTES)
+    blocks = 0
     if mode == "RGB":
         step = 0
     elif mode in HIGH_DEPTH_MODES:
         step = source + 1
+        blocks = BLOCK_BYTES * HIGH_DEPTH_BLOCK_ROWS * image.width
     elif mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
         step = source + (0 if mode == "RGBA" else RGB_BYTES)
     else:
         step = source
-    return (step + (source if transposed else 0)) * image.width * image.height
+    return (step + (source if transposed else 0)) * image.width * image.height + blocks
 
 
 def _open_checked(data: bytes, limits: InputLimits, source: str) -> Image.Image:
@@ -184,8 +194,9 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     for top in range(0, height, HIGH_DEPTH_BLOCK_ROWS):
         bottom = min(top + HIGH_DEPTH_BLOCK_ROWS, height)
         values = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float64)
-        block = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        grey.paste(Image.fromarray(block, mode="L"), (0, top))
+        values *= scale  # in place: one float64 array a block
+        np.clip(np.rint(values, out=values), 0, 255, out=values)
+        grey.paste(Image.fromarray(values.astype(np.uint8), mode="L"), (0, top))
     return grey.convert("RGB")
 
 
