@@ -40,9 +40,9 @@ RGB_BYTES = 4
 SOURCE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-# 16-bit and float images are scaled to 8 bits this many rows at a time, never as one float64 copy
-# of the whole image (8 bytes a pixel). A block holds its crop (at most 4 bytes a pixel), one float64
-# array scaled in place (8) and its 8-bit result (1): counted as BLOCK_BYTES a block pixel.
+# 16-bit and float images are scaled to 8 bits this many rows at a time, never as one float64
+# copy of the whole image (8 bytes a pixel). A block holds its crop (at most 4 bytes a pixel), one
+# float64 array scaled in place (8) and its 8-bit result (1): counted as BLOCK_BYTES a block pixel.
 HIGH_DEPTH_BLOCK_ROWS = 64
 BLOCK_BYTES = 16
 
