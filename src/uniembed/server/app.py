@@ -118,6 +118,7 @@ def create_app(
         timeout=settings.body_timeout,
         metrics=metrics,
     )
-    app.add_middleware(MemoryReleaseMiddleware)  # after a request is answered: free pages back
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s and 503s too
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts 413s and 503s too
+    # outermost: after a request is answered and timed, free pages go back (server/memory.py)
+    app.add_middleware(MemoryReleaseMiddleware)
     return app
