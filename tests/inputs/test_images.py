@@ -275,3 +275,72 @@ def test_url_download_uses_the_image_byte_limit(local_server: LocalServer) -> No
     limits = InputLimits(allow_private_urls=True, max_image_bytes=50)
     with pytest.raises(InputTooLarge, match="limit of 50 bytes"):
         load_image(local_server.url("/a.png"), limits, SafeFetcher(limits))
+
+
+# --------------------------------------------------------------------- what a decode costs
+PEAK_SCRIPT = """
+import io, sys
+import numpy as np
+from PIL import Image
+from uniembed.inputs.images import RGB_BYTES, decode_image, read_image_header
+from uniembed.inputs.limits import InputLimits
+
+mode, side = sys.argv[1], int(sys.argv[2])
+if mode in ("I;16", "F"):
+    values = np.linspace(0, 1 if mode == "F" else 60000, side * side).reshape(side, side)
+    image = Image.fromarray(values.astype(np.float32 if mode == "F" else np.uint16))
+elif mode == "P":
+    image = Image.new("P", (side, side), 7)
+    image.info["transparency"] = 7
+else:
+    image = Image.new(mode, (side, side))
+buffer = io.BytesIO()
+image.save(buffer, "TIFF" if mode == "F" else "PNG")
+data = buffer.getvalue()
+del image, buffer
+limits = InputLimits(max_image_bytes=1 << 30)
+width, height, transient = read_image_header(data, limits)
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return int(next(l for l in lines if l.startswith(field + ":")).split()[1]) * 1024
+
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")
+before = status("VmRSS")
+decode_image(data, limits)
+print(status("VmHWM") - before, width * height * RGB_BYTES + transient)
+"""
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "RGBA", "LA", "P", "RGB", "L"])
+def test_the_decode_cost_read_from_the_header_covers_the_measured_peak(mode: str) -> None:
+    """16-bit images were converted through a float64 copy (8 bytes a pixel, 26 in all at the peak)
+    and transparent ones through three RGBA copies: the budget, charged from the header, counted
+    neither."""
+    import subprocess
+    import sys
+
+    side = 3000
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, mode, str(side)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    measured, charged = (int(value) for value in result.stdout.split())
+    slack = side * side // 2  # half a byte a pixel: block buffers, allocator rounding
+    assert measured <= charged + slack, (measured / side**2, charged / side**2)
+    assert charged <= 13 * side * side  # and no wild overcount: at most 13 bytes a pixel (LA)
+
+
+def test_an_exif_rotation_is_charged_from_the_header_without_decoding() -> None:
+    from uniembed.inputs.images import read_image_header
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: exif_transpose copies the image once more
+    rotated = encode(Image.new("RGB", (40, 30)), "JPEG", exif=exif)
+    upright = encode(Image.new("RGB", (40, 30)), "JPEG")
+    assert read_image_header(rotated) == (40, 30, 4 * 40 * 30)
+    assert read_image_header(upright) == (40, 30, 0)

@@ -196,8 +196,10 @@ def test_return_numpy_and_single_input_shapes(tiny_v4) -> None:
 
 
 def test_unknown_task_and_prompt_are_clear_errors(tiny_v4) -> None:
-    with pytest.raises(InvalidInput, match="valid tasks: retrieval.query"):
+    with pytest.raises(InvalidInput, match="valid tasks: retrieval.query") as refused:
         tiny_v4.encode_text("x", task="classification")
+    valid = str(refused.value).split("valid tasks: ")[1].split(", ")
+    assert len(valid) == len(set(valid)) and "text-matching" in valid  # each name once
     with pytest.raises(InvalidInput, match="prompt_name"):
         tiny_v4.encode_text("x", task="retrieval", prompt_name="document")
 
@@ -213,6 +215,13 @@ def test_patch_grid_marks_the_image_pad_tokens_of_the_merged_grid(tiny_v4, tiny_
     assert image_pad not in ids[: grid.start] + ids[grid.stop :]
     result = tiny_v4.encode([image], output="both")
     assert result.patch_grids == [grid] and result.multivectors[0].shape[0] == len(ids)
+
+
+def test_the_aspect_ratio_limit_and_its_message_agree(tiny_v4_model) -> None:
+    task = tiny_v4_model.resolve_task("retrieval.passage")
+    assert tiny_v4_model.image_sequence(Image.new("RGB", (200 * 28, 28)), task).num_tokens > 0
+    with pytest.raises(InvalidInput, match="must be at most 200"):
+        tiny_v4_model.image_sequence(Image.new("RGB", (201 * 28, 28)), task)
 
 
 def test_max_pixels_changes_the_grid_and_is_bounded(tiny_v4, tiny_v4_model) -> None:

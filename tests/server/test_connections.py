@@ -56,24 +56,67 @@ def test_at_the_connection_limit_the_longest_idle_connection_is_closed(serve):
     assert live.metric("uniembed_connections_closed_total", reason="evicted") >= 31
 
 
-def test_with_every_connection_busy_a_new_one_gets_503_and_retry_after(serve):
-    live = serve(max_connections=2, header_timeout=60)
-    waiting = (
+def test_with_every_connection_busy_a_new_one_gets_503_and_retry_after(serve, gated):
+    live = serve({"fake-model": Embedder(gated)}, max_connections=2, header_timeout=60)
+    gated.gate.clear()
+    request = (
         b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 14\r\n\r\n{"input": "x"}'
     )
     busy = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(2)]
     try:
         for sock in busy:
-            sock.sendall(waiting)  # headers complete, body pending: a request in progress
+            sock.sendall(request)  # a whole request: being worked on (the model is held)
+        assert gated.entered.wait(10)
         time.sleep(0.2)
         reply = raw_request(live.port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in reply.lower()
         assert b'"code":"overloaded"' in reply
     finally:
+        gated.gate.set()
         for sock in busy:
             sock.close()
     assert live.metric("uniembed_connections_closed_total", reason="refused") == 1
+
+
+def test_at_the_connection_limit_the_longest_upload_is_closed_when_none_is_idle(serve):
+    live = serve(max_connections=4, header_timeout=60)
+    uploading = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp'
+    )
+    slow = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(4)]
+    try:
+        for sock in slow:
+            sock.sendall(uploading)  # headers complete, the body trickles: no work yet
+            time.sleep(0.05)
+        response = httpx.post(f"{live.url}/v1/embeddings", json={"input": "x"}, timeout=10)
+        assert response.status_code == 200, response.text
+        assert closed_by_server(slow[0], 2)  # the one sending its body longest made room
+        assert not any(closed_by_server(sock, 0.05) for sock in slow[2:])
+    finally:
+        for sock in slow:
+            sock.close()
+    assert live.metric("uniembed_connections_closed_total", reason="evicted_upload") >= 1
+
+
+def test_slow_bodies_hold_no_concurrency_slot(serve):
+    live = serve(max_concurrent_requests=2, header_timeout=60)
+    uploading = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: t\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp'
+    )
+    slow = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(6)]
+    try:
+        for sock in slow:
+            sock.sendall(uploading)
+        time.sleep(0.2)
+        response = httpx.post(f"{live.url}/v1/embeddings", json={"input": "x"}, timeout=10)
+        assert response.status_code == 200, response.text
+    finally:
+        for sock in slow:
+            sock.close()
+    assert live.metric("uniembed_requests_shed_total") == 0
 
 
 def test_a_connection_that_never_completes_its_headers_is_closed(serve):
@@ -212,6 +255,7 @@ def test_out_of_range_dimensions_are_422_whatever_the_value(server, dimensions):
     reply = httpx.post(f"{server.url}/v1/embeddings", json={"input": "x", "dimensions": dimensions})
     assert reply.status_code == 422 and "dimensions" in reply.json()["error"]["message"], reply.text
     assert reply.json()["error"]["param"] == "dimensions"
+    assert reply.json()["error"]["code"] == "invalid_option"  # the model's check, for any value
 
 
 def test_every_error_speaks_both_dialects(server):

@@ -67,6 +67,8 @@ def test_the_error_table():
         ({"input": "x", "dimensions": 33}, 422, ["dimensions", "32"]),  # one code for any bad value
         ({"input": "x", "dimensions": 8, "return_multivector": True}, 422, ["single vectors"]),
         ({"input": "x", "dimensions": 0}, 422, ["dimensions"]),
+        ({"input": "x", "dimensions": 70_000}, 422, ["dimensions must be between 1 and 32"]),
+        ({"input": ["a"] * 65_537}, 413, ["65537 inputs", "max_items_per_request"]),
         ({"input": "x", "dimension": 8}, 422, ["dimension", "Extra inputs"]),
         ({"input": "x", "embedding_type": "int4"}, 422, ["embedding_type"]),
         ({"input": "x", "embedding_type": []}, 422, ["embedding_type"]),
@@ -173,6 +175,15 @@ def test_items_and_tokens_limits(serve):
     assert_error(
         post(live, {"input": ["z" * 10] * 3}), 413, "57 tokens", "limit of 50"
     )  # 3 × (7 + 10 + 2)
+
+
+def test_the_token_budget_is_estimated_before_and_counted_while_tokenising(serve):
+    live = serve(max_tokens_per_request=4000)
+    texts = ["word " * 100] * 10  # 5,000 characters: planned on a worker thread, 5,090 tokens
+    counted = post(live, {"input": texts})
+    assert_error(counted, 413, "tokens or more", "limit of 4000")  # exact: under twice the limit
+    live = serve(max_tokens_per_request=2000)
+    assert_error(post(live, {"input": texts}), 413, "about 5000 tokens", "estimated")
 
 
 def test_input_limits_apply_to_text_and_pdf_pages(serve):

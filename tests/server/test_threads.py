@@ -91,9 +91,16 @@ class ThreadRecordingEmbedder(Embedder):
         ASSEMBLE_THREADS.clear()
         self.assemble_threads = ASSEMBLE_THREADS
 
-    def plan(self, items: Sequence[Item], task=None, options: EncodeOptions | None = None) -> Plan:
+    def plan(
+        self,
+        items: Sequence[Item],
+        task=None,
+        options: EncodeOptions | None = None,
+        *,
+        first_index: int = 0,
+    ) -> Plan:
         self.plan_threads.append(threading.current_thread().name)
-        plan = super().plan(items, task, options)
+        plan = super().plan(items, task, options, first_index=first_index)
         return ThreadRecordingPlan(
             **{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
         )

@@ -25,7 +25,7 @@ from uniembed.inputs.images import (
     URL_SCHEMES,
     load_image,
     read_image_bytes,
-    read_image_size,
+    read_image_header,
     to_rgb,
 )
 from uniembed.inputs.items import ImageItem, Item, TextItem
@@ -36,7 +36,6 @@ from uniembed.inputs.pending import (
     PendingImage,
     PendingPage,
     load_pending,
-    pending_pixels,
 )
 
 # The fields of an input object and the kind each names: "url" and "bytes" are the Jina API's names
@@ -174,9 +173,11 @@ async def aprobe_api_items(
                 budget.charge_items(
                     len(entries) - 1, f"input {spec.index}"
                 )  # one was charged above
-                budget.charge_pixels(
-                    sum(pending_pixels(entry) for entry in entries), f"input {spec.index}"
-                )
+                for entry in entries:
+                    if not isinstance(entry, TextItem):
+                        budget.charge_decode(
+                            entry.pixels, entry.transient_bytes, f"input {spec.index}"
+                        )
                 found[spec.index] = entries
             except UniembedError as exc:
                 errors[spec.index] = labelled(exc, spec.index)
@@ -229,8 +230,8 @@ def _probe(spec: _Spec, context: _Context) -> list[Pending]:
         data = read_image_bytes(
             spec.value, limits, context.fetcher, allow_paths=False, source="image"
         )
-        width, height = read_image_size(data, limits)
-        return [PendingImage(data, width, height, spec.index)]
+        width, height, transient = read_image_header(data, limits)
+        return [PendingImage(data, width, height, spec.index, transient)]
     data = read_pdf_bytes(spec.value, limits, context.fetcher, allow_paths=False)
     return [
         PendingPage(data, page, width, height, spec.index)
@@ -273,10 +274,10 @@ def _string_spec(index: int, value: str) -> _Spec:
 
 def _mapping_spec(index: int, value: Mapping[str, Any]) -> _Spec:
     present = [field for field in FIELDS if field in value]
-    unknown = sorted(str(key) for key in value if key not in FIELDS)
+    unknown = [key for key in value if key not in FIELDS]
     if unknown:
         raise InvalidInput(
-            f"input {index}: unknown field(s) {', '.join(unknown)}; use exactly one of {_FIELDS}"
+            f"input {index}: unknown field(s) {_names(unknown)}; use exactly one of {_FIELDS}"
         )
     if len(present) != 1:
         found = ", ".join(present) or "none"
@@ -287,6 +288,19 @@ def _mapping_spec(index: int, value: Mapping[str, Any]) -> _Spec:
             f"input {index}: 'text' must be a string, got {type(value[field]).__name__}"
         )
     return _Spec(index, FIELDS[field], value[field])
+
+
+def _names(keys: Sequence[Any], shown: int = 5, chars: int = 64) -> str:
+    """Some of ``keys`` for an error message, each cut to ``chars`` characters (they come from the
+    client: never echo an unbounded number or size).
+
+    >>> _names(["b", "a" * 100, *"cdefgh"], chars=4)
+    'aaa…, b, c, d, e and 3 more'
+    """
+    names = sorted(str(key) for key in keys)
+    cut = [name if len(name) <= chars else name[: chars - 1] + "…" for name in names[:shown]]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(cut) + more
 
 
 def _load_labelled(spec: _Spec, context: _Context) -> list[Item]:

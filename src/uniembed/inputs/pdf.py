@@ -28,6 +28,9 @@ from uniembed.inputs.limits import InputLimits
 
 PDF_MEDIA_TYPES = ("application/pdf", "application/x-pdf")
 WHITE = (255, 255, 255, 255)
+# A page renders into a BGR bitmap (3 bytes a pixel; opaque white fill), held while it is copied
+# into its RGB image: what rendering costs beyond the page's RGB result (see inputs/budget.py).
+PAGE_BITMAP_BYTES = 3
 
 _PDFIUM_LOCK = threading.Lock()
 
@@ -163,9 +166,10 @@ def _render_page(
     try:
         bitmap = page.render(scale=scale, fill_color=WHITE)
         image = bitmap.to_pil()
-        rgb = to_rgb(image).copy() if image.mode == "RGB" else to_rgb(image)
+        if image.readonly:  # it shares the bitmap's buffer: keep a copy once the bitmap is closed
+            image = image.copy()
         bitmap.close()
-        return rgb
+        return to_rgb(image)
     except pdfium.PdfiumError as exc:
         raise InvalidInput(
             f"{page_source(source, index + 1)}: cannot render the page ({exc})"

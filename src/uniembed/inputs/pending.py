@@ -17,7 +17,7 @@ from uniembed.errors import UniembedError, labelled
 from uniembed.inputs.images import decode_image
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
-from uniembed.inputs.pdf import page_source, render_pages
+from uniembed.inputs.pdf import PAGE_BITMAP_BYTES, page_source, render_pages
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,6 +28,7 @@ class PendingImage:
     width: int
     height: int
     origin: int  # index of the request input it came from
+    transient_bytes: int = 0  # held beyond the RGB result while it decodes (16-bit, float, alpha)
 
     @property
     def pixels(self) -> int:
@@ -47,6 +48,11 @@ class PendingPage:
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def transient_bytes(self) -> int:
+        """The page's bitmap, held while it becomes an RGB image."""
+        return PAGE_BITMAP_BYTES * self.pixels
 
 
 Pending = TextItem | PendingImage | PendingPage

@@ -241,7 +241,7 @@ class JinaV4Model:
         if name in self.tasks:  # official form: task + prompt_name (default "query")
             name = task_api_names(name, self.tasks[name].symmetric)[prompt_name or QUERY]
         if name not in self.api_tasks:
-            valid = ", ".join([*self.api_tasks, *self.tasks])
+            valid = ", ".join(dict.fromkeys([*self.api_tasks, *self.tasks]))  # each name once
             raise InvalidInput(f"unknown task {task!r} for {self.info.name}; valid tasks: {valid}")
         adapter, prompt = self.api_tasks[name]
         return TaskSpec(name=name, adapter=adapter, prefix=f"{PREFIXES[prompt]}: ")
@@ -298,10 +298,12 @@ class JinaV4Model:
         width, height = image.size
         if min(width, height) < 1 or max(width, height) / min(width, height) > 200:
             raise InvalidInput(
-                f"image of {width}x{height} pixels: the aspect ratio must be below 200"
+                f"image of {width}x{height} pixels: the aspect ratio (long side / short side) "
+                "must be at most 200"
             )
         size = {"shortest_edge": self.min_pixels, "longest_edge": limit}
-        batch = self.image_processor(images=[image.convert("RGB")], size=size, return_tensors="np")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy of an RGB image
+        batch = self.image_processor(images=[rgb], size=size, return_tensors="np")
         grid = tuple(int(v) for v in np.asarray(batch["image_grid_thw"])[0])
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixel_values"], dtype=np.float32))
         return ImageFeatures(pixel_values=pixels, grid_thw=grid)  # type: ignore[arg-type]

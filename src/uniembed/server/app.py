@@ -17,6 +17,7 @@ from uniembed.embedder import Embedder
 from uniembed.server.auth import ApiKeyCheck
 from uniembed.server.connections import ConcurrencyLimitMiddleware
 from uniembed.server.errors import install_error_handlers
+from uniembed.server.memory import MemoryReleaseMiddleware, configure_allocator
 from uniembed.server.metrics import Metrics, MetricsMiddleware
 from uniembed.server.registry import ModelRegistry
 from uniembed.server.request_body import RequestBodyMiddleware
@@ -78,6 +79,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_allocator()  # large buffers unmapped when freed (server/memory.py)
         for name, engine in engines.items():
             engine.start(
                 max_queue_rows=settings.max_queue_rows,
@@ -105,14 +107,18 @@ def create_app(
         from uniembed.server.search_routes import build_search_router
 
         app.include_router(build_search_router(index, ApiKeyCheck(settings.api_keys), settings))
+    # the last added runs first: the body is read (bounded in size and time) before the request
+    # takes a concurrency slot, so a body that trickles in holds no slot (server/connections.py)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics
+    )
     app.add_middleware(
         RequestBodyMiddleware,
         max_bytes=settings.max_body_bytes,
         timeout=settings.body_timeout,
         metrics=metrics,
     )
-    app.add_middleware(
-        ConcurrencyLimitMiddleware, max_requests=settings.max_concurrent_requests, metrics=metrics
-    )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s and 503s too
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts 413s and 503s too
+    # outermost: after a request is answered and timed, free pages go back (server/memory.py)
+    app.add_middleware(MemoryReleaseMiddleware)
     return app

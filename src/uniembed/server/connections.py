@@ -3,8 +3,10 @@
 * **Open connections** are capped (``max_connections``). At the cap a new connection closes the
   connection that has been idle longest — one without a request in progress: a keep-alive connection
   between requests, or one still sending its request headers (as nginx reuses idle keep-alive
-  connections when it runs out). Only when every connection has a request in progress is the new one
-  answered 503 with ``Retry-After`` and closed.
+  connections when it runs out). Without an idle one it closes the connection that has been sending
+  its request *body* longest (such a request has no work yet: see below). Only when every connection
+  has a request being worked on is the new one answered 503 with ``Retry-After`` and closed. So a
+  flood of slow connections — silent, slow headers or slow bodies — cannot lock out a new client.
 * **Header timeout**: a connection must deliver complete request headers within ``header_timeout``
   seconds of opening (or of its last response), else it is closed. uvicorn has no such timeout: a
   client that connects and sends nothing (or a byte a minute) would hold its socket for ever.
@@ -12,7 +14,10 @@
 * **Body timeout** (:mod:`uniembed.server.request_body`): the body must arrive within
   ``body_timeout`` seconds of the headers (408).
 * **Requests in progress** are capped (``max_concurrent_requests``); more get 503 with
-  ``Retry-After`` at once, except ``/health``, ``/ready`` and ``/metrics``.
+  ``Retry-After`` at once, except ``/health``, ``/ready`` and ``/metrics``. A request takes its slot
+  only once its whole body has arrived (:func:`~uniembed.server.app.create_app` puts the body reader
+  outside this cap): bodies that trickle in hold a connection, never a slot, so they cannot make a
+  well-behaved request fail.
 
 Nothing is silent: every close and refusal is counted in ``/metrics``
 (``uniembed_connections_closed_total{reason}``, ``uniembed_requests_shed_total``) and logged, at
@@ -86,12 +91,17 @@ class ConnectionGuard:
         self.metrics = metrics
         self.open = 0
         self._idle: OrderedDict[Any, asyncio.TimerHandle] = OrderedDict()  # longest idle first
+        self._uploading: OrderedDict[Any, None] = OrderedDict()  # sending a body, longest first
         self._log = SummaryLog("closed connections:")
 
     def opened(self, connection: Any) -> bool:
-        """Count a new connection and admit it (closing the longest-idle one at the cap); ``False``:
-        refused (every connection has a request in progress)."""
-        admitted = self.open < self.max_connections or self._evict_longest_idle()
+        """Count a new connection and admit it (closing the longest-idle one at the cap, else the
+        one sending a body longest); ``False``: refused (every request is being worked on)."""
+        admitted = (
+            self.open < self.max_connections
+            or self._evict_longest_idle()
+            or self._evict_longest_upload()
+        )
         self.open += 1
         if admitted:
             self._set_idle(connection)
@@ -107,17 +117,32 @@ class ConnectionGuard:
         self._close(oldest, "evicted")
         return True
 
+    def _evict_longest_upload(self) -> bool:
+        if not self._uploading:
+            return False
+        oldest, _ = self._uploading.popitem(last=False)
+        self._close(oldest, "evicted_upload")
+        return True
+
     def update(self, connection: Any) -> None:
-        """Note whether ``connection`` has a request in progress now (after data or a response)."""
+        """Note whether ``connection`` has a request in progress now, and whether its body is still
+        arriving (after data or a response)."""
         if connection.in_request:
             deadline = self._idle.pop(connection, None)
             if deadline is not None:
                 deadline.cancel()
-        elif connection not in self._idle:  # a response finished: the wait for headers starts again
-            self._set_idle(connection)
+            if connection.uploading:
+                self._uploading.setdefault(connection)  # keeps the order of the first chunk
+            else:
+                self._uploading.pop(connection, None)
+        else:
+            self._uploading.pop(connection, None)
+            if connection not in self._idle:  # a response finished: the wait for headers restarts
+                self._set_idle(connection)
 
     def closed(self, connection: Any) -> None:
         self.open -= 1
+        self._uploading.pop(connection, None)
         deadline = self._idle.pop(connection, None)
         if deadline is not None:
             deadline.cancel()
@@ -180,6 +205,17 @@ class GuardedConnection:
         """A request's headers have arrived and its response is not finished."""
         cycle = getattr(self, "cycle", None)
         return cycle is not None and not cycle.response_complete
+
+    @property
+    def uploading(self) -> bool:
+        """A request's headers have arrived, its body has not (and no response has started)."""
+        cycle = getattr(self, "cycle", None)
+        return (
+            cycle is not None
+            and cycle.more_body
+            and not cycle.response_started
+            and not cycle.response_complete
+        )
 
     def _refuse(self) -> None:
         body = orjson.dumps(error_body(503, "the server has too many connections; retry shortly"))

@@ -9,7 +9,9 @@ Every error body speaks both dialects::
 
 ``error`` is OpenAI's form (the openai client shows ``error.message`` in its exception); ``detail``
 is what Jina and FastAPI clients read: the same message, or for a schema violation the list of
-``{"loc", "msg", "type"}`` (inputs are never echoed back: they may be megabytes).
+``{"loc", "msg", "type"}``. Inputs are never echoed back (they may be megabytes), and what a schema
+error does echo is bounded: at most :data:`MAX_ISSUES` violations, each field name cut to
+:data:`MAX_NAME_CHARS` characters, so a body of a million unknown fields gets a short answer.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from uniembed.errors import (
     UniembedError,
     ValidationFailed,
 )
-from uniembed.server.schemas import EmbeddingRequest
+from uniembed.server.schemas import MAX_ITEMS_HARD, EmbeddingRequest
 
 logger = logging.getLogger("uniembed.server")
 
 RETRY_AFTER_SECONDS = 1
+MAX_ISSUES = 10  # schema violations listed in one error body (the rest are counted)
+MAX_NAME_CHARS = 64  # characters of a field name (or any part of an error's loc) echoed back
 
 
 class Unauthorized(UniembedError):
@@ -152,12 +156,29 @@ async def _uniembed_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    too_many = _too_many_inputs(request, error.errors())
+    if too_many is not None:  # the same 413 as any list over max_items_per_request
+        return await _uniembed_error(request, too_many)
     issues = clean_validation_errors(error.errors())
     (status, code), message = classify_body_errors(error.errors())
     if status != 422:  # not JSON, or not sent as JSON: one message
         return error_response(status, message, code=code)
     param = ".".join(str(part) for part in issues[0]["loc"][1:]) if issues else None
     return error_response(status, message, code=code, param=param or None, detail=issues)
+
+
+def _too_many_inputs(request: Request, errors: Any) -> InputTooLarge | None:
+    """The item-limit error for an ``input`` list longer than the schema allows, else ``None``."""
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "too_long" and loc[:2] == ("body", "input"):
+            count = int(error.get("ctx", {}).get("actual_length", MAX_ITEMS_HARD + 1))
+            budget = request.app.state.settings.request_budget()
+            try:
+                budget.charge_items(count)
+            except InputTooLarge as refused:
+                return refused
+    return None
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
@@ -188,9 +209,7 @@ def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
     errors = list(errors)
     whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if any(e.get("type") == "json_invalid" for e in errors):
-        return INVALID_JSON, "the body is not valid JSON: " + "; ".join(
-            _describe(e) for e in errors
-        )
+        return INVALID_JSON, "the body is not valid JSON: " + _describe_all(errors)
     if any(e.get("type") == "missing" for e in whole_body):
         return INVALID_JSON, "the body is empty; send a JSON object"
     if any(isinstance(e.get("input"), (bytes, bytearray)) for e in whole_body):
@@ -198,12 +217,35 @@ def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
             UNSUPPORTED_MEDIA_TYPE,
             "the body must be JSON sent with Content-Type: application/json",
         )
-    return SCHEMA_VIOLATION, "; ".join(_describe(e) for e in errors)
+    return SCHEMA_VIOLATION, _describe_all(errors)
+
+
+def _describe_all(errors: list[Any]) -> str:
+    """The first :data:`MAX_ISSUES` errors, one clause each, and how many more there are."""
+    described = "; ".join(_describe(e) for e in errors[:MAX_ISSUES])
+    more = len(errors) - MAX_ISSUES
+    return f"{described}; and {more} more" if more > 0 else described
 
 
 def _describe(error: Any) -> str:
-    where = ".".join(str(part) for part in tuple(error.get("loc", ()))[1:])
+    where = ".".join(str(part) for part in _short_loc(error)[1:])
     return f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", ""))
+
+
+def _short_loc(error: Any) -> list[str | int]:
+    """An error's ``loc`` with every name cut to :data:`MAX_NAME_CHARS` characters.
+
+    >>> _short_loc({"loc": ("body", "x" * 100, 3)})[1]
+    'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…'
+    """
+    return [
+        part if isinstance(part, int) else _cut(str(part), MAX_NAME_CHARS)
+        for part in tuple(error.get("loc", ()))
+    ]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _param_of(error: UniembedError) -> str | None:
@@ -225,10 +267,10 @@ def _param_of(error: UniembedError) -> str | None:
 
 def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     """Pydantic errors as ``{"loc", "msg", "type"}``: inputs are not echoed (they may be
-    megabytes)."""
+    megabytes), names are cut and at most :data:`MAX_ISSUES` errors are listed."""
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in errors
+        {"loc": _short_loc(e), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in list(errors)[:MAX_ISSUES]
     ]
 
 

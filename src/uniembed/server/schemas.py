@@ -24,7 +24,9 @@ from pydantic import (
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 EncodingFormat = Literal["float", "base64"]
 
-MAX_ITEMS_HARD = 65_536  # schema bound; the configured limit (ServerSettings) is usually lower
+# schema bound; the configured limit (ServerSettings) is usually lower, and a longer list gets the
+# same 413 as a list over that limit (server/errors.py)
+MAX_ITEMS_HARD = 65_536
 MAX_FIELD_CHARS = 256 * 1024 * 1024  # schema bound on one string; the body-size limit is lower
 MAX_NAME_CHARS = 512
 
@@ -35,7 +37,8 @@ def _whole_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Dimensions = Annotated[int, Field(ge=1, le=65_536), BeforeValidator(_whole_number)]
+# Any integer: the model checks the range (1 … its dimension) with its own invalid_option message.
+Dimensions = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Wire(BaseModel):
@@ -164,7 +167,7 @@ class EmbeddingRequest(_Wire):
         "default: the task the model name carries, else the model's default.",
     )
     dimensions: Dimensions | None = Field(
-        None, description="Matryoshka size: keep the first N dims."
+        None, description="Matryoshka size: keep the first N dims (1 … the model's dimension)."
     )
     late_chunking: bool = Field(
         False, description="Treat the inputs as consecutive chunks of one document."

@@ -21,7 +21,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from uniembed.errors import InvalidInput, UniembedError
-from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.items import Item
 from uniembed.retrieval.documents import MAX_ID_CHARS, Document, check_id, check_metadata
 from uniembed.retrieval.index import Index
@@ -115,11 +114,7 @@ def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSetting
     )
     async def add_documents(body: AddRequest) -> dict[str, Any]:
         _check_documents(body.documents)  # before any input is read
-        budget = settings.request_budget()  # one budget over all documents of the request
-        documents = [
-            await _document(position, doc, settings, budget)
-            for position, doc in enumerate(body.documents)
-        ]
+        documents = await _documents(body.documents, settings)
         ids = await run_in_threadpool(index.add_documents, documents)
         return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
 
@@ -167,25 +162,48 @@ def _check_documents(documents: list[DocumentIn]) -> None:
         check_metadata(doc.metadata, f"document {position}")
 
 
-async def _document(
-    position: int, doc: DocumentIn, settings: ServerSettings, budget: RequestBudget
-) -> Document:
+async def _documents(docs: list[DocumentIn], settings: ServerSettings) -> list[Document]:
+    """The documents of one add request, measured as a whole before anything is decoded: every
+    input is read and charged to one request budget (items, pages, pixels, downloads), as for
+    ``/v1/embeddings``, so a request over it is refused before the first image is decoded or the
+    first page rendered; only then are images decoded and pages rendered (in a worker thread)."""
     import uuid
 
-    from uniembed.inputs.parse import aparse_api_items
+    from uniembed.inputs.parse import aprobe_api_items
+    from uniembed.inputs.pending import load_pending
 
-    given = {
-        kind: getattr(doc, kind)
-        for kind in ("text", "image", "pdf")
-        if getattr(doc, kind) is not None
-    }
+    kinds = [_kind(position, doc) for position, doc in enumerate(docs)]
+    raw = [{kind: getattr(doc, kind)} for kind, doc in zip(kinds, docs)]
+    try:
+        pending, origin = await aprobe_api_items(
+            raw, settings.input_limits, budget=settings.request_budget()
+        )
+        items = await run_in_threadpool(load_pending, pending, settings.input_limits)
+    except UniembedError as error:
+        raise type(error)(_as_document_error(error.message)) from error
+    grouped: list[list[Item]] = [[] for _ in docs]
+    for item, position in zip(items, origin):
+        grouped[position].append(item)
+    return [
+        Document(doc.id or uuid.uuid4().hex, kind, tuple(group), doc.metadata)  # type: ignore[arg-type]
+        for doc, kind, group in zip(docs, kinds, grouped)
+    ]
+
+
+def _kind(position: int, doc: DocumentIn) -> str:
+    given = [kind for kind in ("text", "image", "pdf") if getattr(doc, kind) is not None]
     if len(given) != 1:
         raise InvalidInput(f"document {position}: give exactly one of text, image, pdf")
-    ((kind, value),) = given.items()
-    try:
-        items, _ = await aparse_api_items([{kind: value}], settings.input_limits, budget=budget)
-    except UniembedError as error:
-        raise type(error)(
-            f"document {position}: {error.message.removeprefix('input 0: ')}"
-        ) from error
-    return Document(doc.id or uuid.uuid4().hex, kind, tuple(items), doc.metadata)  # type: ignore[arg-type]
+    return given[0]
+
+
+def _as_document_error(message: str) -> str:
+    """``input 3: …`` (the parser's words for the 4th input) as ``document 3: …``.
+
+    >>> _as_document_error("input 3: not an image")
+    'document 3: not an image'
+    """
+    head, colon, rest = message.partition(": ")
+    if colon and head.startswith("input ") and head[6:].isdigit():
+        return f"document {head[6:]}: {rest}"
+    return message

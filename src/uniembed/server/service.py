@@ -4,7 +4,11 @@
    the request's budget (items with PDF pages counted from the page count, decoded pixels from image
    headers and page sizes, downloaded bytes) is charged before any pixel is decoded, so a request
    over it is refused (413) having cost a few milliseconds.
-2. Text-only requests are planned at once. Requests with images or PDF pages are decoded, rendered
+2. Text-only requests are checked against the token budget from their characters first
+   (:func:`estimated_tokens`: a request estimated at over twice ``max_tokens_per_request`` is
+   refused before anything is tokenised), then tokenised in parts of :data:`PLAN_CHARS` characters,
+   the running total checked after each part, so an over-budget request costs at most about twice
+   the budget's tokenising. Requests with images or PDF pages are decoded, rendered
    and planned in parts of at most :data:`PART_ITEMS` inputs and :data:`PART_PIXELS` pixels, at most
    :data:`PARTS_IN_FLIGHT` parts queued on the model while the next is prepared: decoding, planning
    and running overlap, and a request holds only what is in flight (see docs/server.md, Limits).
@@ -26,7 +30,7 @@ import dataclasses
 import functools
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -63,6 +67,16 @@ INLINE_OUTPUT_FLOATS = 8192  # numbers in all output embeddings together, encode
 PART_ITEMS = 8
 PART_PIXELS = 64 * 1024 * 1024
 PARTS_IN_FLIGHT = 2
+# Texts are tokenised in parts of about this many characters, the token budget checked after each.
+PLAN_CHARS = 256 * 1024
+# The token estimate tokenises SAMPLE_SLICES slices of SAMPLE_CHARS characters (start, middle and
+# end) of at most SAMPLE_TEXTS texts spread over the request: at most 48k characters (~10 ms), and
+# refuses a request only when the estimate passes ESTIMATE_MARGIN times the budget, so a request
+# whose sampled text is unusually dense (short tokens) is tokenised and counted exactly instead.
+SAMPLE_TEXTS = 32
+SAMPLE_SLICES = 3
+SAMPLE_CHARS = 512
+ESTIMATE_MARGIN = 2
 
 T = TypeVar("T")
 
@@ -125,10 +139,27 @@ class EmbeddingService:
     async def _embed_texts(
         self, embedder: Embedder, items: list[TextItem], task: str | None, options: EncodeOptions
     ) -> EncodeResult:
-        plan: Plan = await self._compute(_light_texts(items), embedder.plan, items, task, options)
-        self._check_request_tokens(_tokens(plan))
+        light = _light_texts(items)
+        if not light:
+            estimate = await self._compute(False, estimated_tokens, embedder, items, options)
+            self._check_estimated_tokens(estimate)
+        plan: Plan = await self._compute(light, self._plan_texts, embedder, items, task, options)
         outputs = await embedder.engine.arun(plan.rows)
         return await self._compute(_light_rows(outputs), plan.assemble, outputs)
+
+    def _plan_texts(
+        self, embedder: Embedder, items: list[TextItem], task: str | None, options: EncodeOptions
+    ) -> Plan:
+        """Tokenise in parts of :data:`PLAN_CHARS` characters, refusing as soon as the running
+        total of tokens passes the budget (late chunking plans its one document at once)."""
+        parts = [items] if options.late_chunking else list(_text_parts(items, PLAN_CHARS))
+        plans, tokens, first = [], 0, 0
+        for part in parts:
+            plans.append(embedder.plan(part, task, options, first_index=first))
+            tokens += _tokens(plans[-1])
+            self._check_request_tokens(tokens)
+            first += len(part)
+        return _joined(plans)
 
     # ----------------------------------------------------------------- images and pages: in parts
     async def _embed_in_parts(
@@ -179,7 +210,7 @@ class EmbeddingService:
             if stop.is_set():
                 raise CancelledError("the client left")
             plans.append(embedder.plan([item], task, options, first_index=first + offset))
-        return dataclasses.replace(plans[0], rows=tuple(row for plan in plans for row in plan.rows))
+        return _joined(plans)
 
     # ----------------------------------------------------------------- limits and options
     def _options(self, body: EmbeddingRequest, model_max_tokens: int) -> EncodeOptions:
@@ -192,6 +223,15 @@ class EmbeddingService:
             normalized=body.normalized,
             max_tokens=min(per_item, model_max_tokens) if per_item is not None else None,
         )
+
+    def _check_estimated_tokens(self, estimate: int) -> None:
+        limit = self.settings.max_tokens_per_request
+        if estimate > ESTIMATE_MARGIN * limit:
+            raise InputTooLarge(
+                f"request has about {estimate} tokens (estimated from its characters before "
+                f"tokenising), more than the limit of {limit} per request "
+                "(max_tokens_per_request); send fewer or shorter inputs"
+            )
 
     def _check_request_tokens(self, total: int) -> None:
         limit = self.settings.max_tokens_per_request
@@ -243,6 +283,61 @@ def _check_late_chunking(pending: Sequence[Pending], options: EncodeOptions) -> 
     if options.late_chunking:
         first = next(entry for entry in pending if not isinstance(entry, TextItem))
         raise InvalidInput(f"input {first.origin}: late_chunking needs text inputs only")  # type: ignore[union-attr]
+
+
+def estimated_tokens(embedder: Embedder, items: Sequence[TextItem], options: EncodeOptions) -> int:
+    """The tokens ``items`` will come to, from their characters and the tokens per character of a
+    sample of them (see :data:`SAMPLE_TEXTS`); with ``truncate`` an item counts at most its limit.
+    Task prefixes and special tokens are left out (a few per item).
+    """
+    step = max(len(items) // SAMPLE_TEXTS, 1)
+    slices = [piece for item in items[::step] for piece in _slices(item.text)]
+    sample_chars = sum(len(piece) for piece in slices)
+    if sample_chars == 0:
+        return 0
+    sample_tokens = sum(
+        sum(not special for special in embedder.tokenize(piece).special) for piece in slices
+    )
+    per_char = sample_tokens / sample_chars
+    cap = (options.max_tokens or embedder.info.max_tokens) if options.truncate else None
+    estimates = (int(len(item.text) * per_char) for item in items)
+    return sum(estimates if cap is None else (min(n, cap) for n in estimates))
+
+
+def _slices(text: str) -> list[str]:
+    """Up to :data:`SAMPLE_SLICES` slices of :data:`SAMPLE_CHARS` characters from the start, the
+    middle and the end of ``text`` (the whole text when it is short).
+
+    >>> [len(s) for s in _slices("x" * 2000)], _slices("short")
+    ([512, 512, 512], ['short'])
+    """
+    if len(text) <= SAMPLE_SLICES * SAMPLE_CHARS:
+        return [text]
+    starts = (0, (len(text) - SAMPLE_CHARS) // 2, len(text) - SAMPLE_CHARS)
+    return [text[start : start + SAMPLE_CHARS] for start in starts]
+
+
+def _text_parts(items: Sequence[TextItem], max_chars: int) -> Iterator[list[TextItem]]:
+    """Consecutive parts of ``items`` of about ``max_chars`` characters (at least one item each).
+
+    >>> [len(p) for p in _text_parts([TextItem("ab"), TextItem("c"), TextItem("de")], 3)]
+    [2, 1]
+    """
+    part: list[TextItem] = []
+    chars = 0
+    for item in items:
+        if part and chars + len(item.text) > max_chars:
+            yield part
+            part, chars = [], 0
+        part.append(item)
+        chars += len(item.text)
+    if part:
+        yield part
+
+
+def _joined(plans: Sequence[Plan]) -> Plan:
+    """One plan with the rows of consecutive plans of one request."""
+    return dataclasses.replace(plans[0], rows=tuple(row for plan in plans for row in plan.rows))
 
 
 def _tokens(plan: Plan) -> int:

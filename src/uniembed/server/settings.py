@@ -24,6 +24,7 @@ from uniembed.inputs.budget import (
 )
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.registry import last_path_component
+from uniembed.server.schemas import MAX_ITEMS_HARD
 
 MiB = 1024 * 1024
 
@@ -106,6 +107,11 @@ class ServerSettings:
             "max_concurrent_requests",
         ):
             _check_positive(name, getattr(self, name))
+        if self.max_items_per_request > MAX_ITEMS_HARD:
+            raise InvalidInput(
+                f"max_items_per_request must be at most {MAX_ITEMS_HARD} (the API's bound), got "
+                f"{self.max_items_per_request}"
+            )
         for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
             value = getattr(self, name)
             if (
