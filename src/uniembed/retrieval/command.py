@@ -43,6 +43,13 @@ def index_command(
             )
         ),
     ] = None,
+    from_embeddings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Parquet file of `uniembed embed --vectors both` to index without running the "
+            "model again; repeat for several."
+        ),
+    ] = None,
     delete: Annotated[
         list[str] | None, typer.Option(help="Document id to delete; repeat for several.")
     ] = None,
@@ -86,6 +93,7 @@ def index_command(
                 typer.echo(f"deleted {len(delete)} document id(s)", err=True)
             started = time.perf_counter()
             added = _add_all(index, paths or [], jsonl or [], batch_items)
+            added += _add_embeddings(index, from_embeddings or [], batch_items)
             if added and optimize:
                 index.optimize()
             if added:
@@ -176,6 +184,24 @@ def _add_all(index: Any, paths: list[Path], jsonl: list[Path], batch_items: int)
         index.add_path(path, batch_items=batch_items, on_written=progress)
     for file in jsonl:
         index.add_documents(_jsonl_documents(file), batch_items=batch_items, on_written=progress)
+    if added:
+        typer.echo("", err=True)
+    return added
+
+
+def _add_embeddings(index: Any, files: list[Path], batch_items: int) -> int:
+    """Add the stored embeddings of ``files`` (``--from-embeddings``)."""
+    from uniembed.retrieval.stored import add_embeddings_file
+
+    added = 0
+
+    def progress(count: int) -> None:
+        nonlocal added
+        added += count
+        typer.echo(f"\r{added} document(s) written from stored embeddings", err=True, nl=False)
+
+    for file in files:
+        add_embeddings_file(index, file, batch_items=batch_items, on_written=progress)
     if added:
         typer.echo("", err=True)
     return added
