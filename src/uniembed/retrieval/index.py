@@ -29,7 +29,13 @@ from PIL import Image
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
-from uniembed.retrieval.compression import max_rows_for, pool_by_labels, pool_to_fit, to_float16
+from uniembed.retrieval.compression import (
+    float16_lists,
+    max_rows_for,
+    pool_by_labels,
+    pool_to_fit,
+    to_float16,
+)
 from uniembed.retrieval.documents import (
     Document,
     documents_from_inputs,
@@ -530,7 +536,7 @@ class Index:
         point = Point(
             point_id(entry.doc_id, entry.page),
             entry.dense.tolist(),
-            rows.float().tolist() if rows is not None else None,
+            float16_lists(rows) if rows is not None else None,
             payload,
         )
         return point, rows
