@@ -8,7 +8,8 @@ Each configuration trains in its own process (so its peak memory is its own) thr
 ``uniembed.training.train``: the same data, seed and steps. Reported per configuration: optimiser
 steps per second (after the first step), and the peak memory above what the process held when
 training began (model loaded, optimiser set up) — resident set size sampled every 2 ms on CPU, peak
-allocated CUDA memory on a GPU — also per token of the batch. Ratios are against the plain loss.
+allocated CUDA memory on a GPU — also per token of the batch. Ratios are against the first
+configuration of ``--configs`` (the plain loss by default).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated, from {', '.join(CONFIGS)}; ratios are against the first",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
@@ -62,8 +68,19 @@ def main() -> None:
             Path(tmp) / "train.jsonl", args.batch_size * (args.steps + 1), args.passage_words
         )
         tokens = tokens_per_step(snapshot, data, args.batch_size)
-        results = {name: run_parent(args, name, snapshot, data) for name in CONFIGS}
+        results = {name: run_parent(args, name, snapshot, data) for name in configs(args.configs)}
     report(args, tokens, results)
+
+
+def configs(names: str) -> list[str]:
+    """The configurations named in ``names``, checked against :data:`CONFIGS`."""
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in CONFIGS]
+    if unknown or not chosen:
+        raise SystemExit(
+            f"--configs: unknown {unknown or 'empty'}; choose from {', '.join(CONFIGS)}"
+        )
+    return chosen
 
 
 def resolve_model(model: str, tmp: Path) -> Path:
@@ -226,19 +243,23 @@ def _rss() -> int:
 
 
 def report(args: argparse.Namespace, tokens: float, results: dict[str, dict]) -> None:
-    plain = results["plain"]
+    first = next(iter(results))
+    base = results[first]
     print(
         f"model={args.model} device={args.device} steps={args.steps} batch={args.batch_size} pairs "
         f"(+1 hard negative) mini_batch={args.mini_batch_size} rows tokens/step={tokens:.0f} "
         f"threads={args.threads or 'default'}"
     )
-    print(f"{'':24}{'steps/s':>9}{'vs plain':>10}{'peak MiB':>10}{'vs plain':>10}{'KiB/token':>11}")
+    print(
+        f"{'':24}{'steps/s':>9}{'vs ' + first:>10}{'peak MiB':>10}{'vs ' + first:>10}"
+        f"{'KiB/token':>11}"
+    )
     for name, result in results.items():
         mib = result["peak_bytes"] / 2**20
         print(
             f"{name:24}{result['steps_per_second']:9.3f}"
-            f"{result['steps_per_second'] / plain['steps_per_second']:9.2f}x"
-            f"{mib:10.0f}{result['peak_bytes'] / max(1, plain['peak_bytes']):9.2f}x"
+            f"{result['steps_per_second'] / base['steps_per_second']:9.2f}x"
+            f"{mib:10.0f}{result['peak_bytes'] / max(1, base['peak_bytes']):9.2f}x"
             f"{result['peak_bytes'] / tokens / 1024:11.1f}"
         )
 

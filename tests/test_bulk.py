@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from uniembed.bulk import (
     BulkOptions,
     ReadOptions,
+    count_items,
     count_records,
     embed_files,
     infer_format,
@@ -569,3 +570,35 @@ def test_cli_vectors_choice_and_the_deprecated_multivector_flag(tmp_path: Path) 
     assert wrong.exit_code == 2 and "vectors must be one of single, multi, both" in wrong.output
     help_text = CliRunner().invoke(app, ["embed", "--help"]).output
     assert "--vectors" in help_text and "--multivector" not in help_text
+
+
+def test_cli_progress_counts_items_and_starts_after_the_output_check(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "blue.png").write_bytes(png_bytes((0, 0, 255)))
+    (folder / "two.pdf").write_bytes(pdf_bytes([(10, 200, 10), (200, 10, 10)]))
+    write_lines(folder / "lines.txt", TEXTS[:2])
+    assert count_items([folder]) == 5 and count_records([folder]) == 4
+    app, _ = cli(CountingModel())
+    output = tmp_path / "out.jsonl"
+    done = CliRunner().invoke(app, ["embed", str(folder), "-o", str(output)])
+    assert done.exit_code == 0, done.output
+    assert "5/5" in done.output and "embedded 5 items" in done.output
+    again = CliRunner().invoke(app, ["embed", str(folder), "-o", str(output)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert "embedding" not in again.output and "0/5" not in again.output  # no empty bar first
+
+
+def test_cli_model_flag_and_its_environment_twin(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:1])
+    app, calls = cli(CountingModel())
+    args = ["embed", str(source), "--no-progress", "--dtype", "float32"]
+    short = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a.jsonl"), "-m", "short"])
+    env = {"UNIEMBED_MODEL": "from-env", "UNIEMBED_DEVICE": "cpu", "UNIEMBED_PROGRESS": "false"}
+    twin = CliRunner().invoke(app, ["embed", str(source), "-o", str(tmp_path / "b.jsonl")], env=env)
+    assert short.exit_code == 0 and twin.exit_code == 0, short.output + twin.output
+    assert calls == [
+        ("short", {"device": None, "dtype": "float32"}),
+        ("from-env", {"device": "cpu", "dtype": None}),
+    ]
+    assert "1/1" not in twin.output  # UNIEMBED_PROGRESS=false: no bar

@@ -37,6 +37,22 @@ def test_batches_cover_every_item_once_within_budget(
         assert padded <= budget or len(batch) == 1  # an over-budget item runs alone
 
 
+@given(
+    lengths=st.lists(st.integers(1, 3000), min_size=0, max_size=80),
+    budget=st.integers(1, 5000),
+    rows=st.integers(1, 16),
+)
+def test_packed_batches_budget_real_tokens(lengths: list[int], budget: int, rows: int) -> None:
+    policy = BatchPolicy(token_budget=budget, max_batch_size=rows, packed=True)
+    batches = plan_batches(lengths, policy)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch, following in zip(batches, [*batches[1:], None]):
+        assert 1 <= len(batch) <= rows
+        assert sum(lengths[i] for i in batch) <= budget or len(batch) == 1
+        if following and len(batch) < rows:  # full: the next row would not have fitted
+            assert sum(lengths[i] for i in batch) + lengths[following[0]] > budget
+
+
 def test_sorting_reduces_padding_against_input_order() -> None:
     lengths = [5, 400, 6, 390, 7, 380, 8, 370]
     batches = plan_batches(lengths, BatchPolicy(token_budget=800, max_batch_size=2))
@@ -78,6 +94,32 @@ def test_run_restores_input_order_reports_progress_and_counts_padding() -> None:
         18,
         9 + 10 + 1,
     )
+
+
+def test_packed_policy_runs_the_packed_forward_and_counts_no_padding() -> None:
+    rows = [Row(torch.arange(n), adapter=0, spans=((0, n),)) for n in (3, 9, 1, 5)]
+    calls: list[tuple[str, list[int]]] = []
+
+    def forward(kind: str):
+        def run(batch):
+            calls.append((kind, [r.num_tokens for r in batch]))
+            return [RowOutput(pooled=torch.tensor([[float(r.num_tokens)]])) for r in batch]
+
+        return run
+
+    policy = BatchPolicy(token_budget=10, max_batch_size=8, packed=True)
+    engine = Engine(forward("padded"), policy, forward_packed=forward("packed"))
+    assert [float(o.pooled) for o in engine.run(rows)] == [3.0, 9.0, 1.0, 5.0]
+    assert calls == [("packed", [9]), ("packed", [5, 3, 1])]
+    assert (engine.totals.tokens, engine.totals.padded_tokens) == (18, 18)
+    calls.clear()
+    engine.run(rows, policy=BatchPolicy(token_budget=10, max_batch_size=8))  # padded reference
+    assert calls == [("padded", [9]), ("padded", [5, 3]), ("padded", [1])]
+    calls.clear()
+    padded_only = Engine(forward("padded"), policy)  # a model that cannot pack: padded budgets
+    padded_only.run(rows)
+    assert calls == [("padded", [9]), ("padded", [5, 3]), ("padded", [1])]
+    assert padded_only.totals.padded_tokens == 9 + 10 + 1
 
 
 def test_a_failing_batch_raises_the_models_error_here_and_the_engine_keeps_working() -> None:

@@ -22,8 +22,8 @@ def load_script():
 
 
 def test_the_helpers_doctests_pass():
-    module = load_script()
-    assert doctest.testmod(module).failed == 0
+    result = doctest.testmod(load_script())
+    assert result.attempted > 0 and result.failed == 0  # attempted: the doctests are still there
 
 
 def test_a_short_run_measures_every_level_without_failures(tmp_path):

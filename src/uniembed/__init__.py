@@ -34,6 +34,7 @@ def load(
     max_batch_size: int | None = None,
     name: str | None = None,
     adapters: Mapping[str, str | os.PathLike[str]] | None = None,
+    packing: bool = True,
 ) -> Embedder:
     """Load a jina-embeddings-v4 or v3 model from a local snapshot or a Hugging Face hub id.
 
@@ -41,7 +42,8 @@ def load(
     if available, float32 on CPU and bfloat16 on CUDA. ``token_budget``/``max_batch_size`` bound a
     batch. ``adapters`` maps new task names to adapter folders (written by ``uniembed train``),
     served beside the official tasks from the same base weights (see docs/training.md for the API
-    task names).
+    task names). ``packing`` runs batches padding-free (rows packed into one sequence, the token
+    budget counting real tokens); ``False`` runs padded batches, the reference path.
     """
     from uniembed.embedder import Embedder
     from uniembed.engine.planning import DEFAULT_MAX_BATCH_SIZE, DEFAULT_TOKEN_BUDGET, BatchPolicy
@@ -54,9 +56,18 @@ def load(
         for task, folder in adapters.items():
             attach_adapter_folder(model, task, folder)  # type: ignore[arg-type]
     policy = BatchPolicy(
-        token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE
+        token_budget or DEFAULT_TOKEN_BUDGET, max_batch_size or DEFAULT_MAX_BATCH_SIZE, packing
     )
-    return Embedder(model, policy)
+    source = None if adapters or name else _source(name_or_path)  # what reloads it as it is
+    return Embedder(model, policy, source=source)
+
+
+def _source(name_or_path: str | os.PathLike[str]) -> str:
+    """A local snapshot as an absolute path (it works from any directory), else the hub id."""
+    from pathlib import Path
+
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else str(name_or_path)
 
 
 def index(location: str | os.PathLike[str], model: Any = None, **options: Any) -> Index:

@@ -5,7 +5,9 @@ sub-batches), texts and images in separate calls, fixed batches. For v4 (``encod
 ``encode_image``) that is inputs in the order given, batches of 8; for v3 (``encode``, which sorts
 each call's texts by character length, longest first) it is length-sorted batches of 32.
 uniembed sorts by token length, batches by a token budget and mixes tasks and modalities in one
-batch. Both produce the same embeddings (checked); the ratio of their wall times is printed.
+batch, packed padding-free (``--no-packing``: padded batches, as before packing). Both produce the
+same embeddings (checked); the ratio of their wall times is printed, with the tokens each forward
+ran on and how many of them were padding.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import typer
 from PIL import Image
 
+from uniembed.cli_options import Device, Dtype, model_option
 from uniembed.engine.planning import BatchPolicy
 
 WORDS = (
@@ -153,7 +156,7 @@ def ours(embedder, workload: Workload) -> list[torch.Tensor]:
 
 @dataclass(frozen=True)
 class Timing:
-    """One timed run: wall seconds and the padded tokens its forward batches paid for."""
+    """One timed run: wall seconds and the tokens its forward batches ran on (padding included)."""
 
     seconds: float
     padded_tokens: int
@@ -176,11 +179,9 @@ def best_of(repeat: int, embedder, function: Callable[[], list[torch.Tensor]]) -
 def bench_command(
     model: Annotated[
         str,
-        typer.Option(
-            help=(
-                "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
-                "dir; or a snapshot path"
-            )
+        model_option(
+            "'mid', 'tiny' (random v4), 'v3-mid', 'v3-tiny' (random v3), written to a temp "
+            "dir; or a snapshot path or hub id"
         ),
     ] = "mid",
     texts: Annotated[int, typer.Option(help="number of texts")] = 160,
@@ -190,15 +191,14 @@ def bench_command(
     repeat: Annotated[int, typer.Option(help="timed rounds of each (best is kept)")] = 2,
     seed: int = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch default)")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda … (default: CUDA if available)")
-    ] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float32, bfloat16 … (default: bf16 on CUDA)")
-    ] = None,
+    device: Device = None,
+    dtype: Dtype = None,
     peak_tflops: Annotated[
         float, typer.Option(help="the device's dense peak, for MFU (H100 bf16: 989)")
     ] = 989.0,
+    packing: Annotated[
+        bool, typer.Option(help="uniembed's batches packed padding-free (--no-packing: padded)")
+    ] = True,
 ) -> None:
     """Throughput of uniembed's batching vs the official batching on a realistic mix."""
     import uniembed
@@ -206,7 +206,9 @@ def bench_command(
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        embedder = uniembed.load(_snapshot(model, Path(tmp)), device=device, dtype=dtype)
+        embedder = uniembed.load(
+            _snapshot(model, Path(tmp)), device=device, dtype=dtype, packing=packing
+        )
         baseline = BASELINES.get(embedder.info.family, Baseline(8, False))
         images = images if "image" in embedder.info.modalities else 0
         workload = realistic_workload(texts, images, embedder.info.tasks, seed)
@@ -217,13 +219,14 @@ def bench_command(
         drift = max(float((a - b).abs().max()) for a, b in zip(base.vectors, mine.vectors))
     print(
         f"model={model} family={embedder.info.family} items={len(workload.items)} "
-        f"real_tokens={tokens} threads={torch.get_num_threads()}"
+        f"real_tokens={tokens} threads={torch.get_num_threads()} packing={packing}"
     )
-    print(f"{'':26}{'seconds':>10}{'tokens/s':>12}{'padded tokens':>15}")
+    print(f"{'':26}{'seconds':>10}{'tokens/s':>12}{'forward tokens':>16}{'padding':>9}")
     for label, timing in ((baseline.label, base), ("uniembed", mine)):
+        padding = (timing.padded_tokens - tokens) / tokens  # share of the real tokens
         print(
             f"{label:26}{timing.seconds:10.2f}{tokens / timing.seconds:12.0f}"
-            f"{timing.padded_tokens:15d}"
+            f"{timing.padded_tokens:16d}{padding:9.1%}"
         )
     print(
         f"speed-up: {base.seconds / mine.seconds:.2f}x   max |difference| between the two: "

@@ -3,7 +3,8 @@
 
 Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
 Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
-flags read their variable as whitespace-separated values.
+flags read their variable as whitespace-separated values. The flags every command shares are
+defined once in :mod:`uniembed.cli_options`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ import typer
 from typer.core import TyperGroup
 
 from uniembed import DEFAULT_MODEL
+from uniembed.cli_options import (
+    Device,
+    Dtype,
+    HelpContext,
+    Ray,
+    command_app,
+    env,
+    model_option,
+    with_help_layout,
+)
 from uniembed.distributed.serve import ServeScaling
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.settings import ServerSettings
@@ -50,31 +61,36 @@ RAY_SERVE_FLAGS = (
 
 class LazyGroup(TyperGroup):
     """A typer group that imports the modules of its lazy commands only when they are run; a lazy
-    command is a function (one command) or a ``typer.Typer`` (a group of subcommands)."""
+    command is a function (one command) or a ``typer.Typer`` (a group of subcommands). Every
+    command gets the shared help layout (:func:`~uniembed.cli_options.with_help_layout`)."""
+
+    context_class = HelpContext
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *LAZY_COMMANDS]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in LAZY_COMMANDS:
-            return super().get_command(ctx, cmd_name)
+            command = super().get_command(ctx, cmd_name)
+            return None if command is None else with_help_layout(command)
         module, attribute, help_text = LAZY_COMMANDS[cmd_name]
         function = getattr(importlib.import_module(module), attribute)
         if isinstance(function, typer.Typer):
             group = typer.main.get_command(function)
-            group.name = cmd_name
-            return group
-        single = typer.Typer(add_completion=False)
-        single.command(name=cmd_name, help=function.__doc__ or help_text)(function)
+            group.name, group.short_help = cmd_name, help_text
+            return with_help_layout(group)
+        single = command_app()
+        single.command(name=cmd_name, help=function.__doc__ or help_text, short_help=help_text)(
+            function
+        )
         command = typer.main.get_command(single)
         command.name = cmd_name
-        return command
+        return with_help_layout(command)
 
 
-app = typer.Typer(
+app = command_app(
     cls=LazyGroup,
     no_args_is_help=True,
-    add_completion=False,
     help="uniembed: self-hosted jina-embeddings-v4 / v3.",
 )
 
@@ -84,27 +100,21 @@ def main() -> None:
     """uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3)."""
 
 
-def _env(name: str) -> str:
-    return f"UNIEMBED_{name}"
-
-
-@app.command()
+@app.command(short_help="Serve the embeddings API (and, with --index, search).")
 def serve(
     model: Annotated[
         list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            envvar=_env("MODEL"),
-            help="Model to serve (hub id or local snapshot); repeat to serve several. "
+        model_option(
+            "Model to serve (hub id or local snapshot); repeat to serve several. "
             f"Default: {DEFAULT_MODEL}.",
+            show_default=False,
         ),
     ] = None,
     served_model_name: Annotated[
         list[str] | None,
         typer.Option(
             "--served-model-name",
-            envvar=_env("SERVED_MODEL_NAME"),
+            envvar=env("SERVED_MODEL_NAME"),
             show_default=False,
             help="Name clients use for each --model, in order (default: its last path "
             "component); each task is also served as NAME-TASK, e.g. "
@@ -112,26 +122,16 @@ def serve(
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option(envvar=_env("HOST"), help="Address to bind (0.0.0.0: all).")
+        str, typer.Option(envvar=env("HOST"), help="Address to bind (0.0.0.0: all).")
     ] = SERVE.host,
-    port: Annotated[int, typer.Option(envvar=_env("PORT"), help="Port to listen on.")] = SERVE.port,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            envvar=_env("DEVICE"), help="cpu, cuda, cuda:1 … (default: CUDA if available)."
-        ),
-    ] = SERVE.device,
-    dtype: Annotated[
-        str | None,
-        typer.Option(
-            envvar=_env("DTYPE"), help="float32, bfloat16, float16 (default: bf16 on CUDA)."
-        ),
-    ] = SERVE.dtype,
+    port: Annotated[int, typer.Option(envvar=env("PORT"), help="Port to listen on.")] = SERVE.port,
+    device: Device = SERVE.device,
+    dtype: Dtype = SERVE.dtype,
     adapter: Annotated[
         list[str] | None,
         typer.Option(
             "--adapter",
-            envvar=_env("ADAPTERS"),
+            envvar=env("ADAPTERS"),
             show_default=False,
             help="NAME=DIR: serve the adapter folder DIR (uniembed train) as task NAME beside "
             "the official ones; repeat for several.",
@@ -141,51 +141,51 @@ def serve(
         list[str] | None,
         typer.Option(
             "--api-key",
-            envvar=_env("API_KEYS"),
+            envvar=env("API_KEYS"),
             show_default=False,
             help="Accepted bearer token; repeat for several. None given: no authentication.",
         ),
     ] = None,
     token_budget: Annotated[
-        int, typer.Option(envvar=_env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")
+        int, typer.Option(envvar=env("TOKEN_BUDGET"), help="Padded tokens per forward batch.")
     ] = SERVE.token_budget,
     max_batch_size: Annotated[
-        int, typer.Option(envvar=_env("MAX_BATCH_SIZE"), help="Rows per forward batch.")
+        int, typer.Option(envvar=env("MAX_BATCH_SIZE"), help="Rows per forward batch.")
     ] = SERVE.max_batch_size,
     max_queue_rows: Annotated[
-        int, typer.Option(envvar=_env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")
+        int, typer.Option(envvar=env("MAX_QUEUE_ROWS"), help="Queued rows per model before 429.")
     ] = SERVE.max_queue_rows,
     batch_gather_ms: Annotated[
         float,
         typer.Option(
-            envvar=_env("BATCH_GATHER_MS"),
+            envvar=env("BATCH_GATHER_MS"),
             help="Longest wait of a batch for the clients the last one answered (0: never wait).",
         ),
     ] = SERVE.batch_gather_ms,
     cpu_workers: Annotated[
         int,
         typer.Option(
-            envvar=_env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses."
+            envvar=env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses."
         ),
     ] = SERVE.cpu_workers,
     torch_threads: Annotated[
         int | None,
         typer.Option(
-            envvar=_env("TORCH_THREADS"),
+            envvar=env("TORCH_THREADS"),
             help="CPU threads of each model's forward (default: torch's, the physical cores).",
         ),
     ] = SERVE.torch_threads,
     max_connections: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_CONNECTIONS"),
+            envvar=env("MAX_CONNECTIONS"),
             help="Open connections; at the limit the longest-idle one is closed.",
         ),
     ] = SERVE.max_connections,
     max_concurrent_requests: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_CONCURRENT_REQUESTS"),
+            envvar=env("MAX_CONCURRENT_REQUESTS"),
             help="Requests in progress; more get 503 + Retry-After (/health, /ready, /metrics "
             "aside).",
         ),
@@ -193,42 +193,42 @@ def serve(
     header_timeout: Annotated[
         float,
         typer.Option(
-            envvar=_env("HEADER_TIMEOUT"),
+            envvar=env("HEADER_TIMEOUT"),
             help="Seconds from connecting (or the last response) to complete request headers.",
         ),
     ] = SERVE.header_timeout,
     body_timeout: Annotated[
         float,
         typer.Option(
-            envvar=_env("BODY_TIMEOUT"),
+            envvar=env("BODY_TIMEOUT"),
             help="Seconds from the headers to the end of the body (else 408).",
         ),
     ] = SERVE.body_timeout,
     keep_alive_timeout: Annotated[
         float,
         typer.Option(
-            envvar=_env("KEEP_ALIVE_TIMEOUT"),
+            envvar=env("KEEP_ALIVE_TIMEOUT"),
             help="Seconds an idle connection stays open after a response.",
         ),
     ] = SERVE.keep_alive_timeout,
     max_body_bytes: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_BODY_BYTES"),
+            envvar=env("MAX_BODY_BYTES"),
             help="Largest request body (also after gzip decompression).",
         ),
     ] = SERVE.max_body_bytes,
     max_items_per_request: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_ITEMS_PER_REQUEST"),
+            envvar=env("MAX_ITEMS_PER_REQUEST"),
             help="Inputs per request (PDF pages count, from the page count).",
         ),
     ] = SERVE.max_items_per_request,
     max_pixels_per_request: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_PIXELS_PER_REQUEST"),
+            envvar=env("MAX_PIXELS_PER_REQUEST"),
             help="Decoded pixels of all images and PDF pages of a request (from headers, "
             "before decoding).",
         ),
@@ -236,117 +236,105 @@ def serve(
     max_fetch_bytes_per_request: Annotated[
         int,
         typer.Option(
-            envvar=_env("MAX_FETCH_BYTES_PER_REQUEST"),
+            envvar=env("MAX_FETCH_BYTES_PER_REQUEST"),
             help="Bytes downloaded from URLs by one request.",
         ),
     ] = SERVE.max_fetch_bytes_per_request,
     max_tokens_per_item: Annotated[
         int | None,
         typer.Option(
-            envvar=_env("MAX_TOKENS_PER_ITEM"),
+            envvar=env("MAX_TOKENS_PER_ITEM"),
             help="Tokens per input (default: the model's context).",
         ),
     ] = SERVE.max_tokens_per_item,
     max_tokens_per_request: Annotated[
-        int, typer.Option(envvar=_env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")
+        int, typer.Option(envvar=env("MAX_TOKENS_PER_REQUEST"), help="Tokens per request.")
     ] = SERVE.max_tokens_per_request,
     max_image_bytes: Annotated[
-        int, typer.Option(envvar=_env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")
+        int, typer.Option(envvar=env("MAX_IMAGE_BYTES"), help="Encoded bytes of one image.")
     ] = LIMITS.max_image_bytes,
     max_image_pixels: Annotated[
-        int, typer.Option(envvar=_env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")
+        int, typer.Option(envvar=env("MAX_IMAGE_PIXELS"), help="Pixels of one image or PDF page.")
     ] = LIMITS.max_image_pixels,
     max_pdf_bytes: Annotated[
-        int, typer.Option(envvar=_env("MAX_PDF_BYTES"), help="Bytes of one PDF.")
+        int, typer.Option(envvar=env("MAX_PDF_BYTES"), help="Bytes of one PDF.")
     ] = LIMITS.max_pdf_bytes,
     max_pdf_pages: Annotated[
-        int, typer.Option(envvar=_env("MAX_PDF_PAGES"), help="Pages of one PDF.")
+        int, typer.Option(envvar=env("MAX_PDF_PAGES"), help="Pages of one PDF.")
     ] = LIMITS.max_pdf_pages,
     pdf_dpi: Annotated[
-        float, typer.Option(envvar=_env("PDF_DPI"), help="PDF render resolution.")
+        float, typer.Option(envvar=env("PDF_DPI"), help="PDF render resolution.")
     ] = LIMITS.pdf_dpi,
     max_text_chars: Annotated[
-        int, typer.Option(envvar=_env("MAX_TEXT_CHARS"), help="Characters of one text.")
+        int, typer.Option(envvar=env("MAX_TEXT_CHARS"), help="Characters of one text.")
     ] = LIMITS.max_text_chars,
     fetch_timeout: Annotated[
-        float, typer.Option(envvar=_env("FETCH_TIMEOUT"), help="Seconds per URL download.")
+        float, typer.Option(envvar=env("FETCH_TIMEOUT"), help="Seconds per URL download.")
     ] = LIMITS.fetch_timeout,
     max_redirects: Annotated[
-        int, typer.Option(envvar=_env("MAX_REDIRECTS"), help="Redirects per URL.")
+        int, typer.Option(envvar=env("MAX_REDIRECTS"), help="Redirects per URL.")
     ] = LIMITS.max_redirects,
     max_concurrent_fetches: Annotated[
         int,
-        typer.Option(envvar=_env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request."),
+        typer.Option(envvar=env("MAX_CONCURRENT_FETCHES"), help="Parallel downloads per request."),
     ] = LIMITS.max_concurrent_fetches,
     allow_private_urls: Annotated[
         bool,
         typer.Option(
-            envvar=_env("ALLOW_PRIVATE_URLS"),
+            envvar=env("ALLOW_PRIVATE_URLS"),
             help="Allow URLs on private/loopback addresses (trusted networks only).",
         ),
     ] = LIMITS.allow_private_urls,
     log_level: Annotated[
-        str, typer.Option(envvar=_env("LOG_LEVEL"), help="critical, error, warning, info, debug.")
+        str, typer.Option(envvar=env("LOG_LEVEL"), help="critical, error, warning, info, debug.")
     ] = SERVE.log_level,
     index: Annotated[
         str | None,
         typer.Option(
-            envvar=_env("INDEX"),
+            envvar=env("INDEX"),
             help="Also serve this index (directory or Qdrant URL): /v1/search, /v1/index and "
             "the search page at /. Its model is served when no --model is given.",
         ),
     ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            envvar=_env("RAY"),
-            help="Serve on Ray Serve replicas (pip install 'uniembed[ray]'): 'local' starts a "
-            "cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.",
-            rich_help_panel="Ray",
-        ),
-    ] = None,
+    ray: Ray = None,
     ray_replicas: Annotated[
         int,
         typer.Option(
-            envvar=_env("RAY_REPLICAS"),
+            envvar=env("RAY_REPLICAS"),
             help="Replicas, each with its own copy of the models.",
-            rich_help_panel="Ray",
         ),
     ] = RAY_SERVE.replicas,
     ray_max_replicas: Annotated[
         int | None,
         typer.Option(
-            envvar=_env("RAY_MAX_REPLICAS"),
+            envvar=env("RAY_MAX_REPLICAS"),
             help="Above --ray-replicas: autoscale between the two.",
-            rich_help_panel="Ray",
         ),
     ] = RAY_SERVE.max_replicas,
     ray_target_ongoing_requests: Annotated[
         float,
         typer.Option(
-            envvar=_env("RAY_TARGET_ONGOING_REQUESTS"),
+            envvar=env("RAY_TARGET_ONGOING_REQUESTS"),
             help="Autoscaling aims at this many requests in flight per replica.",
-            rich_help_panel="Ray",
         ),
     ] = RAY_SERVE.target_ongoing_requests,
     ray_cpus_per_replica: Annotated[
         float,
         typer.Option(
-            envvar=_env("RAY_CPUS_PER_REPLICA"),
+            envvar=env("RAY_CPUS_PER_REPLICA"),
             help="CPUs each replica reserves.",
-            rich_help_panel="Ray",
         ),
     ] = RAY_SERVE.cpus_per_replica,
     ray_gpus_per_replica: Annotated[
         float,
         typer.Option(
-            envvar=_env("RAY_GPUS_PER_REPLICA"),
+            envvar=env("RAY_GPUS_PER_REPLICA"),
             help="GPUs each replica reserves (1: one GPU each).",
-            rich_help_panel="Ray",
         ),
     ] = RAY_SERVE.gpus_per_replica,
 ) -> None:
-    """Serve the Jina- and OpenAI-compatible embeddings API (and, with --index, search)."""
+    """Serve the Jina- and OpenAI-compatible embeddings API (and, with --index, search); with
+    --ray, on Ray Serve replicas."""
     options = dict(locals())
     from uniembed.errors import UniembedError
 

@@ -14,6 +14,7 @@ Work is split in three steps so that every caller can share batches:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +26,14 @@ from uniembed.engine.loop import Engine
 from uniembed.engine.planning import BatchPolicy
 from uniembed.errors import InputTooLarge, InvalidInput, UniembedError, ValidationFailed, labelled
 from uniembed.inputs.items import ImageItem, Item, TextItem
-from uniembed.models.base import EmbeddingModel, ModelInfo, Row, TaskSpec, TokenizedText
+from uniembed.models.base import (
+    EmbeddingModel,
+    ModelInfo,
+    PackableModel,
+    Row,
+    TaskSpec,
+    TokenizedText,
+)
 from uniembed.plans import EncodeOptions, EncodeResult, Output, Plan, check_dimensions
 
 TaskArg = str | Sequence[str] | None
@@ -34,9 +42,13 @@ TaskArg = str | Sequence[str] | None
 class Embedder:
     """Encode text and images with a loaded model; see :func:`uniembed.load`."""
 
-    def __init__(self, model: EmbeddingModel, policy: BatchPolicy | None = None) -> None:
+    def __init__(
+        self, model: EmbeddingModel, policy: BatchPolicy | None = None, *, source: str | None = None
+    ) -> None:
         self._model = model
-        self.engine = Engine(model.forward, policy, name=model.info.name)
+        self.source = source  # what the model was loaded from (path or hub id), when known
+        packed = model.forward_packed if isinstance(model, PackableModel) else None
+        self.engine = Engine(model.forward, policy, name=model.info.name, forward_packed=packed)
 
     @property
     def info(self) -> ModelInfo:
@@ -227,7 +239,7 @@ class Embedder:
             return None
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationFailed(f"batch_size must be a positive integer, got {batch_size!r}")
-        return BatchPolicy(self.engine.policy.token_budget, batch_size)
+        return dataclasses.replace(self.engine.policy, max_batch_size=batch_size)
 
     def encode(
         self,

@@ -43,6 +43,7 @@ def test_eval_retrieval_writes_report_chart_and_runs(tiny_v4_path: Path, tmp_pat
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "dense-int8:64" in result.output and "ndcg@10" in result.output
+    assert "encoded 20 items" in result.output and "from the cache" not in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"] == {"queries": "text-matching", "corpus": "text-matching"}
     assert (
@@ -52,6 +53,9 @@ def test_eval_retrieval_writes_report_chart_and_runs(tiny_v4_path: Path, tmp_pat
     assert (out / "quality_vs_bytes.png").is_file() and len(list((out / "runs").iterdir())) == 6
     again = runner.invoke(app, [*args[:-1], "-s", "dense:8"])  # cached: a new setting only
     assert again.exit_code == 0, again.output
+    assert "read 20 items (10 queries, 10 corpus) from the cache: no forward pass ran" in (
+        again.output
+    )
     assert (
         json.loads((out / "report.json").read_text())["encoding"]["corpus"]["chunks_from_cache"]
         == 1

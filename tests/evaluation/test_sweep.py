@@ -3,7 +3,6 @@ nothing half-written), scores against direct formulations, and the identity data
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,19 +22,6 @@ from uniembed.evaluation.settings import Dense, QueryVectors, parse_settings
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval
 
 LATE_SETTINGS = ["maxsim", "maxsim-fp16", "maxsim-pool:2", "maxsim-binary:5", "two-stage:16:5"]
-
-
-def retrieval_available() -> bool:
-    try:
-        return importlib.util.find_spec("uniembed.retrieval.compression") is not None
-    except ModuleNotFoundError:  # no uniembed.retrieval package at all
-        return False
-
-
-needs_retrieval = pytest.mark.skipif(
-    not retrieval_available(),
-    reason="uniembed.retrieval (MaxSim, pooling, binarisation) not merged yet",
-)
 
 
 def dataset(count: int = 12, seed: int = 0) -> RetrievalDataset:
@@ -73,7 +59,6 @@ def test_identity_dataset_scores_ndcg_1_under_text_matching(tiny_v4: Embedder) -
     assert full.stored_bytes == 64 * 4
 
 
-@needs_retrieval
 def test_identity_dataset_scores_ndcg_1_with_exact_maxsim(tiny_v4: Embedder) -> None:
     report = evaluate_retrieval(tiny_v4, dataset(), matching(["maxsim", "two-stage:16:5"]))
     for result in report.results:
@@ -189,7 +174,6 @@ def test_dense_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
     assert float((scores.double() - expected[positions]).abs().max()) < 16 * (2 / 255)
 
 
-@needs_retrieval
 def test_dense_binary_scores_the_sign_vectors(tiny_v4: Embedder) -> None:
     texts = sentences(30, seed=9)
     corpus, _ = encode_items(tiny_v4, [str(i) for i in range(30)], texts, "retrieval.passage")
@@ -213,7 +197,6 @@ def signs(rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows > 0, 1.0, -1.0).double()
 
 
-@needs_retrieval
 def test_late_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
     from uniembed.evaluation.settings import BinaryMaxSim, MaxSim, TwoStage
 
@@ -253,7 +236,6 @@ def test_late_settings_score_like_direct_formulas(tiny_v4: Embedder) -> None:
         assert positions.tolist() == best[:3]
 
 
-@needs_retrieval
 def test_late_settings_rank_and_size(tiny_v4: Embedder) -> None:
     report = evaluate_retrieval(tiny_v4, dataset(12), matching(LATE_SETTINGS))
     by_name = {r.name: r for r in report.results}

@@ -255,7 +255,6 @@ def test_no_task_uses_base_weights_and_no_instruction(model, reference):
 
 # --------------------------------------------------------------------------- tasks and tokens
 def test_resolve_task_gives_adapter_and_instruction(model):
-    assert model.resolve_task(None) == model.resolve_task(None)
     none = model.resolve_task(None)
     assert (none.name, none.adapter, none.prefix) == (NO_TASK, NO_ADAPTER, "")
     for index, task in enumerate(TASKS):

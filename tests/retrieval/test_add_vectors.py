@@ -196,7 +196,7 @@ def vectors(count: int, dim: int = 32, rows: int = 5) -> tuple[np.ndarray, list[
         ({"multivectors": [np.ones((3, 8)), np.ones((0, 8))]}, "entry 1: a multi-vector must be"),
         ({"metadata": [{}]}, "got 1 metadata for 2 ids"),
         ({"metadata": [{}, "x"]}, "entry 1 \\(document 'b'\\): metadata must be a JSON object"),
-        ({"metadata": [{}, {"x": {1, 2}}]}, "metadata is not JSON"),
+        ({"metadata": [{}, {"x": {1, 2}}]}, "metadata.x is not JSON \\(a set\\)"),
         ({"pages": [0, None]}, "a page number is an integer ≥ 1, got 0"),
         ({"patch_grids": [(0, 2, 3), None]}, "patch grid \\(0, 2, 3\\) covers rows up to 6, but"),
         ({"patch_grids": [(0, 2), None]}, "a patch grid is \\(start, height, width\\)"),

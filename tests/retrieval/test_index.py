@@ -4,16 +4,19 @@ reopening."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from qdrant_client import QdrantClient
+from typer.testing import CliRunner
 
 from tests.retrieval.retrieval_samples import LOCAL_QDRANT_WARNINGS, TEXTS, color_image, page_pdf
+from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
-from uniembed.retrieval.index import Hit, Index, open_index
+from uniembed.retrieval.index import Hit, Index, open_index, read_settings
 from uniembed.retrieval.scores import cosine, maxsim
 from uniembed.retrieval.store import Match
 from uniembed.testing.fake import FakeModel
@@ -228,6 +231,30 @@ def test_reopening_checks_the_model_and_loads_the_recorded_one(
     reopened.close()
 
 
+def test_an_index_created_from_a_loaded_model_reopens_without_one(
+    tiny_v4: Embedder, tiny_v4_path: Path, tmp_path: Path
+) -> None:
+    index = Index.create(tmp_path / "index", tiny_v4, dimensions=16)  # as docs/search.md shows
+    index.add(["hello", "bread"], ["h", "b"])
+    index.close()
+    assert read_settings(tmp_path / "index").model_source == str(tiny_v4_path.resolve())
+    with Index.open(tmp_path / "index") as reopened:
+        assert reopened.search("hello", k=1)[0].id == "h"
+    found = CliRunner().invoke(cli_app, ["search", str(tmp_path / "index"), "hello", "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout.splitlines()[0])["id"] == "h"
+
+
+def test_without_a_recorded_source_the_error_names_the_model_options(
+    fake_embedder: Embedder, tmp_path: Path
+) -> None:
+    Index.create(tmp_path / "index", fake_embedder).close()  # a model built by hand: no source
+    with pytest.raises(InvalidInput, match="fake-model: --model on the command line, model= in"):
+        Index.open(tmp_path / "index")
+    failed = CliRunner().invoke(cli_app, ["search", str(tmp_path / "index"), "hello"])
+    assert failed.exit_code == 1 and "--model" in failed.output
+
+
 def test_folders_index_texts_images_and_pdf_pages(fake_embedder: Embedder, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
@@ -247,7 +274,7 @@ def test_bad_requests_get_clear_errors(fake_embedder: Embedder, tmp_path: Path) 
     index = Index.create(tmp_path / "index", fake_embedder)
     with pytest.raises(InvalidInput, match="twice"):
         index.add(["a", "b"], ["same", "same"])
-    with pytest.raises(InvalidInput, match="metadata is not JSON"):
+    with pytest.raises(InvalidInput, match="metadata.when is not JSON"):
         index.add(["a"], ["x"], [{"when": object()}])
     with pytest.raises(InvalidInput, match="mode must be one of"):
         index.search("a", mode="fuzzy")

@@ -20,7 +20,8 @@ def load_script():
 
 
 def test_the_helpers_doctests_pass() -> None:
-    assert doctest.testmod(load_script()).failed == 0
+    result = doctest.testmod(load_script())
+    assert result.attempted > 0 and result.failed == 0  # attempted: the doctests are still there
 
 
 def test_a_quick_run_measures_every_mode(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import shutil
 import socket
 from collections.abc import Iterator
@@ -15,9 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
 from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
+from tests.server.test_schemathesis import EXAMPLES, schema_valid_requests_are_well_formed
 from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
 from uniembed.retrieval.index import Index
@@ -25,6 +32,11 @@ from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
 from uniembed.testing.live import LiveServer, wait_until_ready
+
+
+def as_json(body: Any) -> dict[str, Any]:
+    """A request body as JSON that may hold NaN and infinities (as clients can send them)."""
+    return {"content": json.dumps(body), "headers": {"content-type": "application/json"}}
 
 
 def data_uri(data: bytes, media_type: str) -> str:
@@ -122,6 +134,14 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
         ({"query": "a", "mode": "fuzzy"}, 422, "mode"),
         ({"query": "a", "k": 0}, 422, "k"),
         ({"query": "a", "filter": {"lang": "en"}}, 400, "filter field 'lang'"),
+        ({"query": "a", "k": "5"}, 422, "k"),
+        ({"query": "a", "candidates": "5"}, 422, "candidates"),
+        ({"query": "a", "thumbnails": 0}, 422, "thumbnails"),
+        ({"query": "a", "maps": "true"}, 422, "maps"),
+        ({"query": "a", "filter": {"page": "abc"}}, 400, "'page' is an integer field"),
+        ({"query": "a", "filter": {"page": True}}, 400, "'page' is an integer field"),
+        ({"query": "a", "filter": {"page": {"gte": math.nan}}}, 400, "finite"),
+        ({"query": "a", "filter": {"metadata.topic": 3}}, 400, "'metadata.topic' is a keyword"),
         ({"query": {"pdf": "JVBERi0="}}, 400, "not a PDF"),
         ({"query": {"image": "/etc/passwd"}}, 400, "input 0"),
     ],
@@ -129,7 +149,7 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
 def test_search_route_errors_name_the_problem(
     served: tuple[LiveServer, Index], body: dict, status: int, message: str
 ) -> None:
-    response = httpx.post(f"{served[0].url}/v1/search", json=body, timeout=30)
+    response = httpx.post(f"{served[0].url}/v1/search", **as_json(body), timeout=30)
     assert response.status_code == status and message in response.text
 
 
@@ -141,6 +161,51 @@ def test_add_route_refuses_documents_with_two_kinds_or_a_path(
     assert response.status_code == 400 and "document 1: give exactly one" in response.text
     response = httpx.post(url, json={"documents": [{"pdf": "/etc/hosts"}]})
     assert response.status_code == 400 and "document 0" in response.text
+
+
+def test_whole_numbers_pass_as_on_the_embeddings_route(served: tuple[LiveServer, Index]) -> None:
+    response = httpx.post(f"{served[0].url}/v1/search", json={"query": "a", "k": 2.0}, timeout=30)
+    assert response.status_code == 200 and len(response.json()["results"]) == 2
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("document", "status", "message"),
+    [
+        (
+            {"id": "two\nlines", "text": "a"},
+            400,
+            "document 1: document id 'two\\nlines' holds a control",
+        ),
+        ({"id": "x" * 1025, "text": "a"}, 422, "id"),
+        ({"text": "a", "metadata": nested(130)}, 413, "document 1: metadata nests deeper"),
+        ({"text": "a", "metadata": {f"k{i}": i for i in range(1025)}}, 413, "1,024"),
+        ({"text": "a", "metadata": {"x": "y" * 70_000}}, 413, "65,536 bytes"),
+        ({"text": "a", "metadata": {"x": math.inf}}, 400, "metadata.x is inf"),
+    ],
+)
+def test_add_route_checks_ids_and_metadata_before_reading_inputs(
+    served: tuple[LiveServer, Index], document: dict, status: int, message: str
+) -> None:
+    live, index = served
+    before = index.count()
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        # document 0 is no valid PDF: refused for document 1 means nothing was read before
+        body = {"documents": [{"pdf": "/etc/hosts"}, document]}
+        response = http.post("/v1/index/documents", **as_json(body))
+        assert response.status_code == status, response.text
+        assert message in str(response.json()["detail"])
+        assert http.post("/v1/search", json={"query": "solar", "k": 50}).status_code == 200
+        added = http.post("/v1/index/documents", json={"documents": [{"id": "ok", "text": "a"}]})
+        assert added.status_code == 200 and index.count() == before + 1
+        assert http.delete("/v1/index/documents/ok").status_code == 200
+    assert index.count() == before
 
 
 def test_api_keys_guard_the_routes_but_not_the_page(tmp_path: Path) -> None:
@@ -359,3 +424,37 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_the_search_routes_keep_their_documented_promises(
+    served: tuple[LiveServer, Index], mode: GenerationMode
+) -> None:
+    """schemathesis, as for the embeddings API (tests/server/test_schemathesis.py): every answer
+    documented and fitting its schema, never a 5xx, schema-valid requests never called malformed."""
+    schema = schemathesis.openapi.from_url(f"{served[0].url}/openapi.json")
+    operations = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if "/index" in result.ok().label or "/search" in result.ok().label
+    ]
+    assert len(operations) == 4
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(
+                excluded_checks=[positive_data_acceptance],
+                additional_checks=[schema_valid_requests_are_well_formed],
+            )
+
+        try:
+            check()
+        except Unsatisfiable:  # no request breaks this operation's schema (GET /v1/index)
+            assert mode == GenerationMode.NEGATIVE, operation.label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -46,12 +47,13 @@ def test_train_from_the_command_line(tiny_v3_path: Path, domain_files, tmp_path:
         "5e-3",
         "--mini-batch-size",
         "4",
-        "--quiet",
+        "--no-progress",
     ]
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert "evaluation (start → best" in result.output and "--adapter dom=" in result.output
+    assert "never improved" not in result.output
     model = uniembed.load(tiny_v3_path, adapters={"dom": tmp_path / "run" / "adapter"})
     assert "dom.query" in model.info.tasks
 
@@ -72,7 +74,7 @@ def test_bad_data_exits_with_the_line(tiny_v3_path: Path, tmp_path: Path) -> Non
             "dom",
             "--output",
             str(tmp_path / "run"),
-            "--quiet",
+            "--no-progress",
         ],
     )
     assert result.exit_code == 1
@@ -184,3 +186,21 @@ def test_train_is_listed_and_documents_its_flags() -> None:
         "--init-from",
     ):
         assert flag in text
+
+
+def test_a_run_whose_evaluation_never_improves_says_so(
+    tiny_v3_path: Path, domain_files, tmp_path: Path
+) -> None:
+    data, held_out = domain_files
+    args = ["train", "-m", str(tiny_v3_path), "-d", str(data), "--eval", str(held_out)]
+    args += ["--task", "dom", "-o", str(tmp_path / "run"), "--max-steps", "2", "--eval-steps", "1"]
+    args += ["--batch-size", "4", "--lr", "1e-30", "--no-progress", "--dtype", "float32"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "warning: the evaluation never improved on the start" in flat
+    assert "at step 0" in flat and "which no checkpoint holds" in flat
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["metrics"]["best"]["step"] == 0 and record["config"]["dtype"] == "float32"
+    checkpoint = Path(record["best_checkpoint"]).name  # the Trainer's best after the start
+    assert f"the adapter written is the best later checkpoint's ({checkpoint})" in flat

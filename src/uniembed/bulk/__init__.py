@@ -21,7 +21,7 @@ state), :mod:`~uniembed.bulk.job` (the job), :mod:`~uniembed.bulk.command` (``un
 from uniembed.bulk.command import embed_command, make_embed_command
 from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
 from uniembed.bulk.outputs import infer_format
-from uniembed.bulk.records import ReadOptions, Record, count_records, iter_records
+from uniembed.bulk.records import ReadOptions, Record, count_items, count_records, iter_records
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -29,6 +29,7 @@ __all__ = [
     "BulkReport",
     "ReadOptions",
     "Record",
+    "count_items",
     "count_records",
     "embed_command",
     "embed_files",

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 from uniembed import DEFAULT_MODEL
 from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, ChunkEncoder, embed_files
 from uniembed.bulk.outputs import errors_path_for, infer_format
-from uniembed.bulk.records import ReadOptions, count_records
+from uniembed.bulk.records import ReadOptions, count_items
+from uniembed.cli_options import Device, Dtype, Model, Progress, Ray
 
 Loader = Callable[..., "Embedder"]
 
@@ -42,15 +43,9 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
         output: Annotated[
             Path, typer.Option("--output", "-o", help="Output file (.jsonl, .parquet or .npy).")
         ],
-        model: Annotated[
-            str, typer.Option(help="Model id or local path.", envvar="UNIEMBED_MODEL")
-        ] = DEFAULT_MODEL,
-        device: Annotated[
-            str | None, typer.Option(help="cpu, cuda, cuda:1, mps …", envvar="UNIEMBED_DEVICE")
-        ] = None,
-        dtype: Annotated[
-            str | None, typer.Option(help="float32, bfloat16, float16.", envvar="UNIEMBED_DTYPE")
-        ] = None,
+        model: Model = DEFAULT_MODEL,
+        device: Device = None,
+        dtype: Dtype = None,
         task: Annotated[
             str | None, typer.Option(help="API task name, e.g. retrieval.passage.")
         ] = None,
@@ -96,27 +91,20 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
         errors: Annotated[
             Path | None, typer.Option(help="Errors file (default: <output>.errors.jsonl).")
         ] = None,
-        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-        ray: Annotated[
-            str | None,
-            typer.Option(
-                envvar="UNIEMBED_RAY",
-                help="Embed on a Ray actor pool (pip install 'uniembed[ray]'): 'local' starts a "
-                "cluster here, 'auto' joins this node's, or HOST:PORT / ray://HOST:10001.",
-                rich_help_panel="Ray",
-            ),
-        ] = None,
+        progress: Progress = True,
+        ray: Ray = None,
         ray_actors: Annotated[
-            int, typer.Option(help="Actors, each with its own model.", rich_help_panel="Ray")
+            int, typer.Option(help="With --ray: actors, each with its own model.")
         ] = 1,
         ray_cpus_per_actor: Annotated[
-            float, typer.Option(help="CPUs each actor reserves.", rich_help_panel="Ray")
+            float, typer.Option(help="With --ray: CPUs each actor reserves.")
         ] = 1.0,
         ray_gpus_per_actor: Annotated[
-            float, typer.Option(help="GPUs each actor reserves.", rich_help_panel="Ray")
+            float, typer.Option(help="With --ray: GPUs each actor reserves.")
         ] = 0.0,
     ) -> None:
-        """Embed files into JSONL, Parquet or NumPy, with resume and an errors file."""
+        """Embed files into JSONL, Parquet or NumPy, with resume and an errors file; with --ray,
+        on a Ray actor pool."""
         from rich.console import Console
 
         console = Console(stderr=True, soft_wrap=True)
@@ -219,13 +207,13 @@ def _run_with_progress(
         RateColumn("tokens"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, disable=not show) as bar:
-        total = count_records(inputs, read) if show else None
-        job = bar.add_task("embed", total=total, tokens=0)
+    bar = Progress(*columns, console=console, disable=not show)
+    job = bar.add_task("embed", total=count_items(inputs, read) if show else None, tokens=0)
 
-        def advance(records: int, tokens: int) -> None:
-            bar.update(job, advance=records, tokens=bar.tasks[job].fields["tokens"] + tokens)
+    def advance(items: int, tokens: int) -> None:
+        bar.update(job, advance=items, tokens=bar.tasks[job].fields["tokens"] + tokens)
 
+    try:  # the bar starts once the job has checked its output: no empty bar before an error
         embed_files(
             inputs,
             output,
@@ -237,20 +225,23 @@ def _run_with_progress(
             overwrite=overwrite,
             errors_file=errors,
             on_progress=advance,
+            on_start=bar.start,
             report=report,
         )
+    finally:
+        bar.stop()
 
 
 class RateColumn(ProgressColumn):
-    """``123.4 items/s`` (completed per second) or ``5.6k tokens/s`` (the task's ``tokens``
-    field)."""
+    """``123.4 items/s`` (completed per second, in any unit but tokens) or ``5.6k tokens/s`` (the
+    task's ``tokens`` field)."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
         self.unit = unit
 
     def render(self, task: Any) -> Text:
-        amount = task.completed if self.unit == "items" else task.fields.get("tokens", 0)
+        amount = task.fields.get("tokens", 0) if self.unit == "tokens" else task.completed
         elapsed = task.elapsed or 0.0
         rate = amount / elapsed if elapsed > 0 else 0.0
         return Text(f"{_human(rate)} {self.unit}/s", style="progress.data.speed")

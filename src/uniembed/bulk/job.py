@@ -79,7 +79,7 @@ class BulkReport:
     finished: bool = False
 
 
-ProgressCallback = Callable[[int, int], None]  # (records done in a chunk, tokens in it)
+ProgressCallback = Callable[[int, int], None]  # (items done in a chunk, tokens in it)
 
 
 @dataclass
@@ -143,6 +143,7 @@ def embed_files(
     overwrite: bool = False,
     errors_file: Path | None = None,
     on_progress: ProgressCallback | None = None,
+    on_start: Callable[[], None] | None = None,
     report: BulkReport | None = None,
 ) -> BulkReport:
     """Embed every record of ``inputs`` into ``output``; see the module docstring.
@@ -151,7 +152,9 @@ def embed_files(
     :class:`ChunkEncoder` (e.g. :class:`uniembed.distributed.RayEncoder`): reading, resume, writing
     and the errors file stay here either way. ``report`` (optional) is filled in as the job goes, so
     a caller still has the counts when the job is interrupted (``KeyboardInterrupt``) or a chunk
-    fails on the model.
+    fails on the model. ``on_start`` is called once the options and the output are checked, before
+    the first record is read (a progress bar starts there, so none shows before such an error);
+    ``on_progress`` after each chunk with its items (embedded, failed or skipped) and tokens.
     """
     encoder = embedder if isinstance(embedder, ChunkEncoder) else LocalEncoder(embedder)
     fmt = infer_format(output, fmt)
@@ -165,6 +168,8 @@ def embed_files(
     errors_file.unlink(missing_ok=True)  # items that failed before are tried again
     errors = ErrorLog(errors_file)
     started = time.perf_counter()
+    if on_start is not None:
+        on_start()
     try:
         chunks = _chunks(iter_records(inputs, read), options.batch_size)
         for result in encoder.encode(chunks, options, done):
@@ -177,7 +182,7 @@ def embed_files(
             report.skipped += result.skipped
             report.tokens += tokens
             if on_progress is not None:
-                on_progress(result.records, tokens)
+                on_progress(len(result.rows) + len(result.failures) + result.skipped, tokens)
         writer.finish()
         report.finished = True
     finally:

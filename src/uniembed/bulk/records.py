@@ -158,6 +158,28 @@ def count_records(paths: Iterable[Path], options: ReadOptions = ReadOptions()) -
     return total
 
 
+def count_items(paths: Iterable[Path], options: ReadOptions = ReadOptions()) -> int:
+    """How many items a job over ``paths`` embeds (a progress bar's total): the records, with each
+    PDF file counted as its pages (read from the file, not rendered; an unreadable one counts 1,
+    as it fails as one item). A PDF named in a JSONL line counts 1."""
+    total = 0
+    for path in paths:
+        for file in _folder_files(path) if path.is_dir() else [path]:
+            pdf = file.suffix.lower() in PDF_SUFFIXES
+            total += _pdf_pages(file) if pdf else _count_file(file, options)
+    return total
+
+
+def _pdf_pages(path: Path) -> int:
+    from uniembed.errors import UniembedError
+    from uniembed.inputs.pdf import pdf_page_count  # local: pdfium loads only when counting
+
+    try:
+        return max(pdf_page_count(path.read_bytes(), str(path)), 1)
+    except (OSError, UniembedError):
+        return 1
+
+
 def _count_file(path: Path, options: ReadOptions) -> int:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES | PDF_SUFFIXES or (

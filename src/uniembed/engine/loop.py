@@ -25,6 +25,7 @@ cannot starve short ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from uniembed.engine.planning import (
     DEFAULT_MAX_GATHER_SECONDS,
     DEFAULT_MAX_QUEUE_ROWS,
     BatchPolicy,
-    padded_tokens,
+    batch_tokens,
     plan_batches,
 )
 from uniembed.engine.stats import BatchStats, EngineObserver, EngineTotals
@@ -104,12 +105,20 @@ class Engine:
     """Batches and runs the rows of every caller of one model; see the module docstring."""
 
     def __init__(
-        self, forward: Forward, policy: BatchPolicy | None = None, *, name: str = "model"
+        self,
+        forward: Forward,
+        policy: BatchPolicy | None = None,
+        *,
+        name: str = "model",
+        forward_packed: Forward | None = None,
     ) -> None:
+        """``forward`` runs a padded batch; ``forward_packed`` (if the model can pack) a packed
+        one, used for policies with ``packed=True``."""
         self.name = name
         self.policy = policy or BatchPolicy()
         self.totals = EngineTotals()
         self._forward = forward
+        self._forward_packed = forward_packed
         self._observer = EngineObserver()
         self._max_queue_rows = DEFAULT_MAX_QUEUE_ROWS
         self._torch_threads: int | None = None
@@ -301,23 +310,26 @@ class Engine:
     ) -> Exception | None:
         """Run ``rows`` in planned batches; return the last model failure (its jobs have failed)."""
         lengths = [job.rows[index].num_tokens for job, index in rows]
+        if policy.packed and self._forward_packed is None:  # this model only runs padded batches
+            policy = dataclasses.replace(policy, packed=False)
         error = None
         for batch in plan_batches(lengths, policy):
             live = [rows[k] for k in batch if not rows[k][0].finished]
             self._count_dropped(sum(1 for k in batch if rows[k][0].future.cancelled()))
             if live:
-                error = self._run_batch(live) or error
+                error = self._run_batch(live, policy.packed) or error
             if on_batch is not None:
                 on_batch(len(batch))
         return error
 
-    def _run_batch(self, rows: list[QueuedRow]) -> Exception | None:
+    def _run_batch(self, rows: list[QueuedRow], packed: bool) -> Exception | None:
         batch = [job.rows[index] for job, index in rows]
         lengths = [row.num_tokens for row in batch]
+        forward = self._forward_packed if packed and self._forward_packed else self._forward
         try:
             with self._forward_lock, torch.inference_mode():
                 started = time.perf_counter()
-                outputs = self._forward(batch)
+                outputs = forward(batch)
                 seconds = time.perf_counter() - started
             if len(outputs) != len(rows):
                 raise RuntimeError(f"forward returned {len(outputs)} outputs for {len(rows)} rows")
@@ -329,7 +341,7 @@ class Engine:
                 failure.__cause__ = error
                 job.fail(failure)
             return error
-        stats = BatchStats(len(rows), sum(lengths), padded_tokens(lengths), seconds)
+        stats = BatchStats(len(rows), sum(lengths), batch_tokens(lengths, packed), seconds)
         self.totals.add(stats)
         self._observer.batch_finished(stats)
         for (job, index), output in zip(rows, outputs):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class BatchStats:
-    """One forward batch: its rows, real and padded tokens, and the seconds ``forward`` took."""
+    """One forward batch: its rows, real tokens, the tokens it ran on (real plus padding; equal to
+    the real ones when packed) and the seconds ``forward`` took."""
 
     rows: int
     tokens: int

@@ -11,21 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from uniembed import DEFAULT_MODEL
+from uniembed.cli_options import Device, Dtype, Model, Progress, command_app
 
-eval_app = typer.Typer(
-    add_completion=False,
+eval_app = command_app(
     no_args_is_help=True,
     help="Measure retrieval quality and cross-modal alignment on your own data.",
 )
-
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local snapshot.")]
-DeviceOption = Annotated[
-    str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")
-]
-DtypeOption = Annotated[
-    str | None, typer.Option(help="float32, bfloat16, … (default: bf16 on CUDA).")
-]
-ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
 @eval_app.command("retrieval")
@@ -33,7 +24,7 @@ def retrieval_command(
     data: Annotated[
         str, typer.Argument(help="A BEIR, JSONL or ViDoRe/MTEB dataset folder, or a hub id.")
     ],
-    model: ModelOption = DEFAULT_MODEL,
+    model: Model = DEFAULT_MODEL,
     setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -76,9 +67,9 @@ def retrieval_command(
         Path | None, typer.Option(help="Encodings cache (default ~/.cache/uniembed/eval).")
     ] = None,
     cache: Annotated[bool, typer.Option(help="Read and write the encodings cache.")] = True,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    progress: ProgressOption = True,
+    device: Device = None,
+    dtype: Dtype = None,
+    progress: Progress = True,
 ) -> None:
     """Score every setting from one cached encoding: metrics, bytes per item, query latency."""
     from rich.console import Console
@@ -115,6 +106,7 @@ def retrieval_command(
                 cache=EncodingCache(cache_dir) if cache else None,
                 progress=bars,
             )
+        console.print(_encoding_summary(report.encoding))
         folder = output or Path(f"eval-{dataset.name}")
         written = write_report(report, folder, runs=runs)
         table_console = Console()
@@ -132,7 +124,7 @@ def alignment_command(
         Path,
         typer.Argument(help="Image-caption pairs: JSONL ({'image', 'text'}) or a datasets folder."),
     ],
-    model: ModelOption = DEFAULT_MODEL,
+    model: Model = DEFAULT_MODEL,
     image_task: Annotated[
         str, typer.Option(help="Task (adapter) of the images.")
     ] = "retrieval.passage",
@@ -145,9 +137,9 @@ def alignment_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Also write the numbers as JSON here.")
     ] = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
-    progress: ProgressOption = True,
+    device: Device = None,
+    dtype: Dtype = None,
+    progress: Progress = True,
 ) -> None:
     """Mean cosine of matching and of random image-caption pairs, and the modality gap."""
     from rich.console import Console
@@ -175,6 +167,24 @@ def alignment_command(
         if output is not None:
             write_text(output, text + "\n")
         typer.echo(text)
+
+
+def _encoding_summary(encoding: dict[str, Any]) -> str:
+    """What encoding cost this run: items read from the cache and items run through the model.
+
+    >>> from uniembed.evaluation.encode import EncodingStats
+    >>> _encoding_summary({"queries": EncodingStats(3, 9, 0.1, 1, 1, 3),
+    ...                    "corpus": EncodingStats(5, 20, 0.2, 1, 1, 5)})
+    'read 8 items (3 queries, 5 corpus) from the cache: no forward pass ran'
+    """
+    read = sum(stats.cached_items for stats in encoding.values())
+    total = sum(stats.items for stats in encoding.values())
+    sides = ", ".join(f"{stats.cached_items} {side}" for side, stats in encoding.items())
+    if read == total:
+        return f"read {read} items ({sides}) from the cache: no forward pass ran"
+    if read:
+        return f"read {read} items ({sides}) from the cache; encoded the other {total - read}"
+    return f"encoded {total} items"
 
 
 def _table_metrics(config: Any) -> list[str]:

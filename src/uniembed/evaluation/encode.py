@@ -41,6 +41,7 @@ class EncodingStats:
     seconds: float
     chunks: int
     cached_chunks: int
+    cached_items: int  # read from the cache: no forward pass ran for them
 
     @property
     def items_per_second(self) -> float:
@@ -77,12 +78,13 @@ def encode_items(
     entry = cache.entry(key, chunk_size) if cache is not None else None
     size = entry.chunk_size if entry is not None else chunk_size  # an entry keeps its own size
     chunks = -(-len(items) // size)
-    parts, seconds, cached = [], 0.0, 0
+    parts, seconds, cached, cached_items = [], 0.0, 0, 0
     for index in range(chunks):
         span = range(index * size, min((index + 1) * size, len(items)))
         if entry is not None and entry.has(index):
             part, took = entry.read(index)
             cached += 1
+            cached_items += len(span)
             if on_progress:
                 on_progress(len(span))
         else:
@@ -94,7 +96,8 @@ def encode_items(
         parts.append(part)
         seconds += took
     encodings = Encodings.concat(parts)
-    stats = EncodingStats(len(items), int(encodings.token_counts.sum()), seconds, chunks, cached)
+    tokens = int(encodings.token_counts.sum())
+    stats = EncodingStats(len(items), tokens, seconds, chunks, cached, cached_items)
     return encodings, stats
 
 

@@ -71,9 +71,17 @@ def safe_name(name: str) -> str:
 
 
 def draw_chart(report: EvalReport, path: Path) -> None:
+    """Write :func:`chart_figure` to ``path`` as a PNG (atomically)."""
+    figure = chart_figure(report)
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        figure.savefig(file, format="png")
+
+
+def chart_figure(report: EvalReport) -> Any:
     """Quality (the primary metric) against stored bytes per corpus item, log scale, with the
-    Pareto front drawn through the settings no other setting beats. Uses the Agg canvas directly,
-    so no global matplotlib backend is touched."""
+    Pareto front drawn through the settings no other setting beats, and every point labelled where
+    its label overlaps no other label nor the legend. Uses the Agg canvas directly, so no global
+    matplotlib backend is touched."""
     require("matplotlib", "eval", "the quality-vs-bytes chart")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -86,9 +94,6 @@ def draw_chart(report: EvalReport, path: Path) -> None:
     for result in report.results:
         size, quality = points[result.name]
         axes.scatter(size, quality, color=FAMILY_COLORS.get(result.family, "tab:gray"), zorder=3)
-        axes.annotate(
-            result.name, (size, quality), textcoords="offset points", xytext=(4, 4), fontsize=7
-        )
     front = [points[name] for name in pareto_front(_points(report))]
     widest = max(size for size, _ in points.values())
     steps = [*front, (widest, front[-1][1])]  # the best quality holds on to the right edge
@@ -119,10 +124,52 @@ def draw_chart(report: EvalReport, path: Path) -> None:
         f"{report.dataset['name']} · {report.model['name']}: {primary} against storage", fontsize=9
     )
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    legend = axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
-    with atomic_path(path) as tmp, tmp.open("wb") as file:
-        figure.savefig(file, format="png")
+    _place_labels(figure, axes, [(r.name, *points[r.name]) for r in report.results], legend)
+    return figure
+
+
+def _label_offsets(rings: int = 12, step: float = 9.0) -> list[tuple[float, float]]:
+    """Offsets (points) to try for a label, nearest first: above-right, below-right, above-left,
+    below-left, then the same one ``step`` further out, ``rings`` times.
+
+    >>> _label_offsets(2)
+    [(4.0, 4.0), (4.0, -13.0), (-4.0, 4.0), (-4.0, -13.0), (4.0, 13.0), (4.0, -22.0), \
+(-4.0, 13.0), (-4.0, -22.0)]
+    """
+    offsets = []
+    for ring in range(rings):
+        up, down = 4.0 + ring * step, -13.0 - ring * step
+        offsets += [(4.0, up), (4.0, down), (-4.0, up), (-4.0, down)]
+    return offsets
+
+
+def _place_labels(
+    figure: Any, axes: Any, points: Sequence[tuple[str, float, float]], legend: Any
+) -> None:
+    """Label each point at the first offset whose box overlaps no label placed before nor the
+    legend and stays inside the axes (the first offset when none does)."""
+    renderer = figure.canvas.get_renderer()
+    taken = [legend.get_window_extent(renderer)]
+    inside = axes.get_window_extent(renderer)
+    for name, x, y in sorted(points, key=lambda p: (p[1], -p[2])):
+        for dx, dy in _label_offsets():
+            text = _label(axes, name, (x, y), (dx, dy))
+            box = text.get_window_extent(renderer)
+            fits = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+            if fits and not any(box.overlaps(other) for other in taken):
+                break
+            text.remove()
+        else:  # nowhere free: the nearest place
+            text = _label(axes, name, (x, y), _label_offsets(1)[0])
+            box = text.get_window_extent(renderer)
+        taken.append(box)
+
+
+def _label(axes: Any, name: str, point: tuple[float, float], offset: tuple[float, float]) -> Any:
+    ha = "left" if offset[0] > 0 else "right"
+    return axes.annotate(name, point, textcoords="offset points", xytext=offset, ha=ha, fontsize=7)
 
 
 def render_table(report: EvalReport, metrics: Sequence[str] | None = None) -> Any:

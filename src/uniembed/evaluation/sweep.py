@@ -122,6 +122,7 @@ def _stats_dict(stats: EncodingStats) -> dict[str, Any]:
         "tokens_per_second": stats.tokens_per_second,
         "chunks": stats.chunks,
         "chunks_from_cache": stats.cached_chunks,
+        "items_from_cache": stats.cached_items,
     }
 
 

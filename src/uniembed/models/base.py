@@ -189,6 +189,16 @@ class EmbeddingModel(Protocol):
 
 
 @runtime_checkable
+class PackableModel(Protocol):
+    """A model that can also run a batch padding-free (:mod:`uniembed.models.packing`)."""
+
+    def forward_packed(self, batch: Sequence[Row]) -> list[RowOutput]:
+        """:meth:`EmbeddingModel.forward` with the rows packed into one sequence, each attending
+        only to itself: the same outputs within float rounding, without computing padding."""
+        ...
+
+
+@runtime_checkable
 class AdaptableModel(EmbeddingModel, Protocol):
     """What adding tasks (served beside the official ones) and training them needs.
 

@@ -50,6 +50,7 @@ from uniembed.models.lora import (
     routed_layers,
     set_backbone_training,
 )
+from uniembed.models.packing import PACKED_ATTENTION, Packing, register_packed_attention
 from uniembed.pooling import mean_pool_spans
 
 FAMILY = "jina-embeddings-v3"
@@ -333,7 +334,9 @@ def build_backbone(
         attention_probs_dropout_prob=0.0,
         rope_parameters={"rope_type": "default", "rope_theta": config.rotary_base},
     )
-    native_config._attn_implementation = "sdpa"
+    register_packed_attention()
+    # transformers' SDPA attention for padded batches, per row for packed ones
+    native_config._attn_implementation = PACKED_ATTENTION
     with torch.device("meta"):  # no random init of weights that are overwritten next
         backbone = JinaEmbeddingsV3Model(native_config, add_pooling_layer=False)
     _assign(backbone, weights.state, dtype, source)
@@ -468,6 +471,31 @@ class JinaV3Model:
         with torch.inference_mode():
             hidden, _ = self._run(batch)
         return _row_outputs(hidden, batch)
+
+    def forward_packed(self, batch: Sequence[Row]) -> list[RowOutput]:
+        """:meth:`forward` padding-free: the rows packed into one sequence
+        (:mod:`uniembed.models.packing`), each with its own positions and adapter."""
+        if not batch:
+            return []
+        self._check_rows(batch)
+        packing = Packing.of(batch)
+        with (
+            torch.inference_mode(),
+            self.routing.use_tokens(packing.token_adapters(batch).to(self.device)),
+        ):
+            hidden = self.backbone(
+                input_ids=packing.input_ids(batch).to(self.device),
+                position_ids=packing.positions(batch).to(self.device),
+                **packing.attention_kwargs(self.device),
+            ).last_hidden_state[0]  # (tokens, dim)
+        pooled = torch.cat(
+            [
+                mean_pool_spans(hidden[packing.slice_of(i)].float(), row.spans)
+                for i, row in enumerate(batch)
+            ]
+        )
+        pooled = pooled.cpu().split([len(row.spans) for row in batch])  # (spans, dim) per row
+        return [RowOutput(pooled=rows) for rows in pooled]
 
     def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
         hidden, mask = self._run(batch)

@@ -48,6 +48,7 @@ from uniembed.models.lora import (
     routed_layers,
     set_backbone_training,
 )
+from uniembed.models.packing import PACKED_ATTENTION, Packing, register_packed_attention
 from uniembed.pooling import mean_pool_spans, normalize
 
 FAMILY = "jina-embeddings-v4"
@@ -321,6 +322,60 @@ class JinaV4Model:
             outputs.append(RowOutput(pooled, multi))
         return outputs
 
+    @torch.inference_mode()
+    def forward_packed(self, batch: Sequence[Row]) -> list[RowOutput]:
+        """:meth:`forward` padding-free: the rows packed into one sequence
+        (:mod:`uniembed.models.packing`), each with its own 3-D positions and adapter."""
+        packing = Packing.of(batch)
+        hidden, projected = self._run_packed(batch, packing)
+        hidden = hidden[0].float()  # (tokens, hidden)
+        multivectors = normalize(projected[0].float()) if projected is not None else None
+        outputs = []
+        for index, row in enumerate(batch):
+            tokens = packing.slice_of(index)
+            pooled = mean_pool_spans(hidden[tokens], row.spans).cpu()
+            multi = multivectors[tokens].cpu() if row.multivector else None  # type: ignore[index]
+            outputs.append(RowOutput(pooled, multi))
+        return outputs
+
+    def _run_packed(
+        self, batch: Sequence[Row], packing: Packing
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Last hidden states (1, tokens, hidden) and, if a row wants multi-vectors, projected
+        token vectors (1, tokens, 128) of the packed batch."""
+        input_ids = packing.input_ids(batch).to(self.device)  # (1, tokens)
+        images = [batch[i].image for i in packing.order if batch[i].image is not None]
+        pixel_values = grid = None
+        if images:
+            pixel_values = torch.cat([img.pixel_values for img in images]).to(
+                self.device, self.dtype
+            )
+            grid = torch.tensor([img.grid_thw for img in images], device=self.device)
+        positions = torch.cat(
+            [self._row_positions(batch[i]) for i in packing.order], dim=-1
+        )  # (3, 1, tokens)
+        layer_types = set(self.network.backbone.config.text_config.layer_types)
+        with self.routing.use_tokens(packing.token_adapters(batch).to(self.device)):
+            hidden = self.network.backbone(
+                input_ids=input_ids,
+                attention_mask=dict.fromkeys(layer_types),  # no mask: rows come from cu_seqlens
+                position_ids=positions.to(self.device),
+                pixel_values=pixel_values,
+                image_grid_thw=grid,
+                use_cache=False,
+                **packing.attention_kwargs(self.device),
+            ).last_hidden_state  # (1, tokens, hidden)
+            wants_multi = any(row.multivector for row in batch)
+            projected = self.network.projector(hidden) if wants_multi else None
+        return hidden, projected
+
+    def _row_positions(self, row: Row) -> torch.Tensor:
+        """One row's 3-D multimodal RoPE positions (3, 1, tokens), as in a batch of its own."""
+        if row.image is None:
+            return torch.arange(row.num_tokens).view(1, 1, -1).expand(3, 1, -1)
+        ids = row.input_ids.unsqueeze(0)  # (1, tokens)
+        return self._positions(ids, torch.ones_like(ids), torch.tensor([row.image.grid_thw])).cpu()
+
     def forward_with_grad(self, batch: Sequence[Row]) -> GradOutput:
         hidden, projected, mask = self._run(batch)
         hidden = hidden.float()
@@ -569,8 +624,10 @@ def _network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) -> Jina
     backbone_config = Qwen2_5_VLConfig(
         **{k: v for k, v in config.items() if k not in ("architectures", "auto_map")}
     )
+    register_packed_attention()
     backbone_config._attn_implementation = "sdpa"
-    backbone_config.text_config._attn_implementation = "sdpa"
+    # transformers' SDPA attention for padded batches, per row for packed ones
+    backbone_config.text_config._attn_implementation = PACKED_ATTENTION
     backbone_config.vision_config._attn_implementation = "sdpa"
     with torch.device("meta"):
         backbone = Qwen2_5_VLModel(backbone_config)

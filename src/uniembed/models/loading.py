@@ -40,9 +40,9 @@ def resolve_snapshot(name_or_path: str | os.PathLike[str]) -> Path:
     except LocalEntryNotFoundError as error:
         raise CheckpointError(
             f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
-            f"({error.__class__.__name__}). Download the snapshot elsewhere "
-            f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and pass its path "
-            "instead of the hub id (e.g. `uniembed serve --model DIR`)."
+            f"({error.__class__.__name__}). Download the snapshot where the hub is reachable "
+            f"(`hf download {name} --local-dir DIR`), copy DIR here and pass its path instead of "
+            "the hub id: `--model DIR` on the command line, `uniembed.load(DIR)` in Python."
         ) from error
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise CheckpointError(f"could not download model {name!r}: {error}") from error

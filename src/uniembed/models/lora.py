@@ -1,9 +1,10 @@
 """Every task adapter resident at once; each row of a batch uses its own.
 
-Adapted layers wrap the original module and read the per-row adapter indices from one shared
-:class:`AdapterRouting`, which the model sets around each forward pass. Rows whose adapter is
-``-1`` use the base weights only. Rows are grouped by adapter, so a batch of one task costs one
-extra pair of thin matrix products per layer, and a mixed batch one pair per task present.
+Adapted layers wrap the original module and read which adapter each row (padded batches) or each
+token (packed batches, :mod:`uniembed.models.packing`) uses from one shared :class:`AdapterRouting`,
+which the model sets around each forward pass. Rows whose adapter is ``-1`` use the base weights
+only. Rows (tokens) are grouped by adapter, so a batch of one task costs one extra pair of thin
+matrix products per layer, and a mixed batch one pair per task present.
 
 Each adapter's factors are Parameters of their own (one entry per adapter in ``lora_A`` /
 ``lora_B``), so an adapter can be added at run time (:meth:`add_adapter`) without touching the
@@ -23,19 +24,30 @@ from torch import nn
 NO_ADAPTER = -1
 
 
+# Which part of a batch an adapter applies to: None = all of it; a tensor = row indices on dim 0
+# (padded batches); a slice = a range of tokens of the flattened batch (packed batches).
+Selector = torch.Tensor | slice | None
+
+
 class AdapterRouting:
-    """The adapter index of every row of the batch being run (shared by all adapted layers)."""
+    """The adapter of every row (or token) of the batch being run (shared by all adapted layers)."""
 
     def __init__(self) -> None:
-        self.rows: torch.Tensor | None = None  # (batch,) int64
-        self.groups: list[
-            tuple[int, torch.Tensor | None]
-        ] = []  # (adapter, row indices or None = all)
+        self.rows: torch.Tensor | None = None  # (batch,) or (tokens,) int64
+        self.groups: list[tuple[int, Selector]] = []
 
     @contextmanager
     def use(self, rows: torch.Tensor) -> Iterator[None]:
-        """Route rows to adapters for the duration of one forward pass."""
+        """Route rows (dim 0 of every adapted input) to adapters for one forward pass."""
         with self._routed(rows, _group_rows(rows)):
+            yield
+
+    @contextmanager
+    def use_tokens(self, tokens: torch.Tensor) -> Iterator[None]:
+        """Route each token of a packed batch (inputs ``(1, tokens, …)``) to its adapter
+        (``tokens``: one adapter index per token) for one forward pass. Each run of equal adapters
+        becomes one slice: rows packed by adapter give one slice per adapter present."""
+        with self._routed(tokens, _group_tokens(tokens)):
             yield
 
     @contextmanager
@@ -54,7 +66,25 @@ class AdapterRouting:
         return nullcontext(), self._routed(self.rows, self.groups)
 
 
-def _group_rows(rows: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+def _group_tokens(tokens: torch.Tensor) -> list[tuple[int, Selector]]:
+    """Runs of equal adapters → (adapter, token slice); a single adapter → all tokens.
+
+    >>> _group_tokens(torch.tensor([0, 0, -1, 2, 2, 2]))
+    [(0, slice(0, 2, None)), (2, slice(3, 6, None))]
+    """
+    adapters, counts = torch.unique_consecutive(tokens, return_counts=True)
+    if len(adapters) == 1:
+        return _group_rows(adapters)
+    groups: list[tuple[int, Selector]] = []
+    start = 0
+    for adapter, count in zip(adapters.tolist(), counts.tolist()):
+        if adapter != NO_ADAPTER:
+            groups.append((adapter, slice(start, start + count)))
+        start += count
+    return groups
+
+
+def _group_rows(rows: torch.Tensor) -> list[tuple[int, Selector]]:
     adapters = [int(a) for a in torch.unique(rows).tolist()]
     if len(adapters) == 1:
         return [] if adapters[0] == NO_ADAPTER else [(adapters[0], None)]
@@ -131,9 +161,10 @@ class MultiLoRALinear(_RoutedLora):
         y = self.base(x)  # fresh output: the deltas are added to it in place, scaling fused
         for adapter, rows in self.routing.groups:
             a, b = self.factors(adapter, y.dtype)  # (r, in), (out, r)
-            if rows is None:
-                flat = y.view(-1, y.shape[-1])  # (tokens, out)
-                flat.addmm_(x.reshape(-1, x.shape[-1]) @ a.T, b.T, alpha=self.scaling)
+            if rows is None or isinstance(rows, slice):  # all tokens, or a packed token range
+                part = slice(None) if rows is None else rows
+                flat = y.view(-1, y.shape[-1])[part]  # (tokens, out)
+                flat.addmm_(x.reshape(-1, x.shape[-1])[part] @ a.T, b.T, alpha=self.scaling)
             else:
                 picked = x[rows]  # (rows, …, in)
                 delta = (picked.reshape(-1, x.shape[-1]) @ a.T) @ b.T  # (rows · …, out)
@@ -179,6 +210,9 @@ class MultiLoRAEmbedding(_RoutedLora):
             a, b = self.factors(adapter, y.dtype)  # (num_embeddings, r), (r, dim)
             if rows is None:
                 y = y + (nn.functional.embedding(ids, a) @ b).to(y.dtype) * self.scaling
+            elif isinstance(rows, slice):  # a packed token range; y is fresh from base
+                delta = nn.functional.embedding(ids.reshape(-1)[rows], a) @ b  # (tokens, dim)
+                y.view(-1, y.shape[-1])[rows].add_(delta.to(y.dtype), alpha=self.scaling)
             else:
                 delta = (nn.functional.embedding(ids[rows], a) @ b) * self.scaling  # (rows, …, dim)
                 y.index_add_(0, rows, delta.to(y.dtype))  # y is fresh from base: update it in place

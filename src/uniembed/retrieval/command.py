@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from uniembed.cli_options import Device, Dtype, IndexModel, Progress
 from uniembed.errors import InvalidInput, UniembedError
 
 
@@ -25,15 +26,7 @@ def index_command(
             help="Files and folders to add: texts (.txt, .md), images, PDFs (one entry per page)."
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model to create the index with (hub id or snapshot); default: the one recorded "
-            "in the index, or jinaai/jina-embeddings-v4 for a new one.",
-        ),
-    ] = None,
+    model: IndexModel = None,
     jsonl: Annotated[
         list[Path] | None,
         typer.Option(
@@ -68,13 +61,13 @@ def index_command(
             )
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")
-    ] = None,
+    device: Device = None,
+    dtype: Dtype = None,
     batch_items: Annotated[int, typer.Option(help="Entries encoded and written together.")] = 16,
     optimize: Annotated[
         bool, typer.Option(help="Build the vector indexes (HNSW) after adding.")
     ] = True,
+    progress: Progress = True,
 ) -> None:
     """Create or open an index; add files, folders and JSONL documents; delete documents by id."""
     try:
@@ -83,6 +76,7 @@ def index_command(
             location,
             model,
             device,
+            dtype,
             dimensions=dimensions,
             pool_factor=pool_factor,
             metadata_fields=fields,
@@ -92,8 +86,8 @@ def index_command(
                 index.delete(delete)
                 typer.echo(f"deleted {len(delete)} document id(s)", err=True)
             started = time.perf_counter()
-            added = _add_all(index, paths or [], jsonl or [], batch_items)
-            added += _add_embeddings(index, from_embeddings or [], batch_items)
+            stored = from_embeddings or []
+            added = _add_all(index, paths or [], jsonl or [], stored, batch_items, progress)
             if added and optimize:
                 index.optimize()
             if added:
@@ -106,6 +100,9 @@ def index_command(
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(code=1) from None
+    except ValueError as error:  # e.g. an unknown dtype name from the loader
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def search_command(
@@ -129,12 +126,9 @@ def search_command(
             "--filter", help='JSON filter, e.g. \'{"metadata.lang": "en", "page": {"lte": 3}}\'.'
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model (default: the index's).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, … (default: CUDA if available).")
-    ] = None,
+    model: IndexModel = None,
+    device: Device = None,
+    dtype: Dtype = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON lines.")
     ] = False,
@@ -146,7 +140,7 @@ def search_command(
         if (query is None) == (image is None):
             raise InvalidInput("give a text query or --image, not both")
         spec = _json_object(filter, "--filter") if filter else None
-        with Index.open(location, model, device=device) as index:
+        with Index.open(location, model, device=device, dtype=dtype) as index:
             target: Any = query if image is None else {"image": str(image)}
             hits = index.search(target, k=k, mode=mode, candidates=candidates, filter=spec)
         for hit in hits:
@@ -159,52 +153,76 @@ def search_command(
     except UniembedError as error:
         typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(code=1) from None
+    except ValueError as error:  # e.g. an unknown dtype name from the loader
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
 
 
-def _open_or_create(location: str, model: str | None, device: str | None, **create: Any) -> Any:
+def _open_or_create(
+    location: str, model: str | None, device: str | None, dtype: str | None, **create: Any
+) -> Any:
     """The index at ``location``; a new one (with ``model``, default v4) when there is none."""
     from uniembed import DEFAULT_MODEL
     from uniembed.retrieval.index import Index
     from uniembed.retrieval.store import store_exists
 
     if store_exists(location):
-        return Index.open(location, model, device=device)
-    return Index.create(location, model or DEFAULT_MODEL, device=device, **create)
+        return Index.open(location, model, device=device, dtype=dtype)
+    return Index.create(location, model or DEFAULT_MODEL, device=device, dtype=dtype, **create)
 
 
-def _add_all(index: Any, paths: list[Path], jsonl: list[Path], batch_items: int) -> int:
-    added = 0
+def _add_all(
+    index: Any,
+    paths: list[Path],
+    jsonl: list[Path],
+    stored: list[Path],
+    batch_items: int,
+    show: bool,
+) -> int:
+    """Add every path, JSONL file and file of stored embeddings (``--from-embeddings``) under a
+    progress bar of documents written; the count."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def progress(count: int) -> None:
-        nonlocal added
-        added += count
-        typer.echo(f"\r{added} document(s) written", err=True, nl=False)
+    from uniembed.bulk.command import RateColumn
+    from uniembed.retrieval.documents import count_documents
+    from uniembed.retrieval.stored import add_embeddings_file, count_stored_documents
 
-    for path in paths:
-        index.add_path(path, batch_items=batch_items, on_written=progress)
-    for file in jsonl:
-        index.add_documents(_jsonl_documents(file), batch_items=batch_items, on_written=progress)
-    if added:
-        typer.echo("", err=True)
-    return added
+    total = sum(count_documents(p) for p in paths) + sum(_count_lines(f) for f in jsonl)
+    total += sum(count_stored_documents(f) for f in stored)
+    columns = (
+        TextColumn("indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn("documents"),
+        TimeElapsedColumn(),
+    )
+    console = Console(stderr=True, soft_wrap=True)
+    with Progress(*columns, console=console, disable=not show or not total) as bar:
+        task = bar.add_task("index", total=total)
+        for path in paths:
+            index.add_path(path, batch_items=batch_items, on_written=_advance(bar, task))
+        for file in jsonl:
+            documents = _jsonl_documents(file)
+            index.add_documents(documents, batch_items=batch_items, on_written=_advance(bar, task))
+        for file in stored:
+            add_embeddings_file(
+                index, file, batch_items=batch_items, on_written=_advance(bar, task)
+            )
+        return int(bar.tasks[0].completed)
 
 
-def _add_embeddings(index: Any, files: list[Path], batch_items: int) -> int:
-    """Add the stored embeddings of ``files`` (``--from-embeddings``)."""
-    from uniembed.retrieval.stored import add_embeddings_file
+def _advance(bar: Any, task: Any) -> Any:
+    return lambda count: bar.advance(task, count)
 
-    added = 0
 
-    def progress(count: int) -> None:
-        nonlocal added
-        added += count
-        typer.echo(f"\r{added} document(s) written from stored embeddings", err=True, nl=False)
-
-    for file in files:
-        add_embeddings_file(index, file, batch_items=batch_items, on_written=progress)
-    if added:
-        typer.echo("", err=True)
-    return added
+def _count_lines(file: Path) -> int:
+    """Non-empty lines of a JSONL file (0 when it cannot be read: reading it reports why)."""
+    try:
+        with open(file, "rb") as lines:
+            return sum(1 for line in lines if line.strip())
+    except OSError:
+        return 0
 
 
 def _jsonl_documents(file: Path) -> Iterator[Any]:
@@ -222,9 +240,10 @@ def _jsonl_documents(file: Path) -> Iterator[Any]:
                 value = {k: record[k] for k in ("text", "image", "pdf") if k in record}
                 doc_id = str(record.get("id") or f"{file.name}:{number}")
                 yield from documents_from_inputs([value], [doc_id], [record.get("metadata")])
-            except (json.JSONDecodeError, InvalidInput) as error:
-                message = error.message if isinstance(error, InvalidInput) else str(error)
-                raise InvalidInput(f"{file}:{number}: {message}") from None
+            except UniembedError as error:  # a limit (InputTooLarge) keeps its type
+                raise type(error)(f"{file}:{number}: {error.message}") from None
+            except (json.JSONDecodeError, RecursionError) as error:  # nested past the parser
+                raise InvalidInput(f"{file}:{number}: not JSON ({error})") from None
 
 
 def _field(spec: str) -> tuple[str, str]:

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from uniembed._optional import require
 from uniembed.errors import InvalidInput, UniembedError
 from uniembed.retrieval.store import (
@@ -52,6 +54,8 @@ class EdgeDialect:
         self.q = _edge()
 
     def match(self, key: str, value: str | int | bool) -> Any:
+        if isinstance(value, bool):  # qdrant-edge reads a Python bool as the integer 1 or 0;
+            value = np.bool_(value)  # numpy's bool is no int, so it arrives as a bool
         return self.q.FieldCondition(key=key, match=self.q.MatchValue(value))
 
     def match_any(self, key: str, values: Sequence[str] | Sequence[int]) -> Any:
@@ -120,15 +124,19 @@ class EdgeStore:
     def open(cls, path: Path) -> EdgeStore:
         if not cls.exists(path):
             raise InvalidInput(f"no index at {path} (no {MANIFEST}); create one first")
-        manifest = json.loads((path / MANIFEST).read_text())
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            Layout.from_json(manifest["layout"])
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise UniembedError(
+                f"could not open the index at {path}: its manifest {path / MANIFEST} is unreadable "
+                f"({type(error).__name__}: {error}). Restore {path} from a backup or rebuild it "
+                "(uniembed index)"
+            ) from error
         try:
             shard = _edge().EdgeShard.load(str(path / SHARD))
         except Exception as error:  # qdrant-edge raises plain exceptions
-            if "WouldBlock" in str(error):
-                raise UniembedError(
-                    f"the index at {path} is already open (by this or another process)"
-                ) from error
-            raise UniembedError(f"could not open the index at {path}: {error}") from error
+            raise UniembedError(_open_failure(path, error)) from error
         return cls(shard, path, manifest)
 
     def manifest(self) -> dict[str, Any]:
@@ -143,8 +151,13 @@ class EdgeStore:
     # ----------------------------------------------------------------- writes
     def upsert(self, points: Sequence[Point]) -> None:
         q = self._q
-        records = [q.Point(p.id, point_vectors(p), p.payload) for p in points]
-        self._shard.update(q.UpdateOperation.upsert_points(records))
+        try:  # a value qdrant-edge cannot convert fails here, before the shard is touched
+            operation = q.UpdateOperation.upsert_points(
+                [q.Point(p.id, point_vectors(p), p.payload) for p in points]
+            )
+        except (TypeError, ValueError, OverflowError) as error:
+            raise InvalidInput(f"the store cannot keep this entry: {error}") from error
+        self._shard.update(operation)
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         condition = build_filter((MatchAny("id", tuple(doc_ids)),), self._dialect)
@@ -211,6 +224,23 @@ class EdgeStore:
         return (
             payload if isinstance(payload, bool) else self._q.PayloadSelector.Include(list(payload))
         )
+
+
+def _open_failure(path: Path, error: Exception) -> str:
+    """Why the shard at ``path`` did not open, and what to do about it."""
+    if "WouldBlock" in str(error):
+        return f"the index at {path} is already open (by this or another process)"
+    if "WAL" in str(error):
+        return (
+            f"could not open the index at {path}: its write-ahead log is unreadable ({error}). "
+            f"To recover, restore {path} from a backup or rebuild it (uniembed index), or move "
+            f"{path / SHARD / 'wal'} aside: the index then opens with what was flushed before "
+            "(writes since the last flush are lost)"
+        )
+    return (
+        f"could not open the index at {path}: {error}. Restore it from a backup or rebuild it "
+        "(uniembed index)"
+    )
 
 
 def _vector_params(q: Any, layout: Layout) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from uniembed.retrieval.compression import (
 )
 from uniembed.retrieval.documents import (
     Document,
+    check_text,
     documents_from_inputs,
     documents_from_path,
     item_input,
@@ -46,6 +47,7 @@ from uniembed.retrieval.documents import (
 from uniembed.retrieval.retriever import MODES, Retriever
 from uniembed.retrieval.similarity import SimilarityMap, patch_scores
 from uniembed.retrieval.store import (
+    Condition,
     Found,
     Layout,
     Match,
@@ -165,6 +167,7 @@ class Index:
         max_rows: int | None = None,
         client: Any = None,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> Index:
         """A new, empty index at ``location``: a directory (embedded Qdrant) or a Qdrant URL
         ``http(s)://host:port/collection`` — or a collection name on ``client`` (a QdrantClient).
@@ -174,8 +177,9 @@ class Index:
         of the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
         filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
         entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
+        ``device`` and ``dtype`` load a ``model`` given by name (as :func:`uniembed.load`).
         """
-        embedder, source = _embedder(model, device)
+        embedder, source = _embedder(model, device, dtype)
         settings = _new_settings(
             embedder.info,
             source,
@@ -208,6 +212,7 @@ class Index:
         *,
         client: Any = None,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> Index:
         """The index at ``location`` (see :meth:`create`). Without ``model``, the model it was built
         with is loaded from the source recorded at creation."""
@@ -220,12 +225,11 @@ class Index:
 
             store = open_store(location)
         try:
-            settings = IndexSettings.from_json(store.manifest()["uniembed_index"])
+            settings = _settings(store, location)
             if model is None and settings.model_source is None:
-                raise InvalidInput(
-                    f"the index records no model source; give the model ({settings.model})"
-                )
-            embedder, _ = _embedder(model if model is not None else settings.model_source, device)
+                raise InvalidInput(_no_source(location, settings))
+            source = model if model is not None else settings.model_source
+            embedder, _ = _embedder(source, device, dtype)
             return cls(store, embedder, settings)
         except BaseException:
             store.close()
@@ -360,7 +364,7 @@ class Index:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove documents (every page) by id; unknown ids are ignored."""
-        self.retriever.delete([ids] if isinstance(ids, str) else list(ids))
+        self.retriever.delete(_lookup_ids([ids] if isinstance(ids, str) else list(ids)))
 
     def optimize(self) -> None:
         """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
@@ -369,10 +373,11 @@ class Index:
     # ----------------------------------------------------------------- reads
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Entries (texts, images, pages) matching ``filter`` (see :meth:`search`)."""
-        return self.store.count(parse_filter(filter))
+        return self.store.count(self._filter(filter))
 
     def get(self, doc_id: str) -> list[Hit]:
         """The entries of document ``doc_id`` (its pages in order); empty if there is none."""
+        (doc_id,) = _lookup_ids([doc_id])
         entries = [
             _hit(found)
             for found in self.store.scroll((Match("id", doc_id),), payload=list(ENTRY_FIELDS))
@@ -412,7 +417,7 @@ class Index:
             k,
             mode=mode,
             candidates=candidates,
-            conditions=parse_filter(filter),
+            conditions=self._filter(filter),
             payload=self._fields(thumbnails, maps),
             with_multivector=maps,
         )
@@ -435,6 +440,10 @@ class Index:
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         return mode
+
+    def _filter(self, spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+        """``spec`` as conditions, its values checked against the types of the indexed fields."""
+        return parse_filter(spec, dict(self.store.layout.fields))
 
     def _fields(self, thumbnails: bool, maps: bool) -> list[str]:
         return [
@@ -580,9 +589,20 @@ def read_settings(location: str | Path) -> IndexSettings:
 
     store = open_store(location)
     try:
-        return IndexSettings.from_json(store.manifest()["uniembed_index"])
+        return _settings(store, location)
     finally:
         store.close()
+
+
+def _settings(store: Store, location: str | Path) -> IndexSettings:
+    """The settings in the manifest of ``store``; a clear error when they cannot be read."""
+    try:
+        return IndexSettings.from_json(store.manifest()["uniembed_index"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidInput(
+            f"the manifest of the index at {location} holds no readable index settings "
+            f"({type(error).__name__}: {error}); restore it from a backup or rebuild the index"
+        ) from error
 
 
 def recorded_model(location: str | Path) -> str:
@@ -590,10 +610,16 @@ def recorded_model(location: str | Path) -> str:
     creation)."""
     settings = read_settings(location)
     if settings.model_source is None:
-        raise InvalidInput(
-            f"the index at {location} records no model source; give the model ({settings.model})"
-        )
+        raise InvalidInput(_no_source(location, settings))
     return settings.model_source
+
+
+def _no_source(location: str | Path, settings: IndexSettings) -> str:
+    return (
+        f"the index at {location} records no model source (it was created from a model built by "
+        f"hand or loaded with adapters); give the model it was built with, {settings.model}: "
+        "--model on the command line, model= in Python"
+    )
 
 
 def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -> Index:
@@ -609,18 +635,16 @@ def open_served_index(location: str | Path, embedders: Mapping[str, Embedder]) -
 
 
 # ----------------------------------------------------------------- helpers
-def _embedder(model: Embedder | str | Path, device: str | None) -> tuple[Embedder, str | None]:
-    """An embedder and the source to record (a path or hub id; ``None`` for a given embedder)."""
+def _embedder(
+    model: Embedder | str | Path, device: str | None, dtype: str | None = None
+) -> tuple[Embedder, str | None]:
+    """An embedder and the source to record (a path or hub id; ``None`` when it is not known: a
+    model built by hand, or loaded with adapters or another name)."""
     if isinstance(model, (str, Path)):
         import uniembed
 
-        source = (
-            str(Path(model).expanduser().resolve())
-            if Path(model).expanduser().exists()
-            else str(model)
-        )
-        return uniembed.load(source, device=device), source
-    return model, None
+        model = uniembed.load(model, device=device, dtype=dtype)
+    return model, model.source
 
 
 def _new_settings(
@@ -662,6 +686,15 @@ def _new_settings(
         thumbnails=thumbnails,
         metadata_fields=dict(metadata_fields or {}),
     )
+
+
+def _lookup_ids(ids: list[Any]) -> list[str]:
+    """``ids`` to look up, refused when no document could have them (not strings, not Unicode)."""
+    for doc_id in ids:
+        if not isinstance(doc_id, str):
+            raise InvalidInput(f"document ids are strings, got {type(doc_id).__name__}")
+        check_text(doc_id, f"document id {doc_id!r:.80}")
+    return ids
 
 
 def _query_item(query: Any) -> Item:

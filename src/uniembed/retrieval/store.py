@@ -18,6 +18,8 @@ into their library's types, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,8 @@ class Layout:
     ) -> Layout:
         """The layout with ``metadata_fields`` (name → keyword | integer | float | bool) indexed."""
         for name, kind in metadata_fields.items():
+            if not isinstance(name, str) or not FIELD_PATH.fullmatch(name):
+                raise InvalidInput(f"metadata field {name!r:.80}: {PATH_RULE}")
             if kind not in FIELD_TYPES:
                 raise InvalidInput(
                     f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}"
@@ -154,44 +158,126 @@ class HasIds:
 Condition = Match | MatchAny | Range | HasIds
 
 
-def parse_filter(spec: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+def parse_filter(
+    spec: Mapping[str, Any] | None, fields: Mapping[str, str] | None = None
+) -> tuple[Condition, ...]:
     """A user filter (all keys must match) → conditions. Keys are ``id``, ``kind``, ``page`` or
     ``metadata.<field>`` (dotted for nested fields); values are a scalar (equal), a list (any of) or
-    ``{"gte"|"gt"|"lte"|"lt": number}`` (a range).
+    ``{"gte"|"gt"|"lte"|"lt": number}`` (a range). Values are checked against the field's type in
+    ``fields`` (path → keyword | integer | float | bool; default: the fields of every index), so a
+    filter that could never match says why instead of finding nothing.
 
     >>> parse_filter({"metadata.lang": "en", "page": {"gte": 2}, "id": ["a", "b"]})
     ... # doctest: +NORMALIZE_WHITESPACE
     (Match(key='metadata.lang', value='en'), Range(key='page', gte=2, gt=None, lte=None, lt=None),
      MatchAny(key='id', values=('a', 'b')))
+    >>> parse_filter({"page": "3"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    uniembed.errors.InvalidInput: filter field 'page' is an integer field: give an integer, ...
     """
     if spec is None:
         return ()
     if not isinstance(spec, Mapping):
         raise InvalidInput(f"filter must be an object of field → value, got {type(spec).__name__}")
-    return tuple(_condition(str(key), value) for key, value in spec.items())
+    types = ENTRY_FIELDS if fields is None else fields
+    return tuple(_condition(str(key), value, types.get(str(key))) for key, value in spec.items())
 
 
-def _condition(key: str, value: Any) -> Condition:
+FILTER_FORMS = {  # what a filter on each field type may give
+    "keyword": "a string or a list of strings",
+    "integer": "an integer, a list of integers or a range",
+    "float": "a range",
+    "bool": "true or false",
+}
+KINDS = ("text", "image", "page")  # the values of ``kind``
+_SEGMENT = r'(?:[\w-]+|"[^"]*")(?:\[\d{0,18}\])*'
+FIELD_PATH = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")  # Qdrant's JSON paths, as both parse them
+PATH_RULE = (
+    'dotted names of letters, digits, _ and -, or "quoted", each optionally followed by [] (every '
+    "element) or [n]"
+)
+
+
+def _condition(key: str, value: Any, kind: str | None) -> Condition:
+    """One condition, ``value`` checked against the field type ``kind`` (``None``: undeclared)."""
     if key not in ENTRY_FIELDS and not (
         key.startswith("metadata.") and len(key) > len("metadata.")
     ):
-        raise InvalidInput(f"filter field {key!r}: use id, kind, page or metadata.<field>")
+        raise InvalidInput(f"filter field {key!r:.80}: use id, kind, page or metadata.<field>")
+    _check_filter_text(key, key)
+    if not FIELD_PATH.fullmatch(key):
+        raise InvalidInput(f"filter field {key!r:.80} is not a valid field path: {PATH_RULE}")
+    condition = _untyped_condition(key, value)
+    if kind is not None and not _fits(condition, kind):
+        raise InvalidInput(
+            f"filter field {key!r} is {'an' if kind == 'integer' else 'a'} {kind} field: give "
+            f"{FILTER_FORMS[kind]}"
+        )
+    if key == "kind":
+        values = [condition.value] if isinstance(condition, Match) else condition.values  # type: ignore[union-attr]
+        if any(v not in KINDS for v in values):
+            raise InvalidInput(f"filter field 'kind': kind is one of {', '.join(KINDS)}")
+    return condition
+
+
+def _untyped_condition(key: str, value: Any) -> Condition:
+    """The condition ``value`` asks for, each value checked for what the store can take."""
     if isinstance(value, Mapping):
         unknown = set(value) - set(RANGE_KEYS)
         if unknown or not value or not all(_is_number(v) for v in value.values()):
             raise InvalidInput(
                 f"filter field {key!r}: a range is an object of {', '.join(RANGE_KEYS)} → number"
             )
+        if not all(math.isfinite(v) for v in value.values()):
+            raise InvalidInput(f"filter field {key!r}: range bounds must be finite numbers")
         return Range(key, **{k: v for k, v in value.items()})
     if isinstance(value, list):
         if value and all(isinstance(v, str) for v in value):
+            for v in value:
+                _check_filter_text(key, v)
             return MatchAny(key, tuple(value))
         if value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            for v in value:
+                _check_filter_integer(key, v)
             return MatchAny(key, tuple(value))
         raise InvalidInput(f"filter field {key!r}: a list must hold only strings or only integers")
-    if isinstance(value, (str, int, bool)):
-        return Match(key, value)
-    raise InvalidInput(f"filter field {key!r}: expected a string, integer, boolean, list or range")
+    if isinstance(value, str):
+        _check_filter_text(key, value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _check_filter_integer(key, value)
+    elif not isinstance(value, bool):
+        raise InvalidInput(
+            f"filter field {key!r}: expected a string, integer, boolean, list or range"
+        )
+    return Match(key, value)
+
+
+def _fits(condition: Condition, kind: str) -> bool:
+    """Whether ``condition`` can match a value of field type ``kind``."""
+    if isinstance(condition, Range):
+        return kind in ("integer", "float")
+    values = [condition.value] if isinstance(condition, Match) else list(condition.values)  # type: ignore[union-attr]
+    if kind == "keyword":
+        return all(isinstance(v, str) for v in values)
+    if kind == "integer":
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if kind == "bool":
+        return isinstance(condition, Match) and isinstance(condition.value, bool)
+    return False  # float: ranges only
+
+
+def _check_filter_text(key: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"filter field {key!r:.80}: a lone surrogate is not valid Unicode"
+        ) from None
+
+
+def _check_filter_integer(key: str, value: int) -> None:
+    if not -(2**63) <= value < 2**63:
+        raise InvalidInput(f"filter field {key!r}: {value} is beyond a signed 64-bit integer")
 
 
 def _is_number(value: Any) -> bool:
@@ -214,21 +300,19 @@ def build_filter(conditions: Sequence[Condition], dialect: Dialect) -> Any:
     """``conditions`` in a library's types (all must hold), or ``None`` for no filter."""
     if not conditions:
         return None
-    built = []
-    for condition in conditions:
-        if isinstance(condition, Match):
-            built.append(dialect.match(condition.key, condition.value))
-        elif isinstance(condition, MatchAny):
-            built.append(dialect.match_any(condition.key, list(condition.values)))
-        elif isinstance(condition, Range):
-            built.append(
-                dialect.range(
-                    condition.key, condition.gte, condition.gt, condition.lte, condition.lt
-                )
-            )
-        else:
-            built.append(dialect.has_ids(list(condition.ids)))
-    return dialect.all_of(built)
+    return dialect.all_of([_build_condition(condition, dialect) for condition in conditions])
+
+
+def _build_condition(condition: Condition, dialect: Dialect) -> Any:
+    if isinstance(condition, Match):
+        return dialect.match(condition.key, condition.value)
+    if isinstance(condition, MatchAny):
+        return dialect.match_any(condition.key, list(condition.values))
+    if isinstance(condition, Range):
+        return dialect.range(
+            condition.key, condition.gte, condition.gt, condition.lte, condition.lt
+        )
+    return dialect.has_ids(list(condition.ids))
 
 
 # ----------------------------------------------------------------- searches

@@ -20,6 +20,7 @@ import torch
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
 from uniembed.pooling import normalize
+from uniembed.retrieval.documents import check_id, check_metadata, check_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,9 +109,11 @@ def stored_entries(
             raise InvalidInput(f"got {len(values)} {name} for {count} ids")
     entries = []
     for n, doc_id in enumerate(ids):
-        where = f"entry {n} (document {doc_id!r})"
-        if not isinstance(doc_id, str) or not doc_id:
-            raise InvalidInput(f"entry {n}: document id must be a non-empty string, got {doc_id!r}")
+        try:
+            check_id(doc_id)
+        except InvalidInput as error:
+            raise type(error)(f"entry {n}: {error.message}") from None
+        where = f"entry {n} (document {doc_id!r:.80})"
         rows = multi[n] if multi is not None else None
         grid = _grid(patch_grids[n] if patch_grids else None, rows, where)
         page = _page(pages[n] if pages else None, where)
@@ -239,20 +242,18 @@ def _kind(value: str | None, page: int | None, grid: PatchGrid | None, where: st
 
 
 def _metadata(value: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """What :meth:`Index.add` accepts as metadata (:func:`check_metadata`), or ``{}``."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f"{where}: metadata must be a JSON object")
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidInput(f"{where}: metadata is not JSON ({error})") from None
+    check_metadata(value, where)
     return dict(value)
 
 
 def _optional_str(value: Any, name: str, where: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidInput(f"{where}: {name} must be a string")
+    if value is not None:
+        check_text(value, f"{where}: its {name}")
     return value
 
 
@@ -317,6 +318,19 @@ def add_embeddings_file(
         )
         added += len(ids)
     return added
+
+
+def count_stored_documents(path: Path) -> int:
+    """Documents in a file of stored embeddings (a progress bar's total; 0 when it cannot be read:
+    reading it reports why)."""
+    try:
+        table = _parquet().ParquetFile(path)
+        names = table.schema_arrow.names
+        column = "document" if "document" in names else "id"
+        values = table.read(columns=[column]).column(column)
+    except (OSError, ValueError, KeyError):
+        return 0
+    return len(values.unique())
 
 
 def check_embeddings_manifest(index: Index, path: Path, manifest: Mapping[str, Any]) -> None:
@@ -472,6 +486,7 @@ __all__ = [
     "VectorBatch",
     "add_embeddings_file",
     "check_embeddings_manifest",
+    "count_stored_documents",
     "document_batches",
     "embeddings_manifest",
     "read_embeddings",

@@ -17,53 +17,70 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from uniembed.errors import InvalidInput, UniembedError
 from uniembed.inputs.budget import RequestBudget
 from uniembed.inputs.items import Item
-from uniembed.retrieval.documents import Document
+from uniembed.retrieval.documents import MAX_ID_CHARS, Document, check_id, check_metadata
 from uniembed.retrieval.index import Index
 from uniembed.server.auth import ApiKeyCheck
-from uniembed.server.routes import EMBEDDING_ERRORS
+from uniembed.server.routes import COMMON_ERRORS, EMBEDDING_ERRORS
+from uniembed.server.schemas import ErrorResponse, _whole_number
 from uniembed.server.settings import ServerSettings
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 MAX_K = 1000
+MAX_CANDIDATES = 100_000
 MAX_DOCUMENTS = 256
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(BaseModel):
+    """Types as declared, as on ``/v1/embeddings``: ``"5"`` is no integer, ``0`` no boolean."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SearchRequest(_Strict):
     query: str | dict[str, Any] = Field(
         description='A text, or {"text": …} / {"image": base64 | data URI | URL}.'
     )
-    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    k: Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_whole_number)] = 10
     filter: dict[str, Any] | None = Field(
-        default=None, description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}.'
+        default=None,
+        description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}; values must fit the '
+        "field's type.",
     )
     mode: Literal["dense", "multivector", "two-stage", "binary"] | None = None
-    candidates: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    candidates: (
+        Annotated[int, Field(ge=1, le=MAX_CANDIDATES), BeforeValidator(_whole_number)] | None
+    ) = None
     maps: bool = Field(default=False, description="Similarity maps for image and page hits.")
     thumbnails: bool = Field(default=False, description="JPEG data URIs of image and page hits.")
 
 
-class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(default=None, min_length=1, max_length=1024)
+class DocumentIn(_Strict):
+    id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_CHARS, description="Printable characters."
+    )
     text: str | None = None
     image: str | None = None
     pdf: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class AddRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AddRequest(_Strict):
     documents: Annotated[list[DocumentIn], Field(min_length=1, max_length=MAX_DOCUMENTS)]
+
+
+NO_SUCH_ID = {
+    404: {
+        "model": ErrorResponse,
+        "description": "The id holds a control character (no route takes it, and no document id "
+        "can hold one); a printable id that is not indexed is deleted as a no-op",
+    }
+}
 
 
 def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSettings) -> APIRouter:
@@ -97,6 +114,7 @@ def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSetting
         summary="Add or replace documents",
     )
     async def add_documents(body: AddRequest) -> dict[str, Any]:
+        _check_documents(body.documents)  # before any input is read
         budget = settings.request_budget()  # one budget over all documents of the request
         documents = [
             await _document(position, doc, settings, budget)
@@ -106,7 +124,10 @@ def build_search_router(index: Index, auth: ApiKeyCheck, settings: ServerSetting
         return {"ids": ids, "entries": sum(len(d.items) for d in documents)}
 
     @router.delete(
-        "/v1/index/documents/{doc_id:path}", dependencies=secured, summary="Delete a document"
+        "/v1/index/documents/{doc_id:path}",
+        dependencies=secured,
+        responses=COMMON_ERRORS | NO_SUCH_ID,
+        summary="Delete a document",
     )
     async def delete_document(doc_id: str) -> dict[str, Any]:
         await run_in_threadpool(index.delete, [doc_id])
@@ -133,6 +154,17 @@ async def _one_item(query: str | dict[str, Any], settings: ServerSettings) -> It
         [query], settings.input_limits, budget=settings.request_budget()
     )
     return items[0]
+
+
+def _check_documents(documents: list[DocumentIn]) -> None:
+    """The ids and metadata of every document, against the index's limits (docs/search.md)."""
+    for position, doc in enumerate(documents):
+        if doc.id is not None:
+            try:
+                check_id(doc.id)
+            except UniembedError as error:
+                raise type(error)(f"document {position}: {error.message}") from error
+        check_metadata(doc.metadata, f"document {position}")
 
 
 async def _document(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from uniembed import DEFAULT_MODEL
+from uniembed.cli_options import Device, Dtype, Model, Progress
 from uniembed.errors import UniembedError
 from uniembed.training.config import DEFAULT_TEMPERATURE, LOSSES, TrainConfig
 
@@ -40,9 +41,7 @@ def train_command(
             "--output", "-o", help="Run folder (checkpoints, adapter, results).", show_default=False
         ),
     ],
-    model: Annotated[
-        str, typer.Option("--model", "-m", envvar="UNIEMBED_MODEL", help="Base snapshot or hub id.")
-    ] = DEFAULT_MODEL,
+    model: Model = DEFAULT_MODEL,
     eval_data: Annotated[
         Path | None, typer.Option("--eval", help="Evaluation split: BEIR folder or pairs.")
     ] = None,
@@ -154,10 +153,8 @@ def train_command(
             "--bf16/--no-bf16", help="bf16 autocast (default: on CUDA).", show_default=False
         ),
     ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(envvar="UNIEMBED_DEVICE", help="cpu, cuda … (default: CUDA if available)."),
-    ] = None,
+    device: Device = None,
+    dtype: Dtype = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the newest checkpoint in --output.")
     ] = False,
@@ -168,7 +165,7 @@ def train_command(
             help="Also write OUTPUT/snapshot: the base with the task, official layout.",
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    progress: Progress = True,
 ) -> None:
     """Fine-tune a task adapter (backbone frozen) or add a task of your own; see
     docs/training.md."""
@@ -210,9 +207,10 @@ def train_command(
             gradient_checkpointing=gradient_checkpointing,
             bf16=bf16,
             device=device,
+            dtype=dtype,
             resume=resume,
             export_snapshot=export_snapshot,
-            progress=not quiet,
+            progress=progress,
         )
         result = train(config)
     except UniembedError as error:
@@ -229,9 +227,35 @@ def _summary(result: TrainResult, model: str, task: str) -> None:
         start, best = result.metrics["start"], result.metrics["best"]
         shown = ", ".join(f"{k} {start[k]:.4f} → {best[k]:.4f}" for k in best if k != "step")
         typer.echo(f"evaluation (start → best, step {best['step']}): {shown}", err=True)
+        _warn_if_never_improved(result)
     typer.echo(f"adapter: {result.adapter}", err=True)
     if result.snapshot is not None:
         typer.echo(f"snapshot: {result.snapshot}", err=True)
     typer.echo(
         f"serve it: uniembed serve --model {model} --adapter {task}={result.adapter}", err=True
+    )
+
+
+def _warn_if_never_improved(result: TrainResult) -> None:
+    """Say loudly when no evaluation after the start beat the start: the "best" evaluation reported
+    is then step 0's, which no checkpoint holds, and the adapter written is no better."""
+    start, best, end = (result.metrics[key] for key in ("start", "best", "end"))
+    if best["step"] != start["step"] or end["step"] == start["step"]:
+        return
+    from uniembed.training.run import primary_name
+
+    primary = primary_name(start)
+    written = (
+        f"the best later checkpoint's ({Path(result.best_checkpoint).name})"
+        if result.best_checkpoint
+        else "the last step's"
+    )
+    typer.secho(
+        f"warning: the evaluation never improved on the start ({primary} {start[primary]:.4f} "
+        f"at step {start['step']}, {end[primary]:.4f} at step {end['step']}): the best reported "
+        f"is the starting point, which no checkpoint holds; the adapter written is {written}, "
+        "no better than the start. Train longer, change --lr, or check the data.",
+        fg="yellow",
+        bold=True,
+        err=True,
     )

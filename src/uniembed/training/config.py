@@ -65,6 +65,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     bf16: bool | None = None  # None: on CUDA
     device: str | None = None  # None: CUDA when available
+    dtype: str | None = None  # of the frozen base; None: bfloat16 with bf16, else float32
     resume: bool = False  # continue the newest checkpoint in output/checkpoints
     export_snapshot: bool = False  # also write output/snapshot in the official layout
     progress: bool = True

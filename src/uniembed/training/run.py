@@ -133,7 +133,7 @@ def _load_model(config: TrainConfig) -> AdaptableModel:
     from uniembed.models.registry import load_model
 
     device = resolve_device(config.device)
-    dtype = (
+    dtype = config.dtype or (
         torch.bfloat16 if _bf16(config, device) else torch.float32
     )  # frozen base; factors stay fp32
     return load_model(config.model, device=device, dtype=dtype)  # type: ignore[return-value]
@@ -371,9 +371,14 @@ def _metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     if not evaluations:
         return {}
-    primary = "spearman" if "spearman" in evaluations[0] else "ndcg@10"
+    primary = primary_name(evaluations[0])
     return {
         "start": evaluations[0],
         "best": max(evaluations, key=lambda e: e[primary]),
         "end": evaluations[-1],
     }
+
+
+def primary_name(evaluation: dict[str, Any]) -> str:
+    """The metric that picks the best evaluation: Spearman for graded pairs, else nDCG@10."""
+    return "spearman" if "spearman" in evaluation else "ndcg@10"
