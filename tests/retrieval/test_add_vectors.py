@@ -248,3 +248,41 @@ def test_a_pdf_from_vectors_is_written_whole_and_replaced_whole(fake_index: Inde
     fake_index.add_vectors(["doc"], dense[:1], multi[:1], pages=[1])  # replaces all three pages
     assert [h.page for h in fake_index.get("doc")] == [1]
     assert fake_index.count() == 2
+
+
+def test_parquet_files_of_other_writers_and_their_mistakes(
+    fake_index: Index, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dense, multi = vectors(3)
+
+    def write(name: str, ids: list[str], **extra: list) -> Path:
+        table = pa.table(
+            {
+                "id": ids,
+                "embedding": [v.tolist() for v in dense[: len(ids)]],
+                "embeddings": [m.tolist() for m in multi[: len(ids)]],
+                **extra,
+            }
+        )
+        pq.write_table(table, tmp_path / name)
+        return tmp_path / name
+
+    plain = write("plain.parquet", ["a", "b", "c"])  # no manifest, no entry columns
+    assert add_embeddings_file(fake_index, plain) == 3
+    assert [(h.kind, h.page) for h in fake_index.get("b")] == [("text", None)]
+    apart = write("apart.parquet", ["x", "y", "x"], document=["x", "y", "x"])
+    with pytest.raises(InvalidInput, match="row 2: document 'x' appeared before; the rows of a"):
+        add_embeddings_file(fake_index, apart)
+    bad_json = write("json.parquet", ["p"], metadata=["{not json"])
+    with pytest.raises(InvalidInput, match="json.parquet row 0: metadata is not JSON"):
+        add_embeddings_file(fake_index, bad_json)
+    short = write("short.parquet", ["q"], grid=[[0, 9, 9]])
+    with pytest.raises(InvalidInput, match="short.parquet: entry 0 .* covers rows up to 81"):
+        add_embeddings_file(fake_index, short)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(InvalidInput, match="not a Parquet file"):
+        add_embeddings_file(fake_index, tmp_path / "text.parquet")
+    assert fake_index.count() == 3

@@ -3,7 +3,7 @@ Parquet files that ``uniembed embed --vectors both`` writes (``uniembed index --
 
 An entry is one text, image or PDF page: its document id, single vector, multi-vector, and what the
 index stores beside them (page, patch grid, metadata, text, thumbnail). Every argument is checked
-before anything is written, and each error names the entry (``entry 3 (doc 'a')``).
+before anything is written, and each error names the entry (``entry 3 (document 'a')``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class VectorBatch:
     ids: list[str]
     embeddings: list[np.ndarray]
     multivectors: list[np.ndarray] | None
-    metadata: list[dict[str, Any]]
+    metadata: list[dict[str, Any] | None]
     pages: list[int | None]
     patch_grids: list[tuple[int, int, int] | None]
     texts: list[str | None]
@@ -308,14 +308,17 @@ def add_embeddings_file(
     added = 0
     multi = index.settings.multivector_dim is not None
     for batch in read_embeddings(path, with_multivectors=multi):
-        ids = index.add_vectors(
-            batch.ids,
-            batch.embeddings,
-            batch.multivectors,
-            **batch.options(),
-            batch_items=batch_items,
-            on_written=on_written,
-        )
+        try:
+            ids = index.add_vectors(
+                batch.ids,
+                batch.embeddings,
+                batch.multivectors,
+                **batch.options(),
+                batch_items=batch_items,
+                on_written=on_written,
+            )
+        except InvalidInput as error:  # name the file; the entry is counted within its batch
+            raise type(error)(f"{path}: {error.message}") from None
         added += len(ids)
     return added
 
