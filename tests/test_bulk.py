@@ -180,11 +180,68 @@ def test_multivectors_keep_one_matrix_per_item(
 ) -> None:
     source = write_lines(tmp_path / "docs.txt", TEXTS[:3])
     output = tmp_path / FORMATS[fmt]
-    embed_files([source], output, embedder, BulkOptions(multivector=True, batch_size=2))
+    embed_files([source], output, embedder, BulkOptions(vectors="multi", batch_size=2))
     ids, vectors = read_output(output)
     assert len(ids) == 3
     assert_vectors(vectors, expected(TEXTS[:3], multivector=True))
     assert vectors[0].shape == (len("Query: " + TEXTS[0]) + 2, 8)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_vectors_both_come_from_one_forward_with_what_an_index_stores(
+    tmp_path: Path, fmt: str
+) -> None:
+    (tmp_path / "red.png").write_bytes(png_bytes((255, 0, 0)))
+    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)])
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    rows = [
+        {"id": "t", "text": "hello world", "metadata": {"lang": "en"}},
+        {"id": "img", "image": "red.png"},
+        {"id": "rep", "pdf": "report.pdf", "metadata": {"year": 2024}},
+    ]
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    output = tmp_path / FORMATS[fmt]
+    model = CountingModel()
+    options = BulkOptions(task="retrieval.passage", dimensions=16, vectors="both")
+    embed_files([source], output, Embedder(model), options)
+    if fmt == "jsonl":
+        got = [json.loads(line) for line in output.read_text().splitlines()]
+    else:
+        table = pq.read_table(output)
+        assert json.loads(table.schema.metadata[b"uniembed"])["vectors"] == "both"
+        got = table.to_pylist()
+        for row in got:
+            row["metadata"] = json.loads(row["metadata"])
+    inputs = ["hello world", {"image": png_bytes((255, 0, 0))}, {"pdf": pdf}]
+    want = Embedder(FakeModel()).encode(
+        inputs, task="retrieval.passage", dimensions=16, output="both"
+    )
+    assert model.rows == 4  # one forward row per entry: both outputs from it
+    assert [r["id"] for r in got] == ["t", "img", "rep#page=1", "rep#page=2"]
+    assert [(r["document"], r["page"], r["kind"]) for r in got] == [
+        ("t", None, "text"),
+        ("img", None, "image"),
+        ("rep", 1, "page"),
+        ("rep", 2, "page"),
+    ]
+    assert [r["metadata"] for r in got] == [{"lang": "en"}, {}, {"year": 2024}, {"year": 2024}]
+    assert [r["text"] for r in got] == ["hello world", None, None, None]
+    grids = [None if g is None else [g.start, g.height, g.width] for g in want.patch_grids]
+    assert [r["grid"] for r in got] == grids and grids[1] is not None
+    assert_vectors([np.asarray(r["embedding"], np.float32) for r in got], want.embeddings)
+    assert_vectors([np.asarray(r["embeddings"], np.float32) for r in got], want.multivectors)
+
+
+def test_metadata_that_is_not_an_object_is_an_item_error(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    source = write_lines(
+        tmp_path / "in.jsonl", [json.dumps({"id": "a", "text": "x", "metadata": 3})]
+    )
+    report = embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(vectors="both"))
+    assert report.failed == 1
+    error = json.loads((tmp_path / "o.jsonl.errors.jsonl").read_text())
+    assert error == {"id": "a", "error": "'metadata' must be a JSON object"}
 
 
 def test_count_records_matches_iteration(tmp_path: Path) -> None:
@@ -383,8 +440,11 @@ def test_undecodable_text_file_is_an_error_not_a_crash(tmp_path: Path, embedder:
 # ----------------------------------------------------------------- option errors
 def test_option_errors_are_clear(tmp_path: Path, embedder: Embedder) -> None:
     source = write_lines(tmp_path / "docs.txt", TEXTS[:1])
-    with pytest.raises(InvalidInput, match="NumPy array cannot hold"):
-        embed_files([source], tmp_path / "o.npy", embedder, BulkOptions(multivector=True))
+    for vectors in ("multi", "both"):
+        with pytest.raises(InvalidInput, match=f"--vectors {vectors} needs JSONL or Parquet"):
+            embed_files([source], tmp_path / "o.npy", embedder, BulkOptions(vectors=vectors))
+    with pytest.raises(InvalidInput, match="vectors must be one of single, multi, both"):
+        BulkOptions(vectors="all")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="unknown task 'nope'"):
         embed_files([source], tmp_path / "o.jsonl", embedder, BulkOptions(task="nope"))
     with pytest.raises(InvalidInput, match="dimensions must be between 1 and 32"):
@@ -393,7 +453,7 @@ def test_option_errors_are_clear(tmp_path: Path, embedder: Embedder) -> None:
         InvalidInput, match="dimensions applies to single vectors; multi-vectors keep"
     ):
         embed_files(
-            [source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=8, multivector=True)
+            [source], tmp_path / "o.jsonl", embedder, BulkOptions(dimensions=8, vectors="multi")
         )
     with pytest.raises(InvalidInput, match="batch size must be at least 1"):
         BulkOptions(batch_size=0)
@@ -482,6 +542,34 @@ def test_cli_errors_and_interruption(tmp_path: Path) -> None:
     assert len(read_output(output)[0]) == 3
     again = CliRunner().invoke(app, ["embed", str(source), "-o", str(output)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_cli_vectors_choice_and_the_deprecated_multivector_flag(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "docs.txt", TEXTS[:2])
+    app, _ = cli(CountingModel())
+    runs = {
+        "multi": ["--vectors", "multi"],
+        "alias": ["--multivector"],
+        "both": ["--vectors", "both"],
+    }
+    for name, flags in runs.items():
+        output = tmp_path / f"{name}.jsonl"
+        result = CliRunner().invoke(app, ["embed", str(source), "-o", str(output), *flags])
+        assert result.exit_code == 0, result.output
+    first = json.loads((tmp_path / "multi.jsonl").read_text().splitlines()[0])
+    assert first == json.loads((tmp_path / "alias.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"id", "embeddings"}
+    both = json.loads((tmp_path / "both.jsonl").read_text().splitlines()[0])
+    assert {"embedding", "embeddings", "document", "page", "grid", "metadata"} <= set(both)
+    clash = ["embed", str(source), "-o", str(tmp_path / "x.jsonl"), "--multivector"]
+    refused = CliRunner().invoke(app, [*clash, "--vectors", "both"])
+    assert refused.exit_code == 2 and "--multivector means --vectors multi" in refused.output
+    wrong = CliRunner().invoke(
+        app, ["embed", str(source), "-o", str(tmp_path / "y.jsonl"), "--vectors", "all"]
+    )
+    assert wrong.exit_code == 2 and "vectors must be one of single, multi, both" in wrong.output
+    help_text = CliRunner().invoke(app, ["embed", "--help"]).output
+    assert "--vectors" in help_text and "--multivector" not in help_text
 
 
 def test_cli_progress_counts_items_and_starts_after_the_output_check(tmp_path: Path) -> None:

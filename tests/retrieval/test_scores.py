@@ -70,6 +70,32 @@ def test_maxsim_equals_the_loop_over_padded_and_ragged_docs(shape: tuple, chunk_
     torch.testing.assert_close(got_ragged, got_padded, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 4096])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [16] * 40,  # one length: every block takes the view-and-amax path
+        [1, 2, 3, 50, 4, 4, 4, 4, 9, 1, 130, 2],  # ragged: numpy's reduceat path
+        [8] * 20 + [3, 70] + [8] * 20,  # runs of one length beside ragged stretches
+    ],
+)
+def test_the_float16_kernel_equals_the_loop_on_ragged_docs(
+    lengths: list[int], chunk_rows: int
+) -> None:
+    generator = torch.Generator().manual_seed(len(lengths) + chunk_rows)
+    docs = [
+        torch.nn.functional.normalize(torch.randn(n, 128, generator=generator), dim=-1).half()
+        for n in lengths
+    ]
+    query = torch.nn.functional.normalize(torch.randn(24, 128, generator=generator), dim=-1)
+    expected = torch.tensor([loop_maxsim(query, d.float()) for d in docs], dtype=torch.float64)
+    got = maxsim_ragged(query, torch.cat(docs), torch.tensor(lengths), chunk_rows=chunk_rows)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-5)
+    padded, mask = pad_multivectors(docs)
+    torch.testing.assert_close(maxsim(query, padded, mask, chunk_rows=chunk_rows), got)
+
+
 def test_maxsim_equals_colpali_score_multi_vector_on_non_negative_matches() -> None:
     # colpali-engine: pad with zeros, einsum("bnd,csd->bcns"), max over doc tokens, sum over query
     # tokens

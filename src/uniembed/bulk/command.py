@@ -52,8 +52,16 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
         dimensions: Annotated[
             int | None, typer.Option(help="Matryoshka size of single vectors.")
         ] = None,
+        vectors: Annotated[
+            str,
+            typer.Option(
+                help="single vectors, multi-vectors (JSONL/Parquet), or both from one forward "
+                "with page numbers, patch grids and metadata (what `uniembed index "
+                "--from-embeddings` reads)."
+            ),
+        ] = "single",
         multivector: Annotated[
-            bool, typer.Option("--multivector", help="Multi-vector output (JSONL/Parquet).")
+            bool, typer.Option("--multivector", hidden=True, help="Deprecated: --vectors multi.")
         ] = False,
         truncate: Annotated[
             bool, typer.Option("--truncate", help="Cut over-long texts instead of failing them.")
@@ -101,7 +109,9 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
 
         console = Console(stderr=True, soft_wrap=True)
         try:
-            options = BulkOptions(task, dimensions, multivector, truncate, batch_size)
+            options = BulkOptions(
+                task, dimensions, _vectors(vectors, multivector), truncate, batch_size
+            )
             read = ReadOptions(whole_file, id_key, text_key)
             if resume and overwrite:
                 raise InvalidInput("--resume and --overwrite exclude each other")
@@ -143,6 +153,13 @@ def make_embed_command(loader: Loader | None = None) -> Callable[..., None]:
         console.print(_summary(report))
 
     return embed_command
+
+
+def _vectors(vectors: str, multivector: bool) -> Any:
+    """``--vectors``, or ``multi`` for the deprecated ``--multivector``."""
+    if multivector and vectors not in ("single", "multi"):
+        raise InvalidInput(f"--multivector means --vectors multi; drop it or --vectors {vectors}")
+    return "multi" if multivector else vectors
 
 
 def _load(loader: Loader | None, model: str, device: str | None, dtype: str | None) -> Embedder:

@@ -8,18 +8,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 from uniembed.errors import InvalidInput, UniembedError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from uniembed.embedder import Embedder
     from uniembed.inputs.items import Item
+    from uniembed.models.base import PatchGrid
     from uniembed.plans import EncodeOptions
 
 
 from uniembed.bulk.outputs import (
     EmbeddedRecord,
+    Entry,
     ErrorLog,
     JsonlWriter,
     PartsWriter,
@@ -34,21 +39,30 @@ from uniembed.bulk.records import ReadOptions, Record, iter_records
 
 DEFAULT_BATCH_SIZE = 256
 DUPLICATE_ID = "duplicate id: an earlier item has the same id"
+VECTORS = ("single", "multi", "both")
+Vectors = Literal["single", "multi", "both"]
 
 
 @dataclass(frozen=True)
 class BulkOptions:
-    """What to compute for every item (the API's fields) and how many records make a chunk."""
+    """What to compute for every item (the API's fields) and how many records make a chunk.
+
+    ``vectors``: ``single`` vectors, ``multi``-vectors, or ``both`` from one forward pass, written
+    with what an index stores beside them (document id, page, patch grid, metadata, text) so that
+    ``uniembed index --from-embeddings`` can index them without the model running again.
+    """
 
     task: str | None = None
     dimensions: int | None = None
-    multivector: bool = False
+    vectors: Vectors = "single"
     truncate: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InvalidInput(f"batch size must be at least 1, got {self.batch_size}")
+        if self.vectors not in VECTORS:
+            raise InvalidInput(f"vectors must be one of {', '.join(VECTORS)}; got {self.vectors!r}")
 
 
 @dataclass
@@ -210,7 +224,7 @@ def _make_writer(output: Path, fmt: str, model_name: str, options: BulkOptions) 
         "model": model_name,
         "task": options.task,
         "dimensions": options.dimensions,
-        "multivector": options.multivector,
+        "vectors": options.vectors,
     }
     if fmt == "jsonl":
         return JsonlWriter(output, manifest)
@@ -236,11 +250,11 @@ def process_chunk(
     seen: set[str],
 ) -> ChunkResult:
     """Parse, skip finished ids (``done``) and repeated ones (``seen``, updated), encode."""
-    entries: list[tuple[str, Item]] = []
+    entries: list[_Pending] = []
     failures: list[tuple[str, str]] = []
     skipped = 0
     for record in chunk:
-        for item_id, item, error in _parse_unless_done(record, done):
+        for page, (item_id, item, error) in enumerate(_parse_unless_done(record, done), 1):
             if item_id in seen:
                 failures.append((item_id, DUPLICATE_ID))
             elif item_id in done:
@@ -248,10 +262,19 @@ def process_chunk(
             elif error is not None:
                 failures.append((item_id, error))
             else:
-                entries.append((item_id, item))
+                entries.append(_Pending(item_id, item, record, page if record.is_pdf else None))
             seen.add(item_id)
     rows, encode_failures = _encode_entries(embedder, entries, options)
     return ChunkResult(len(chunk), rows, failures + encode_failures, skipped)
+
+
+class _Pending(NamedTuple):
+    """An item to encode: its id, the parsed item, the record it came from and its page (PDFs)."""
+
+    id: str
+    item: Item
+    record: Record
+    page: int | None
 
 
 def _parse_unless_done(record: Record, done: set[str]) -> list[tuple[str, Item | None, str | None]]:
@@ -288,7 +311,7 @@ def _without_index(message: str) -> str:
 
 
 def _encode_entries(
-    embedder: Embedder, entries: list[tuple[str, Item]], options: BulkOptions
+    embedder: Embedder, entries: list[_Pending], options: BulkOptions
 ) -> tuple[list[EmbeddedRecord], list[tuple[str, str]]]:
     """Encode a chunk in one plan; when planning fails, find the bad items one by one."""
     if not entries:
@@ -296,37 +319,67 @@ def _encode_entries(
     encode_options = _encode_options(options)
     failures: list[tuple[str, str]] = []
     try:
-        plan = embedder.plan([item for _, item in entries], options.task, encode_options)
+        plan = embedder.plan([e.item for e in entries], options.task, encode_options)
     except UniembedError:
         entries, failures = _split_bad_entries(embedder, entries, options.task, encode_options)
         if not entries:
             return [], failures
-        plan = embedder.plan([item for _, item in entries], options.task, encode_options)
+        plan = embedder.plan([e.item for e in entries], options.task, encode_options)
     result = embedder.run(plan)
+    if result.multivectors is None:
+        rows = [
+            EmbeddedRecord(e.id, _numpy(vector), tokens)
+            for e, vector, tokens in zip(entries, result.embeddings, result.token_counts)
+        ]
+        return rows, failures
+    grids = result.patch_grids or [None] * len(entries)
     rows = [
-        EmbeddedRecord(item_id, vector.detach().float().cpu().numpy(), tokens)
-        for (item_id, _), vector, tokens in zip(entries, result.embeddings, result.token_counts)
+        EmbeddedRecord(e.id, _numpy(vector), tokens, _numpy(multi), _entry(e, grid))
+        for e, vector, tokens, multi, grid in zip(
+            entries, result.embeddings, result.token_counts, result.multivectors, grids
+        )
     ]
     return rows, failures
 
 
+def _entry(pending: _Pending, grid: PatchGrid | None) -> Entry:
+    """What an index stores beside the vectors of an item (``--vectors both``)."""
+    from uniembed.inputs.items import TextItem
+
+    text = pending.item.text if isinstance(pending.item, TextItem) else None
+    kind = "page" if pending.page is not None else "text" if text is not None else "image"
+    return Entry(
+        document=pending.record.id,
+        page=pending.page,
+        kind=kind,
+        grid=None if grid is None else (grid.start, grid.height, grid.width),
+        metadata=dict(pending.record.metadata or {}),
+        text=text,
+    )
+
+
+def _numpy(vector: torch.Tensor) -> np.ndarray:
+    return vector.detach().float().cpu().numpy()
+
+
 def _split_bad_entries(
-    embedder: Embedder, entries: list[tuple[str, Item]], task: str | None, options: EncodeOptions
-) -> tuple[list[tuple[str, Item]], list[tuple[str, str]]]:
-    good: list[tuple[str, Item]] = []
+    embedder: Embedder, entries: list[_Pending], task: str | None, options: EncodeOptions
+) -> tuple[list[_Pending], list[tuple[str, str]]]:
+    good: list[_Pending] = []
     bad: list[tuple[str, str]] = []
-    for item_id, item in entries:
+    for entry in entries:
         try:
-            embedder.plan([item], task, options)
+            embedder.plan([entry.item], task, options)
         except UniembedError as exc:
-            bad.append((item_id, _without_index(exc.message)))
+            bad.append((entry.id, _without_index(exc.message)))
         else:
-            good.append((item_id, item))
+            good.append(entry)
     return good, bad
 
 
 def _encode_options(options: BulkOptions) -> EncodeOptions:
     from uniembed.plans import EncodeOptions
 
-    output = "multi" if options.multivector else "single"
-    return EncodeOptions(output=output, dimensions=options.dimensions, truncate=options.truncate)
+    return EncodeOptions(
+        output=options.vectors, dimensions=options.dimensions, truncate=options.truncate
+    )

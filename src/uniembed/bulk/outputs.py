@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,16 +17,35 @@ import numpy as np
 from uniembed.errors import InvalidInput
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
+PARQUET_MANIFEST_KEY = "uniembed"  # Parquet schema metadata: the job's manifest (model, task, …)
 PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
 
 
 @dataclass(frozen=True)
+class Entry:
+    """What an index stores beside an item's vectors (``--vectors both``): the document it belongs
+    to, its page (PDFs, from 1), ``kind`` (text | image | page), its patch grid (start, height,
+    width) among the multi-vector rows, the record's JSON metadata and, for texts, the text."""
+
+    document: str
+    page: int | None
+    kind: str
+    grid: tuple[int, int, int] | None
+    metadata: dict[str, Any]
+    text: str | None
+
+
+@dataclass(frozen=True)
 class EmbeddedRecord:
-    """One finished embedding: ``vector`` is (dim,) or, for multi-vectors, (tokens, dim)."""
+    """One finished embedding: ``vector`` is (dim,) or, for multi-vectors, (tokens, dim); with
+    ``--vectors both`` ``vector`` is the single vector, ``multivector`` (tokens, dim) and ``entry``
+    are set."""
 
     id: str
     vector: np.ndarray
     tokens: int
+    multivector: np.ndarray | None = None
+    entry: Entry | None = None
 
 
 class Writer(Protocol):
@@ -96,7 +115,8 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], output: Path)
 
 
 class JsonlWriter:
-    """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines.
+    """Appends ``{"id": …, "embedding": […]}`` (``"embeddings"`` for multi-vectors) lines; with
+    ``--vectors both`` each line has both and the :class:`Entry` fields.
 
     ``<output>.manifest.json`` records the options (model, task, dimensions, multi-vector), so that
     a resumed job cannot append vectors made with different ones.
@@ -105,7 +125,7 @@ class JsonlWriter:
     def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
         self.path = path
         self.manifest = manifest
-        self.key = "embeddings" if manifest.get("multivector") else "embedding"
+        self.key = "embeddings" if manifest.get("vectors") == "multi" else "embedding"
         self._file = None
 
     def done_ids(self) -> set[str]:
@@ -131,7 +151,16 @@ class JsonlWriter:
         os.fsync(self._file.fileno())
 
     def _line(self, row: EmbeddedRecord) -> str:
-        return f'{{"id": {json.dumps(row.id)}, "{self.key}": {json.dumps(row.vector.tolist())}}}\n'
+        if row.entry is None or row.multivector is None:
+            vector = json.dumps(row.vector.tolist())
+            return f'{{"id": {json.dumps(row.id)}, "{self.key}": {vector}}}\n'
+        record = {
+            "id": row.id,
+            **asdict(row.entry),
+            "embedding": row.vector.tolist(),
+            "embeddings": row.multivector.tolist(),
+        }
+        return json.dumps(record) + "\n"
 
     def finish(self) -> None:
         """Nothing to do: the appended lines already are the output."""
@@ -173,10 +202,10 @@ class PartsWriter:
         self.manifest = manifest
         self.folder = parts_dir(output)
         self.suffix = ".parquet" if fmt == "parquet" else ".npz"
-        if fmt == "numpy" and manifest.get("multivector"):
+        if fmt == "numpy" and manifest.get("vectors") != "single":
             raise InvalidInput(
-                "--multivector needs JSONL or Parquet output: a NumPy array cannot hold one "
-                "matrix per item"
+                f"--vectors {manifest.get('vectors')} needs JSONL or Parquet output: a NumPy array "
+                "cannot hold one matrix per item"
             )
         if fmt == "parquet":
             _pyarrow()
@@ -210,7 +239,7 @@ class PartsWriter:
             return
         vectors = np.load(self.output)
         ids = json.loads(ids_path(self.output).read_text(encoding="utf-8"))
-        self._write_part(ids, list(vectors), [0] * len(ids))
+        self._write_part([EmbeddedRecord(i, v, 0) for i, v in zip(ids, vectors)])
         self.output.unlink()
         ids_path(self.output).unlink()
 
@@ -225,28 +254,37 @@ class PartsWriter:
     # -- writing
     def write(self, rows: Sequence[EmbeddedRecord]) -> None:
         self._ensure_folder()
-        self._write_part([r.id for r in rows], [r.vector for r in rows], [r.tokens for r in rows])
+        self._write_part(rows)
 
-    def _write_part(self, ids: list[str], vectors: list[np.ndarray], tokens: list[int]) -> None:
+    def _write_part(self, rows: Sequence[EmbeddedRecord]) -> None:
         parts = self._parts()
         index = int(parts[-1].name[5:11]) + 1 if parts else 0
         final = self.folder / f"part-{index:06d}{self.suffix}"
         tmp = final.with_name(final.name + ".tmp")
         if self.fmt == "parquet":
             pq = _pyarrow()[1]
-            pq.write_table(self._table(ids, vectors), tmp)
+            pq.write_table(self._table(rows), tmp)
         else:
+            ids = np.array([r.id for r in rows], dtype=np.str_)
             with tmp.open("wb") as file:
-                np.savez(file, ids=np.array(ids, dtype=np.str_), vectors=_stack(vectors))
+                np.savez(file, ids=ids, vectors=_stack([r.vector for r in rows]))
         os.replace(tmp, final)
 
-    def _table(self, ids: list[str], vectors: list[np.ndarray]) -> Any:
+    def _table(self, rows: Sequence[EmbeddedRecord]) -> Any:
+        """A part as a table (columns: see docs/bulk.md); the schema carries the manifest."""
         pa = _pyarrow()[0]
-        if self.manifest.get("multivector"):
-            column = pa.array([v.tolist() for v in vectors], type=pa.list_(pa.list_(pa.float32())))
-            return pa.table({"id": pa.array(ids, pa.string()), "embeddings": column})
-        column = pa.array([v.tolist() for v in vectors], type=pa.list_(pa.float32()))
-        return pa.table({"id": pa.array(ids, pa.string()), "embedding": column})
+        vectors = self.manifest.get("vectors")
+        columns: dict[str, Any] = {"id": pa.array([r.id for r in rows], pa.string())}
+        if vectors == "both":
+            columns.update(_entry_columns(pa, [r.entry for r in rows]))  # type: ignore[misc]
+        if vectors in ("single", "both"):
+            columns["embedding"] = _vector_column(pa, [r.vector for r in rows])
+        if vectors == "multi":
+            columns["embeddings"] = _matrix_column(pa, [r.vector for r in rows])
+        if vectors == "both":
+            columns["embeddings"] = _matrix_column(pa, [r.multivector for r in rows])  # type: ignore[misc]
+        metadata = {PARQUET_MANIFEST_KEY: json.dumps(self.manifest)}
+        return pa.table(columns).replace_schema_metadata(metadata)
 
     def _read_part(self, part: Path) -> tuple[list[str], Any]:
         if self.fmt == "parquet":
@@ -270,7 +308,7 @@ class PartsWriter:
     def _merge_parquet(self) -> None:
         pq = _pyarrow()[1]
         tmp = self.output.with_name(self.output.name + ".tmp")
-        schema = self._table([], []).schema
+        schema = self._table([]).schema
         with pq.ParquetWriter(tmp, schema) as writer:
             for part in self._parts():
                 writer.write_table(self._read_part(part)[1].cast(schema))
@@ -300,6 +338,48 @@ class PartsWriter:
         sidecar.with_name(sidecar.name + ".tmp").write_text(json.dumps(ids), encoding="utf-8")
         os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
         os.replace(tmp, self.output)
+
+
+def _entry_columns(pa: Any, entries: Sequence[Entry]) -> dict[str, Any]:
+    """The :class:`Entry` fields as columns (``metadata`` as JSON text, ``grid`` as 3 ints)."""
+    return {
+        "document": pa.array([e.document for e in entries], pa.string()),
+        "page": pa.array([e.page for e in entries], pa.int32()),
+        "kind": pa.array([e.kind for e in entries], pa.string()),
+        "grid": pa.array([e.grid for e in entries], pa.list_(pa.int32())),
+        "metadata": pa.array([json.dumps(e.metadata) for e in entries], pa.string()),
+        "text": pa.array([e.text for e in entries], pa.string()),
+    }
+
+
+def _vector_column(pa: Any, vectors: Sequence[np.ndarray]) -> Any:
+    """list<float32>, built from one flat buffer (no Python floats)."""
+    return _list_array(pa, vectors, pa.array(_flat(vectors, 1)))
+
+
+def _matrix_column(pa: Any, matrices: Sequence[np.ndarray]) -> Any:
+    """list<list<float32>>: one list of rows per item, built from one flat buffer."""
+    widths = np.concatenate([np.full(m.shape[0], m.shape[1]) for m in matrices] or [[]])
+    inner = pa.ListArray.from_arrays(_offsets(pa, widths), pa.array(_flat(matrices, 2)))
+    return _list_array(pa, matrices, inner)
+
+
+def _list_array(pa: Any, items: Sequence[np.ndarray], values: Any) -> Any:
+    return pa.ListArray.from_arrays(_offsets(pa, [len(item) for item in items]), values)
+
+
+def _offsets(pa: Any, lengths: Any) -> Any:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.array(offsets)
+
+
+def _flat(arrays: Sequence[np.ndarray], ndim: int) -> np.ndarray:
+    if not arrays:
+        return np.zeros(0, np.float32)
+    if any(a.ndim != ndim for a in arrays):
+        raise ValueError(f"expected arrays of {ndim} dimensions")
+    return np.concatenate([a.reshape(-1) for a in arrays]).astype(np.float32, copy=False)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

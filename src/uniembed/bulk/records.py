@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class Record:
     id: str
     raw: Any = None
     error: str | None = None
+    metadata: dict[str, Any] | None = None  # JSONL ``metadata`` (kept with ``--vectors both``)
 
     @property
     def is_pdf(self) -> bool:
@@ -126,11 +127,14 @@ def _jsonl_record(line: str, where: str, base: Path, options: ReadOptions) -> Re
         wanted = f"{options.text_key!r}, 'image' or 'pdf'"
         return Record(record_id, error=f"expected exactly one of {wanted}, found {len(kinds)}")
     value = obj[kinds[0]]
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return Record(record_id, error="'metadata' must be a JSON object")
     if kinds[0] == options.text_key:
         if not isinstance(value, str):
             return Record(record_id, error=f"{options.text_key!r} must be a string")
-        return _text_record(record_id, value)
-    return Record(record_id, {kinds[0]: _local_or_raw(value, base)})
+        return replace(_text_record(record_id, value), metadata=metadata)
+    return Record(record_id, {kinds[0]: _local_or_raw(value, base)}, metadata=metadata)
 
 
 def _local_or_raw(value: Any, base: Path) -> Any:

@@ -36,6 +36,13 @@ def index_command(
             )
         ),
     ] = None,
+    from_embeddings: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Parquet file of `uniembed embed --vectors both` to index without running the "
+            "model again; repeat for several."
+        ),
+    ] = None,
     delete: Annotated[
         list[str] | None, typer.Option(help="Document id to delete; repeat for several.")
     ] = None,
@@ -79,7 +86,8 @@ def index_command(
                 index.delete(delete)
                 typer.echo(f"deleted {len(delete)} document id(s)", err=True)
             started = time.perf_counter()
-            added = _add_all(index, paths or [], jsonl or [], batch_items, progress)
+            stored = from_embeddings or []
+            added = _add_all(index, paths or [], jsonl or [], stored, batch_items, progress)
             if added and optimize:
                 index.optimize()
             if added:
@@ -163,15 +171,25 @@ def _open_or_create(
     return Index.create(location, model or DEFAULT_MODEL, device=device, dtype=dtype, **create)
 
 
-def _add_all(index: Any, paths: list[Path], jsonl: list[Path], batch_items: int, show: bool) -> int:
-    """Add every path and JSONL file under a progress bar of documents written; the count."""
+def _add_all(
+    index: Any,
+    paths: list[Path],
+    jsonl: list[Path],
+    stored: list[Path],
+    batch_items: int,
+    show: bool,
+) -> int:
+    """Add every path, JSONL file and file of stored embeddings (``--from-embeddings``) under a
+    progress bar of documents written; the count."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from uniembed.bulk.command import RateColumn
     from uniembed.retrieval.documents import count_documents
+    from uniembed.retrieval.stored import add_embeddings_file, count_stored_documents
 
     total = sum(count_documents(p) for p in paths) + sum(_count_lines(f) for f in jsonl)
+    total += sum(count_stored_documents(f) for f in stored)
     columns = (
         TextColumn("indexing"),
         BarColumn(),
@@ -187,6 +205,10 @@ def _add_all(index: Any, paths: list[Path], jsonl: list[Path], batch_items: int,
         for file in jsonl:
             documents = _jsonl_documents(file)
             index.add_documents(documents, batch_items=batch_items, on_written=_advance(bar, task))
+        for file in stored:
+            add_embeddings_file(
+                index, file, batch_items=batch_items, on_written=_advance(bar, task)
+            )
         return int(bar.tasks[0].completed)
 
 

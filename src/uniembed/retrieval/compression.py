@@ -38,10 +38,21 @@ CLUSTER_BLOCK = 1024  # most tokens clustered together (Ward needs their pair di
 def to_float16(vectors: torch.Tensor) -> torch.Tensor:
     """Round to float16 (unit-length rows lose at most ~5e-4 per value).
 
+    CPU float32 goes through numpy (the same rounding, on one thread): torch casts a page-sized
+    tensor on its thread pool, which stalled at ~30 ms a page on the busy 2-core machine of
+    BENCHMARKS.md against ~1 ms here.
+
     >>> to_float16(torch.tensor([0.1, 1.0])).tolist()
     [0.0999755859375, 1.0]
     """
+    if vectors.device.type == "cpu" and vectors.dtype == torch.float32:
+        return torch.from_numpy(vectors.detach().numpy().astype(np.float16))
     return vectors.to(torch.float16)
+
+
+def float16_lists(rows: torch.Tensor) -> list[list[float]]:
+    """float16 rows as lists of floats (what a store ingests), converted on one thread."""
+    return rows.numpy().astype(np.float32).tolist()
 
 
 def binarize(vectors: torch.Tensor) -> torch.Tensor:
@@ -161,6 +172,7 @@ __all__ = [
     "QDRANT_MULTIVECTOR_FLOATS",
     "binarize",
     "cluster_tokens",
+    "float16_lists",
     "hamming_maxsim",
     "max_rows_for",
     "pool_by_labels",

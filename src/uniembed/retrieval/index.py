@@ -29,7 +29,13 @@ from PIL import Image
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
-from uniembed.retrieval.compression import max_rows_for, pool_by_labels, pool_to_fit, to_float16
+from uniembed.retrieval.compression import (
+    float16_lists,
+    max_rows_for,
+    pool_by_labels,
+    pool_to_fit,
+    to_float16,
+)
 from uniembed.retrieval.documents import (
     Document,
     check_text,
@@ -50,6 +56,7 @@ from uniembed.retrieval.store import (
     parse_filter,
     point_id,
 )
+from uniembed.retrieval.stored import StoredEntry
 
 if TYPE_CHECKING:
     from typing import Self
@@ -295,6 +302,62 @@ class Index:
                 on_written(len(batch))
         return written
 
+    def add_vectors(
+        self,
+        ids: Sequence[str],
+        embeddings: Any,
+        multivectors: Sequence[Any] | None = None,
+        *,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        pages: Sequence[int | None] | None = None,
+        patch_grids: Sequence[Any] | None = None,
+        texts: Sequence[str | None] | None = None,
+        kinds: Sequence[str | None] | None = None,
+        thumbnails: Sequence[str | None] | None = None,
+        batch_items: int = DEFAULT_BATCH_ITEMS,
+        on_written: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Add entries from stored embeddings (e.g. ``uniembed embed --vectors both``): no model
+        runs. Entry ``n`` belongs to document ``ids[n]``; a document's entries are consecutive
+        (one per page). Stored exactly as :meth:`add` stores the same items, so both give the same
+        search results. Returns the document ids.
+
+        ``embeddings``: single vectors (entries, d ≥ the index's ``dimensions``; wider ones are cut
+        and re-normalised). ``multivectors``: one (tokens, multivector_dim) array per entry
+        (indexes of models with multi-vectors). Optional, one per entry: ``metadata`` (JSON
+        objects), ``pages`` (PDF page numbers from 1, else ``None``), ``patch_grids`` (``(start,
+        height, width)`` of an image's patch rows, for similarity maps), ``texts`` (shown with
+        hits), ``kinds`` (``text | image | page``; default: ``page`` with a page number, ``image``
+        with a patch grid, else ``text``), ``thumbnails`` (JPEG data URIs,
+        :func:`~uniembed.retrieval.documents.thumbnail`; kept when the index keeps thumbnails).
+        Every argument is checked before anything is written; an id already indexed is replaced.
+        """
+        from uniembed.retrieval.stored import document_batches, stored_entries
+
+        entries = stored_entries(
+            ids,
+            embeddings,
+            multivectors,
+            dimensions=self.settings.dimensions,
+            multivector_dim=self.settings.multivector_dim,
+            metadata=metadata,
+            pages=pages,
+            patch_grids=patch_grids,
+            texts=texts,
+            kinds=kinds,
+            thumbnails=thumbnails if self.settings.thumbnails else None,
+        )
+        written: list[str] = []
+        for batch in document_batches(entries, max(1, batch_items)):
+            built = [self._entry_point(entry) for entry in batch]
+            doc_ids = list(dict.fromkeys(entry.doc_id for entry in batch))
+            stored = [rows for _, rows in built if rows is not None]
+            self.retriever.write(doc_ids, [point for point, _ in built], stored)
+            written.extend(doc_ids)
+            if on_written is not None:
+                on_written(len(doc_ids))
+        return written
+
     def update(self, doc_id: str, value: Any, metadata: Mapping[str, Any] | None = None) -> None:
         """Replace document ``doc_id`` (delete + add; an interrupted update leaves it absent)."""
         self.add([value], [doc_id], [metadata])
@@ -435,30 +498,54 @@ class Index:
         multi: torch.Tensor | None,
         grid: PatchGrid | None,
     ) -> tuple[Point, torch.Tensor | None]:
-        payload: dict[str, Any] = {"id": doc.id, "kind": doc.entry_kind, "metadata": doc.metadata}
-        page_number = page if doc.kind == "pdf" else None
-        if page_number is not None:
-            payload["page"] = page_number
-        if doc.source is not None:
-            payload["source"] = doc.source
-        if isinstance(item, TextItem):
-            payload["text"] = item.text
-        elif self.settings.thumbnails:
-            payload["thumbnail"] = thumbnail(item.image)
+        is_text = isinstance(item, TextItem)
+        keep_thumbnail = not is_text and self.settings.thumbnails
+        entry = StoredEntry(
+            doc_id=doc.id,
+            kind=doc.entry_kind,
+            page=page if doc.kind == "pdf" else None,
+            dense=dense,
+            multi=multi,
+            grid=grid,
+            metadata=doc.metadata,
+            text=item.text if isinstance(item, TextItem) else None,
+            thumbnail=thumbnail(item.image) if keep_thumbnail else None,
+        )
+        return self._entry_point(entry, doc.source)
+
+    def _entry_point(
+        self, entry: StoredEntry, source: str | None = None
+    ) -> tuple[Point, torch.Tensor | None]:
+        """The store point of an entry, and its stored multi-vector rows (float16, pooled as the
+        index was created to pool)."""
+        payload: dict[str, Any] = {
+            "id": entry.doc_id,
+            "kind": entry.kind,
+            "metadata": entry.metadata,
+        }
+        if entry.page is not None:
+            payload["page"] = entry.page
+        if source is not None:
+            payload["source"] = source
+        if entry.text is not None:
+            payload["text"] = entry.text
+        if entry.thumbnail is not None:
+            payload["thumbnail"] = entry.thumbnail
         rows = None
-        if multi is not None:
-            labels = self._pool_labels(multi)
+        if entry.multi is not None:
+            labels = self._pool_labels(entry.multi)
             rows = to_float16(
-                multi if labels is None else pool_by_labels(multi, labels)
+                entry.multi if labels is None else pool_by_labels(entry.multi, labels)
             )  # (rows, d)
-            if grid is not None:
+            if entry.grid is not None:
+                grid = entry.grid
                 payload["grid"] = [grid.start, grid.height, grid.width]
                 if labels is not None:
                     payload["patch_rows"] = labels[grid.start : grid.stop].tolist()
         point = Point(
-            point_id(doc.id, page_number),
-            dense.tolist(),
-            rows.float().tolist() if rows is not None else None,
+            point_id(entry.doc_id, entry.page),
+            entry.dense.tolist(),
+            float16_lists(rows) if rows is not None else None,
             payload,
         )
         return point, rows

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
-DEFAULT_CHUNK_ROWS = 8192  # document rows scored per step: bounds the (rows, query tokens) buffer
+DEFAULT_CHUNK_ROWS = 2048  # document rows per block: 1 MiB of decoded 128-d rows, kept in L2 cache
 Decode = Callable[
-    [torch.Tensor, torch.Tensor], None
-]  # stored rows (r, …) → float32 rows into out (r, d)
+    [torch.Tensor, torch.Tensor], torch.Tensor
+]  # stored rows (r, …) → float32 rows (r, d): written into out, or the rows themselves
 
 
 def maxsim(
@@ -168,9 +169,14 @@ def pad_multivectors(multivectors: list[torch.Tensor]) -> tuple[torch.Tensor, to
     return padded, mask
 
 
-# ----------------------------------------------------------------- the two scoring loops
-# Both decode each chunk into one preallocated float32 buffer and multiply into another: on the
-# machine of BENCHMARKS.md, fresh tensors per chunk (page faults) made scoring 2-4x slower.
+# ----------------------------------------------------------------- the kernel
+# Exact MaxSim, blocked for cache: a block of document rows is decoded to float32 into one
+# preallocated buffer (none when they are float32 already), multiplied with the query into another
+# as (query tokens, rows) — so each document's rows are contiguous along the last axis — and reduced
+# right away to each document's max per query token: a view and ``amax`` when the block's documents
+# have one length, numpy's ``maximum.reduceat`` over the row offsets otherwise. Before this layout
+# the per-document max over (rows, query tokens) cost 1.5x the matrix product itself
+# (BENCHMARKS.md, "Exact MaxSim kernel").
 def _padded_maxsim(
     query: torch.Tensor,
     docs: torch.Tensor,
@@ -181,18 +187,15 @@ def _padded_maxsim(
     count, tokens = docs.shape[:2]
     scores = torch.empty(count, dtype=torch.float32)
     step = max(1, chunk_rows // max(tokens, 1))
-    block = torch.empty(min(step, count) * tokens, query.shape[1])  # decoded rows of one chunk
-    sims = torch.empty(min(step, count) * tokens, query.shape[0])
+    buffers = _Buffers(query, min(step, count) * tokens)
     for start in range(0, count, step):
         stop = min(count, start + step)
         rows = (stop - start) * tokens
-        decode(docs[start:stop].reshape(rows, -1), block[:rows])
-        chunk = torch.mm(block[:rows], query.T, out=sims[:rows]).view(
-            stop - start, tokens, -1
-        )  # (m, t, q)
+        product = buffers.product(decode(docs[start:stop].reshape(rows, -1), buffers.block(rows)))
+        product = product.view(-1, stop - start, tokens)  # (q, m, t)
         if mask is not None:
-            chunk.masked_fill_(~mask[start:stop, :, None], float("-inf"))
-        scores[start:stop] = chunk.amax(dim=1).sum(dim=-1)  # (m,)
+            product.masked_fill_(~mask[None, start:stop], float("-inf"))
+        scores[start:stop] = product.amax(dim=-1).sum(dim=0)  # (m,)
     return scores
 
 
@@ -202,17 +205,41 @@ def _ragged_maxsim(
     scores = torch.empty(len(lengths), dtype=torch.float32)
     chunks = list(_row_chunks(lengths, chunk_rows))
     largest = max((row_stop - row_start for _, _, row_start, row_stop in chunks), default=0)
-    block = torch.empty(largest, query.shape[1])  # decoded rows of one chunk
-    sims = torch.empty(largest, query.shape[0])
+    buffers = _Buffers(query, largest)
+    counts = lengths.numpy()
     for first, last, row_start, row_stop in chunks:
         size = row_stop - row_start
-        decode(rows[row_start:row_stop], block[:size])
-        torch.mm(block[:size], query.T, out=sims[:size])  # (rows, q)
-        best = torch.segment_reduce(
-            sims[:size], "max", lengths=lengths[first:last], axis=0
-        )  # (m, q)
-        scores[first:last] = best.sum(dim=-1)  # (m,)
+        product = buffers.product(decode(rows[row_start:row_stop], buffers.block(size)))
+        torch.sum(_segment_max(product, counts[first:last]), dim=0, out=scores[first:last])
     return scores
+
+
+class _Buffers:
+    """The two preallocated buffers of the kernel: decoded rows and their product with the query
+    (fresh tensors per block cost page faults: 2-4x slower scoring on the machine of
+    BENCHMARKS.md)."""
+
+    def __init__(self, query: torch.Tensor, rows: int) -> None:
+        self.query = query.contiguous()  # (q, d) float32
+        self._block = torch.empty(rows, query.shape[1])
+        self._product = torch.empty(query.shape[0] * rows)
+
+    def block(self, rows: int) -> torch.Tensor:
+        return self._block[:rows]
+
+    def product(self, block: torch.Tensor) -> torch.Tensor:
+        """query · blockᵀ → (q, rows), into the product buffer."""
+        out = self._product[: self.query.shape[0] * block.shape[0]].view(-1, block.shape[0])
+        return torch.mm(self.query, block.T, out=out)
+
+
+def _segment_max(product: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+    """Max over consecutive column segments of ``lengths`` columns: (q, rows) → (q, segments)."""
+    if lengths.min() == lengths.max():
+        return product.view(product.shape[0], len(lengths), -1).amax(dim=-1)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return torch.from_numpy(np.maximum.reduceat(product.numpy(), offsets, axis=1))
 
 
 def _row_chunks(lengths: torch.Tensor, chunk_rows: int) -> Iterator[tuple[int, int, int, int]]:
@@ -229,16 +256,19 @@ def _row_chunks(lengths: torch.Tensor, chunk_rows: int) -> Iterator[tuple[int, i
         yield bounds[k], bounds[k + 1], row_bounds[k], row_bounds[k + 1]
 
 
-def _to_float32(rows: torch.Tensor, out: torch.Tensor) -> None:
-    out.copy_(rows)
+def _to_float32(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    if rows.dtype == torch.float32:
+        return rows  # nothing to decode: multiply the stored rows in place
+    return out.copy_(rows)
 
 
 def _sign_decoder(dim: int | None) -> Decode:
-    def decode(bits: torch.Tensor, out: torch.Tensor) -> None:
+    def decode(bits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if out.shape[1] == 8 * bits.shape[1]:  # whole bytes: look the signs up straight into out
             torch.index_select(_SIGN_TABLE, 0, bits.reshape(-1).long(), out=out.view(-1, 8))
         else:
             out.copy_(unpack_signs(bits, dim))
+        return out
 
     return decode
 

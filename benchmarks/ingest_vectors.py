@@ -1,0 +1,180 @@
+"""Ingest of stored embeddings: ``Index.add_vectors`` and ``uniembed index --from-embeddings``
+against the bare store write of the same points, in one run.
+
+    python benchmarks/ingest_vectors.py --pages 2000 --tokens 800     # the BENCHMARKS.md run
+    python benchmarks/ingest_vectors.py --quick                       # seconds: a smoke test
+
+The same synthetic pages (a 64-d single vector and ``tokens`` × 128 float16 values each) go into
+three fresh embedded indexes, block by block (``--block`` pages), the three paths taking turns on
+every block (rotating who goes first), so that each block's three timings see the same load on a
+shared machine; pages/s are totals, ratios the median of the per-block ratios:
+
+* ``store (baseline)`` — points built as lists and written with ``Store.upsert``, ``--batch``
+  pages per store operation: no index, no checks (what ``Index.add`` ends with, without the model);
+* ``add_vectors`` — ``Index.add_vectors`` from numpy arrays (checks, float16 rounding, payloads);
+* ``from-embeddings`` — what ``uniembed index --from-embeddings`` runs: the next batch read from a
+  Parquet file written by ``uniembed embed``'s own writer (``--vectors both``), then
+  ``add_vectors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def synthetic(pages: int, tokens: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Unit single vectors (pages, 64) and multi-vectors (tokens, 128) of float16 values."""
+    generator = np.random.default_rng(seed)
+    dense = generator.standard_normal((pages, 64)).astype(np.float32)
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    multi = []
+    for _ in range(pages):
+        rows = generator.standard_normal((tokens, 128)).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        multi.append(rows.astype(np.float16).astype(np.float32))
+    return dense, multi
+
+
+def write_parquet(path: Path, model: str, dense: np.ndarray, multi: list[np.ndarray]) -> None:
+    """The file ``uniembed embed --vectors both`` would write (through its own writer)."""
+    from uniembed.bulk.outputs import EmbeddedRecord, Entry, PartsWriter
+
+    manifest = {"format": "parquet", "model": model, "task": "retrieval.passage"}
+    writer = PartsWriter(path, "parquet", {**manifest, "dimensions": None, "vectors": "both"})
+    for start in range(0, len(dense), 256):
+        writer.write(
+            [
+                EmbeddedRecord(
+                    f"page-{n}",
+                    dense[n],
+                    0,
+                    multi[n],
+                    Entry(f"page-{n}", None, "image", None, {}, None),
+                )
+                for n in range(start, min(len(dense), start + 256))
+            ]
+        )
+    writer.finish()
+
+
+def store_points(store: Any, dense: np.ndarray, multi: list[np.ndarray], pages: range) -> None:
+    from uniembed.retrieval.store import Point, point_id
+
+    store.upsert(
+        [
+            Point(
+                point_id(f"page-{n}", None),
+                dense[n].tolist(),
+                multi[n].tolist(),
+                {"id": f"page-{n}", "kind": "image", "metadata": {}},
+            )
+            for n in pages
+        ]
+    )
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
+    """Seconds per block of each path."""
+    import uniembed
+    from uniembed.retrieval.index import Index
+    from uniembed.retrieval.store import Layout, create_store
+    from uniembed.retrieval.stored import read_embeddings
+    from uniembed.testing.jina_v4 import write_tiny_jina_v4
+
+    dense, multi = synthetic(args.pages, args.tokens)
+    embedder = uniembed.load(write_tiny_jina_v4(work / "tiny-v4"), device="cpu")
+    parquet = work / "pages.parquet"
+    write_parquet(parquet, embedder.info.name, dense, multi)
+    store = create_store(work / "store", Layout.build(64, 128, {}), {})
+    direct = Index.create(work / "direct", embedder, thumbnails=False)
+    from_file = Index.create(work / "file", embedder, thumbnails=False)
+    batches = read_embeddings(parquet, with_multivectors=True, batch_rows=args.block)
+    ids = [f"page-{n}" for n in range(args.pages)]
+
+    def baseline(pages: range) -> None:
+        for start in range(pages.start, pages.stop, args.batch):
+            store_points(store, dense, multi, range(start, min(pages.stop, start + args.batch)))
+
+    def add_vectors(pages: range) -> None:
+        chosen = slice(pages.start, pages.stop)
+        direct.add_vectors(ids[chosen], dense[chosen], multi[chosen], batch_items=args.batch)
+
+    def file_batch(pages: range) -> None:
+        batch = next(batches)
+        assert len(batch.ids) == len(pages)
+        from_file.add_vectors(
+            batch.ids,
+            batch.embeddings,
+            batch.multivectors,
+            **batch.options(),
+            batch_items=args.batch,
+        )
+
+    paths = {
+        "store (baseline)": baseline,
+        "add_vectors": add_vectors,
+        "from-embeddings": file_batch,
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in paths}
+    for number, start in enumerate(range(0, args.pages, args.block)):
+        pages = range(start, min(args.pages, start + args.block))
+        names = list(paths)
+        for name in names[number % 3 :] + names[: number % 3]:
+            began = time.perf_counter()
+            paths[name](pages)
+            seconds[name].append(time.perf_counter() - began)
+    counts = (store.count(), direct.count(), from_file.count())
+    assert counts == (args.pages,) * 3, counts
+    for closing in (store, direct, from_file):
+        closing.close()
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--tokens", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=16, help="pages per store operation")
+    parser.add_argument("--block", type=int, default=64, help="pages per turn of each path")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pages, args.tokens, args.block = 48, 32, 16
+    with tempfile.TemporaryDirectory() as temporary:
+        seconds = run(args, Path(temporary))
+    baseline = seconds["store (baseline)"]
+    results = {
+        "pages": args.pages,
+        "tokens": args.tokens,
+        "batch": args.batch,
+        "block": args.block,
+        "pages_per_s": {name: args.pages / sum(s) for name, s in seconds.items()},
+        "ratio_to_store_per_block_median": {
+            name: statistics.median(b / t for b, t in zip(baseline, s))
+            for name, s in seconds.items()
+        },
+        "seconds_per_block": seconds,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print("| path | pages/s | ratio to the bare store write (median of blocks) |")
+    print("|---|---|---|")
+    for name in seconds:
+        print(
+            f"| {name} | {results['pages_per_s'][name]:.1f} | "
+            f"{results['ratio_to_store_per_block_median'][name]:.2f} |"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Indexes built from stored embeddings (``Index.add_vectors``, ``uniembed index
+--from-embeddings`` reading ``uniembed embed --vectors both``) equal indexes built by ``Index.add``
+of the same items: same hits, scores, pages, metadata and similarity maps, in every mode, on the
+tiny v4 checkpoint (real patch grids)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
+from uniembed.bulk import BulkOptions, embed_files
+from uniembed.embedder import Embedder
+from uniembed.errors import InvalidInput
+from uniembed.retrieval.index import Hit, Index
+from uniembed.retrieval.retriever import MODES
+from uniembed.retrieval.stored import add_embeddings_file
+
+DIMENSIONS = 32
+QUERIES = ["how do solar cells make power", "baking bread", "red picture"]
+PDF_COLORS = [(1, 0, 0), (0, 0.6, 0), (0, 0, 1)]
+TASK = "retrieval.passage"
+
+
+def png(image: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list, list]:
+    """The same documents as a JSONL file for ``uniembed embed`` and as library inputs."""
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "red.png").write_bytes(png(color_image("red")))
+    (folder / "green.png").write_bytes(png(color_image("green", (84, 112))))
+    (folder / "report.pdf").write_bytes(page_pdf(PDF_COLORS))
+    texts = list(TEXTS.items())[:6]
+    records = [
+        {"id": key, "text": text, "metadata": {"lang": "en" if n % 2 else "de", "n": n}}
+        for n, (key, text) in enumerate(texts)
+    ]
+    records += [
+        {"id": "red", "image": "red.png", "metadata": {"n": 6}},
+        {"id": "green", "image": "green.png"},
+        {"id": "report", "pdf": "report.pdf", "metadata": {"n": 8}},
+    ]
+    (folder / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    ids = [r["id"] for r in records]
+    inputs = [text for _, text in texts] + [
+        {"image": str(folder / "red.png")},
+        {"image": str(folder / "green.png")},
+        {"pdf": str(folder / "report.pdf")},
+    ]
+    metadata = [r.get("metadata") for r in records]
+    return folder / "docs.jsonl", ids, inputs, metadata
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_v4: Embedder, corpus: tuple, tmp_path_factory: pytest.TempPathFactory) -> Index:
+    """The index built by ``Index.add`` (the model runs)."""
+    _, ids, inputs, metadata = corpus
+    index = Index.create(
+        tmp_path_factory.mktemp("ref") / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False
+    )
+    index.add(inputs, ids, metadata, batch_items=4)
+    yield index
+    index.close()
+
+
+@pytest.fixture(scope="module")
+def stored(tiny_v4: Embedder, corpus: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``uniembed embed --vectors both`` of the same documents, full-size single vectors."""
+    output = tmp_path_factory.mktemp("embed") / "docs.parquet"
+    options = BulkOptions(task=TASK, vectors="both", batch_size=3)
+    report = embed_files([corpus[0]], output, tiny_v4, options)
+    assert (report.embedded, report.failed) == (11, 0)
+    return output
+
+
+def hits_of(index: Index, query: str, mode: str) -> list[Hit]:
+    return index.search(query, k=10, mode=mode, candidates=100, maps=True)
+
+
+def assert_same_hits(got: list[Hit], want: list[Hit]) -> None:
+    assert [(h.id, h.page, h.kind) for h in got] == [(h.id, h.page, h.kind) for h in want]
+    for g, w in zip(got, want):
+        assert g.score == pytest.approx(w.score, abs=1e-5)
+        assert (g.metadata, g.text) == (w.metadata, w.text)
+        assert (g.similarity is None) == (w.similarity is None)
+        if g.similarity is not None and w.similarity is not None:
+            torch.testing.assert_close(g.similarity.scores, w.similarity.scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_from_embeddings_equals_index_add_in_every_mode(
+    tiny_v4: Embedder, reference: Index, stored: Path, tmp_path: Path, mode: str
+) -> None:
+    index = Index.create(tmp_path / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False)
+    with index:
+        assert add_embeddings_file(index, stored, batch_items=3) == 9  # documents
+        assert index.count() == reference.count() == 11
+        for query in QUERIES:
+            assert_same_hits(hits_of(index, query, mode), hits_of(reference, query, mode))
+        assert [h.page for h in index.get("report")] == [1, 2, 3]
+
+
+def test_add_vectors_from_encode_outputs_equals_index_add(
+    tiny_v4: Embedder, reference: Index, corpus: tuple, tmp_path: Path
+) -> None:
+    _, ids, inputs, metadata = corpus
+    texts = inputs[:6]
+    result = tiny_v4.encode(inputs, task=TASK, output="both", dimensions=DIMENSIONS)
+    entry_ids = ids[:-1] + ["report"] * 3
+    index = Index.create(tmp_path / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False)
+    with index:
+        written = index.add_vectors(
+            entry_ids,
+            torch.stack(result.embeddings).numpy(),
+            [m.numpy() for m in result.multivectors],
+            metadata=metadata[:-1] + [metadata[-1]] * 3,
+            pages=[None] * 8 + [1, 2, 3],
+            patch_grids=result.patch_grids,
+            texts=texts + [None] * 5,
+        )
+        assert written == ids
+        for mode in ("multivector", "two-stage"):
+            for query in QUERIES:
+                assert_same_hits(hits_of(index, query, mode), hits_of(reference, query, mode))
+
+
+def test_cli_index_from_embeddings(
+    tiny_v4_path: Path, reference: Index, stored: Path, tmp_path: Path
+) -> None:
+    from uniembed.cli import app
+
+    location = tmp_path / "index"
+    args = ["index", str(location), "--from-embeddings", str(stored), "-m", str(tiny_v4_path)]
+    result = CliRunner().invoke(app, [*args, "--dimensions", str(DIMENSIONS), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["entries"] == 11
+    with Index.open(location, device="cpu") as index:
+        for query in QUERIES:
+            assert_same_hits(
+                hits_of(index, query, "multivector"), hits_of(reference, query, "multivector")
+            )
+
+
+def test_stored_embeddings_of_another_model_or_task_are_refused(
+    tiny_v4: Embedder, corpus: tuple, tmp_path: Path
+) -> None:
+    output = tmp_path / "query.parquet"
+    options = BulkOptions(task="retrieval.query", vectors="both")
+    embed_files([corpus[0]], output, tiny_v4, options)
+    with Index.create(tmp_path / "index", tiny_v4) as index:
+        with pytest.raises(InvalidInput, match="embedded with task retrieval.query; this index"):
+            add_embeddings_file(index, output)
+        single = tmp_path / "single.parquet"
+        embed_files([corpus[0]], single, tiny_v4, BulkOptions(task=TASK))
+        with pytest.raises(InvalidInput, match="no embeddings column: write it with"):
+            add_embeddings_file(index, single)
+        assert index.count() == 0
+
+
+# ----------------------------------------------------------------- validation
+@pytest.fixture
+def fake_index(fake_embedder: Embedder, tmp_path: Path) -> Index:
+    index = Index.create(tmp_path / "fake", fake_embedder, dimensions=16)
+    yield index
+    index.close()
+
+
+def vectors(count: int, dim: int = 32, rows: int = 5) -> tuple[np.ndarray, list[np.ndarray]]:
+    generator = np.random.default_rng(0)
+    dense = generator.standard_normal((count, dim)).astype(np.float32)
+    multi = [generator.standard_normal((rows, 8)).astype(np.float32) for _ in range(count)]
+    return dense, multi
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ids": ["a"]}, "embeddings must be \\(entries, dimensions\\) with 1 entries, got shape"),
+        ({"embeddings": np.ones((2, 8), np.float32)}, "embeddings have 8 dimensions; this index"),
+        ({"embeddings": np.ones((2, 2, 32))}, "embeddings must be \\(entries, dimensions\\)"),
+        ({"embeddings": [np.ones(32), np.ones(31)]}, "one vector per entry of equal size"),
+        ({"multivectors": None}, "this index stores multi-vectors: give one \\(tokens, 8\\)"),
+        ({"multivectors": [np.ones((3, 8))]}, "got 1 multivectors for 2 ids"),
+        ({"multivectors": [np.ones((3, 8)), np.ones((3, 7))]}, "entry 1: a multi-vector must be"),
+        ({"multivectors": [np.ones((3, 8)), np.ones((0, 8))]}, "entry 1: a multi-vector must be"),
+        ({"metadata": [{}]}, "got 1 metadata for 2 ids"),
+        ({"metadata": [{}, "x"]}, "entry 1 \\(document 'b'\\): metadata must be a JSON object"),
+        ({"metadata": [{}, {"x": {1, 2}}]}, "metadata.x is not JSON \\(a set\\)"),
+        ({"pages": [0, None]}, "a page number is an integer ≥ 1, got 0"),
+        ({"patch_grids": [(0, 2, 3), None]}, "patch grid \\(0, 2, 3\\) covers rows up to 6, but"),
+        ({"patch_grids": [(0, 2), None]}, "a patch grid is \\(start, height, width\\)"),
+        ({"kinds": ["page", "text"]}, "kind 'page' and a page number go together"),
+        ({"kinds": ["pdf", "text"]}, "kind must be one of text, image, page"),
+        ({"ids": ["a", ""]}, "entry 1: document id must be a non-empty string"),
+        ({"ids": ["a", "a"]}, "document 'a' has an entry without a page twice"),
+        ({"texts": ["x", 3]}, "entry 1 \\(document 'b'\\): text must be a string"),
+    ],
+)
+def test_bad_stored_embeddings_get_clear_errors(
+    fake_index: Index, change: dict, message: str
+) -> None:
+    dense, multi = vectors(2)
+    arguments = {"ids": ["a", "b"], "embeddings": dense, "multivectors": multi, **change}
+    ids, embeddings, multivectors = (
+        arguments.pop(k) for k in ("ids", "embeddings", "multivectors")
+    )
+    with pytest.raises(InvalidInput, match=message):
+        fake_index.add_vectors(ids, embeddings, multivectors, **arguments)
+    assert fake_index.count() == 0  # checked before anything is written
+
+
+def test_documents_must_be_consecutive_and_values_finite(fake_index: Index) -> None:
+    dense, multi = vectors(3)
+    with pytest.raises(InvalidInput, match="entry 2: document 'a' appears twice in one add"):
+        fake_index.add_vectors(["a", "b", "a"], dense, multi, pages=[1, None, 2])
+    multi[1][0, 0] = float("nan")
+    with pytest.raises(InvalidInput, match="entry 1: the multi-vector hold NaN"):
+        fake_index.add_vectors(["a", "b", "c"], dense, multi)
+    dense[0, 0] = float("inf")
+    with pytest.raises(InvalidInput, match="embeddings hold NaN or infinite values"):
+        fake_index.add_vectors(["a", "b", "c"], dense, multi)
+
+
+def test_a_pdf_from_vectors_is_written_whole_and_replaced_whole(fake_index: Index) -> None:
+    dense, multi = vectors(4)
+    written: list[int] = []
+    ids = fake_index.add_vectors(
+        ["doc", "doc", "doc", "other"],
+        dense,
+        multi,
+        pages=[1, 2, 3, None],
+        batch_items=1,
+        on_written=written.append,
+    )
+    assert ids == ["doc", "other"] and written == [1, 1]
+    assert [(h.kind, h.page) for h in fake_index.get("doc")] == [("page", p) for p in (1, 2, 3)]
+    fake_index.add_vectors(["doc"], dense[:1], multi[:1], pages=[1])  # replaces all three pages
+    assert [h.page for h in fake_index.get("doc")] == [1]
+    assert fake_index.count() == 2
+
+
+def test_parquet_files_of_other_writers_and_their_mistakes(
+    fake_index: Index, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dense, multi = vectors(3)
+
+    def write(name: str, ids: list[str], **extra: list) -> Path:
+        table = pa.table(
+            {
+                "id": ids,
+                "embedding": [v.tolist() for v in dense[: len(ids)]],
+                "embeddings": [m.tolist() for m in multi[: len(ids)]],
+                **extra,
+            }
+        )
+        pq.write_table(table, tmp_path / name)
+        return tmp_path / name
+
+    plain = write("plain.parquet", ["a", "b", "c"])  # no manifest, no entry columns
+    assert add_embeddings_file(fake_index, plain) == 3
+    assert [(h.kind, h.page) for h in fake_index.get("b")] == [("text", None)]
+    apart = write("apart.parquet", ["x", "y", "x"], document=["x", "y", "x"])
+    with pytest.raises(InvalidInput, match="row 2: document 'x' appeared before; the rows of a"):
+        add_embeddings_file(fake_index, apart)
+    bad_json = write("json.parquet", ["p"], metadata=["{not json"])
+    with pytest.raises(InvalidInput, match="json.parquet row 0: metadata is not JSON"):
+        add_embeddings_file(fake_index, bad_json)
+    short = write("short.parquet", ["q"], grid=[[0, 9, 9]])
+    with pytest.raises(InvalidInput, match="short.parquet: entry 0 .* covers rows up to 81"):
+        add_embeddings_file(fake_index, short)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(InvalidInput, match="not a Parquet file"):
+        add_embeddings_file(fake_index, tmp_path / "text.parquet")
+    assert fake_index.count() == 3
