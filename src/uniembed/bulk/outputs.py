@@ -173,6 +173,7 @@ class PartsWriter:
         self.manifest = manifest
         self.folder = parts_dir(output)
         self.suffix = ".parquet" if fmt == "parquet" else ".npz"
+        self._next_part: int | None = None  # found once: a folder listing per chunk adds up
         if fmt == "numpy" and manifest.get("multivector"):
             raise InvalidInput(
                 "--multivector needs JSONL or Parquet output: a NumPy array cannot hold one "
@@ -228,8 +229,10 @@ class PartsWriter:
         self._write_part([r.id for r in rows], [r.vector for r in rows], [r.tokens for r in rows])
 
     def _write_part(self, ids: list[str], vectors: list[np.ndarray], tokens: list[int]) -> None:
-        parts = self._parts()
-        index = int(parts[-1].name[5:11]) + 1 if parts else 0
+        if self._next_part is None:
+            parts = self._parts()
+            self._next_part = int(parts[-1].name[5:11]) + 1 if parts else 0
+        index, self._next_part = self._next_part, self._next_part + 1
         final = self.folder / f"part-{index:06d}{self.suffix}"
         tmp = final.with_name(final.name + ".tmp")
         if self.fmt == "parquet":
@@ -277,21 +280,26 @@ class PartsWriter:
         os.replace(tmp, self.output)
 
     def _merge_numpy(self) -> None:
-        parts = [self._read_part(p) for p in self._parts()]
-        widths = {v.shape[1] for _, v in parts if len(v)}
+        """Copy the parts one at a time into a memory-mapped ``.npy``: memory stays one part's."""
+        ids: list[str] = []
+        widths: set[int] = set()
+        for part in self._parts():
+            part_ids, vectors = self._read_part(part)
+            ids.extend(part_ids)
+            widths.update([vectors.shape[1]] if len(vectors) else [])
         if len(widths) > 1:
             raise InvalidInput(
                 f"parts in {self.folder} have different vector sizes {sorted(widths)}; "
                 "remove the folder and start again"
             )
         width = widths.pop() if widths else 0
-        ids = [i for part_ids, _ in parts for i in part_ids]
         tmp = self.output.with_name(self.output.name + ".tmp.npy")
         merged = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(len(ids), width)
         )
         start = 0
-        for _, vectors in parts:
+        for part in self._parts():
+            vectors = self._read_part(part)[1]
             merged[start : start + len(vectors)] = vectors
             start += len(vectors)
         merged.flush()
