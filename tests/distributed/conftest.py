@@ -37,11 +37,14 @@ class TwoNodes:
     def worker_id(self) -> str:
         return self.worker.node_id
 
-    def actor_nodes(self, class_name: str) -> list[str]:
-        """The node of every live actor of a class (Ray's actor table, read from the GCS)."""
+    def actor_nodes(self, name: str) -> list[str]:
+        """The node of every live actor whose class is ``name`` or whose actor name starts with
+        it (Ray's actor table, read from the GCS)."""
         table = self.cluster.global_state.actor_table(None, actor_state_name="ALIVE")
         return sorted(
-            a["Address"]["NodeID"] for a in table.values() if a["ActorClassName"] == class_name
+            a["Address"]["NodeID"]
+            for a in table.values()
+            if a["ActorClassName"] == name or a["Name"].startswith(name)
         )
 
     def restarts(self, class_name: str) -> int:
@@ -50,7 +53,8 @@ class TwoNodes:
         return sum(a["NumRestarts"] for a in table.values() if a["ActorClassName"] == class_name)
 
     def remove_worker(self) -> None:
-        self.cluster.remove_node(self.worker)
+        """Kill the worker node's processes at once (SIGKILL: a crash, not a drain)."""
+        self.cluster.remove_node(self.worker, allow_graceful=False)
 
 
 def two_node_cluster() -> Iterator[TwoNodes]:
@@ -61,7 +65,13 @@ def two_node_cluster() -> Iterator[TwoNodes]:
     small = {"object_store_memory": 150 * MB}
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 2, "include_dashboard": False, **small},
+        head_node_args={
+            "num_cpus": 2,
+            "include_dashboard": False,
+            # a killed node is declared dead after 3 missed checks a second apart (default ~30 s)
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+            **small,
+        },
     )
     try:
         worker = cluster.add_node(num_cpus=1, **small)
