@@ -131,8 +131,8 @@ class RayEncoder:
         return served_model_name(self.spec.source)
 
     def check(self, options: BulkOptions) -> None:
-        """Nothing to check on the driver: each actor checks the options against its model first,
-        and the job stops with that error on the first chunk (no model is loaded here)."""
+        """Nothing to check on the driver: each actor loads the model and checks the options
+        first, and the job stops with that error on the first chunk (no model is loaded here)."""
 
     def encode(
         self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
@@ -198,8 +198,8 @@ def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
             "the chunks before this one are written: rerun the command with --resume"
         ) from exc
     pool.busy[chunk.actor] -= 1
-    if isinstance(outcome, str):
-        raise InvalidInput(outcome)
+    if isinstance(outcome, UniembedError):
+        raise outcome
     return ChunkResult(
         chunk.records,
         outcome.rows,
@@ -231,17 +231,17 @@ class _ChunkEmbedder:
 
     def __init__(self, spec: ModelSpec, options: BulkOptions, done_pages: set[str]) -> None:
         _one_torch_thread_per_cpu()
-        self.embedder = spec.load()
         self.options = options
         self.done = done_pages
+        self.error: UniembedError | None = None
         try:
+            self.embedder = spec.load()
             check_embed_options(self.embedder, options)
-            self.error: str | None = None
-        except UniembedError as exc:
-            self.error = exc.message
+        except UniembedError as exc:  # a model it cannot load, options it refuses
+            self.error = exc
 
-    def embed(self, records: list[Record]) -> ChunkResult | str:
-        """The chunk's result, or the message of options this model refuses."""
+    def embed(self, records: list[Record]) -> ChunkResult | UniembedError:
+        """The chunk's result, or why this actor cannot embed anything."""
         if self.error is not None:
             return self.error
         return process_chunk(self.embedder, records, self.options, self.done, set())
