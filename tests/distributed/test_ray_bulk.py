@@ -113,6 +113,17 @@ def test_a_model_the_actors_cannot_load_stops_the_job_with_its_message(
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_pool_the_cluster_cannot_hold_is_refused_before_any_actor_starts(
+    ray_cluster: Any, corpus: Path, tiny_v4_path: Path, tmp_path: Path
+) -> None:
+    encoder = RayEncoder(
+        ModelSpec(str(tiny_v4_path)), ActorPool(actors=2, gpus_per_actor=1), address="auto"
+    )
+    with pytest.raises(InvalidInput, match="need 2 GPUs; the cluster has 0"):
+        embed_files([corpus], tmp_path / "out.jsonl", encoder, OPTIONS)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_the_embed_command_runs_on_ray(
     ray_cluster: Any, corpus: Path, local_job: Path, tiny_v4_path: Path, tmp_path: Path
 ) -> None:

@@ -158,6 +158,7 @@ class RayEncoder:
 
     def _start(self, ray: Any, options: BulkOptions, done: set[str]) -> _Pool:
         """The job's actors, spread over the nodes; each loads the model as it starts."""
+        _check_room(ray.cluster_resources(), self.pool)
         # a PDF's finished pages are known only once it is read, so the actors get those ids
         page_ids = {i for i in done if "#page=" in i}
         actor_class = ray.remote(_ChunkEmbedder).options(
@@ -169,6 +170,25 @@ class RayEncoder:
         )
         actors = [actor_class.remote(self.spec, options, page_ids) for _ in range(self.pool.actors)]
         return _Pool(actors, [0] * len(actors))
+
+
+def _check_room(cluster: dict[str, float], pool: ActorPool) -> None:
+    """Refuse a pool the cluster cannot hold: its actors would wait for nodes that never come.
+
+    >>> _check_room({"CPU": 8.0, "GPU": 2.0}, ActorPool(actors=4, gpus_per_actor=1))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: 4 actors with 1 GPU each need 4 GPUs; the cluster has 2 (...)
+    """
+    for resource, each in (("CPU", pool.cpus_per_actor), ("GPU", pool.gpus_per_actor)):
+        have = cluster.get(resource, 0.0)
+        if pool.actors * each > have:
+            raise InvalidInput(
+                f"{pool.actors} actors with {each:g} {resource} each need "
+                f"{pool.actors * each:g} {resource}s; the cluster has {have:g} (start its nodes "
+                f"before the job, or lower --ray-actors or --ray-{resource.lower()}s-per-actor)"
+            )
 
 
 def _chain(first: _Chunk, rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
@@ -196,6 +216,12 @@ def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
         raise BatchFailed(
             f"a Ray actor or its result was lost past {RESTARTS} restarts ({type(exc).__name__}); "
             "the chunks before this one are written: rerun the command with --resume"
+        ) from exc
+    except ray.exceptions.RayTaskError as exc:  # the model failed, or the node's uniembed differs
+        raise BatchFailed(
+            f"a chunk failed on its Ray actor ({type(exc.cause).__name__}: {exc.cause}); the "
+            "chunks before it are written: fix the cause (the same uniembed on every node?) and "
+            "rerun the command with --resume"
         ) from exc
     pool.busy[chunk.actor] -= 1
     if isinstance(outcome, UniembedError):
