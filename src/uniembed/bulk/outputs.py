@@ -18,6 +18,7 @@ from uniembed.errors import InvalidInput
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
 PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
+ADOPTED_ROWS_PER_PART = 4096  # a finished NumPy output reopened by --resume: rows per part file
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,12 @@ class PartsWriter:
         if self.fmt == "parquet":
             os.replace(self.output, self.folder / "part-000000.parquet")
             return
-        vectors = np.load(self.output)
+        vectors = np.load(self.output, mmap_mode="r")  # copied a part at a time, never whole
         ids = json.loads(ids_path(self.output).read_text(encoding="utf-8"))
-        self._write_part(ids, list(vectors), [0] * len(ids))
+        for start in range(0, len(ids), ADOPTED_ROWS_PER_PART):
+            rows = slice(start, start + ADOPTED_ROWS_PER_PART)
+            self._write_part(ids[rows], list(vectors[rows]), [0] * len(ids[rows]))
+        del vectors
         self.output.unlink()
         ids_path(self.output).unlink()
 
