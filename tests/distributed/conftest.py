@@ -47,6 +47,11 @@ class TwoNodes:
             if a["ActorClassName"] == name or a["Name"].startswith(name)
         )
 
+    def actor_pids(self, class_name: str) -> set[int]:
+        """The process ids of the live actors of a class."""
+        table = self.cluster.global_state.actor_table(None, actor_state_name="ALIVE")
+        return {a["Pid"] for a in table.values() if a["ActorClassName"] == class_name}
+
     def restarts(self, class_name: str) -> int:
         """How many times Ray restarted actors of a class, the dead ones included."""
         table = self.cluster.global_state.actor_table(None)

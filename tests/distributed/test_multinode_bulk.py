@@ -4,6 +4,9 @@ with every id once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from tests.distributed.test_ray_bulk import assert_same_output
 from tests.test_bulk import png_bytes, read_output
 from uniembed.bulk import BulkOptions, embed_files
 from uniembed.distributed import ActorPool, ModelSpec, RayEncoder
+from uniembed.distributed.bulk import RESTARTS
+from uniembed.errors import BatchFailed
 
 pytestmark = pytest.mark.slow  # two Ray nodes and model-loading actors: about a minute a test
 
@@ -101,3 +106,29 @@ def test_a_node_lost_mid_job_costs_a_restart_not_a_result(
     assert_every_id_once(output, local_job)
     errors = (tmp_path / "out.parquet.errors.jsonl").read_text(encoding="utf-8")
     assert errors.count("\n") == 1 and '"id": "t3"' in errors and "duplicate id" in errors
+
+
+def test_actors_that_keep_crashing_stop_the_job_clearly_and_it_resumes(
+    nodes: TwoNodes, corpus: Path, local_job: Path, tiny_v4_path: Path, tmp_path: Path
+) -> None:
+    killed: set[int] = set()
+
+    def crash_past_the_restarts(records: int, tokens: int) -> None:
+        for _ in range(0 if killed else RESTARTS + 1):  # each time both are back, kill both
+            deadline = time.monotonic() + 90
+            while len(pids := nodes.actor_pids(ACTOR) - killed) < 2:
+                assert time.monotonic() < deadline, "the crashed actors were not restarted"
+                time.sleep(0.2)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)  # processes this test's job started, by id
+            killed.update(pids)
+
+    output = tmp_path / "out.parquet"
+    with pytest.raises(BatchFailed, match="past 3 restarts .* rerun the command with --resume"):
+        embed_files(
+            [corpus], output, encoder(tiny_v4_path), OPTIONS, on_progress=crash_past_the_restarts
+        )
+    assert nodes.restarts(ACTOR) == 2 * RESTARTS
+    resumed = embed_files([corpus], output, encoder(tiny_v4_path), OPTIONS, resume=True)
+    assert resumed.finished and resumed.skipped > 0 and resumed.embedded == 60 - resumed.skipped
+    assert_every_id_once(output, local_job)
