@@ -7,7 +7,9 @@ The same corpus goes through three jobs, each writing Parquet: the local job (on
 default threads), Ray with 1 actor reserving every CPU, Ray with 2 actors reserving half each. The
 Ray cluster is started here with ``--cpus`` logical CPUs (default: this machine's). Every job's
 output is checked byte-equal to the local one. Times are wall-clock for the whole job, actor start
-(model load) included; ``first chunk`` is when the first result was written.
+(model load) included; ``first chunk`` is when the first result was written. The last column is
+this process's CPU time over the job's wall time: the whole work for the local job, the driver's
+own share of a core for the Ray jobs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Row:
     seconds: float
     first_chunk: float
     items: int
+    cpu_share: float  # this process's CPU seconds / wall seconds (for Ray: the driver's own)
 
     @property
     def rate(self) -> float:
@@ -55,7 +58,7 @@ def write_corpus(folder: Path, texts: int, images: int) -> Path:
 
 def timed(name: str, corpus: Path, output: Path, encoder: object, options: BulkOptions) -> Row:
     first: list[float] = []
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     report = embed_files(
         [corpus],
         output,
@@ -63,7 +66,8 @@ def timed(name: str, corpus: Path, output: Path, encoder: object, options: BulkO
         options,  # type: ignore[arg-type]
         on_progress=lambda *_: first or first.append(time.perf_counter() - started),
     )
-    return Row(name, time.perf_counter() - started, first[0], report.embedded)
+    seconds = time.perf_counter() - started
+    return Row(name, seconds, first[0], report.embedded, (time.process_time() - cpu) / seconds)
 
 
 def main() -> None:
@@ -111,12 +115,14 @@ def main() -> None:
         f"{args.cpus} CPUs; model load in this process {load_seconds:.1f} s "
         "(not in the local job's time)"
     )
-    print("| job | items | seconds | first chunk s | items/s | vs local |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| job | items | seconds | first chunk s | items/s | vs local | CPU share of this process |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row.name} | {row.items} | {row.seconds:.1f} | {row.first_chunk:.1f} | "
-            f"{row.rate:.1f} | {row.rate / rows[0].rate:.2f} |"
+            f"{row.rate:.1f} | {row.rate / rows[0].rate:.2f} | {row.cpu_share:.0%} |"
         )
     print("every Ray output is byte-equal to the local one")
 

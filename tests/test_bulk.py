@@ -316,6 +316,22 @@ def test_resume_of_a_finished_job_adds_only_new_items(
     assert_vectors(vectors, expected(TEXTS))
 
 
+def test_a_finished_numpy_output_reopened_for_resume_is_split_into_parts(tmp_path: Path) -> None:
+    from uniembed.bulk.outputs import ADOPTED_ROWS_PER_PART, PartsWriter
+
+    output, rows = tmp_path / "out.npy", ADOPTED_ROWS_PER_PART + 5
+    vectors = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
+    np.save(output, vectors)
+    (tmp_path / "out.ids.json").write_text(json.dumps([f"id{i}" for i in range(rows)]))
+    writer = PartsWriter(output, "numpy", {"format": "numpy"})
+    assert len(writer.done_ids()) == rows and not output.exists()
+    assert len(list((tmp_path / "out.npy.parts").glob("part-*.npz"))) == 2
+    writer.finish()
+    ids, merged = read_output(output)
+    assert ids == [f"id{i}" for i in range(rows)]
+    assert np.array_equal(np.stack(merged), vectors)
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".npy"])
 def test_resume_refuses_different_options(tmp_path: Path, embedder: Embedder, suffix: str) -> None:
     source = write_lines(tmp_path / "docs.txt", TEXTS)

@@ -13,7 +13,7 @@ import uniembed
 from tests.test_bulk import pdf_bytes, png_bytes, read_output
 from uniembed.bulk import BulkOptions, BulkReport, embed_files
 from uniembed.distributed import ActorPool, ModelSpec, RayEncoder
-from uniembed.errors import InvalidInput
+from uniembed.errors import CheckpointError, InvalidInput
 
 pytestmark = pytest.mark.slow  # a Ray cluster and model-loading actors: about a minute a file
 
@@ -101,6 +101,26 @@ def test_options_the_model_refuses_stop_the_job_with_the_models_message(
     too_wide = BulkOptions(task="retrieval.passage", dimensions=4096)
     with pytest.raises(InvalidInput, match="dimensions"):
         embed_files([corpus], tmp_path / "out.jsonl", ray_encoder(tiny_v4_path), too_wide)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_model_the_actors_cannot_load_stops_the_job_with_its_message(
+    ray_cluster: Any, corpus: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "model").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        embed_files([corpus], tmp_path / "out.jsonl", ray_encoder(tmp_path / "model"), OPTIONS)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_before_any_actor_starts(
+    ray_cluster: Any, corpus: Path, tiny_v4_path: Path, tmp_path: Path
+) -> None:
+    encoder = RayEncoder(
+        ModelSpec(str(tiny_v4_path)), ActorPool(actors=2, gpus_per_actor=1), address="auto"
+    )
+    with pytest.raises(InvalidInput, match="need 2 GPUs; the cluster has 0"):
+        embed_files([corpus], tmp_path / "out.jsonl", encoder, OPTIONS)
     assert not (tmp_path / "out.jsonl").exists()
 
 

@@ -19,6 +19,7 @@ from uniembed.errors import InvalidInput
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
 PARQUET_MANIFEST_KEY = "uniembed"  # Parquet schema metadata: the job's manifest (model, task, …)
 PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
+ADOPTED_ROWS_PER_PART = 4096  # a finished NumPy output reopened by --resume: rows per part file
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class PartsWriter:
         self.manifest = manifest
         self.folder = parts_dir(output)
         self.suffix = ".parquet" if fmt == "parquet" else ".npz"
+        self._next_part: int | None = None  # found once: a folder listing per chunk adds up
         if fmt == "numpy" and manifest.get("vectors") != "single":
             raise InvalidInput(
                 f"--vectors {manifest.get('vectors')} needs JSONL or Parquet output: a NumPy array "
@@ -237,9 +239,12 @@ class PartsWriter:
         if self.fmt == "parquet":
             os.replace(self.output, self.folder / "part-000000.parquet")
             return
-        vectors = np.load(self.output)
+        vectors = np.load(self.output, mmap_mode="r")  # copied a part at a time, never whole
         ids = json.loads(ids_path(self.output).read_text(encoding="utf-8"))
-        self._write_part([EmbeddedRecord(i, v, 0) for i, v in zip(ids, vectors)])
+        for start in range(0, len(ids), ADOPTED_ROWS_PER_PART):
+            rows = slice(start, start + ADOPTED_ROWS_PER_PART)
+            self._write_part([EmbeddedRecord(i, v, 0) for i, v in zip(ids[rows], vectors[rows])])
+        del vectors
         self.output.unlink()
         ids_path(self.output).unlink()
 
@@ -257,8 +262,10 @@ class PartsWriter:
         self._write_part(rows)
 
     def _write_part(self, rows: Sequence[EmbeddedRecord]) -> None:
-        parts = self._parts()
-        index = int(parts[-1].name[5:11]) + 1 if parts else 0
+        if self._next_part is None:
+            parts = self._parts()
+            self._next_part = int(parts[-1].name[5:11]) + 1 if parts else 0
+        index, self._next_part = self._next_part, self._next_part + 1
         final = self.folder / f"part-{index:06d}{self.suffix}"
         tmp = final.with_name(final.name + ".tmp")
         if self.fmt == "parquet":
@@ -315,21 +322,26 @@ class PartsWriter:
         os.replace(tmp, self.output)
 
     def _merge_numpy(self) -> None:
-        parts = [self._read_part(p) for p in self._parts()]
-        widths = {v.shape[1] for _, v in parts if len(v)}
+        """Copy the parts one at a time into a memory-mapped ``.npy``: memory stays one part's."""
+        ids: list[str] = []
+        widths: set[int] = set()
+        for part in self._parts():
+            part_ids, vectors = self._read_part(part)
+            ids.extend(part_ids)
+            widths.update([vectors.shape[1]] if len(vectors) else [])
         if len(widths) > 1:
             raise InvalidInput(
                 f"parts in {self.folder} have different vector sizes {sorted(widths)}; "
                 "remove the folder and start again"
             )
         width = widths.pop() if widths else 0
-        ids = [i for part_ids, _ in parts for i in part_ids]
         tmp = self.output.with_name(self.output.name + ".tmp.npy")
         merged = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(len(ids), width)
         )
         start = 0
-        for _, vectors in parts:
+        for part in self._parts():
+            vectors = self._read_part(part)[1]
             merged[start : start + len(vectors)] = vectors
             start += len(vectors)
         merged.flush()

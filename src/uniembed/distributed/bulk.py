@@ -1,12 +1,21 @@
-"""``uniembed embed --ray``: the bulk job with its chunks embedded by an actor pool on Ray.
+"""``uniembed embed --ray``: the bulk job with its chunks embedded by a pool of actors on Ray.
 
 Reading, resume, writing and the errors file stay with :func:`uniembed.bulk.embed_files` on the
-driver; :class:`RayEncoder` only replaces how chunks are encoded. The driver reads records (ids,
-texts and file paths: no pixels), skips ids already written, groups them into the local job's chunks
-and hands them to a Ray Data pipeline: ``map_batches`` with one chunk per call on a pool of actors,
-each of which loads the model once (CPU or ``num_gpus`` per actor) and decodes, plans, runs and
-assembles its chunks exactly as the local job does. Results come back in the chunks' order, so the
-output files, the resume state and the vectors are the local job's, byte for byte in float32.
+driver; :class:`RayEncoder` only replaces how chunks are encoded. The driver streams: it reads
+records (ids, texts and file paths: no pixels) chunk by chunk, skips ids already written, sends each
+chunk to the least busy of its actors and keeps at most ``ActorPool.window`` chunks in flight; it
+waits (blocked, not polling) for the oldest one and writes results in the chunks' order before it
+reads further. Its memory is the window's, not the corpus's (plus the ids seen, to find repeats).
+
+Each actor loads the model once (CPU or ``num_gpus`` per actor; actors are spread over the nodes)
+and decodes, plans, runs and assembles its chunks exactly as the local job does, so the output
+files, the resume state and the vectors are the local job's, byte for byte in float32.
+
+An actor that dies (its node lost, its process killed) is restarted by Ray wherever the cluster has
+room, and the chunks it held are run again (:data:`RESTARTS` times per actor); results are taken in
+order, so nothing is written twice or skipped. Past that, the job stops with
+:class:`~uniembed.errors.BatchFailed` and everything before the lost chunk is written: rerun with
+``--resume``.
 
 Files named by records (images, PDFs) are read by the actors: on a multi-node cluster they must be
 at the same path on every node (a shared file system).
@@ -14,14 +23,11 @@ at the same path on every node (a shared file system).
 
 from __future__ import annotations
 
-import logging
 import os
-import pickle
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from uniembed.bulk.job import (
     DUPLICATE_ID,
@@ -31,11 +37,13 @@ from uniembed.bulk.job import (
     process_chunk,
 )
 from uniembed.distributed.cluster import LOCAL, connect
-from uniembed.errors import InvalidInput, UniembedError
+from uniembed.errors import BatchFailed, InvalidInput, UniembedError
 
 if TYPE_CHECKING:
     from uniembed.bulk.records import Record
     from uniembed.embedder import Embedder
+
+RESTARTS = 3  # times Ray restarts a lost actor and retries its chunks before the job stops
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,26 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ActorPool:
-    """The embedders of a job: how many, and the CPUs and GPUs each one reserves."""
+    """The embedders of a job: how many, the CPUs and GPUs each one reserves, and how many chunks
+    each may hold at once (``chunks_per_actor``: one running, the next already sent)."""
 
     actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    chunks_per_actor: int = 2
 
     def __post_init__(self) -> None:
         if self.actors < 1:
             raise InvalidInput(f"a Ray job needs at least 1 actor, got {self.actors}")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise InvalidInput("CPUs per actor must be > 0 and GPUs per actor >= 0")
+        if self.chunks_per_actor < 1:
+            raise InvalidInput(f"chunks per actor must be at least 1, got {self.chunks_per_actor}")
+
+    @property
+    def window(self) -> int:
+        """Chunks in flight at most: what bounds the driver's memory."""
+        return self.actors * self.chunks_per_actor
 
 
 @dataclass
@@ -78,6 +95,19 @@ class _Chunk:
     to_encode: list[Record]
     failures: list[tuple[str, str]]
     skipped: int
+    result: Any = None  # the actor's ObjectRef once sent
+    actor: int = -1
+
+
+@dataclass
+class _Pool:
+    """The actors of one job and the chunks each one holds."""
+
+    actors: list[Any]
+    busy: list[int] = field(default_factory=list)
+
+    def least_busy(self) -> int:
+        return min(range(len(self.actors)), key=self.busy.__getitem__)
 
 
 class RayEncoder:
@@ -101,43 +131,107 @@ class RayEncoder:
         return served_model_name(self.spec.source)
 
     def check(self, options: BulkOptions) -> None:
-        """Nothing to check on the driver: each actor checks the options against its model first,
-        and the job stops with that error on the first chunk (no model is loaded here)."""
+        """Nothing to check on the driver: each actor loads the model and checks the options
+        first, and the job stops with that error on the first chunk (no model is loaded here)."""
 
     def encode(
         self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
     ) -> Iterator[ChunkResult]:
-        screened = list(_screen(chunks, done))
-        if not screened:
+        screened = _screen(chunks, done)
+        first = next(screened, None)
+        if first is None:
             return
         ray = connect(self.address)
-        _ordered_quietly(ray)  # before the dataset is made: it keeps the context it was made in
-        dataset = ray.data.from_items(
-            [{"records": pickle.dumps(chunk.to_encode)} for chunk in screened],
-            override_num_blocks=len(screened),
-        )
+        pool = self._start(ray, options, done)
+        in_flight: deque[_Chunk] = deque()
+        try:
+            for chunk in _chain(first, screened):
+                _send(pool, chunk)
+                in_flight.append(chunk)
+                if len(in_flight) >= self.pool.window:
+                    yield _receive(ray, pool, in_flight.popleft())
+            while in_flight:
+                yield _receive(ray, pool, in_flight.popleft())
+        finally:
+            for actor in pool.actors:
+                ray.kill(actor)
+
+    def _start(self, ray: Any, options: BulkOptions, done: set[str]) -> _Pool:
+        """The job's actors, spread over the nodes; each loads the model as it starts."""
+        _check_room(ray.cluster_resources(), self.pool)
         # a PDF's finished pages are known only once it is read, so the actors get those ids
         page_ids = {i for i in done if "#page=" in i}
-        embedded = dataset.map_batches(
-            _ChunkEmbedder,
-            fn_constructor_kwargs={"spec": self.spec, "options": options, "done_pages": page_ids},
-            batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=self.pool.actors),
+        actor_class = ray.remote(_ChunkEmbedder).options(
             num_cpus=self.pool.cpus_per_actor,
             num_gpus=self.pool.gpus_per_actor,
+            scheduling_strategy="SPREAD",
+            max_restarts=RESTARTS,
+            max_task_retries=RESTARTS,
         )
-        results = embedded.iter_rows()
-        for chunk, row in zip(screened, results):
-            outcome = pickle.loads(row["result"])
-            if isinstance(outcome, str):
-                raise InvalidInput(outcome)
-            yield ChunkResult(
-                chunk.records,
-                outcome.rows,
-                chunk.failures + outcome.failures,
-                chunk.skipped + outcome.skipped,
+        actors = [actor_class.remote(self.spec, options, page_ids) for _ in range(self.pool.actors)]
+        return _Pool(actors, [0] * len(actors))
+
+
+def _check_room(cluster: dict[str, float], pool: ActorPool) -> None:
+    """Refuse a pool the cluster cannot hold: its actors would wait for nodes that never come.
+
+    >>> _check_room({"CPU": 8.0, "GPU": 2.0}, ActorPool(actors=4, gpus_per_actor=1))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    uniembed.errors.InvalidInput: 4 actors with 1 GPU each need 4 GPUs; the cluster has 2 (...)
+    """
+    for resource, each in (("CPU", pool.cpus_per_actor), ("GPU", pool.gpus_per_actor)):
+        have = cluster.get(resource, 0.0)
+        if pool.actors * each > have:
+            raise InvalidInput(
+                f"{pool.actors} actors with {each:g} {resource} each need "
+                f"{pool.actors * each:g} {resource}s; the cluster has {have:g} (start its nodes "
+                f"before the job, or lower --ray-actors or --ray-{resource.lower()}s-per-actor)"
             )
+
+
+def _chain(first: _Chunk, rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
+    yield first
+    yield from rest
+
+
+def _send(pool: _Pool, chunk: _Chunk) -> None:
+    """Hand a chunk with work in it to the actor holding the fewest chunks."""
+    if not chunk.to_encode:
+        return
+    chunk.actor = pool.least_busy()
+    pool.busy[chunk.actor] += 1
+    chunk.result = pool.actors[chunk.actor].embed.remote(chunk.to_encode)
+    chunk.to_encode = []  # the actor has them now; the driver keeps only the counts
+
+
+def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
+    """Wait (blocked) for a chunk's result and merge it with what the driver screened."""
+    if chunk.result is None:
+        return ChunkResult(chunk.records, [], chunk.failures, chunk.skipped)
+    try:
+        outcome = ray.get(chunk.result)
+    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+        raise BatchFailed(
+            f"a Ray actor or its result was lost past {RESTARTS} restarts ({type(exc).__name__}); "
+            "the chunks before this one are written: rerun the command with --resume"
+        ) from exc
+    except ray.exceptions.RayTaskError as exc:  # the model failed, or the node's uniembed differs
+        raise BatchFailed(
+            f"a chunk failed on its Ray actor ({type(exc.cause).__name__}: {exc.cause}); the "
+            "chunks before it are written: fix the cause (the same uniembed on every node?) and "
+            "rerun the command with --resume"
+        ) from exc
+    pool.busy[chunk.actor] -= 1
+    if isinstance(outcome, UniembedError):
+        raise outcome
+    return ChunkResult(
+        chunk.records,
+        outcome.rows,
+        chunk.failures + outcome.failures,
+        chunk.skipped + outcome.skipped,
+    )
 
 
 def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
@@ -158,34 +252,22 @@ def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
         yield screened
 
 
-def _ordered_quietly(ray: Any) -> None:
-    """Results in input order (so resume sees whole chunks written in order); Ray Data's progress
-    reports off (the command shows its own bar)."""
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
 class _ChunkEmbedder:
-    """A Ray Data actor: one model, loaded once; each call embeds one chunk like the local job."""
+    """A Ray actor: one model, loaded once; each call embeds one chunk like the local job."""
 
     def __init__(self, spec: ModelSpec, options: BulkOptions, done_pages: set[str]) -> None:
         _one_torch_thread_per_cpu()
-        self.embedder = spec.load()
         self.options = options
         self.done = done_pages
+        self.error: UniembedError | None = None
         try:
+            self.embedder = spec.load()
             check_embed_options(self.embedder, options)
-            self.error: str | None = None
-        except UniembedError as exc:
-            self.error = exc.message
+        except UniembedError as exc:  # a model it cannot load, options it refuses
+            self.error = exc
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [self._embed(pickle.loads(blob)) for blob in batch["records"]]
-        return {"result": np.array([pickle.dumps(r) for r in results], dtype=object)}
-
-    def _embed(self, records: list[Record]) -> ChunkResult | str:
+    def embed(self, records: list[Record]) -> ChunkResult | UniembedError:
+        """The chunk's result, or why this actor cannot embed anything."""
         if self.error is not None:
             return self.error
         return process_chunk(self.embedder, records, self.options, self.done, set())
