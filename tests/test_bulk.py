@@ -323,7 +323,7 @@ def test_a_finished_numpy_output_reopened_for_resume_is_split_into_parts(tmp_pat
     vectors = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)
     np.save(output, vectors)
     (tmp_path / "out.ids.json").write_text(json.dumps([f"id{i}" for i in range(rows)]))
-    writer = PartsWriter(output, "numpy", {"format": "numpy"})
+    writer = PartsWriter(output, "numpy", {"format": "numpy", "vectors": "single"})
     assert len(writer.done_ids()) == rows and not output.exists()
     assert len(list((tmp_path / "out.npy.parts").glob("part-*.npz"))) == 2
     writer.finish()

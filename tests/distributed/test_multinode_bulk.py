@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # two Ray nodes and model-loading actors: about a
 
 # multi-vectors of ~60-token texts: a chunk's result (> 100 KB) lives in the object store of the
 # node that made it, so losing that node loses finished results too, not only running ones
-OPTIONS = BulkOptions(task="retrieval.passage", multivector=True, batch_size=4)
+OPTIONS = BulkOptions(task="retrieval.passage", vectors="multi", batch_size=4)
 ACTOR = "_ChunkEmbedder"
 
 
