@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -90,7 +91,12 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=160)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = {"mid": jina_v4.MID, "tiny": jina_v4.TINY}[args.model]
     with tempfile.TemporaryDirectory() as tmp:
         path = jina_v4.write_tiny_jina_v4(Path(tmp) / args.model, size=size)
@@ -106,7 +112,8 @@ def main() -> None:
     )
     print(
         f"model={args.model} texts={args.texts} images={args.images} pdf_pages={args.pages} "
-        f"items={len(runs['sequential'][2])} threads={torch.get_num_threads()}"
+        f"items={len(runs['sequential'][2])} threads={torch.get_num_threads()} "
+        f"cores={os.cpu_count()} overlapped_path={embedder._core_to_spare()}"
     )
     print(f"{'':12}{'wall s':>9}{'forward s':>11}{'forward share':>15}")
     for name, (wall, forward, _) in runs.items():

@@ -15,6 +15,7 @@ Work is split in three steps so that every caller can share batches:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -295,20 +296,26 @@ class Embedder:
         names = None if task is None or isinstance(task, str) else list(task)
         if names is not None and len(names) != len(raw):
             raise InvalidInput(f"got {len(names)} task names for {len(raw)} inputs")
-        if options.late_chunking or len(raw) <= PART_ITEMS:
+        if options.late_chunking or len(raw) <= PART_ITEMS or not self._core_to_spare():
             parsed, origin = coerce_items_with_origin(raw)
             if names is not None:
                 task = [names[i] for i in origin]  # a PDF's pages share its task
             return self.run(self.plan(parsed, task, options))
         return self._encode_overlapped(raw, task if names is None else names, options)
 
+    def _core_to_spare(self) -> bool:
+        """Whether preparing inputs beside the forward leaves the forward its threads: the model
+        runs on an accelerator, or torch's CPU threads leave a core free. (Otherwise the helper
+        thread would preempt the forward's threads, which wait for each other at every op.)"""
+        return self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
+
     def _encode_overlapped(
         self, raw: Sequence[Any], task: TaskArg, options: EncodeOptions
     ) -> EncodeResult:
         """:meth:`encode` of many inputs with their preparation off the critical path: the inputs
         are taken :data:`PART_ITEMS` at a time, and one helper thread loads (decodes, renders) and
-        plans (tokenises, preprocesses) the next part while the current one is in forward. The
-        result is the one planning everything at once gives."""
+        plans (tokenises, preprocesses) the next part while the current one is in forward (when
+        :meth:`_core_to_spare`). The result is the one planning everything at once gives."""
         from concurrent.futures import ThreadPoolExecutor
 
         from uniembed.inputs.parse import coerce_items_with_origin
