@@ -215,3 +215,52 @@ def _closed_loop_batches(max_gather_seconds: float) -> list[int]:
 def test_a_round_gathers_the_callers_the_last_round_served() -> None:
     assert _closed_loop_batches(max_gather_seconds=1.0) == [4, 8]  # waits ≤ 0.2 × 0.3 s for A
     assert _closed_loop_batches(max_gather_seconds=0.0) == [4, 4, 4]  # without: halves alternate
+
+
+# ----------------------------------------------------------------- preparation overlapped
+def test_encode_prepares_the_next_part_while_one_runs_and_equals_planning_at_once(
+    tiny_v4,
+) -> None:
+    import io
+
+    from uniembed.embedder import PART_ITEMS
+    from uniembed.inputs.parse import coerce_items_with_origin
+    from uniembed.testing.pdfs import blank_pdf
+
+    png = io.BytesIO()
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(png, format="PNG")
+    raw: list = [f"text number {i} " * (1 + i % 7) for i in range(PART_ITEMS + 5)]
+    raw[3] = {"image": png.getvalue()}
+    raw[PART_ITEMS + 1] = {"pdf": blank_pdf(3, 200, 100)}  # a later part: three pages
+    tasks = ["retrieval.passage", "code.query", "text-matching"] * len(raw)
+    tasks = tasks[: len(raw)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a core to spare for the helper thread (on a machine of 2 or more)
+    try:
+        got = tiny_v4.encode(raw, tasks, output="both")
+    finally:
+        torch.set_num_threads(threads)
+    parsed, origin = coerce_items_with_origin(raw)
+    expected = tiny_v4.run(
+        tiny_v4.plan(parsed, [tasks[i] for i in origin], EncodeOptions(output="both"))
+    )
+    assert len(got.embeddings) == len(raw) + 2 and got.token_counts == expected.token_counts
+    assert got.patch_grids == expected.patch_grids
+    for kind in ("embeddings", "multivectors"):
+        for a, b in zip(getattr(got, kind), getattr(expected, kind)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_an_invalid_input_in_a_later_part_is_named_by_its_own_index(tiny_v4) -> None:
+    from uniembed.embedder import PART_ITEMS
+    from uniembed.errors import InvalidInput
+
+    raw: list = ["fine"] * (PART_ITEMS + 3)
+    raw[PART_ITEMS + 2] = {"image": b"not an image"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(InvalidInput, match=f"input {PART_ITEMS + 2}:"):
+            tiny_v4.encode(raw)
+    finally:
+        torch.set_num_threads(threads)

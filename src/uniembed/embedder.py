@@ -15,6 +15,7 @@ Work is split in three steps so that every caller can share batches:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,12 +32,14 @@ from uniembed.models.base import (
     ModelInfo,
     PackableModel,
     Row,
+    RowOutput,
     TaskSpec,
     TokenizedText,
 )
 from uniembed.plans import EncodeOptions, EncodeResult, Output, Plan, check_dimensions
 
 TaskArg = str | Sequence[str] | None
+PART_ITEMS = 32  # inputs encode prepares at a time while the part before is in forward
 
 
 class Embedder:
@@ -293,13 +296,58 @@ class Embedder:
         )
         self.check_options(options)  # before any input is loaded
         raw = items if isinstance(items, (list, tuple)) else [items]
-        parsed, origin = coerce_items_with_origin(raw)
-        if task is not None and not isinstance(task, str):
-            names = list(task)
-            if len(names) != len(raw):
-                raise InvalidInput(f"got {len(names)} task names for {len(raw)} inputs")
-            task = [names[i] for i in origin]  # a PDF's pages share its task
-        return self.run(self.plan(parsed, task, options))
+        names = None if task is None or isinstance(task, str) else list(task)
+        if names is not None and len(names) != len(raw):
+            raise InvalidInput(f"got {len(names)} task names for {len(raw)} inputs")
+        if options.late_chunking or len(raw) <= PART_ITEMS or not self._core_to_spare():
+            parsed, origin = coerce_items_with_origin(raw)
+            if names is not None:
+                task = [names[i] for i in origin]  # a PDF's pages share its task
+            return self.run(self.plan(parsed, task, options))
+        return self._encode_overlapped(raw, task if names is None else names, options)
+
+    def _core_to_spare(self) -> bool:
+        """Whether preparing inputs beside the forward leaves the forward its threads: the model
+        runs on an accelerator, or torch's CPU threads leave a core free. (Otherwise the helper
+        thread would preempt the forward's threads, which wait for each other at every op.)"""
+        return self.device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
+
+    def _encode_overlapped(
+        self, raw: Sequence[Any], task: TaskArg, options: EncodeOptions
+    ) -> EncodeResult:
+        """:meth:`encode` of many inputs with their preparation off the critical path: the inputs
+        are taken :data:`PART_ITEMS` at a time, and one helper thread loads (decodes, renders) and
+        plans (tokenises, preprocesses) the next part while the current one is in forward (when
+        :meth:`_core_to_spare`). The result is the one planning everything at once gives."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from uniembed.inputs.parse import coerce_items_with_origin
+
+        planned_items = 0  # items (pages counted) planned so far: labels errors like encode's
+
+        def prepare(start: int) -> Plan:
+            nonlocal planned_items
+            part = raw[start : start + PART_ITEMS]
+            parsed, origin = coerce_items_with_origin(part, first_index=start)
+            tasks = task if task is None or isinstance(task, str) else [task[i] for i in origin]
+            plan = self.plan(parsed, tasks, options, first_index=planned_items)
+            planned_items += len(parsed)
+            return plan
+
+        starts = range(0, len(raw), PART_ITEMS)
+        plans: list[Plan] = []
+        outputs: list[RowOutput] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="uniembed-prepare") as helper:
+            upcoming = helper.submit(prepare, starts[0])
+            for following in [*starts[1:], None]:
+                plan = upcoming.result()
+                if following is not None:
+                    upcoming = helper.submit(prepare, following)
+                outputs += self.engine.run(plan.rows)
+                plans.append(plan)
+        rows = tuple(row for plan in plans for row in plan.rows)
+        whole = Plan(rows, options.output, options.dimensions, options.normalized)
+        return whole.assemble(outputs)
 
     def embed_document(
         self,

@@ -9,9 +9,10 @@ Every caller goes through an :class:`Engine` (one per loaded model, owned by its
   ``future`` receives their outputs in row order (:meth:`Engine.arun` awaits it).
 
 The worker takes every queued row — any mix of jobs, tasks and modalities — groups them with
-:func:`~uniembed.engine.planning.plan_batches` under the token budget and runs ``forward`` on each
-batch. A round (all rows queued when the worker wakes) finishes before the next starts, so long rows
-cannot starve short ones.
+:func:`~uniembed.engine.planning.plan_batches` under the token budget and runs each batch: packed
+(the model's ``forward_packed``, padding-free) when the policy says ``packed`` and the model can,
+else padded (``forward``). A round (all rows queued when the worker wakes) finishes before the next
+starts, so long rows cannot starve short ones.
 
 * A cancelled job (its client left) has its queued rows removed at once; rows already taken into
   the current round are skipped before their batch runs.

@@ -59,7 +59,7 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]
 
     >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=120, max_batch_size=8))
     [[1], [2, 3, 0]]
-    >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=120, max_batch_size=8, packed=True))
+    >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=115, max_batch_size=8, packed=True))
     [[1, 2, 3], [0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))

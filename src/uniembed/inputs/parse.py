@@ -80,11 +80,16 @@ def coerce_items(
 
 
 def coerce_items_with_origin(
-    raw: Sequence[Any], limits: InputLimits | None = None, fetcher: SafeFetcher | None = None
+    raw: Sequence[Any],
+    limits: InputLimits | None = None,
+    fetcher: SafeFetcher | None = None,
+    *,
+    first_index: int = 0,
 ) -> tuple[list[Item], list[int]]:
-    """Like :func:`coerce_items`, plus the input index of every output item."""
+    """Like :func:`coerce_items`, plus the input index of every output item (``raw`` being the
+    inputs from ``first_index`` on of a longer list: indices and errors count from there)."""
     context = _Context.make(limits, fetcher, allow_paths=True)
-    specs = [_library_spec(i, value) for i, value in enumerate(_as_list(raw))]
+    specs = [_library_spec(i, value) for i, value in enumerate(_as_list(raw), start=first_index)]
     return _flatten([(spec.index, _load_labelled(spec, context)) for spec in specs])
 
 
