@@ -29,7 +29,8 @@ from uniembed.plans import EncodeOptions
 def test_batches_cover_every_item_once_within_budget(
     lengths: list[int], budget: int, rows: int
 ) -> None:
-    batches = plan_batches(lengths, BatchPolicy(token_budget=budget, max_batch_size=rows))
+    policy = BatchPolicy(token_budget=budget, max_batch_size=rows, packed=False)
+    batches = plan_batches(lengths, policy)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert 1 <= len(batch) <= rows
@@ -55,7 +56,7 @@ def test_packed_batches_budget_real_tokens(lengths: list[int], budget: int, rows
 
 def test_sorting_reduces_padding_against_input_order() -> None:
     lengths = [5, 400, 6, 390, 7, 380, 8, 370]
-    batches = plan_batches(lengths, BatchPolicy(token_budget=800, max_batch_size=2))
+    batches = plan_batches(lengths, BatchPolicy(800, 2, packed=False))
     assert [sorted(lengths[i] for i in b) for b in batches] == [
         [390, 400],
         [370, 380],
@@ -65,7 +66,7 @@ def test_sorting_reduces_padding_against_input_order() -> None:
 
 
 def test_far_longer_input_gets_its_own_batch() -> None:
-    batches = plan_batches([10, 10, 100_000, 10], BatchPolicy(token_budget=1000, max_batch_size=64))
+    batches = plan_batches([10, 10, 100_000, 10], BatchPolicy(1000, 64, packed=False))
     assert batches == [[2], [0, 1, 3]]
 
 
@@ -83,7 +84,7 @@ def test_run_restores_input_order_reports_progress_and_counts_padding() -> None:
         seen.append([r.num_tokens for r in batch])
         return [RowOutput(pooled=torch.tensor([[float(r.num_tokens)]])) for r in batch]
 
-    engine = Engine(forward, BatchPolicy(token_budget=10, max_batch_size=8))
+    engine = Engine(forward, BatchPolicy(token_budget=10, max_batch_size=8, packed=False))
     outputs = engine.run(rows, progress.append)
     assert [float(o.pooled) for o in outputs] == [3.0, 9.0, 1.0, 5.0]
     assert seen == [[9], [5, 3], [1]] and progress == [1, 2, 1]
@@ -113,7 +114,7 @@ def test_packed_policy_runs_the_packed_forward_and_counts_no_padding() -> None:
     assert calls == [("packed", [9]), ("packed", [5, 3, 1])]
     assert (engine.totals.tokens, engine.totals.padded_tokens) == (18, 18)
     calls.clear()
-    engine.run(rows, policy=BatchPolicy(token_budget=10, max_batch_size=8))  # padded reference
+    engine.run(rows, policy=BatchPolicy(10, 8, packed=False))  # padded reference
     assert calls == [("padded", [9]), ("padded", [5, 3]), ("padded", [1])]
     calls.clear()
     padded_only = Engine(forward("padded"), policy)  # a model that cannot pack: padded budgets

@@ -144,7 +144,7 @@ def official_style(embedder, workload: Workload, baseline: Baseline) -> list[tor
     results: list[torch.Tensor | None] = [None] * len(workload.items)
     for task, chunk in official_batches(workload, baseline):
         plan = embedder.plan([workload.items[i] for i in chunk], task)
-        one_batch = BatchPolicy(token_budget=sys.maxsize, max_batch_size=len(chunk))
+        one_batch = BatchPolicy(sys.maxsize, len(chunk), packed=False)  # official: padded
         vectors = embedder.run(plan, policy=one_batch).embeddings
         for i, vector in zip(chunk, vectors):
             results[i] = vector

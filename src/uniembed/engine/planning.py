@@ -25,7 +25,7 @@ class BatchPolicy:
 
     token_budget: int = DEFAULT_TOKEN_BUDGET
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    packed: bool = False
+    packed: bool = True  # the engine runs a model that cannot pack padded all the same
 
     def __post_init__(self) -> None:
         if self.token_budget < 1 or self.max_batch_size < 1:
@@ -57,7 +57,7 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]
     else ``len(batch) * max(length)``) unless it holds a single item (an item longer than the
     budget runs alone), and ``len(batch) <= max_batch_size``.
 
-    >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=120, max_batch_size=8))
+    >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=120, max_batch_size=8, packed=False))
     [[1], [2, 3, 0]]
     >>> plan_batches([5, 100, 7, 6], BatchPolicy(token_budget=115, max_batch_size=8, packed=True))
     [[1, 2, 3], [0]]

@@ -55,7 +55,7 @@ class ServerSettings:
         None  # an index (directory or Qdrant URL) to search: /v1/search, the search page
     )
     # batching
-    token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per forward batch
+    token_budget: int = DEFAULT_TOKEN_BUDGET  # tokens per forward batch (real ones when packed)
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
     max_queue_rows: int = (
         DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
