@@ -17,14 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from typer.testing import CliRunner
 
+from tests.fuzz import fuzz_operations
 from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
-from tests.server.test_schemathesis import EXAMPLES, schema_valid_requests_are_well_formed
 from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
 from uniembed.retrieval.index import Index
@@ -439,22 +436,4 @@ def test_the_search_routes_keep_their_documented_promises(
         if "/index" in result.ok().label or "/search" in result.ok().label
     ]
     assert len(operations) == 4
-    for operation in operations:
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(
-                excluded_checks=[positive_data_acceptance],
-                additional_checks=[schema_valid_requests_are_well_formed],
-            )
-
-        try:
-            check()
-        except Unsatisfiable:  # no request breaks this operation's schema (GET /v1/index)
-            assert mode == GenerationMode.NEGATIVE, operation.label
+    fuzz_operations(operations, mode)
