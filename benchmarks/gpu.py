@@ -36,18 +36,6 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-WORDS = (
-    "solar",
-    "panel",
-    "energy",
-    "cell",
-    "light",
-    "power",
-    "grid",
-    "battery",
-    "inverter",
-    "roof",
-)
 A4_PAGE = (1240, 1754)  # 150 dpi
 
 
@@ -94,13 +82,14 @@ def _sync(device: torch.device) -> None:
 
 def passages(embedder, count: int, low: int, high: int, seed: int = 0) -> list:
     """``count`` texts of ``low``..``high`` tokens each (cut at exactly that many tokens)."""
+    from uniembed.bench import WORDS
     from uniembed.inputs.items import TextItem
 
     rng = random.Random(seed)
     items = []
     for _ in range(count):
         target = rng.randint(low, high)
-        words = [rng.choice(WORDS) for _ in range(target)]
+        words = [rng.choice(WORDS) for _ in range(target)]  # bench's vocabulary
         ids = embedder.tokenize(" ".join(words)).ids
         while len(ids) < target:  # every word is at least one token; this rarely loops
             words += words
