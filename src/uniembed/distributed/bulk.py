@@ -92,7 +92,7 @@ class _Chunk:
     """A chunk as the driver screened it: what goes to an actor, what the driver already knows."""
 
     records: int
-    to_encode: list[Record]
+    to_encode: list[Record]  # kept until its result arrives: sent again if the actor was lost
     failures: list[tuple[str, str]]
     skipped: int
     result: Any = None  # the actor's ObjectRef once sent
@@ -203,27 +203,15 @@ def _send(pool: _Pool, chunk: _Chunk) -> None:
     chunk.actor = pool.least_busy()
     pool.busy[chunk.actor] += 1
     chunk.result = pool.actors[chunk.actor].embed.remote(chunk.to_encode)
-    chunk.to_encode = []  # the actor has them now; the driver keeps only the counts
 
 
 def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
     """Wait (blocked) for a chunk's result and merge it with what the driver screened."""
     if chunk.result is None:
         return ChunkResult(chunk.records, [], chunk.failures, chunk.skipped)
-    try:
-        outcome = ray.get(chunk.result)
-    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-        raise BatchFailed(
-            f"a Ray actor or its result was lost past {RESTARTS} restarts ({type(exc).__name__}); "
-            "the chunks before this one are written: rerun the command with --resume"
-        ) from exc
-    except ray.exceptions.RayTaskError as exc:  # the model failed, or the node's uniembed differs
-        raise BatchFailed(
-            f"a chunk failed on its Ray actor ({type(exc.cause).__name__}: {exc.cause}); the "
-            "chunks before it are written: fix the cause (the same uniembed on every node?) and "
-            "rerun the command with --resume"
-        ) from exc
+    outcome = _result(ray, pool, chunk)
     pool.busy[chunk.actor] -= 1
+    chunk.to_encode = []
     if isinstance(outcome, UniembedError):
         raise outcome
     return ChunkResult(
@@ -231,6 +219,36 @@ def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
         outcome.rows,
         chunk.failures + outcome.failures,
         chunk.skipped + outcome.skipped,
+    )
+
+
+def _result(ray: Any, pool: _Pool, chunk: _Chunk) -> Any:
+    """The actor's answer for ``chunk``. An actor that Ray reports unavailable (restarting after
+    its node was lost, say) may or may not have run the chunk: embedding is idempotent, so the chunk
+    is sent again, to the least busy actor, up to ``RESTARTS`` times."""
+    for attempt in range(RESTARTS + 1):
+        try:
+            return ray.get(chunk.result)
+        except ray.exceptions.ActorUnavailableError as exc:
+            if attempt == RESTARTS:
+                raise _lost(exc) from exc
+            pool.busy[chunk.actor] -= 1
+            _send(pool, chunk)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+            raise _lost(exc) from exc
+        except ray.exceptions.RayTaskError as exc:  # the model failed, or uniembed differs
+            raise BatchFailed(
+                f"a chunk failed on its Ray actor ({type(exc.cause).__name__}: {exc.cause}); the "
+                "chunks before it are written: fix the cause (the same uniembed on every node?) "
+                "and rerun the command with --resume"
+            ) from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _lost(exc: Exception) -> BatchFailed:
+    return BatchFailed(
+        f"a Ray actor or its result was lost past {RESTARTS} restarts ({type(exc).__name__}); "
+        "the chunks before this one are written: rerun the command with --resume"
     )
 
 
