@@ -25,8 +25,8 @@ from uniembed.bulk import (
     embed_files,
     infer_format,
     iter_records,
-    make_embed_command,
 )
+from uniembed.cli.embed import make_embed_command
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.models.base import Row, RowOutput

@@ -27,7 +27,7 @@ import torch
 import typer
 from PIL import Image
 
-from uniembed.cli_options import Device, Dtype, model_option
+from uniembed.cli.options import Device, Dtype, model_option
 from uniembed.engine.planning import BatchPolicy
 
 WORDS = (
@@ -206,14 +206,12 @@ def bench_command(
     ] = False,
 ) -> None:
     """Throughput of uniembed's batching vs the official batching on a realistic mix."""
-    import uniembed
+    from uniembed.loader import load
 
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        embedder = uniembed.load(
-            _snapshot(model, Path(tmp)), device=device, dtype=dtype, packing=packing
-        )
+        embedder = load(_snapshot(model, Path(tmp)), device=device, dtype=dtype, packing=packing)
         baseline = BASELINES.get(embedder.info.family, Baseline(8, False))
         images = images if "image" in embedder.info.modalities else 0
         workload = realistic_workload(texts, images, embedder.info.tasks, seed)

@@ -377,7 +377,7 @@ def test_any_filter_is_answered_or_refused_cleanly(index: Index, spec: dict) -> 
 
 
 def test_jsonl_records_over_the_limits_name_their_file_and_line(tmp_path: Path) -> None:
-    from uniembed.retrieval.command import _jsonl_documents
+    from uniembed.cli.index import _jsonl_documents
 
     records = tmp_path / "records.jsonl"
     for line, error, message in [

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import uniembed
 from uniembed import cli
+from uniembed.cli import serve as serve_cli
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.live import wait_until_ready
 
@@ -26,7 +27,7 @@ runner = CliRunner()
 @pytest.fixture
 def captured(monkeypatch) -> list[ServerSettings]:
     seen: list[ServerSettings] = []
-    monkeypatch.setattr(cli, "run_server", seen.append)
+    monkeypatch.setattr(serve_cli, "run_server", seen.append)
     return seen
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import uniembed
 from uniembed import cli
+from uniembed.cli import serve as serve_cli
 from uniembed.models.registry import load_model
 from uniembed.training.export import save_adapter
 
@@ -100,7 +101,7 @@ def test_bad_data_exits_with_the_line(tiny_v3_path: Path, tmp_path: Path) -> Non
 
 def test_serve_adapter_flags_build_the_settings(monkeypatch) -> None:
     seen = []
-    monkeypatch.setattr(cli, "run_server", seen.append)
+    monkeypatch.setattr(serve_cli, "run_server", seen.append)
     result = runner.invoke(cli.app, ["serve", "--adapter", "a=/x/a", "--adapter", "b=/y"])
     assert result.exit_code == 0, result.output
     assert seen[0].adapters == (("a", "/x/a"), ("b", "/y"))

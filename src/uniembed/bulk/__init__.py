@@ -15,25 +15,37 @@ the errors file (``<output>.errors.jsonl``: ``{"id": …, "error": …}``) and t
 that failed are tried again on resume.
 
 Modules: :mod:`~uniembed.bulk.records` (reading), :mod:`~uniembed.bulk.outputs` (writing and resume
-state), :mod:`~uniembed.bulk.job` (the job), :mod:`~uniembed.bulk.command` (``uniembed embed``).
+state), :mod:`~uniembed.bulk.job` (the job); the command line is :mod:`uniembed.cli.embed`.
 """
 
-from uniembed.bulk.command import embed_command, make_embed_command
-from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, embed_files
+from uniembed.bulk.job import (
+    DEFAULT_BATCH_SIZE,
+    DUPLICATE_ID,
+    BulkOptions,
+    BulkReport,
+    ChunkEncoder,
+    ChunkResult,
+    check_embed_options,
+    embed_files,
+    process_chunk,
+)
 from uniembed.bulk.outputs import infer_format
 from uniembed.bulk.records import ReadOptions, Record, count_items, count_records, iter_records
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DUPLICATE_ID",
     "BulkOptions",
     "BulkReport",
+    "ChunkEncoder",
+    "ChunkResult",
     "ReadOptions",
     "Record",
+    "check_embed_options",
     "count_items",
     "count_records",
-    "embed_command",
     "embed_files",
     "infer_format",
     "iter_records",
-    "make_embed_command",
+    "process_chunk",
 ]

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from uniembed.bulk.job import (
+from uniembed.bulk import (
     DUPLICATE_ID,
     BulkOptions,
     ChunkResult,
@@ -40,7 +40,7 @@ from uniembed.distributed.cluster import LOCAL, connect
 from uniembed.errors import BatchFailed, InvalidInput, UniembedError
 
 if TYPE_CHECKING:
-    from uniembed.bulk.records import Record
+    from uniembed.bulk import Record
     from uniembed.embedder import Embedder
 
 RESTARTS = 3  # times Ray restarts a lost actor and retries its chunks before the job stops
@@ -56,11 +56,9 @@ class ModelSpec:
     adapters: tuple[tuple[str, str], ...] = ()
 
     def load(self) -> Embedder:
-        import uniembed
+        from uniembed.loader import load
 
-        return uniembed.load(
-            self.source, device=self.device, dtype=self.dtype, adapters=dict(self.adapters)
-        )
+        return load(self.source, device=self.device, dtype=self.dtype, adapters=dict(self.adapters))
 
 
 @dataclass(frozen=True)

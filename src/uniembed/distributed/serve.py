@@ -80,19 +80,6 @@ class ServeScaling:
         return options
 
 
-def build_replica_app(settings: ServerSettings) -> FastAPI:
-    """One replica's application: the models loaded, the index opened, :func:`create_app`."""
-    from uniembed.server.app import create_app, load_embedders
-
-    embedders = load_embedders(settings)
-    index = None
-    if settings.index:
-        from uniembed.retrieval.index import open_served_index
-
-        index = open_served_index(settings.index, embedders)
-    return create_app(settings, embedders, index)
-
-
 class UniembedReplica:
     """The Serve deployment's class: its ASGI app is built on the replica, after it starts."""
 
@@ -100,7 +87,11 @@ class UniembedReplica:
         self.settings = settings
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_replica_app(self.settings)
+        """One replica's application, built as ``uniembed serve`` builds it (the index, from a
+        Qdrant server, lives as long as the replica)."""
+        from uniembed.server.app import build_app
+
+        return build_app(self.settings)[0]
 
 
 def serve_application(settings: ServerSettings, scaling: ServeScaling = ServeScaling()) -> Any:

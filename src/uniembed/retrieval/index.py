@@ -641,9 +641,9 @@ def _embedder(
     """An embedder and the source to record (a path or hub id; ``None`` when it is not known: a
     model built by hand, or loaded with adapters or another name)."""
     if isinstance(model, (str, Path)):
-        import uniembed
+        from uniembed.loader import load
 
-        model = uniembed.load(model, device=device, dtype=dtype)
+        model = load(model, device=device, dtype=dtype)
     return model, model.source
 
 

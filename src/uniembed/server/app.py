@@ -37,8 +37,8 @@ def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
     message."""
     import functools
 
-    import uniembed
     from uniembed.engine.threads import call_on_temporary_thread
+    from uniembed.loader import load
 
     embedders = {}
     for source, served in zip(settings.models, settings.served_names):
@@ -46,7 +46,7 @@ def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
         # threads)
         embedders[served] = call_on_temporary_thread(
             functools.partial(
-                uniembed.load,
+                load,
                 source,
                 device=settings.device,
                 dtype=settings.dtype,
@@ -56,6 +56,19 @@ def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
             )
         )
     return embedders
+
+
+def build_app(settings: ServerSettings) -> tuple[FastAPI, Index | None]:
+    """What ``uniembed serve`` runs, in this process or on each Ray Serve replica: every model
+    loaded, the index opened (``settings.index``), :func:`create_app`. The caller closes the index
+    when the app stops."""
+    embedders = load_embedders(settings)
+    index = None
+    if settings.index:
+        from uniembed.retrieval.index import open_served_index
+
+        index = open_served_index(settings.index, embedders)
+    return create_app(settings, embedders, index), index
 
 
 def create_app(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from uniembed import DEFAULT_MODEL
 from uniembed.engine.planning import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_GATHER_SECONDS,
@@ -23,6 +22,7 @@ from uniembed.inputs.budget import (
     RequestBudget,
 )
 from uniembed.inputs.limits import InputLimits
+from uniembed.models import DEFAULT_MODEL
 from uniembed.server.registry import last_path_component
 from uniembed.server.schemas import MAX_ITEMS_HARD
 

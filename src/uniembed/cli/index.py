@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uniembed.cli_options import Device, Dtype, IndexModel, Progress
+from uniembed.cli.options import Device, Dtype, IndexModel, Progress
 from uniembed.errors import InvalidInput, UniembedError
 
 
@@ -162,7 +162,7 @@ def _open_or_create(
     location: str, model: str | None, device: str | None, dtype: str | None, **create: Any
 ) -> Any:
     """The index at ``location``; a new one (with ``model``, default v4) when there is none."""
-    from uniembed import DEFAULT_MODEL
+    from uniembed.models import DEFAULT_MODEL
     from uniembed.retrieval.index import Index
     from uniembed.retrieval.store import store_exists
 
@@ -184,7 +184,7 @@ def _add_all(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from uniembed.bulk.command import RateColumn
+    from uniembed.cli.progress import RateColumn
     from uniembed.retrieval.documents import count_documents
     from uniembed.retrieval.stored import add_embeddings_file, count_stored_documents
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uniembed import DEFAULT_MODEL
+from uniembed.models import DEFAULT_MODEL
 
 _KEEP = "\u2011"  # a non-breaking hyphen stands in for "-" while help text is wrapped
 

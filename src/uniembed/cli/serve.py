@@ -1,53 +1,25 @@
-"""The ``uniembed`` command line: ``serve`` here; ``embed``, ``bench``, ``index``, ``search``,
-``eval`` and ``train`` load lazily from their modules.
+"""``uniembed serve``: the embeddings API (and, with ``--index``, search) in this process, or on
+Ray Serve replicas with ``--ray``.
 
-Importing this module is cheap: torch, FastAPI and the models are imported only by the command run.
-Every ``serve`` flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list
-flags read their variable as whitespace-separated values. The flags every command shares are
-defined once in :mod:`uniembed.cli_options`.
+Every flag has an environment-variable twin (``UNIEMBED_*``, shown in ``--help``); list flags read
+their variable as whitespace-separated values. Importing this module is cheap: the settings modules
+it takes its defaults from are torch-free.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
-from uniembed import DEFAULT_MODEL
-from uniembed.cli_options import (
-    Device,
-    Dtype,
-    HelpContext,
-    Ray,
-    command_app,
-    env,
-    model_option,
-    with_help_layout,
-)
+from uniembed.cli.options import Device, Dtype, Ray, env, model_option
 from uniembed.distributed.serve import ServeScaling
 from uniembed.inputs.limits import InputLimits
+from uniembed.models import DEFAULT_MODEL
 from uniembed.server.settings import ServerSettings
 
-LAZY_COMMANDS = {
-    "embed": ("uniembed.bulk", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
-    "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
-    "index": (
-        "uniembed.retrieval.command",
-        "index_command",
-        "Create an index and add or delete documents.",
-    ),
-    "search": ("uniembed.retrieval.command", "search_command", "Search an index by text or image."),
-    "eval": ("uniembed.evaluation.command", "eval_app", "Measure retrieval quality and alignment."),
-    "train": (
-        "uniembed.training.command",
-        "train_command",
-        "Fine-tune a task adapter or add a task.",
-    ),
-}
-SERVE = ServerSettings()  # the defaults every serve flag shows (these modules are torch-free)
+SHORT_HELP = "Serve the embeddings API (and, with --index, search)."
+SERVE = ServerSettings()  # the defaults every flag shows
 LIMITS = InputLimits()
 RAY_SERVE = ServeScaling()
 RAY_SERVE_FLAGS = (
@@ -59,49 +31,7 @@ RAY_SERVE_FLAGS = (
 )
 
 
-class LazyGroup(TyperGroup):
-    """A typer group that imports the modules of its lazy commands only when they are run; a lazy
-    command is a function (one command) or a ``typer.Typer`` (a group of subcommands). Every
-    command gets the shared help layout (:func:`~uniembed.cli_options.with_help_layout`)."""
-
-    context_class = HelpContext
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *LAZY_COMMANDS]
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in LAZY_COMMANDS:
-            command = super().get_command(ctx, cmd_name)
-            return None if command is None else with_help_layout(command)
-        module, attribute, help_text = LAZY_COMMANDS[cmd_name]
-        function = getattr(importlib.import_module(module), attribute)
-        if isinstance(function, typer.Typer):
-            group = typer.main.get_command(function)
-            group.name, group.short_help = cmd_name, help_text
-            return with_help_layout(group)
-        single = command_app()
-        single.command(name=cmd_name, help=function.__doc__ or help_text, short_help=help_text)(
-            function
-        )
-        command = typer.main.get_command(single)
-        command.name = cmd_name
-        return with_help_layout(command)
-
-
-app = command_app(
-    cls=LazyGroup,
-    no_args_is_help=True,
-    help="uniembed: self-hosted jina-embeddings-v4 / v3.",
-)
-
-
-@app.callback()
-def main() -> None:
-    """uniembed: self-hosted universal embeddings (jina-embeddings-v4 and v3)."""
-
-
-@app.command(short_help="Serve the embeddings API (and, with --index, search).")
-def serve(
+def serve_command(
     model: Annotated[
         list[str] | None,
         model_option(
@@ -416,23 +346,14 @@ def run_server(settings: Any) -> None:
     until stopped."""
     import uvicorn
 
-    from uniembed.server.app import create_app, load_embedders
+    from uniembed.server.app import build_app
     from uniembed.server.connections import uvicorn_config
 
     for source, served in zip(settings.models, settings.served_names):
         typer.echo(f"loading {source} as {served!r} …", err=True)
-    embedders = load_embedders(settings)
-    index = None
-    if settings.index:
-        from uniembed.retrieval.index import open_served_index
-
-        index = open_served_index(settings.index, embedders)
+    app, index = build_app(settings)
     try:
-        uvicorn.Server(uvicorn_config(create_app(settings, embedders, index), settings)).run()
+        uvicorn.Server(uvicorn_config(app, settings)).run()
     finally:
         if index is not None:
             index.close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

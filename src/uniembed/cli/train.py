@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from uniembed import DEFAULT_MODEL
-from uniembed.cli_options import Device, Dtype, Model, Progress
+from uniembed.cli.options import Device, Dtype, Model, Progress
 from uniembed.errors import UniembedError
+from uniembed.models import DEFAULT_MODEL
 from uniembed.training.config import DEFAULT_TEMPERATURE, LOSSES, TrainConfig
 
 if TYPE_CHECKING:

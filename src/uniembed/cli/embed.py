@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import ProgressColumn
-from rich.text import Text
 
 from uniembed.errors import InvalidInput, UniembedError
 
@@ -16,11 +14,12 @@ if TYPE_CHECKING:
     from uniembed.embedder import Embedder
 
 
-from uniembed import DEFAULT_MODEL
 from uniembed.bulk.job import DEFAULT_BATCH_SIZE, BulkOptions, BulkReport, ChunkEncoder, embed_files
 from uniembed.bulk.outputs import errors_path_for, infer_format
 from uniembed.bulk.records import ReadOptions, count_items
-from uniembed.cli_options import Device, Dtype, Model, Progress, Ray
+from uniembed.cli.options import Device, Dtype, Model, Progress, Ray
+from uniembed.cli.progress import RateColumn
+from uniembed.models import DEFAULT_MODEL
 
 Loader = Callable[..., "Embedder"]
 
@@ -164,7 +163,7 @@ def _vectors(vectors: str, multivector: bool) -> Any:
 
 def _load(loader: Loader | None, model: str, device: str | None, dtype: str | None) -> Embedder:
     if loader is None:
-        from uniembed import load as loader  # type: ignore[attr-defined,no-redef]
+        from uniembed.loader import load as loader
     return loader(model, device=device, dtype=dtype)
 
 
@@ -230,33 +229,6 @@ def _run_with_progress(
         )
     finally:
         bar.stop()
-
-
-class RateColumn(ProgressColumn):
-    """``123.4 items/s`` (completed per second, in any unit but tokens) or ``5.6k tokens/s`` (the
-    task's ``tokens`` field)."""
-
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self.unit = unit
-
-    def render(self, task: Any) -> Text:
-        amount = task.fields.get("tokens", 0) if self.unit == "tokens" else task.completed
-        elapsed = task.elapsed or 0.0
-        rate = amount / elapsed if elapsed > 0 else 0.0
-        return Text(f"{_human(rate)} {self.unit}/s", style="progress.data.speed")
-
-
-def _human(value: float) -> str:
-    """A rate with a k/M suffix.
-
-    >>> _human(12345.0)
-    '12.3k'
-    """
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.1f}{unit}"
-    return f"{value:.1f}"
 
 
 def _summary(report: BulkReport) -> str:

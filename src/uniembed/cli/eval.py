@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from uniembed import DEFAULT_MODEL
-from uniembed.cli_options import Device, Dtype, Model, Progress, command_app
+from uniembed.cli.options import Device, Dtype, Model, Progress, command_app
+from uniembed.models import DEFAULT_MODEL
 
 eval_app = command_app(
     no_args_is_help=True,
@@ -196,10 +196,10 @@ def _table_metrics(config: Any) -> list[str]:
 
 
 def _load(console: Any, model: str, device: str | None, dtype: str | None) -> Any:
-    import uniembed
+    from uniembed.loader import load
 
     console.print(f"loading {model} …")
-    return uniembed.load(model, device=device, dtype=dtype)
+    return load(model, device=device, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -226,7 +226,7 @@ def _progress_bars(
     """A factory of rich progress bars: ``bars(label, total)`` adds one and returns its advance."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from uniembed.bulk.command import RateColumn
+    from uniembed.cli.progress import RateColumn
 
     columns = (
         TextColumn("{task.description:<28}"),

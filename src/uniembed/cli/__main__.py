@@ -1,0 +1,5 @@
+"""``python -m uniembed.cli``: the ``uniembed`` command."""
+
+from uniembed.cli import app
+
+app()
