@@ -85,8 +85,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     """Seconds per block of each path."""
     import uniembed
     from uniembed.retrieval.index import Index
-    from uniembed.retrieval.store import Layout, create_store
+    from uniembed.retrieval.store import Layout
     from uniembed.retrieval.stored import read_embeddings
+    from uniembed.retrieval.stores import create_store
     from uniembed.testing.jina_v4 import write_tiny_jina_v4
 
     dense, multi = synthetic(args.pages, args.tokens)

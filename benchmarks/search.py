@@ -41,7 +41,8 @@ from PIL import Image
 from uniembed.retrieval.compression import max_rows_for
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.scores import maxsim
-from uniembed.retrieval.store import Layout, create_store
+from uniembed.retrieval.store import Layout
+from uniembed.retrieval.stores import create_store
 from uniembed.testing.corpus import SyntheticCorpus, synthetic_corpus
 
 K = 10

@@ -10,7 +10,8 @@ import pytest
 
 from uniembed.retrieval.index import DEFAULT_CANDIDATES
 from uniembed.retrieval.retriever import Retriever
-from uniembed.retrieval.store import Layout, create_store
+from uniembed.retrieval.store import Layout
+from uniembed.retrieval.stores import create_store
 from uniembed.testing.corpus import SyntheticCorpus, synthetic_corpus
 
 K = 10

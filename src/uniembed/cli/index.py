@@ -164,7 +164,7 @@ def _open_or_create(
     """The index at ``location``; a new one (with ``model``, default v4) when there is none."""
     from uniembed.models import DEFAULT_MODEL
     from uniembed.retrieval.index import Index
-    from uniembed.retrieval.store import store_exists
+    from uniembed.retrieval.stores import store_exists
 
     if store_exists(location):
         return Index.open(location, model, device=device, dtype=dtype)

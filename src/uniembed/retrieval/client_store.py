@@ -19,16 +19,14 @@ from typing import Any
 
 from uniembed._optional import require
 from uniembed.errors import InvalidInput
+from uniembed.retrieval.filters import Condition, MatchAny, build_filter
 from uniembed.retrieval.store import (
     DENSE,
     MULTI,
-    Condition,
     Found,
     Layout,
-    MatchAny,
     Point,
     Search,
-    build_filter,
     found_from,
     point_vectors,
 )

@@ -24,17 +24,15 @@ import numpy as np
 
 from uniembed._optional import require
 from uniembed.errors import InvalidInput, UniembedError
+from uniembed.retrieval.filters import Condition, MatchAny, build_filter
 from uniembed.retrieval.store import (
     DENSE,
     MULTI,
-    Condition,
     Found,
     Layout,
-    MatchAny,
     Point,
     Search,
     Stage,
-    build_filter,
     found_from,
     point_vectors,
 )

@@ -44,19 +44,12 @@ from uniembed.retrieval.documents import (
     item_input,
     thumbnail,
 )
+from uniembed.retrieval.filters import Condition, Match, parse_filter
 from uniembed.retrieval.retriever import MODES, Retriever
 from uniembed.retrieval.similarity import SimilarityMap, patch_scores
-from uniembed.retrieval.store import (
-    Condition,
-    Found,
-    Layout,
-    Match,
-    Point,
-    Store,
-    parse_filter,
-    point_id,
-)
+from uniembed.retrieval.store import Found, Layout, Point, Store, point_id
 from uniembed.retrieval.stored import StoredEntry
+from uniembed.retrieval.stores import create_store, open_store, store_exists
 
 if TYPE_CHECKING:
     from typing import Self
@@ -194,14 +187,7 @@ class Index:
         embedder.resolve_tasks(document_task, 1)
         embedder.resolve_tasks(query_task, 1)
         layout, manifest = settings.layout(), {"uniembed_index": settings.to_json()}
-        if client is not None:
-            from uniembed.retrieval.client_store import ClientStore
-
-            store: Store = ClientStore.create(client, str(location), layout, manifest)
-        else:
-            from uniembed.retrieval.store import create_store
-
-            store = create_store(location, layout, manifest)
+        store = create_store(location, layout, manifest, client)
         return cls(store, embedder, settings)
 
     @classmethod
@@ -216,14 +202,7 @@ class Index:
     ) -> Index:
         """The index at ``location`` (see :meth:`create`). Without ``model``, the model it was built
         with is loaded from the source recorded at creation."""
-        if client is not None:
-            from uniembed.retrieval.client_store import ClientStore
-
-            store: Store = ClientStore.open(client, str(location))
-        else:
-            from uniembed.retrieval.store import open_store
-
-            store = open_store(location)
+        store = open_store(location, client)
         try:
             settings = _settings(store, location)
             if model is None and settings.model_source is None:
@@ -574,8 +553,6 @@ def open_index(
 ) -> Index:
     """Open the index at ``location``, or create it (with ``model`` and the :meth:`Index.create`
     options) when there is none."""
-    from uniembed.retrieval.store import store_exists
-
     if store_exists(location):
         return Index.open(location, model, device=create.get("device"))
     if model is None:
@@ -585,8 +562,6 @@ def open_index(
 
 def read_settings(location: str | Path) -> IndexSettings:
     """The settings recorded in the index at ``location`` (it is opened and closed again)."""
-    from uniembed.retrieval.store import open_store
-
     store = open_store(location)
     try:
         return _settings(store, location)

@@ -26,11 +26,10 @@ from typing import Any, Literal
 import torch
 
 from uniembed.errors import InvalidInput
+from uniembed.retrieval.filters import Condition, HasIds
 from uniembed.retrieval.scan import Codec, MultivectorScan
 from uniembed.retrieval.store import (
-    Condition,
     Found,
-    HasIds,
     Point,
     Store,
     dense_search,
