@@ -262,11 +262,12 @@ class Embedder:
         """Embed mixed text and image items (the path the server uses).
 
         ``items``: strings, PIL images, or dicts ``{"text"}``, ``{"image"}`` (path, URL, bytes,
-        base64, data URI) and ``{"pdf"}`` (one embedding per page, in order). ``task``: one API task
-        name (``"retrieval.query"``, ``"code.passage"``, …) or one per item. ``output``:
-        ``"single"`` vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass (single
-        vectors in ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True`` means
-        ``"multi"``.
+        base64, data URI) and ``{"pdf"}`` (one embedding per page, in order), or items parsed
+        already (:class:`~uniembed.inputs.items.TextItem`, ``ImageItem``), taken as they are.
+        ``task``: one API task name (``"retrieval.query"``, ``"code.passage"``, …) or one per item.
+        ``output``: ``"single"`` vectors, ``"multi"``-vectors, or ``"both"`` from one forward pass
+        (single vectors in ``embeddings``, multi-vectors in ``multivectors``); ``multivector=True``
+        means ``"multi"``.
 
         Also the official v3 call ``encode(texts, task=..., truncate_dim=...)``: ``truncate_dim`` is
         ``dimensions`` restricted to the trained Matryoshka sizes, and the result indexes, iterates

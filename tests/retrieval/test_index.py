@@ -4,6 +4,8 @@ reopening."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -215,6 +217,27 @@ def test_delete_update_and_reopen(fake_embedder: Embedder, tmp_path: Path) -> No
     ] == before
     assert reopened.settings.model == "fake-model"
     reopened.close()
+
+
+def test_an_item_is_parsed_once_so_a_text_that_looks_like_an_image_stays_a_text(
+    fake_embedder: Embedder, tmp_path: Path
+) -> None:
+    """``{"text": "data:image/png;base64,…"}`` is a text: the index must embed the text, not the
+    image a second parse of the bare string would find."""
+    buffer = io.BytesIO()
+    color_image("red").save(buffer, format="PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    index = Index.create(tmp_path / "index", fake_embedder)
+    index.add([{"text": uri}], ["t"])
+    (hit,) = index.search("a plain query", k=1, mode="dense")
+    query = fake_embedder.encode(["a plain query"], task="retrieval.query").embeddings[0]
+    as_text, as_image = fake_embedder.encode(
+        [{"text": uri}, {"image": uri}], task="retrieval.passage"
+    ).embeddings
+    assert hit.kind == "text"
+    assert hit.score == pytest.approx(float(cosine(query, as_text[None])[0]), abs=1e-5)
+    assert abs(float(cosine(query, as_image[None])[0]) - hit.score) > 1e-3  # the test can fail
+    index.close()
 
 
 def test_reopening_checks_the_model_and_loads_the_recorded_one(

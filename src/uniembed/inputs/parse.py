@@ -65,7 +65,7 @@ class _Spec:
     """One validated raw input: which kind it is and its value (not yet loaded)."""
 
     index: int
-    kind: str  # "text" | "image" | "pdf"
+    kind: str  # "text" | "image" | "pdf" | "item" (already parsed)
     value: Any
 
 
@@ -105,6 +105,8 @@ def coerce_image_items(
 
 
 def _library_spec(index: int, value: Any) -> _Spec:
+    if isinstance(value, (TextItem, ImageItem)):  # parsed once already (e.g. by Index.add)
+        return _Spec(index, "item", value)
     if isinstance(value, str):
         return _string_spec(index, value)
     if isinstance(value, Image.Image):
@@ -321,6 +323,8 @@ def _load_labelled(spec: _Spec, context: _Context) -> list[Item]:
 
 def _load(spec: _Spec, context: _Context) -> list[Item]:
     """Load one input (fetch, decode, render) into its items."""
+    if spec.kind == "item":
+        return [spec.value]
     if spec.kind == "text":
         return [TextItem(spec.value)]
     if spec.kind == "image":

@@ -281,11 +281,6 @@ def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def item_input(item: Item) -> Any:
-    """A parsed item back in the form ``Embedder.encode`` takes (a string or a PIL image)."""
-    return item.text if isinstance(item, TextItem) else item.image
-
-
 __all__ = [
     "Document",
     "ImageItem",

@@ -41,7 +41,6 @@ from uniembed.retrieval.documents import (
     check_text,
     documents_from_inputs,
     documents_from_path,
-    item_input,
     thumbnail,
 )
 from uniembed.retrieval.filters import Condition, Match, parse_filter
@@ -435,7 +434,7 @@ class Index:
         """Single vector and multi-vector of the query from one forward pass."""
         both = self.settings.multivector_dim is not None
         result = self.model.encode(
-            [item_input(item)],
+            [item],
             task=self.settings.query_task,
             output="both" if both else "single",
             dimensions=self.settings.dimensions,
@@ -453,7 +452,7 @@ class Index:
         ]
         both = self.settings.multivector_dim is not None
         result = self.model.encode(
-            [item_input(item) for _, _, item in entries],
+            [item for _, _, item in entries],
             task=self.settings.document_task,
             output="both" if both else "single",
             dimensions=self.settings.dimensions,
