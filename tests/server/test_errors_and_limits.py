@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,10 +23,18 @@ from uniembed.errors import (
 )
 from uniembed.inputs.limits import InputLimits
 from uniembed.server.auth import bearer_token, key_matches
-from uniembed.server.errors import BatchFailed, Unauthorized, status_of
+from uniembed.server.errors import (
+    ERROR_CODES,
+    ERROR_TABLE,
+    BatchFailed,
+    Unauthorized,
+    status_of,
+)
 from uniembed.server.registry import ModelRegistry
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
+
+DOCS = Path(__file__).parents[2] / "docs" / "server.md"
 
 
 def post(live, body: dict, **kwargs) -> httpx.Response:
@@ -53,6 +62,18 @@ def test_the_error_table():
             BatchFailed,
         )
     ] == [400, 400, 401, 404, 413, 429, 503, 500]
+
+
+def test_the_documented_codes_are_the_served_codes():
+    """docs/server.md's table lists exactly the codes of ERROR_CODES, each with its status, and
+    every error type's code is one of them."""
+    rows = [line.split("|") for line in DOCS.read_text().splitlines() if line.startswith("| 4")]
+    rows += [line.split("|") for line in DOCS.read_text().splitlines() if line.startswith("| 5")]
+    documented = {
+        code.strip(): int(status) for _, status, codes, *_ in rows for code in codes.split(",")
+    }
+    assert {code.strip("` "): status for code, status in documented.items()} == ERROR_CODES
+    assert set(ERROR_TABLE.values()) <= set(ERROR_CODES)
 
 
 @pytest.mark.parametrize(
@@ -113,8 +134,12 @@ def test_malformed_json_and_wrong_routes(server):
     assert_error(bad, 400, "not valid JSON")
     assert bad.json()["error"]["code"] == "invalid_json"
     assert "input" not in bad.json()["detail"][0]  # inputs are never echoed back
-    assert_error(httpx.get(f"{server.url}/v1/embeddings"), 405, "Method Not Allowed")
-    assert_error(httpx.get(f"{server.url}/v2/nothing"), 404, "Not Found")
+    wrong_method = httpx.get(f"{server.url}/v1/embeddings")
+    assert_error(wrong_method, 405, "Method Not Allowed")
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    no_route = httpx.get(f"{server.url}/v2/nothing")
+    assert_error(no_route, 404, "Not Found")
+    assert no_route.json()["error"]["code"] == "not_found"
     assert server.metric("uniembed_requests_total", path="other", status="404") >= 1
 
 

@@ -218,7 +218,9 @@ class GuardedConnection:
         )
 
     def _refuse(self) -> None:
-        body = orjson.dumps(error_body(503, "the server has too many connections; retry shortly"))
+        body = orjson.dumps(
+            error_body("overloaded", "the server has too many connections; retry shortly")
+        )
         self.transport.write(REFUSAL % (RETRY_AFTER_SECONDS, len(body), body))
         self.transport.close()
 
@@ -251,7 +253,7 @@ class ConcurrencyLimitMiddleware:
             message = (
                 f"the server has {self.in_progress} requests in progress, its limit; retry shortly"
             )
-            await error_response(503, message, code="overloaded")(scope, receive, send)
+            await error_response("overloaded", message)(scope, receive, send)
             return
         self.in_progress += 1
         try:

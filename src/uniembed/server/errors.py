@@ -1,5 +1,5 @@
-"""Errors at the HTTP edge: ONE table from error kinds to statuses and codes, and the handlers using
-it.
+"""Errors at the HTTP edge: ONE table of error codes and their statuses (:data:`ERROR_CODES`), the
+code of each error type (:data:`ERROR_TABLE`) and the handlers using them.
 
 Every error body speaks both dialects::
 
@@ -50,38 +50,50 @@ class Unauthorized(UniembedError):
     """A missing or wrong API key."""
 
 
-ERROR_TABLE: dict[type[UniembedError], tuple[int, str]] = {
-    InvalidInput: (400, "invalid_input"),
-    FetchError: (400, "fetch_failed"),
-    Unauthorized: (401, "invalid_api_key"),
-    ModelNotFound: (404, "model_not_found"),
-    InputTooLarge: (413, "input_too_large"),
-    ValidationFailed: (422, "invalid_option"),
-    Overloaded: (429, "queue_full"),
-    BatchFailed: (500, "model_failed"),
-    CheckpointError: (500, "checkpoint_error"),
-    MissingDependency: (500, "missing_dependency"),
-    NotReady: (503, "not_ready"),
+ERROR_CODES: dict[str, int] = {
+    "invalid_json": 400,  # the body is not JSON, whatever the flaw
+    "invalid_input": 400,
+    "fetch_failed": 400,
+    "invalid_encoding": 400,  # a corrupt gzip/deflate body
+    "invalid_header": 400,  # e.g. a Content-Length that is not a number
+    "invalid_api_key": 401,
+    "model_not_found": 404,
+    "not_found": 404,  # an unknown route
+    "method_not_allowed": 405,
+    "request_timeout": 408,
+    "input_too_large": 413,
+    "unsupported_media_type": 415,
+    "unsupported_content_encoding": 415,
+    "invalid_request": 422,  # JSON that does not fit the schema
+    "invalid_option": 422,
+    "queue_full": 429,
+    "model_failed": 500,
+    "checkpoint_error": 500,
+    "missing_dependency": 500,
+    "internal_error": 500,
+    "overloaded": 503,
+    "not_ready": 503,
 }
-"""Status and code of each error type; a subclass not listed takes its nearest listed base's."""
+"""Every error code the service answers with and its HTTP status (docs/server.md's table)."""
 
-# Flaws found before our code runs (the request's framing, JSON and schema) and by the middleware.
-INVALID_JSON = (400, "invalid_json")
-SCHEMA_VIOLATION = (422, "invalid_request")
-UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
-CODE_BY_STATUS = {
-    400: "invalid_json",
-    401: "invalid_api_key",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "input_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "queue_full",
-    500: "internal_error",
-    503: "overloaded",
+ERROR_TABLE: dict[type[UniembedError], str] = {
+    InvalidInput: "invalid_input",
+    FetchError: "fetch_failed",
+    Unauthorized: "invalid_api_key",
+    ModelNotFound: "model_not_found",
+    InputTooLarge: "input_too_large",
+    ValidationFailed: "invalid_option",
+    Overloaded: "queue_full",
+    BatchFailed: "model_failed",
+    CheckpointError: "checkpoint_error",
+    MissingDependency: "missing_dependency",
+    NotReady: "not_ready",
 }
+"""The code of each error type; a subclass not listed takes its nearest listed base's."""
+
+STARLETTE_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+"""The codes of the errors Starlette raises itself (its only 400: a body it could not parse)."""
+
 TYPE_BY_STATUS = {
     401: "authentication_error",
     429: "rate_limit_error",
@@ -91,67 +103,68 @@ TYPE_BY_STATUS = {
 """OpenAI's error ``type``; every other status is an ``invalid_request_error``."""
 
 
+def code_of(error: UniembedError) -> str:
+    """The code of ``error`` from :data:`ERROR_TABLE`.
+
+    >>> code_of(FetchError("refused")), code_of(Overloaded("full"))
+    ('fetch_failed', 'queue_full')
+    """
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]  # type: ignore[index]
+    return "internal_error"
+
+
 def status_of(error: UniembedError) -> int:
-    """The HTTP status of ``error`` from :data:`ERROR_TABLE`.
+    """The HTTP status of ``error`` (its code's, in :data:`ERROR_CODES`).
 
     >>> status_of(FetchError("refused")), status_of(Overloaded("full"))
     (400, 429)
     """
-    return _entry(error)[0]
-
-
-def _entry(error: UniembedError) -> tuple[int, str]:
-    for cls in type(error).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]  # type: ignore[index]
-    return 500, "internal_error"
+    return ERROR_CODES[code_of(error)]
 
 
 def error_body(
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    param: str | None = None,
-    detail: Any = None,
+    code: str, message: str, *, param: str | None = None, detail: Any = None
 ) -> dict[str, Any]:
-    """The two-dialect body (see the module docstring).
+    """The two-dialect body of an error with ``code`` (see the module docstring).
 
-    >>> error_body(413, "too big")["error"]  # doctest: +NORMALIZE_WHITESPACE
+    >>> error_body("input_too_large", "too big")["error"]  # doctest: +NORMALIZE_WHITESPACE
     {'message': 'too big', 'type': 'invalid_request_error', 'param': None,
      'code': 'input_too_large'}
     """
     error = {
         "message": message,
-        "type": TYPE_BY_STATUS.get(status, "invalid_request_error"),
+        "type": TYPE_BY_STATUS.get(ERROR_CODES[code], "invalid_request_error"),
         "param": param,
-        "code": code or CODE_BY_STATUS.get(status, "error"),
+        "code": code,
     }
     return {"error": error, "detail": message if detail is None else detail}
 
 
 def error_response(
-    status: int,
+    code: str,
     message: str,
     headers: dict[str, str] | None = None,
     *,
-    code: str | None = None,
     param: str | None = None,
     detail: Any = None,
 ) -> JSONResponse:
-    """An error response; 429 and 503 tell the client when to retry."""
+    """The response to an error with ``code`` (its status from :data:`ERROR_CODES`); 429 and 503
+    tell the client when to retry."""
+    status = ERROR_CODES[code]
     headers = dict(headers or {})
     if status in (429, 503):
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    body = error_body(status, message, code=code, param=param, detail=detail)
+    body = error_body(code, message, param=param, detail=detail)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _uniembed_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, UniembedError)
-    status, code = _entry(error)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, error.message, headers, code=code, param=_param_of(error))
+    code = code_of(error)
+    headers = {"WWW-Authenticate": "Bearer"} if ERROR_CODES[code] == 401 else None
+    return error_response(code, error.message, headers, param=_param_of(error))
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -160,11 +173,11 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     if too_many is not None:  # the same 413 as any list over max_items_per_request
         return await _uniembed_error(request, too_many)
     issues = clean_validation_errors(error.errors())
-    (status, code), message = classify_body_errors(error.errors())
-    if status != 422:  # not JSON, or not sent as JSON: one message
-        return error_response(status, message, code=code)
+    code, message = classify_body_errors(error.errors())
+    if code != "invalid_request":  # not JSON, or not sent as JSON: one message
+        return error_response(code, message)
     param = ".".join(str(part) for part in issues[0]["loc"][1:]) if issues else None
-    return error_response(status, message, code=code, param=param or None, detail=issues)
+    return error_response(code, message, param=param or None, detail=issues)
 
 
 def _too_many_inputs(request: Request, errors: Any) -> InputTooLarge | None:
@@ -184,40 +197,43 @@ def _too_many_inputs(request: Request, errors: Any) -> InputTooLarge | None:
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     message = str(error.detail)
-    if error.status_code == 400:  # Starlette's only 400: the body could not be read as JSON
+    code = STARLETTE_CODES.get(error.status_code)
+    if code is None:  # nothing in Starlette raises others; should it one day, its status stands
+        return JSONResponse(error_body("internal_error", message), status_code=error.status_code)
+    if code == "invalid_json":
         message = f"the body is not valid JSON ({message})"
-    return error_response(error.status_code, message, dict(error.headers or {}))
+    return error_response(code, message, dict(error.headers or {}))
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return error_response(500, "internal server error; the cause is in the server log")
+    return error_response("internal_error", "internal server error; the cause is in the server log")
 
 
-def classify_body_errors(errors: Any) -> tuple[tuple[int, str], str]:
-    """(status, code) and a one-line message for FastAPI's request-validation errors: a body that is
+def classify_body_errors(errors: Any) -> tuple[str, str]:
+    """The code and a one-line message for FastAPI's request-validation errors: a body that is
     not JSON is 400 whatever the flaw; a body without a JSON content type 415; JSON that does not
     fit the schema 422.
 
     >>> classify_body_errors(
     ...     [{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error"}]
     ... )[0]
-    (400, 'invalid_json')
+    'invalid_json'
     >>> classify_body_errors([{"type": "int_type", "loc": ("body", "dimensions"), "msg": "bad"}])
-    ((422, 'invalid_request'), 'dimensions: bad')
+    ('invalid_request', 'dimensions: bad')
     """
     errors = list(errors)
     whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if any(e.get("type") == "json_invalid" for e in errors):
-        return INVALID_JSON, "the body is not valid JSON: " + _describe_all(errors)
+        return "invalid_json", "the body is not valid JSON: " + _describe_all(errors)
     if any(e.get("type") == "missing" for e in whole_body):
-        return INVALID_JSON, "the body is empty; send a JSON object"
+        return "invalid_json", "the body is empty; send a JSON object"
     if any(isinstance(e.get("input"), (bytes, bytearray)) for e in whole_body):
         return (
-            UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
             "the body must be JSON sent with Content-Type: application/json",
         )
-    return SCHEMA_VIOLATION, _describe_all(errors)
+    return "invalid_request", _describe_all(errors)
 
 
 def _describe_all(errors: list[Any]) -> str:
@@ -275,7 +291,7 @@ def clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error kind through the table above."""
+    """Route every error kind through the tables above."""
     app.add_exception_handler(UniembedError, _uniembed_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

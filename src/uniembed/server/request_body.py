@@ -25,13 +25,13 @@ DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate
 
 
 class BodyRefused(Exception):
-    """The body broke a rule; ``status`` and ``message`` are the answer."""
+    """The body broke a rule; ``code`` (in :data:`~uniembed.server.errors.ERROR_CODES`) and
+    ``message`` are the answer."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
         self.code = code
+        self.message = message
 
 
 class RequestBodyMiddleware:
@@ -54,11 +54,9 @@ class RequestBodyMiddleware:
             self._check_declared_size(_header(scope, b"content-length"))
             body = await self._read(receive, decoder)
         except BodyRefused as refused:
-            if refused.status == 408 and self.metrics is not None:
+            if refused.code == "request_timeout" and self.metrics is not None:
                 self.metrics.connections_closed.labels("body_timeout").inc()
-            response = error_response(
-                refused.status, refused.message, {"Connection": "close"}, code=refused.code
-            )
+            response = error_response(refused.code, refused.message, {"Connection": "close"})
             await response(scope, receive, send)
             return
         if body is None:
@@ -71,7 +69,7 @@ class RequestBodyMiddleware:
         if declared is None:
             return
         if not declared.strip().isdigit():
-            raise BodyRefused(400, "invalid Content-Length header", "invalid_request")
+            raise BodyRefused("invalid_header", "invalid Content-Length header")
         if int(declared) > self.max_bytes:
             raise self._too_large()
 
@@ -96,7 +94,7 @@ class RequestBodyMiddleware:
                     return b"".join(chunks)
         assert deadline.cancelled_caught
         raise BodyRefused(
-            408, f"the request body did not arrive within {self.timeout:g} s", "request_timeout"
+            "request_timeout", f"the request body did not arrive within {self.timeout:g} s"
         )
 
     def _decode(self, decoder: zlib._Decompress, data: bytes, size: int, *, final: bool) -> bytes:
@@ -108,22 +106,21 @@ class RequestBodyMiddleware:
                 out += decoder.flush()
         except zlib.error as exc:
             raise BodyRefused(
-                400, f"the body is not valid for its Content-Encoding ({exc})", "invalid_encoding"
+                "invalid_encoding", f"the body is not valid for its Content-Encoding ({exc})"
             ) from exc
         if decoder.unconsumed_tail:  # output was cut at the limit: more would follow
             raise self._too_large(decoded=True)
         if final and not decoder.eof:
-            raise BodyRefused(400, "the compressed body is truncated", "invalid_encoding")
+            raise BodyRefused("invalid_encoding", "the compressed body is truncated")
         if decoder.unused_data:
-            raise BodyRefused(
-                400, "data follows the end of the compressed body", "invalid_encoding"
-            )
+            raise BodyRefused("invalid_encoding", "data follows the end of the compressed body")
         return out
 
     def _too_large(self, *, decoded: bool = False) -> BodyRefused:
         what = "decompressed request body" if decoded else "request body"
         return BodyRefused(
-            413, f"the {what} is larger than the limit of {self.max_bytes} bytes (max_body_bytes)"
+            "input_too_large",
+            f"the {what} is larger than the limit of {self.max_bytes} bytes (max_body_bytes)",
         )
 
 
@@ -139,9 +136,8 @@ def _decoder(header: str | None) -> zlib._Decompress | None:
     if len(codings) == 1 and codings[0] in DECODERS:
         return zlib.decompressobj(DECODERS[codings[0]])
     raise BodyRefused(
-        415,
-        f"Content-Encoding {header!r} is not supported; send gzip, deflate or identity",
         "unsupported_content_encoding",
+        f"Content-Encoding {header!r} is not supported; send gzip, deflate or identity",
     )
 
 

@@ -143,9 +143,8 @@ def build_router(
         ]
         if stopped:
             return error_response(
-                503,
+                "not_ready",
                 f"not ready: batch workers not running for {', '.join(stopped)}",
-                code="not_ready",
             )
         return JSONResponse({"status": "ready", "models": registry.names})
 
