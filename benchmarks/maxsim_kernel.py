@@ -1,4 +1,4 @@
-"""The exact MaxSim kernel (``retrieval.scores.maxsim_ragged`` on float16 rows, what the index's
+"""The exact MaxSim kernel (``core.scores.maxsim_ragged`` on float16 rows, what the index's
 exact mode runs) against this machine's fp32 matmul peak, measured in the same process.
 
     python benchmarks/maxsim_kernel.py                 # the BENCHMARKS.md run
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from uniembed.retrieval.scores import maxsim_ragged
+from uniembed.core.scores import maxsim_ragged
 
 FULL_SHAPES = ("10000x64", "2000x800", "10000x16-112")
 QUICK_SHAPES = ("500x64", "200x16-112")
@@ -61,7 +61,7 @@ def corpus(shape: str, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def before(query: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The exact MaxSim loop of retrieval/scores.py before the blocked kernel (for reference)."""
+    """The exact MaxSim loop of core/scores.py before the blocked kernel (for reference)."""
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
     torch.cumsum(lengths, 0, out=offsets[1:])
     targets = torch.arange(0, int(offsets[-1]), 8192)

@@ -38,10 +38,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from uniembed.retrieval.compression import max_rows_for
+from uniembed.core.scores import maxsim
 from uniembed.retrieval.retriever import Retriever
-from uniembed.retrieval.scores import maxsim
-from uniembed.retrieval.store import Layout
+from uniembed.retrieval.store import Layout, max_rows_for
 from uniembed.retrieval.stores import create_store
 from uniembed.testing.corpus import SyntheticCorpus, synthetic_corpus
 

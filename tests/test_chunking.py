@@ -22,11 +22,11 @@ from uniembed.chunking import (
     sentence_chunker,
     sentence_spans,
 )
+from uniembed.core.vectors import normalize
 from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import TextItem
 from uniembed.models.base import Span, TaskSpec, TokenizedText
-from uniembed.pooling import normalize
 from uniembed.testing.fake import VOCAB, FakeModel
 
 MULTILINGUAL = "Café naïve façade. 東京は大きい。日本語です！ Emoji 😀🎉 here? Ünïcödé ends."
@@ -469,7 +469,6 @@ def test_embedder_plan_and_run_late_chunking(fake: FakeModel) -> None:
 
 
 def test_embedder_encode_late_chunking(fake: FakeModel) -> None:
-    pytest.importorskip("uniembed.inputs.parse")
     result = Embedder(fake).encode(["a", "b", "c"], late_chunking=True)
     assert len(result.embeddings) == 3
     assert torch.allclose(

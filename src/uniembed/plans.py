@@ -16,9 +16,9 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from uniembed.core.vectors import finalize_vectors
 from uniembed.errors import ValidationFailed
 from uniembed.models.base import ModelInfo, PatchGrid, Row, RowOutput
-from uniembed.pooling import finalize_vectors
 
 Output = Literal["single", "multi", "both"]
 OUTPUTS: tuple[str, ...] = get_args(Output)

@@ -189,7 +189,6 @@ def test_mteb_sts_uses_text_matching(tiny_v4: Embedder, no_network: list) -> Non
 
 
 def test_mteb_multivector_model_scores_with_maxsim(tiny_v4: Embedder, no_network: list) -> None:
-    pytest.importorskip("uniembed.retrieval.scores", reason="uniembed.retrieval not merged yet")
     scores = run(MTEBModel(tiny_v4, multivector=True), LocalTextRetrieval())
     data = RetrievalDataset(
         "local", list(QRELS), QUERIES, [f"d{i}" for i in range(24)], DOCS, QRELS

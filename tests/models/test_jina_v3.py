@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from uniembed.core.vectors import normalize
 from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.inputs.items import TextItem
@@ -33,7 +34,6 @@ from uniembed.models.jina_v3 import (
 )
 from uniembed.models.loading import read_json
 from uniembed.models.lora import NO_ADAPTER
-from uniembed.pooling import normalize
 from uniembed.testing.jina_v3 import TASKS, write_tiny_jina_v3
 
 TEXTS = [

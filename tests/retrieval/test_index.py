@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from tests.retrieval.retrieval_samples import LOCAL_QDRANT_WARNINGS, TEXTS, color_image, page_pdf
 from uniembed.cli import app as cli_app
+from uniembed.core.scores import cosine, maxsim
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.retrieval.filters import Match
 from uniembed.retrieval.index import Hit, Index, open_index, read_settings
-from uniembed.retrieval.scores import cosine, maxsim
 from uniembed.testing.fake import FakeModel
 
 pytestmark = LOCAL_QDRANT_WARNINGS

@@ -11,8 +11,8 @@ import openai
 import pytest
 from PIL import Image
 
+from uniembed.core.wire import decode_base64, decode_binary, decode_ubinary
 from uniembed.embedder import Embedder
-from uniembed.encoding import decode_base64, decode_binary, decode_ubinary
 
 TEXTS = ["A cat sat on the mat.", "Quantum chromodynamics", "", "naïve café ☕"]
 

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uniembed.core.scores import maxsim_scores
 from uniembed.models.base import GradOutput
-from uniembed.scores import maxsim
 from uniembed.training.losses import CoSENTLoss, InfoNCELoss, JointLoss, MatryoshkaLoss
 
 
@@ -71,15 +71,17 @@ def test_info_nce_equals_the_direct_sum(negatives: int, bidirectional: bool) -> 
 
 def test_maxsim_equals_the_direct_double_loop() -> None:
     q, d = side(2, 2, tokens=3, lengths=[3, 1]), side(3, 4, tokens=5, lengths=[5, 2, 1, 4])
-    got = maxsim(q.multivectors, d.multivectors, q.mask, d.mask) / q.mask.sum(1, keepdim=True)
+    got = maxsim_scores(q.multivectors, d.multivectors, q.mask, d.mask) / q.mask.sum(
+        1, keepdim=True
+    )
     torch.testing.assert_close(got, torch.tensor(direct_late(q, d), dtype=torch.float64))
 
 
 def test_maxsim_in_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     q, d = side(4, 5, tokens=3, lengths=[3, 1, 2, 3, 2]), side(5, 4, tokens=4, lengths=[4, 2, 1, 3])
-    whole = maxsim(q.multivectors, d.multivectors, q.mask, d.mask)
-    monkeypatch.setattr("uniembed.scores.MAXSIM_CHUNK_ELEMENTS", 1)  # one query per block
-    torch.testing.assert_close(maxsim(q.multivectors, d.multivectors, q.mask, d.mask), whole)
+    whole = maxsim_scores(q.multivectors, d.multivectors, q.mask, d.mask)
+    monkeypatch.setattr("uniembed.core.scores.MAXSIM_CHUNK_ELEMENTS", 1)  # one query per block
+    torch.testing.assert_close(maxsim_scores(q.multivectors, d.multivectors, q.mask, d.mask), whole)
 
 
 def test_joint_loss_equals_the_direct_formula() -> None:

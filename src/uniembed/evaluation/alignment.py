@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from uniembed.core.vectors import finalize_vectors
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import EvalItem
 from uniembed.evaluation.encode import IMAGE_CHUNK, Progress
-from uniembed.pooling import finalize_vectors
 
 
 @dataclass(frozen=True)

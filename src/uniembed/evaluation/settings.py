@@ -32,10 +32,10 @@ from typing import Protocol
 
 import torch
 
+from uniembed.core.vectors import finalize_vectors
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.encodings import Encodings
 from uniembed.models.base import ModelInfo
-from uniembed.pooling import finalize_vectors
 
 DEFAULT_CANDIDATES = 100
 FLOAT32, FLOAT16 = 4, 2
@@ -105,7 +105,7 @@ class Dense:
         if self.precision == "int8":
             return Int8Index(*quantize_int8(vectors), self.dimensions)
         if self.precision == "binary":
-            from uniembed.retrieval.compression import binarize
+            from uniembed.core.vectors import binarize
 
             return BinaryIndex(binarize(vectors), self.dimensions)
         return FloatIndex(vectors, self.dimensions)
@@ -154,7 +154,7 @@ class Int8Index:
 
 class BinaryIndex:
     """Sign bits of the cut vectors; the score of an item is the dot product of the ±1 vectors,
-    ``d - 2 * Hamming distance`` — :func:`~uniembed.retrieval.scores.hamming_maxsim_ragged` with one
+    ``d - 2 * Hamming distance`` — :func:`~uniembed.core.scores.hamming_maxsim_ragged` with one
     row per item and per query."""
 
     def __init__(self, codes: torch.Tensor, dimensions: int) -> None:
@@ -163,8 +163,8 @@ class BinaryIndex:
         self.stored_bytes = self.scanned_bytes = float(codes.shape[1])
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from uniembed.retrieval.compression import binarize
-        from uniembed.retrieval.scores import hamming_maxsim_ragged
+        from uniembed.core.scores import hamming_maxsim_ragged
+        from uniembed.core.vectors import binarize
 
         bits = binarize(finalize_vectors(query.single, self.dimensions)[None])  # (1, bytes)
         return top(hamming_maxsim_ragged(bits, self.codes, self.ones, dim=self.dimensions), depth)
@@ -191,7 +191,8 @@ class MaxSim:
         return "late"
 
     def build(self, corpus: Encodings) -> Index:
-        from uniembed.retrieval.compression import pool_tokens, to_float16
+        from uniembed.core.token_pooling import pool_tokens
+        from uniembed.core.vectors import to_float16
 
         rows, lengths = corpus.multi, corpus.lengths  # (all tokens, d), (items,)
         if self.pool_factor > 1:
@@ -209,7 +210,7 @@ class LateIndex:
         self.stored_bytes = self.scanned_bytes = bytes_per_item
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from uniembed.retrieval.scores import maxsim_ragged
+        from uniembed.core.scores import maxsim_ragged
 
         return top(maxsim_ragged(query.multi, self.rows, self.lengths), depth)
 
@@ -225,7 +226,7 @@ class Reranker:
         self, query: torch.Tensor, candidates: torch.Tensor, depth: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The best ``depth`` of ``candidates`` (corpus positions) by exact MaxSim, best first."""
-        from uniembed.retrieval.scores import maxsim_ragged
+        from uniembed.core.scores import maxsim_ragged
 
         rows = torch.cat([self.docs[i] for i in candidates.tolist()])
         scores = maxsim_ragged(query, rows, self.lengths[candidates])
@@ -247,7 +248,7 @@ class BinaryMaxSim:
         return "late"
 
     def build(self, corpus: Encodings) -> Index:
-        from uniembed.retrieval.compression import binarize
+        from uniembed.core.vectors import binarize
 
         return BinaryLateIndex(
             binarize(corpus.multi), corpus.lengths, Reranker(corpus), self.candidates
@@ -268,8 +269,8 @@ class BinaryLateIndex:
         self.stored_bytes = self.scanned_bytes + reranker.bytes_per_item
 
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from uniembed.retrieval.compression import binarize
-        from uniembed.retrieval.scores import hamming_maxsim_ragged
+        from uniembed.core.scores import hamming_maxsim_ragged
+        from uniembed.core.vectors import binarize
 
         dim = query.multi.shape[1]
         coarse = hamming_maxsim_ragged(binarize(query.multi), self.codes, self.lengths, dim=dim)

@@ -10,7 +10,7 @@ tasks use the ``code`` adapter. A batch with both text and an image per row is e
 and fused as MTEB's v4 wrapper does (single vectors: normalised sum; multi-vectors: concatenated).
 
 With ``multivector=True`` the model returns one multi-vector per input and scores with MaxSim
-(:func:`uniembed.retrieval.scores.maxsim`); otherwise single vectors (cut to ``dimensions``)
+(:func:`uniembed.core.scores.maxsim`); otherwise single vectors (cut to ``dimensions``)
 and cosine.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from uniembed._optional import require
+from uniembed.core.vectors import normalize
 from uniembed.embedder import Embedder
-from uniembed.pooling import normalize
 
 # MTEB prompt keys -> API task names (None: the model's default task)
 V4_TASKS: dict[str, str] = {
@@ -176,7 +176,7 @@ class MTEBModel:
         """(n, m) scores: cosine of single vectors, or MaxSim of each query with each document."""
         if not self.multivector:
             return normalize(_matrix(embeddings1)) @ normalize(_matrix(embeddings2)).T
-        from uniembed.retrieval.scores import maxsim_ragged
+        from uniembed.core.scores import maxsim_ragged
 
         documents = _multivectors(embeddings2)
         rows, lengths = torch.cat(documents), torch.tensor([d.shape[0] for d in documents])
@@ -188,7 +188,7 @@ class MTEBModel:
         """(n,) scores of row i with row i."""
         if not self.multivector:
             return (normalize(_matrix(embeddings1)) * normalize(_matrix(embeddings2))).sum(-1)
-        from uniembed.retrieval.scores import maxsim
+        from uniembed.core.scores import maxsim
 
         pairs = zip(_multivectors(embeddings1), _multivectors(embeddings2), strict=True)
         return torch.stack([maxsim(query, document[None])[0] for query, document in pairs])

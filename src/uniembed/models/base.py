@@ -17,9 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from uniembed.core.vectors import Span
 from uniembed.errors import InvalidInput
-
-Span = tuple[int, int]  # half-open token range [start, end)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 from torch import nn
 
+from uniembed.core.vectors import mean_pool_spans
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
     PASSAGE,
@@ -51,7 +52,6 @@ from uniembed.models.lora import (
     set_backbone_training,
 )
 from uniembed.models.packing import PACKED_ATTENTION, Packing, register_packed_attention
-from uniembed.pooling import mean_pool_spans
 
 FAMILY = "jina-embeddings-v3"
 NO_TASK = "none"  # TaskSpec.name of a row run without a task (base weights, no instruction)

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from uniembed.core.vectors import mean_pool_spans, normalize
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.models.base import (
     QUERY,
@@ -49,7 +50,6 @@ from uniembed.models.lora import (
     set_backbone_training,
 )
 from uniembed.models.packing import PACKED_ATTENTION, Packing, register_packed_attention
-from uniembed.pooling import mean_pool_spans, normalize
 
 FAMILY = "jina-embeddings-v4"
 MAX_TOKENS = 32768

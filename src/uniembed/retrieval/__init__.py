@@ -1,8 +1,8 @@
-"""Search what you embed: scores, compression, Qdrant-backed stores and an index over them
-(docs/search.md). Nothing in the core (``models/``, ``embedder.py``, the embeddings server) imports
-this package.
+"""Search what you embed: Qdrant-backed stores and an index over them (docs/search.md); the scores
+and codecs it runs are the floor's (:mod:`uniembed.core`). Nothing beneath it (``core/``,
+``models/``, the engine, ``embedder.py``) imports this package.
 
-``Index`` and ``open_index`` are imported on first use, so ``import uniembed.retrieval.scores``
+``Index`` and ``open_index`` are imported on first use, so ``import uniembed.retrieval.store``
 stays light.
 """
 

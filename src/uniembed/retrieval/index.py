@@ -26,16 +26,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from uniembed.core.token_pooling import pool_by_labels, pool_to_fit
+from uniembed.core.vectors import to_float16
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
-from uniembed.retrieval.compression import (
-    float16_lists,
-    max_rows_for,
-    pool_by_labels,
-    pool_to_fit,
-    to_float16,
-)
 from uniembed.retrieval.documents import (
     Document,
     check_text,
@@ -46,7 +41,15 @@ from uniembed.retrieval.documents import (
 from uniembed.retrieval.filters import Condition, Match, parse_filter
 from uniembed.retrieval.retriever import MODES, Retriever
 from uniembed.retrieval.similarity import SimilarityMap, patch_scores
-from uniembed.retrieval.store import Found, Layout, Point, Store, point_id
+from uniembed.retrieval.store import (
+    Found,
+    Layout,
+    Point,
+    Store,
+    float16_lists,
+    max_rows_for,
+    point_id,
+)
 from uniembed.retrieval.stored import StoredEntry
 from uniembed.retrieval.stores import create_store, open_store, store_exists
 

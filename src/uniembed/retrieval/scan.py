@@ -24,8 +24,8 @@ from typing import Literal
 
 import torch
 
-from uniembed.retrieval.compression import binarize, to_float16
-from uniembed.retrieval.scores import hamming_maxsim_ragged, maxsim_ragged
+from uniembed.core.scores import hamming_maxsim_ragged, maxsim_ragged
+from uniembed.core.vectors import binarize, to_float16
 
 Codec = Literal["float16", "binary"]
 

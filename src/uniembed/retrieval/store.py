@@ -38,6 +38,7 @@ from uniembed.retrieval.filters import (
 
 DENSE = "dense"  # vector names in the collection
 MULTI = "multi"
+QDRANT_MULTIVECTOR_FLOATS = 1_048_576  # Qdrant refuses multi-vectors of this many floats or more
 POINT_NAMESPACE = uuid.UUID("6f6c1a4e-3d0b-4f7e-9a57-75e1e6b0c0de")  # uuid5 namespace of point ids
 
 
@@ -48,6 +49,20 @@ def point_id(doc_id: str, page: int | None) -> str:
     True
     """
     return str(uuid.uuid5(POINT_NAMESPACE, f"{doc_id}\x1f{'' if page is None else page}"))
+
+
+def max_rows_for(dim: int, limit_floats: int = QDRANT_MULTIVECTOR_FLOATS) -> int:
+    """Most rows of ``dim`` floats a multi-vector may have under a backend's float limit.
+
+    >>> max_rows_for(128)
+    8191
+    """
+    return (limit_floats - 1) // dim
+
+
+def float16_lists(rows: torch.Tensor) -> list[list[float]]:
+    """float16 rows as lists of floats (what a store ingests), converted on one thread."""
+    return rows.numpy().astype(np.float32).tolist()
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from uniembed.core.vectors import normalize
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
-from uniembed.pooling import normalize
 from uniembed.retrieval.documents import check_id, check_metadata, check_text
 
 if TYPE_CHECKING:

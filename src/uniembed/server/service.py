@@ -39,8 +39,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from uniembed.core.wire import as_float32, encode_all
 from uniembed.embedder import Embedder
-from uniembed.encoding import as_float32, encode_all
 from uniembed.engine.loop import Job
 from uniembed.engine.threads import single_threaded_torch
 from uniembed.errors import BatchFailed, InputTooLarge, InvalidInput

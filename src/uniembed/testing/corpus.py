@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from uniembed.retrieval.compression import pool_tokens, to_float16
+from uniembed.core.token_pooling import pool_tokens
+from uniembed.core.vectors import to_float16
 from uniembed.retrieval.store import Point, point_id
 
 

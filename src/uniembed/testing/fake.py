@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from uniembed.core.vectors import normalize
 from uniembed.errors import InvalidInput
 from uniembed.models.base import (
     ImageFeatures,
@@ -25,7 +26,6 @@ from uniembed.models.base import (
     TokenizedText,
     default_spans,
 )
-from uniembed.pooling import normalize
 
 FAKE_TASKS = {
     "retrieval.query": (0, "Query: "),

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from uniembed._optional import require
+from uniembed.core.scores import maxsim_scores, pad_multivectors
 from uniembed.models.base import PASSAGE, QUERY
-from uniembed.scores import maxsim
 from uniembed.training.data import EvalData, GradedEval, RetrievalEval
 
 TOP_K = 100  # documents per query handed to pytrec_eval
@@ -54,17 +54,11 @@ def _retrieval(
     dense = torch.stack(queries.embeddings) @ torch.stack(documents.embeddings).T  # (queries, docs)
     metrics = {"ndcg@10": ndcg_at_10(data.qrels, _run(dense, query_ids, doc_ids))}
     if late:
-        (q, q_mask), (d, d_mask) = _padded(queries.multivectors), _padded(documents.multivectors)
-        scores = maxsim(q, d, q_mask, d_mask)  # ranking per query: no division by its length needed
+        q, q_mask = pad_multivectors(queries.multivectors)
+        d, d_mask = pad_multivectors(documents.multivectors)
+        scores = maxsim_scores(q, d, q_mask, d_mask)  # a ranking per query: no length division
         metrics["ndcg@10_late"] = ndcg_at_10(data.qrels, _run(scores, query_ids, doc_ids))
     return metrics
-
-
-def _padded(vectors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length token vectors → (n, longest, dim) zero-padded and the (n, longest) mask."""
-    padded = torch.nn.utils.rnn.pad_sequence(vectors, batch_first=True)
-    lengths = torch.tensor([v.shape[0] for v in vectors])
-    return padded, torch.arange(padded.shape[1])[None, :] < lengths[:, None]
 
 
 def _encode(embedder: Any, items: list[Any], task: str, max_tokens: int, output: str) -> Any:

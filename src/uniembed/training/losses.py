@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from uniembed.core.scores import cosine_scores, maxsim_scores
 from uniembed.models.base import GradOutput
-from uniembed.scores import cosine_scores, maxsim
 
 
 def info_nce(
@@ -47,7 +47,7 @@ def late_scores(query: GradOutput, documents: GradOutput) -> torch.Tensor:
     k)."""
     if query.multivectors is None or documents.multivectors is None:
         raise ValueError("late-interaction scores need multi-vectors on both sides (a v4 model)")
-    total = maxsim(query.multivectors, documents.multivectors, query.mask, documents.mask)
+    total = maxsim_scores(query.multivectors, documents.multivectors, query.mask, documents.mask)
     return total / query.mask.sum(dim=1, keepdim=True)
 
 

@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uniembed.retrieval.compression import binarize
-from uniembed.retrieval.scores import (
+from uniembed.core.scores import (
     cosine,
     dot,
     hamming_maxsim,
@@ -18,6 +17,7 @@ from uniembed.retrieval.scores import (
     pad_multivectors,
     unpack_signs,
 )
+from uniembed.core.vectors import binarize
 
 
 def loop_maxsim(query: torch.Tensor, doc: torch.Tensor) -> float:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from uniembed.encoding import (
+from uniembed.core.wire import (
     EMBEDDING_TYPES,
     decode_base64,
     decode_binary,

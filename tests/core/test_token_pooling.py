@@ -10,17 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.cluster import hierarchy
 
-from uniembed.retrieval.compression import (
+from uniembed.core.token_pooling import (
     CLUSTER_BLOCK,
-    QDRANT_MULTIVECTOR_FLOATS,
-    binarize,
     cluster_tokens,
-    max_rows_for,
     pool_by_labels,
     pool_to_fit,
     pool_tokens,
-    to_float16,
 )
+from uniembed.core.vectors import binarize, to_float16
+from uniembed.retrieval.store import QDRANT_MULTIVECTOR_FLOATS, max_rows_for
 
 
 def unit_rows(tokens: int, dim: int = 16, seed: int = 0) -> torch.Tensor:

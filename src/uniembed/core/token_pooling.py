@@ -1,6 +1,5 @@
-"""Smaller multi-vectors for storage: float16, token pooling, binary codes, and a row cap.
+"""Token pooling: fewer rows per multi-vector, and a row cap.
 
-* :func:`to_float16` — half the bytes; what the index stores.
 * :func:`pool_tokens` — hierarchical token pooling as sentence-transformers 6
   ``HierarchicalTokenPooling`` / PyLate (> 1.3.4) do it: the first ``protected`` tokens stay as they
   are; the others are clustered by Ward linkage on their cosine distances (scipy) into
@@ -8,11 +7,8 @@
   here (as colpali-engine does; sentence-transformers keeps the raw mean), so pooled rows score on
   the same scale as unpooled ones. :func:`cluster_tokens` returns the cluster of every token, which
   is also what a similarity map needs to draw a pooled page.
-* :func:`binarize` — one sign bit per dimension, packed (``np.packbits``): 16 bytes per 128-d row;
-  :func:`~uniembed.retrieval.scores.hamming_maxsim` scores them (re-exported here).
 * :func:`pool_to_fit` — pages of any size fit a backend's limit: pool (further) until at most
-  ``max_rows`` rows remain. Qdrant refuses a multi-vector of :data:`QDRANT_MULTIVECTOR_FLOATS`
-  floats or more (:func:`max_rows_for`: 8,191 rows of 128-d).
+  ``max_rows`` rows remain (Qdrant's limit: :func:`uniembed.retrieval.store.max_rows_for`).
 
 Ward linkage needs the token pair distances (memory quadratic in tokens), so tokens beyond
 :data:`CLUSTER_BLOCK` are clustered block by block (consecutive tokens: neighbouring patch rows of a
@@ -28,40 +24,8 @@ import numpy as np
 import torch
 
 from uniembed._optional import require
-from uniembed.encoding import pack_sign_bits
-from uniembed.retrieval.scores import hamming_maxsim
 
-QDRANT_MULTIVECTOR_FLOATS = 1_048_576  # Qdrant refuses multi-vectors of this many floats or more
 CLUSTER_BLOCK = 1024  # most tokens clustered together (Ward needs their pair distances)
-
-
-def to_float16(vectors: torch.Tensor) -> torch.Tensor:
-    """Round to float16 (unit-length rows lose at most ~5e-4 per value).
-
-    CPU float32 goes through numpy (the same rounding, on one thread): torch casts a page-sized
-    tensor on its thread pool, which stalled at ~30 ms a page on the busy 2-core machine of
-    BENCHMARKS.md against ~1 ms here.
-
-    >>> to_float16(torch.tensor([0.1, 1.0])).tolist()
-    [0.0999755859375, 1.0]
-    """
-    if vectors.device.type == "cpu" and vectors.dtype == torch.float32:
-        return torch.from_numpy(vectors.detach().numpy().astype(np.float16))
-    return vectors.to(torch.float16)
-
-
-def float16_lists(rows: torch.Tensor) -> list[list[float]]:
-    """float16 rows as lists of floats (what a store ingests), converted on one thread."""
-    return rows.numpy().astype(np.float32).tolist()
-
-
-def binarize(vectors: torch.Tensor) -> torch.Tensor:
-    """Sign bits (``value > 0``) packed MSB-first into uint8: (…, d) → (…, ceil(d / 8)).
-
-    >>> binarize(torch.tensor([[0.3, -0.1, 0.0, 2.0, 1.0, -1.0, 0.5, 0.5]])).tolist()
-    [[155]]
-    """
-    return torch.from_numpy(pack_sign_bits(vectors.float().numpy()))
 
 
 def cluster_tokens(
@@ -122,15 +86,6 @@ def pool_tokens(multivector: torch.Tensor, pool_factor: int, *, protected: int =
     return pool_by_labels(multivector, labels)
 
 
-def max_rows_for(dim: int, limit_floats: int = QDRANT_MULTIVECTOR_FLOATS) -> int:
-    """Most rows of ``dim`` floats a multi-vector may have under a backend's float limit.
-
-    >>> max_rows_for(128)
-    8191
-    """
-    return (limit_floats - 1) // dim
-
-
 def pool_to_fit(
     multivector: torch.Tensor, pool_factor: int, max_rows: int, *, protected: int = 1
 ) -> torch.Tensor:
@@ -165,18 +120,3 @@ def _ward_clusters(block: torch.Tensor, clusters: int) -> torch.Tensor:
     linkage = hierarchy.linkage(distance.squareform(distances, checks=False), method="ward")
     labels = hierarchy.fcluster(linkage, t=clusters, criterion="maxclust")
     return torch.unique(torch.from_numpy(labels.astype("int64")), return_inverse=True)[1]
-
-
-__all__ = [
-    "CLUSTER_BLOCK",
-    "QDRANT_MULTIVECTOR_FLOATS",
-    "binarize",
-    "cluster_tokens",
-    "float16_lists",
-    "hamming_maxsim",
-    "max_rows_for",
-    "pool_by_labels",
-    "pool_to_fit",
-    "pool_tokens",
-    "to_float16",
-]
