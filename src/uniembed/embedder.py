@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from uniembed import chunking
+from uniembed.core.checks import check_int
 from uniembed.engine.loop import Engine
 from uniembed.engine.planning import BatchPolicy
 from uniembed.errors import InputTooLarge, InvalidInput, UniembedError, ValidationFailed, labelled
@@ -240,8 +241,7 @@ class Embedder:
         """The engine's policy with at most ``batch_size`` rows a batch (the official knob)."""
         if batch_size is None:
             return None
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValidationFailed(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int("batch_size", batch_size, error=ValidationFailed)
         return dataclasses.replace(self.engine.policy, max_batch_size=batch_size)
 
     def encode(

@@ -158,7 +158,7 @@ def test_empty_corpus_and_malformed_lines(tmp_path: Path) -> None:
     corpus.write_text("\n")
     assert error_of(folder) == f"the corpus ({corpus}) is empty"
     corpus.write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n')
-    assert error_of(folder).startswith(f"{corpus}:2: malformed JSON")
+    assert error_of(folder).startswith(f"{corpus}:2: not valid JSON")
     corpus.write_text('{"_id": "d1", "text": "ok"}\n["d2"]\n')
     assert error_of(folder) == f"{corpus}:2: expected a JSON object, got list"
     corpus.write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d1", "text": "again"}\n')

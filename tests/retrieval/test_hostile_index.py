@@ -384,7 +384,7 @@ def test_jsonl_records_over_the_limits_name_their_file_and_line(tmp_path: Path) 
         (json.dumps({"text": "a", "metadata": nested(40)}), InputTooLarge, "deeper than the limit"),
         ('{"text": "a", "metadata": {"x": NaN}}', InvalidInput, "metadata.x is nan"),
         ('{"text": "a", "id": "a\\nb"}', InvalidInput, "control character"),
-        ('{"metadata": ' * 100_000 + "}" * 100_000, InvalidInput, "not JSON"),
+        ('{"metadata": ' * 100_000 + "}" * 100_000, InvalidInput, "not valid JSON"),
     ]:
         records.write_text(f'{{"text": "fine"}}\n{line}\n')
         with pytest.raises(error, match=f"{records}:2: .*{message}"):

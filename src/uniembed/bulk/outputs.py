@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from uniembed.core.files import atomic_path, write_text
 from uniembed.errors import InvalidInput
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
@@ -251,7 +252,7 @@ class PartsWriter:
     def _ensure_folder(self) -> None:
         if not self.folder.exists():
             self.folder.mkdir(parents=True)
-            (self.folder / "manifest.json").write_text(json.dumps(self.manifest), encoding="utf-8")
+            write_text(self.folder / "manifest.json", json.dumps(self.manifest))
 
     def _parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"part-*{self.suffix}"))
@@ -267,15 +268,13 @@ class PartsWriter:
             self._next_part = int(parts[-1].name[5:11]) + 1 if parts else 0
         index, self._next_part = self._next_part, self._next_part + 1
         final = self.folder / f"part-{index:06d}{self.suffix}"
-        tmp = final.with_name(final.name + ".tmp")
-        if self.fmt == "parquet":
-            pq = _pyarrow()[1]
-            pq.write_table(self._table(rows), tmp)
-        else:
-            ids = np.array([r.id for r in rows], dtype=np.str_)
-            with tmp.open("wb") as file:
-                np.savez(file, ids=ids, vectors=_stack([r.vector for r in rows]))
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            if self.fmt == "parquet":
+                _pyarrow()[1].write_table(self._table(rows), tmp)
+            else:
+                ids = np.array([r.id for r in rows], dtype=np.str_)
+                with tmp.open("wb") as file:
+                    np.savez(file, ids=ids, vectors=_stack([r.vector for r in rows]))
 
     def _table(self, rows: Sequence[EmbeddedRecord]) -> Any:
         """A part as a table (columns: see docs/bulk.md); the schema carries the manifest."""
@@ -314,12 +313,10 @@ class PartsWriter:
 
     def _merge_parquet(self) -> None:
         pq = _pyarrow()[1]
-        tmp = self.output.with_name(self.output.name + ".tmp")
         schema = self._table([]).schema
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with atomic_path(self.output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             for part in self._parts():
                 writer.write_table(self._read_part(part)[1].cast(schema))
-        os.replace(tmp, self.output)
 
     def _merge_numpy(self) -> None:
         """Copy the parts one at a time into a memory-mapped ``.npy``: memory stays one part's."""
@@ -335,21 +332,18 @@ class PartsWriter:
                 "remove the folder and start again"
             )
         width = widths.pop() if widths else 0
-        tmp = self.output.with_name(self.output.name + ".tmp.npy")
-        merged = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32, shape=(len(ids), width)
-        )
-        start = 0
-        for part in self._parts():
-            vectors = self._read_part(part)[1]
-            merged[start : start + len(vectors)] = vectors
-            start += len(vectors)
-        merged.flush()
-        del merged
-        sidecar = ids_path(self.output)
-        sidecar.with_name(sidecar.name + ".tmp").write_text(json.dumps(ids), encoding="utf-8")
-        os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
-        os.replace(tmp, self.output)
+        write_text(ids_path(self.output), json.dumps(ids))
+        with atomic_path(self.output) as tmp:
+            merged = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.float32, shape=(len(ids), width)
+            )
+            start = 0
+            for part in self._parts():
+                vectors = self._read_part(part)[1]
+                merged[start : start + len(vectors)] = vectors
+                start += len(vectors)
+            merged.flush()
+            del merged
 
 
 def _entry_columns(pa: Any, entries: Sequence[Entry]) -> dict[str, Any]:

@@ -146,8 +146,8 @@ def alignment_command(
 
     console = Console(stderr=True, soft_wrap=True)
     with _errors_reported(console):
+        from uniembed.core.files import write_text
         from uniembed.evaluation.alignment import evaluate_alignment, read_pairs
-        from uniembed.evaluation.files import write_text
 
         loaded = read_pairs(pairs)
         embedder = _load(console, model, device, dtype)

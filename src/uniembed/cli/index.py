@@ -227,23 +227,16 @@ def _count_lines(file: Path) -> int:
 
 def _jsonl_documents(file: Path) -> Iterator[Any]:
     """Documents of a JSONL file; errors name the file and line."""
+    from uniembed.core.files import read_jsonl
     from uniembed.retrieval.documents import documents_from_inputs
 
-    with open(file, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise InvalidInput("expected a JSON object")
-                value = {k: record[k] for k in ("text", "image", "pdf") if k in record}
-                doc_id = str(record.get("id") or f"{file.name}:{number}")
-                yield from documents_from_inputs([value], [doc_id], [record.get("metadata")])
-            except UniembedError as error:  # a limit (InputTooLarge) keeps its type
-                raise type(error)(f"{file}:{number}: {error.message}") from None
-            except (json.JSONDecodeError, RecursionError) as error:  # nested past the parser
-                raise InvalidInput(f"{file}:{number}: not JSON ({error})") from None
+    for where, record in read_jsonl(file):
+        value = {k: record[k] for k in ("text", "image", "pdf") if k in record}
+        doc_id = str(record.get("id") or f"{file.name}:{where.rpartition(':')[2]}")
+        try:
+            yield from documents_from_inputs([value], [doc_id], [record.get("metadata")])
+        except UniembedError as error:  # a limit (InputTooLarge) keeps its type
+            raise type(error)(f"{where}: {error.message}") from None
 
 
 def _field(spec: str) -> tuple[str, str]:

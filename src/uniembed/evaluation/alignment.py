@@ -110,10 +110,10 @@ def read_pairs(path: Path) -> list[tuple[EvalItem, str]]:
 
 
 def _jsonl_pairs(path: Path) -> list[tuple[EvalItem, str]]:
-    from uniembed.evaluation.readers import iter_jsonl
+    from uniembed.core.files import read_jsonl
 
     pairs: list[tuple[EvalItem, str]] = []
-    for where, record in iter_jsonl(path):
+    for where, record in read_jsonl(path):
         caption = record.get("text", record.get("caption"))
         image = record.get("image")
         if not isinstance(caption, str) or not isinstance(image, str):

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from uniembed.core.files import atomic_path, write_text
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.encodings import Encodings
-from uniembed.evaluation.files import atomic_path, write_text
 
 CACHE_VERSION = 1
 

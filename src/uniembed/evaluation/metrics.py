@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from uniembed._optional import require
-from uniembed.evaluation.files import atomic_path
+from uniembed.core.files import atomic_path
 
 Run = dict[str, dict[str, float]]  # query id -> {corpus id: score}
 Qrels = Mapping[str, Mapping[str, int]]

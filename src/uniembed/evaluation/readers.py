@@ -16,13 +16,13 @@ MTEB encode it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from uniembed._optional import require
+from uniembed.core.files import read_jsonl
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import (
     EvalItem,
@@ -58,7 +58,7 @@ def _read_folder(path: Path, split: str) -> RetrievalDataset:
     if (path / "qrels").is_dir() and (path / "corpus.jsonl").is_file():
         return read_beir(path, split)
     if (path / "corpus.jsonl").is_file():
-        return read_jsonl(path)
+        return read_jsonl_dataset(path)
     if all(_config_source(path, name) is not None for name in HF_CONFIGS):
         return read_hf_folder(path, split)
     raise InvalidInput(
@@ -67,25 +67,6 @@ def _read_folder(path: Path, split: str) -> RetrievalDataset:
         "JSONL (corpus.jsonl, queries.jsonl with 'relevant') or ViDoRe/MTEB configs "
         "(corpus, queries, qrels saved with save_to_disk or as Parquet)"
     )
-
-
-# --------------------------------------------------------------------- JSON lines
-def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(where, object)`` for every non-blank line; ``where`` is ``path:line``."""
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InvalidInput(f"{where}: malformed JSON ({error.msg})") from None
-            if not isinstance(value, dict):
-                raise InvalidInput(f"{where}: expected a JSON object, got {type(value).__name__}")
-            yield where, value
 
 
 def _text_field(record: dict[str, Any], key: str, where: str) -> str:
@@ -113,11 +94,11 @@ def read_beir(path: Path, split: str = "test") -> RetrievalDataset:
             document_text(record.get("title"), _text_field(record, "text", where)),
             where,
         )
-        for where, record in iter_jsonl(path / "corpus.jsonl")
+        for where, record in read_jsonl(path / "corpus.jsonl")
     ]
     query_rows = [
         (as_id(record.get("_id"), where, "_id"), _text_field(record, "text", where), where)
-        for where, record in iter_jsonl(path / "queries.jsonl")
+        for where, record in read_jsonl(path / "queries.jsonl")
     ]
     corpus_ids = unique_ids(
         ((i, w) for i, _, w in corpus_rows), f"corpus ({path / 'corpus.jsonl'})"
@@ -166,11 +147,11 @@ def _read_beir_qrels(folder: Path, split: str, query_ids: list[str], corpus_ids:
 
 
 # --------------------------------------------------------------------- JSONL (texts, images, PDFs)
-def read_jsonl(path: Path) -> RetrievalDataset:
+def read_jsonl_dataset(path: Path) -> RetrievalDataset:
     """The plain JSONL form; relative image and PDF paths are relative to ``path``."""
     corpus_ids: list[tuple[str, str]] = []
     corpus: list[EvalItem] = []
-    for where, record in iter_jsonl(path / "corpus.jsonl"):
+    for where, record in read_jsonl(path / "corpus.jsonl"):
         item_id = as_id(record.get("id"), where, "id")
         for page_id, item in _corpus_items(item_id, record, path, where):
             corpus_ids.append((page_id, where))
@@ -178,7 +159,7 @@ def read_jsonl(path: Path) -> RetrievalDataset:
     ids = unique_ids(corpus_ids, f"corpus ({path / 'corpus.jsonl'})")
     query_rows = [
         (as_id(record.get("id"), where, "id"), record, where)
-        for where, record in iter_jsonl(path / "queries.jsonl")
+        for where, record in read_jsonl(path / "queries.jsonl")
     ]
     query_ids = unique_ids(
         ((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from uniembed._optional import require
-from uniembed.evaluation.files import atomic_path, write_text
+from uniembed.core.files import atomic_path, write_text
 from uniembed.evaluation.metrics import write_trec_run
 from uniembed.evaluation.sweep import EvalReport
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from uniembed.core.checks import is_int_at_least
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import EncodingCache
@@ -55,9 +56,7 @@ class EvalConfig:
         return "ndcg@10" if 10 in self.k_values else f"ndcg@{max(self.k_values)}"
 
     def check(self) -> None:
-        if not self.k_values or any(
-            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.k_values
-        ):
+        if not self.k_values or any(not is_int_at_least(k) for k in self.k_values):
             raise InvalidInput(f"cut-offs must be positive integers, got {list(self.k_values)}")
         if self.primary_metric not in self.metric_names():
             raise InvalidInput(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from uniembed.core.checks import check_int
 from uniembed.errors import InvalidInput
 
 MiB = 1024 * 1024
@@ -69,8 +70,8 @@ class InputLimits:
             "max_concurrent_fetches",
             "max_text_chars",
         ):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("max_redirects", self.max_redirects, minimum=0)
+            check_int(f"InputLimits.{name}", getattr(self, name))
+        check_int("InputLimits.max_redirects", self.max_redirects, minimum=0)
         _check_number("pdf_dpi", self.pdf_dpi, MIN_PDF_DPI, MAX_PDF_DPI)
         _check_number("fetch_timeout", self.fetch_timeout, 0.001, 600.0)
         if not isinstance(self.allow_private_urls, bool):
@@ -88,11 +89,6 @@ class InputLimits:
     def max_download_bytes(self) -> int:
         """The largest body any download may have (an image or a PDF)."""
         return max(self.max_image_bytes, self.max_pdf_bytes)
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"InputLimits.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_number(name: str, value: object, low: float, high: float) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from uniembed._optional import require
+from uniembed.core.files import write_text
 from uniembed.errors import InvalidInput, UniembedError
 from uniembed.retrieval.filters import Condition, MatchAny, build_filter
 from uniembed.retrieval.store import (
@@ -109,7 +110,11 @@ class EdgeStore:
                 shard.update(q.UpdateOperation.create_field_index(name, _schema(q, kind)))
             shard.flush()
             shard.close()
-            _write_json(staging / MANIFEST, {**manifest, "layout": layout.to_json()})
+            write_text(
+                staging / MANIFEST,
+                json.dumps({**manifest, "layout": layout.to_json()}, indent=2, sort_keys=True),
+                durable=True,
+            )
             if path.exists():
                 path.rmdir()
             os.rename(staging, path)
@@ -261,16 +266,6 @@ def _schema(q: Any, kind: str) -> Any:
         "float": q.PayloadSchemaType.Float,
         "bool": q.PayloadSchemaType.Bool,
     }[kind]
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 __all__ = ["EdgeStore"]

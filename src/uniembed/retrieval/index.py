@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from uniembed.core.checks import check_int
 from uniembed.core.token_pooling import pool_by_labels, pool_to_fit
 from uniembed.core.vectors import to_float16
 from uniembed.errors import InvalidInput
@@ -385,11 +386,10 @@ class Index:
         of] | {"gte"|"gt"|"lte"|"lt": number}}``. ``maps``: similarity maps for image and page hits.
         """
         mode = self._check_mode(mode)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInput(f"k must be a positive integer, got {k!r}")
-        candidates = DEFAULT_CANDIDATES if candidates is None else candidates
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise InvalidInput(f"candidates must be a positive integer, got {candidates!r}")
+        check_int("k", k)
+        candidates = check_int(
+            "candidates", DEFAULT_CANDIDATES if candidates is None else candidates
+        )
         item = _query_item(query)
         dense, multi = self._encode_query(item)
         found = self.retriever.search(
@@ -642,8 +642,7 @@ def _new_settings(
         or not 1 <= dimensions <= info.dim
     ):
         raise InvalidInput(f"dimensions must be between 1 and {info.dim}, got {dimensions!r}")
-    if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
-        raise InvalidInput(f"pool_factor must be a positive integer, got {pool_factor!r}")
+    check_int("pool_factor", pool_factor)
     cap = None
     if info.multivector_dim is not None:
         limit = max_rows_for(info.multivector_dim)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from uniembed.core.checks import is_int_at_least
 from uniembed.core.vectors import normalize
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
@@ -225,7 +226,7 @@ def _grid(value: Any, rows: torch.Tensor | None, where: str) -> PatchGrid | None
 def _page(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int_at_least(value):
         raise InvalidInput(f"{where}: a page number is an integer ≥ 1, got {value!r}")
     return value
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from uniembed.core.checks import check_int
 from uniembed.engine.planning import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_GATHER_SECONDS,
@@ -106,7 +107,7 @@ class ServerSettings:
             "max_connections",
             "max_concurrent_requests",
         ):
-            _check_positive(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         if self.max_items_per_request > MAX_ITEMS_HARD:
             raise InvalidInput(
                 f"max_items_per_request must be at most {MAX_ITEMS_HARD} (the API's bound), got "
@@ -127,7 +128,7 @@ class ServerSettings:
             )
         for name in ("max_tokens_per_item", "torch_threads"):
             if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
+                check_int(name, getattr(self, name))
 
     def _check_served_names(self) -> None:
         names = self.served_names
@@ -161,8 +162,3 @@ class ServerSettings:
         ('jina-embeddings-v4', 'v3')
         """
         return self.served_model_names or tuple(last_path_component(model) for model in self.models)
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{name} must be an integer >= 1, got {value!r}")

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from uniembed.core.checks import check_int
 from uniembed.errors import InvalidInput
 from uniembed.models.base import check_task_name
 
@@ -86,10 +87,10 @@ class TrainConfig:
             "logging_steps",
             "max_tokens",
         ):
-            _positive(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("mini_batch_size", "max_steps", "save_steps", "max_pixels"):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+                check_int(name, getattr(self, name))
         if self.temperature is not None and not 0 < self.temperature <= 10:
             raise InvalidInput(f"temperature must be in (0, 10], got {self.temperature}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -140,8 +141,3 @@ RESUME_KEYS = (
     "max_tokens",
     "max_pixels",
 )
-
-
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{name} must be an integer >= 1, got {value!r}")

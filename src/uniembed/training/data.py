@@ -28,6 +28,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from uniembed._optional import require
+from uniembed.core.files import read_jsonl
 from uniembed.errors import InvalidInput
 
 Item = Any  # str (text) | {"image": absolute path} | PIL image
@@ -104,19 +105,7 @@ def read_records(path: Path, split: str = "train") -> Iterator[tuple[str, Any]]:
     elif path.suffix == ".parquet":
         yield from _parquet_records(path)
     else:
-        yield from _jsonl_records(path)
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InvalidInput(f"{where}: not valid JSON ({error.msg})") from None
+        yield from read_jsonl(path, objects=False)  # checked below, as for Parquet and datasets
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -342,13 +331,12 @@ def read_beir(path: Path, split: str = "test") -> RetrievalEval:
     """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv``
     judgements."""
     corpus = {}
-    for where, record in _jsonl_records(path / "corpus.jsonl"):
+    for where, record in read_jsonl(path / "corpus.jsonl"):
         doc_id, text = _beir_id(record, where), _beir_text(record, where)
         title = record.get("title") or ""
         corpus[doc_id] = f"{title} {text}".strip() if title else text
     queries = {
-        _beir_id(r, w): _beir_text(r, w)
-        for w, r in _jsonl_records(_existing(path / "queries.jsonl"))
+        _beir_id(r, w): _beir_text(r, w) for w, r in read_jsonl(_existing(path / "queries.jsonl"))
     }
     qrels_file = _existing(path / "qrels" / f"{split}.tsv")
     qrels: dict[str, dict[str, int]] = {}
