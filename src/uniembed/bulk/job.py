@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
+from uniembed.core.iteration import chunked
 from uniembed.errors import InvalidInput, UniembedError
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def embed_files(
     if on_start is not None:
         on_start()
     try:
-        chunks = _chunks(iter_records(inputs, read), options.batch_size)
+        chunks = chunked(iter_records(inputs, read), options.batch_size)
         for result in encoder.encode(chunks, options, done):
             if result.rows:
                 writer.write(result.rows)
@@ -229,17 +230,6 @@ def _make_writer(output: Path, fmt: str, model_name: str, options: BulkOptions) 
     if fmt == "jsonl":
         return JsonlWriter(output, manifest)
     return PartsWriter(output, fmt, manifest)
-
-
-def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def process_chunk(

@@ -20,7 +20,7 @@ import numpy as np
 
 from uniembed.core.files import atomic_path, write_text
 from uniembed.errors import InvalidInput
-from uniembed.evaluation.encodings import Encodings
+from uniembed.evaluation.encoded import Encodings
 
 CACHE_VERSION = 1
 

@@ -14,7 +14,7 @@ from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import CacheKey, EncodingCache
 from uniembed.evaluation.data import EvalItem, encode_input, fingerprint
-from uniembed.evaluation.encodings import Encodings
+from uniembed.evaluation.encoded import Encodings
 
 TEXT_CHUNK = 256  # items per chunk (and per cache file)
 IMAGE_CHUNK = 16  # decoded images are large: fewer per chunk

@@ -1,8 +1,8 @@
 """Ways to score one cached encoding — each a small setting object that builds an index.
 
-A :class:`Setting` turns the corpus :class:`~uniembed.evaluation.encodings.Encodings` into an
-:class:`Index` (the representation it would store: cut, quantised, pooled or binarised vectors),
-and the index answers one query at a time with its best ``depth`` items. Settings are named by
+A :class:`Setting` turns the corpus :class:`~uniembed.evaluation.encoded.Encodings` into a
+:class:`SettingIndex` (the representation it would store: cut, quantised, pooled or binarised
+vectors), and the index answers one query at a time with its best ``depth`` items. Settings are named by
 short specs (:func:`parse_settings`)::
 
     dense[:DIM|:all]      cosine on single vectors cut to DIM (Matryoshka); default: full size
@@ -34,7 +34,7 @@ import torch
 
 from uniembed.core.vectors import finalize_vectors
 from uniembed.errors import InvalidInput
-from uniembed.evaluation.encodings import Encodings
+from uniembed.evaluation.encoded import Encodings
 from uniembed.models.base import ModelInfo
 
 DEFAULT_CANDIDATES = 100
@@ -49,7 +49,7 @@ class QueryVectors:
     multi: torch.Tensor  # (tokens, multivector_dim)
 
 
-class Index(Protocol):
+class SettingIndex(Protocol):
     """A corpus in one setting's representation."""
 
     stored_bytes: float  # per corpus item: everything this setting keeps (rerank vectors too)
@@ -68,7 +68,7 @@ class Setting(Protocol):
     def family(self) -> str:  # "dense" or "late": how the chart colours it
         ...
 
-    def build(self, corpus: Encodings) -> Index: ...
+    def build(self, corpus: Encodings) -> SettingIndex: ...
 
 
 def top(
@@ -100,7 +100,7 @@ class Dense:
     def family(self) -> str:
         return "dense"
 
-    def build(self, corpus: Encodings) -> Index:
+    def build(self, corpus: Encodings) -> SettingIndex:
         vectors = finalize_vectors(corpus.single, self.dimensions)  # (items, d)
         if self.precision == "int8":
             return Int8Index(*quantize_int8(vectors), self.dimensions)
@@ -190,7 +190,7 @@ class MaxSim:
     def family(self) -> str:
         return "late"
 
-    def build(self, corpus: Encodings) -> Index:
+    def build(self, corpus: Encodings) -> SettingIndex:
         from uniembed.core.token_pooling import pool_tokens
         from uniembed.core.vectors import to_float16
 
@@ -247,7 +247,7 @@ class BinaryMaxSim:
     def family(self) -> str:
         return "late"
 
-    def build(self, corpus: Encodings) -> Index:
+    def build(self, corpus: Encodings) -> SettingIndex:
         from uniembed.core.vectors import binarize
 
         return BinaryLateIndex(
@@ -293,7 +293,7 @@ class TwoStage:
     def family(self) -> str:
         return "late"
 
-    def build(self, corpus: Encodings) -> Index:
+    def build(self, corpus: Encodings) -> SettingIndex:
         dense = FloatIndex(finalize_vectors(corpus.single, self.dimensions), self.dimensions)
         return TwoStageIndex(dense, Reranker(corpus), self.candidates)
 

@@ -27,9 +27,9 @@ from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import EncodingCache
 from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.encode import EncodeSettings, EncodingStats, encode_items
-from uniembed.evaluation.encodings import Encodings
+from uniembed.evaluation.encoded import Encodings
 from uniembed.evaluation.metrics import DEFAULT_K, METRICS, Run, compute_metrics
-from uniembed.evaluation.settings import Index, QueryVectors, Setting, parse_settings
+from uniembed.evaluation.settings import QueryVectors, Setting, SettingIndex, parse_settings
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]  # (label, total) -> advance(n)
 
@@ -234,7 +234,7 @@ def _no_progress(label: str, total: int) -> Callable[[int], None]:
 __all__ = [
     "EvalConfig",
     "EvalReport",
-    "Index",
+    "SettingIndex",
     "SettingResult",
     "evaluate_retrieval",
     "score_setting",

@@ -19,12 +19,13 @@ searches out of the short store write, so every search sees each document whole 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 
+from uniembed.core.iteration import chunked
 from uniembed.errors import InvalidInput
 from uniembed.retrieval.filters import Condition, HasIds
 from uniembed.retrieval.scan import Codec, MultivectorScan
@@ -150,7 +151,7 @@ class Retriever:
         with self._lock.writing():  # no writes while loading, so the copy matches the store
             if codec not in self._scans:
                 scan = MultivectorScan(codec, dim)
-                for chunk in _chunks(
+                for chunk in chunked(
                     self.store.scroll(payload=["id"], with_multivector=True), 1024
                 ):
                     scan.add(
@@ -184,17 +185,6 @@ def _list(vectors: torch.Tensor | None) -> Any:
     if vectors is None or vectors.numel() == 0:
         raise InvalidInput("this mode needs vectors the index does not have")
     return vectors.tolist()
-
-
-def _chunks(found: Iterable[Found], size: int) -> Iterator[list[Found]]:
-    chunk: list[Found] = []
-    for record in found:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class ReadWriteLock:

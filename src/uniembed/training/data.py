@@ -31,7 +31,7 @@ from uniembed._optional import require
 from uniembed.core.files import read_jsonl
 from uniembed.errors import InvalidInput
 
-Item = Any  # str (text) | {"image": absolute path} | PIL image
+ExampleItem = Any  # str (text) | {"image": absolute path} | PIL image
 Kind = Literal["pairs", "graded"]
 PAIR_FIELDS = ("query", "positive", "negatives")
 GRADED_FIELDS = ("sentence1", "sentence2", "score")
@@ -40,16 +40,16 @@ DATASETS_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 @dataclass(frozen=True)
 class PairExample:
-    query: Item
-    positive: Item
-    negatives: tuple[Item, ...]
+    query: ExampleItem
+    positive: ExampleItem
+    negatives: tuple[ExampleItem, ...]
     where: str  # "file:line" or "file row N", for errors
 
 
 @dataclass(frozen=True)
 class GradedExample:
-    first: Item
-    second: Item
+    first: ExampleItem
+    second: ExampleItem
     score: float
     where: str
 
@@ -82,13 +82,13 @@ class TrainingData:
         )
 
 
-def items_of(example: Example) -> tuple[Item, ...]:
+def items_of(example: Example) -> tuple[ExampleItem, ...]:
     if isinstance(example, PairExample):
         return (example.query, example.positive, *example.negatives)
     return (example.first, example.second)
 
 
-def _is_image(item: Item) -> bool:
+def _is_image(item: ExampleItem) -> bool:
     return isinstance(item, (dict, Image.Image))
 
 
@@ -203,7 +203,7 @@ def _score(value: Any, where: str) -> float:
     return float(value)
 
 
-def parse_item(value: Any, where: str, name: str, root: Path) -> Item:
+def parse_item(value: Any, where: str, name: str, root: Path) -> ExampleItem:
     """A text (non-empty string or ``{"text"}``) or an image (``{"image": path}`` that exists, or a
     PIL image)."""
     if isinstance(value, Image.Image):
@@ -263,8 +263,8 @@ def _same_negatives(examples: list[PairExample], count: int | None) -> list[Exam
 class RetrievalEval:
     """Queries, a corpus and graded judgements (qrels), for nDCG@10."""
 
-    queries: dict[str, Item]
-    corpus: dict[str, Item]
+    queries: dict[str, ExampleItem]
+    corpus: dict[str, ExampleItem]
     qrels: dict[str, dict[str, int]]
     source: Path = field(default=Path())
 
@@ -273,8 +273,8 @@ class RetrievalEval:
 class GradedEval:
     """Graded pairs, for the Spearman correlation of cosine similarity with the gold scores."""
 
-    firsts: list[Item]
-    seconds: list[Item]
+    firsts: list[ExampleItem]
+    seconds: list[ExampleItem]
     scores: list[float]
     source: Path = field(default=Path())
 
@@ -300,12 +300,12 @@ def read_eval_data(path: str | Path, split: str = "test") -> EvalData:
 
 
 def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> RetrievalEval:
-    queries: dict[str, Item] = {}
-    corpus: dict[str, Item] = {}
+    queries: dict[str, ExampleItem] = {}
+    corpus: dict[str, ExampleItem] = {}
     ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
 
-    def document_id(item: Item) -> str:
+    def document_id(item: ExampleItem) -> str:
         key = item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=id)
         if key not in ids:
             ids[key] = f"d{len(ids)}"

@@ -50,7 +50,7 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
     """What a run trains, resolved from the settings and the model."""
 
     task: str
@@ -159,7 +159,7 @@ def _is_symmetric(model: AdaptableModel, task: str) -> bool:
     return not _exists(model, f"{task}.{QUERY}")
 
 
-def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> Plan:
+def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> RunPlan:
     """Resolve the task, its symmetry, where its factors start, the loss and the temperature."""
     continuing = _is_task(model, config.task)
     if continuing and not config.overwrite:
@@ -184,7 +184,7 @@ def plan_run(config: TrainConfig, model: AdaptableModel, data: TrainingData) -> 
         else:
             symmetric = _is_symmetric(model, init_from) if init_from else False
     loss = _loss_name(config, data, model.info)
-    return Plan(config.task, symmetric, init_from, loss, config.temperature_for(init_from))
+    return RunPlan(config.task, symmetric, init_from, loss, config.temperature_for(init_from))
 
 
 def _loss_name(config: TrainConfig, data: TrainingData, info: ModelInfo) -> str:
@@ -223,7 +223,7 @@ def _eval_items(data: EvalData) -> list[Any]:
     return [*data.firsts, *data.seconds]  # type: ignore[union-attr]
 
 
-def build_objective(config: TrainConfig, plan: Plan, info: ModelInfo) -> nn.Module:
+def build_objective(config: TrainConfig, plan: RunPlan, info: ModelInfo) -> nn.Module:
     """The loss module of a run (Matryoshka-weighted over the model's trained sizes unless off)."""
 
     def matryoshka(inner: nn.Module) -> nn.Module:
@@ -242,7 +242,7 @@ def _trainer(
     config: TrainConfig,
     embedder: Any,
     model: AdaptableModel,
-    plan: Plan,
+    plan: RunPlan,
     data: TrainingData,
     eval_data: EvalData | None,
     callbacks: Sequence[Any],
@@ -313,7 +313,7 @@ def _finish(
     config: TrainConfig,
     embedder: Any,
     model: AdaptableModel,
-    plan: Plan,
+    plan: RunPlan,
     trainer: Any,
     seconds: float,
 ) -> TrainResult:
