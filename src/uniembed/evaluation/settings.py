@@ -2,8 +2,8 @@
 
 A :class:`Setting` turns the corpus :class:`~uniembed.evaluation.encoded.Encodings` into a
 :class:`SettingIndex` (the representation it would store: cut, quantised, pooled or binarised
-vectors), and the index answers one query at a time with its best ``depth`` items. Settings are named by
-short specs (:func:`parse_settings`)::
+vectors), and the index answers one query at a time with its best ``depth`` items. Settings are
+named by short specs (:func:`parse_settings`)::
 
     dense[:DIM|:all]      cosine on single vectors cut to DIM (Matryoshka); default: full size
     dense-int8[:DIM]      the same vectors quantised to int8 (per-dimension ranges of the corpus)
