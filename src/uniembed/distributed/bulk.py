@@ -124,9 +124,9 @@ class RayEncoder:
 
     @property
     def model_name(self) -> str:
-        from uniembed.models.registry import served_model_name
+        from uniembed.models.registry import model_name_of
 
-        return served_model_name(self.spec.source)
+        return model_name_of(self.spec.source)
 
     def check(self, options: BulkOptions) -> None:
         """Nothing to check on the driver: each actor loads the model and checks the options

@@ -33,9 +33,10 @@ from typing import Protocol
 import torch
 
 from uniembed.core.vectors import finalize_vectors
-from uniembed.errors import InvalidInput
+from uniembed.errors import InvalidInput, ValidationFailed
 from uniembed.evaluation.encoded import Encodings
 from uniembed.models.base import ModelInfo
+from uniembed.plans import check_dimensions
 
 DEFAULT_CANDIDATES = 100
 FLOAT32, FLOAT16 = 4, 2
@@ -395,9 +396,11 @@ def _positive(value: int | None, spec: str) -> int:
 
 
 def _dimensions(value: int | None, info: ModelInfo, spec: str) -> int:
-    if value is None or not 1 <= value <= info.dim:
-        raise InvalidInput(f"setting {spec!r}: dimensions must be between 1 and {info.dim}")
-    return value
+    try:
+        check_dimensions(value if value is not None else 0, info)
+    except ValidationFailed as error:
+        raise InvalidInput(f"setting {spec!r}: {error.message}") from None
+    return value  # type: ignore[return-value]
 
 
 def _matryoshka(info: ModelInfo) -> list[int]:

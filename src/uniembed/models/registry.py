@@ -51,22 +51,24 @@ def load_model(
     family = detect_family(config)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    served_name = name or served_model_name(name_or_path)
+    model_name = name or model_name_of(name_or_path)
     if family == "jina-embeddings-v4":
         from uniembed.models.jina_v4 import load_jina_v4
 
         return load_jina_v4(
-            snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype
+            snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype
         )
     from uniembed.models.jina_v3 import load_jina_v3
 
-    return load_jina_v3(snapshot, config, name=served_name, device=torch_device, dtype=torch_dtype)
+    return load_jina_v3(snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype)
 
 
-def served_model_name(name_or_path: str | os.PathLike[str]) -> str:
-    """The name clients use: the hub id as given, or a local directory's name.
+def model_name_of(name_or_path: str | os.PathLike[str]) -> str:
+    """The model's own name (``ModelInfo.name``, what indexes and bulk outputs record): the hub id
+    as given, or a local directory's name. The name clients call a served model by is the server's
+    rule (:func:`uniembed.server.registry.last_path_component`).
 
-    >>> served_model_name("jinaai/jina-embeddings-v4"), served_model_name("/models/jina-v3/")
+    >>> model_name_of("jinaai/jina-embeddings-v4"), model_name_of("/models/jina-v3/")
     ('jinaai/jina-embeddings-v4', 'jina-v3')
     """
     text = str(name_or_path)

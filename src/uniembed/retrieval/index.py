@@ -32,6 +32,7 @@ from uniembed.core.vectors import to_float16
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
+from uniembed.plans import check_dimensions
 from uniembed.retrieval.documents import (
     Document,
     check_text,
@@ -636,12 +637,7 @@ def _new_settings(
     max_rows: int | None,
 ) -> IndexSettings:
     dimensions = info.dim if dimensions is None else dimensions
-    if (
-        isinstance(dimensions, bool)
-        or not isinstance(dimensions, int)
-        or not 1 <= dimensions <= info.dim
-    ):
-        raise InvalidInput(f"dimensions must be between 1 and {info.dim}, got {dimensions!r}")
+    check_dimensions(dimensions, info)  # the rule every encode call follows
     check_int("pool_factor", pool_factor)
     cap = None
     if info.multivector_dim is not None:
