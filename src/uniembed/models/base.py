@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -35,6 +36,13 @@ class ModelInfo:
     default_task: str | None
     multivector_dim: int | None = None  # None: no multi-vector output
     modalities: frozenset[str] = frozenset({"text"})
+    # How the family's official code batches one encode call (the baseline of ``uniembed bench``)
+    official_batch_size: int = 8
+    official_sorts_by_length: bool = False  # longest text first
+    # MTEB task types and prompt keys (``STS``, ``Retrieval-query``, ``query``, …) → API task, as
+    # MTEB's own entry for the family routes them; the task of programming content, if any
+    task_types: Mapping[str, str] = field(default_factory=dict)
+    code_task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,11 @@ class AdaptableModel(EmbeddingModel, Protocol):
     def task_parameters(self, name: str) -> list[nn.Parameter]:
         """The task's factors as the Parameters the model runs (each once, tied ones included
         once)."""
+        ...
+
+    def write_adapter_files(self, task: str, directory: Path, *, base_model: str) -> None:
+        """Write the task's factors into an adapter folder (``adapter_model.safetensors``, keyed
+        as :meth:`task_factors`) with any file the family's own tools read beside them."""
         ...
 
     def lora_settings(self) -> dict:
