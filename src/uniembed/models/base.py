@@ -161,12 +161,9 @@ def check_task_name(name: str) -> None:
 
 
 @runtime_checkable
-class EmbeddingModel(Protocol):
-    """What every model family implements."""
-
-    info: ModelInfo
-    device: torch.device
-    dtype: torch.dtype
+class Processor(Protocol):
+    """The CPU side of a model: tasks, tokenisation and image preprocessing into :class:`Row`
+    objects. Chunkers get this, never the model."""
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
         """Map an API task name (or official task + prompt_name) to a :class:`TaskSpec`.
@@ -190,6 +187,17 @@ class EmbeddingModel(Protocol):
     ) -> Row:
         """Preprocess one image into a :class:`Row` pooled over its vision span."""
         ...
+
+
+@runtime_checkable
+class EmbeddingModel(Processor, Protocol):
+    """What every model family implements: its :class:`Processor` methods (delegated to
+    ``processor``) and the forward."""
+
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+    processor: Processor  # the CPU side alone
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """Run one padded batch; a row's output never depends on the other rows."""
