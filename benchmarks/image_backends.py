@@ -407,8 +407,8 @@ class TinyEmbedder:
 
         from uniembed.models.base import ImageFeatures, Row
 
-        template = self.model.template
-        count = grid[0] * grid[1] * grid[2] // self.model.merge_unit
+        template = self.model.processor.template
+        count = grid[0] * grid[1] * grid[2] // self.model.processor.merge_unit
         ids = template.before_image + [template.image_token] * count + template.after_image
         span = (len(template.before_image) - 1, len(template.before_image) + count + 1)
         pixels = torch.from_numpy(pixel_values)

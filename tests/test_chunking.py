@@ -22,11 +22,11 @@ from uniembed.chunking import (
     sentence_chunker,
     sentence_spans,
 )
-from uniembed.core.vectors import normalize
+from uniembed.core.vectors import Span, normalize
 from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import TextItem
-from uniembed.models.base import Span, TaskSpec, TokenizedText
+from uniembed.models.base import TaskSpec, TokenizedText
 from uniembed.testing.fake import VOCAB, FakeModel
 
 MULTILINGUAL = "Café naïve façade. 東京は大きい。日本語です！ Emoji 😀🎉 here? Ünïcödé ends."

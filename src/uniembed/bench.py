@@ -59,11 +59,6 @@ WORDS = (
     "panel",
     "data",
 )
-# Mid: realistic shapes, a few minutes on a 2-core CPU. Tiny: seconds, for smoke runs.
-V3_SIZES = {
-    "v3-mid": {"hidden_size": 384, "num_layers": 6, "num_heads": 6, "intermediate_size": 1536},
-    "v3-tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64},
-}
 
 
 @dataclass
@@ -85,9 +80,6 @@ class Baseline:
     @property
     def label(self) -> str:
         return f"official-style ({self.batch_size}{', sorted' if self.sort_by_length else ''})"
-
-
-BASELINES = {"jina-embeddings-v4": Baseline(8, False), "jina-embeddings-v3": Baseline(32, True)}
 
 
 def realistic_workload(count: int, images: int, tasks: Sequence[str], seed: int = 0) -> Workload:
@@ -212,7 +204,8 @@ def bench_command(
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         embedder = load(_snapshot(model, Path(tmp)), device=device, dtype=dtype, packing=packing)
-        baseline = BASELINES.get(embedder.info.family, Baseline(8, False))
+        info = embedder.info
+        baseline = Baseline(info.official_batch_size, info.official_sorts_by_length)
         images = images if "image" in embedder.info.modalities else 0
         workload = realistic_workload(texts, images, embedder.info.tasks, seed)
         tokens = sum(embedder.plan(workload.items, workload.tasks).token_counts)
@@ -256,11 +249,6 @@ def bench_command(
 
 
 def _snapshot(model: str, tmp: Path) -> Path:
-    from uniembed.testing import jina_v3, jina_v4
+    from uniembed.testing.snapshots import write_random_snapshot
 
-    if model in V3_SIZES:
-        return jina_v3.write_tiny_jina_v3(tmp / model, **V3_SIZES[model])
-    if model in ("mid", "tiny", "full"):
-        size = {"mid": jina_v4.MID, "tiny": jina_v4.TINY, "full": jina_v4.FULL}[model]
-        return jina_v4.write_tiny_jina_v4(tmp / model, size=size)
-    return Path(model)
+    return write_random_snapshot(model, tmp) or Path(model)

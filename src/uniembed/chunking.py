@@ -1,7 +1,8 @@
 """Late chunking: encode a whole document once, then mean-pool each chunk's tokens.
 
 Every chunk vector thus sees the context of the whole document (Jina, "Late Chunking in
-Long-Context Embedding Models", 2024). The steps, all on top of the model contract:
+Long-Context Embedding Models", 2024). The steps, all on top of the model's processor (the CPU side
+of the contract, :class:`~uniembed.models.base.Processor`):
 
 1. chunks are character spans of the document: from the API's consecutive items
    (:func:`join_chunks`), from a :data:`Chunker`, or given directly;
@@ -22,12 +23,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from uniembed.core.vectors import Span
 from uniembed.errors import InvalidInput
-from uniembed.models.base import EmbeddingModel, Row, Span, TaskSpec
+from uniembed.models.base import Processor, Row, TaskSpec
 from uniembed.plans import ChunkPart, ChunkPooling
 
 DEFAULT_OVERLAP = 512
-Chunker = Callable[[str, EmbeddingModel], list[Span]]
+Chunker = Callable[[str, Processor], list[Span]]  # (text, the model's processor) → char spans
 
 # ----------------------------------------------------------------- the API form
 
@@ -99,14 +101,15 @@ def sentence_spans(text: str) -> list[Span]:
 def sentence_chunker() -> Chunker:
     """A :data:`Chunker` with one chunk per sentence (see :func:`sentence_spans`)."""
 
-    def chunk(text: str, model: EmbeddingModel) -> list[Span]:
+    def chunk(text: str, processor: Processor) -> list[Span]:
         return sentence_spans(text)
 
     return chunk
 
 
 def fixed_token_chunker(tokens_per_chunk: int) -> Chunker:
-    """A :data:`Chunker` cutting the text every ``tokens_per_chunk`` tokens of ``model``.
+    """A :data:`Chunker` cutting the text every ``tokens_per_chunk`` tokens of the model's
+    tokenizer.
 
     Cuts fall where a token starts, and the spans cover the text contiguously. Counts are of the
     text tokenised alone; inside the document (after the task prefix) they may differ by a token.
@@ -114,8 +117,8 @@ def fixed_token_chunker(tokens_per_chunk: int) -> Chunker:
     if tokens_per_chunk < 1:
         raise InvalidInput(f"tokens_per_chunk must be at least 1, got {tokens_per_chunk}")
 
-    def chunk(text: str, model: EmbeddingModel) -> list[Span]:
-        tokens = model.tokenize(text)
+    def chunk(text: str, processor: Processor) -> list[Span]:
+        tokens = processor.tokenize(text)
         pieces = [
             (a, b)
             for (a, b), special in zip(tokens.offsets, tokens.special)
@@ -184,9 +187,9 @@ def char_spans_to_token_spans(
 ) -> list[Span]:
     """Map the chunks' character spans to half-open token spans covering all ``num_tokens`` tokens.
 
-    ``offsets``/``special`` come from ``model.tokenize`` of a string in which the document starts
-    at character ``text_start`` (the task prefix's length); ``char_spans`` are relative to the
-    document. A token belongs to the first chunk that ends after its first character — the chunk
+    ``offsets``/``special`` come from ``processor.tokenize`` of a string in which the document
+    starts at character ``text_start`` (the task prefix's length); ``char_spans`` are relative to
+    the document. A token belongs to the first chunk that ends after its first character — the chunk
     holding it, or for a character between chunks the next chunk; tokens after the last chunk go to
     the last. Special tokens and tokens without characters go with the next token that has some
     (trailing ones with the last chunk). So the first chunk absorbs the leading special tokens and
@@ -306,7 +309,7 @@ class DocumentPlan:
 
 
 def plan_document(
-    model: EmbeddingModel,
+    processor: Processor,
     text: str,
     spans: Sequence[Span],
     task: TaskSpec,
@@ -326,7 +329,7 @@ def plan_document(
     del truncate  # documented above: windows make truncation unnecessary
     overlap = resolve_overlap(overlap, window)
     spans = check_char_spans(spans, len(text))
-    tokens = model.tokenize(task.prefix + text)
+    tokens = processor.tokenize(task.prefix + text)
     num_tokens = len(tokens.ids)
     token_spans = char_spans_to_token_spans(
         tokens.offsets, tokens.special, spans, num_tokens, text_start=len(task.prefix)
@@ -336,7 +339,7 @@ def plan_document(
     parts: list[tuple[ChunkPart, ...]] = []
     for win in windows:
         local_spans, window_parts = _kept_pieces(win, token_spans)
-        rows.append(model.text_sequence(tokens.ids[win.start : win.end], task, local_spans))
+        rows.append(processor.text_sequence(tokens.ids[win.start : win.end], task, local_spans))
         parts.append(tuple(window_parts))
     pooling = ChunkPooling(tuple(parts), tuple(end - start for start, end in token_spans))
     return DocumentPlan(tuple(rows), pooling, tuple(token_spans), tuple(windows))

@@ -214,7 +214,7 @@ class Embedder:
                 f"window must be between 1 and {self.info.max_tokens}, got {window}"
             )
         return chunking.plan_document(
-            self._model,
+            self._model.processor,
             text,
             spans,
             spec,
@@ -376,7 +376,7 @@ class Embedder:
         self.check_options(options)
         spec = self.resolve_tasks(task, 1)[0]
         if chunker is not None:
-            spans = chunker(text, self._model)
+            spans = chunker(text, self._model.processor)
         document = self.plan_document(text, spans, spec, options)  # type: ignore[arg-type]
         plan = Plan(document.rows, "single", dimensions, True, document.pooling)
         return torch.stack(self.run(plan).embeddings)

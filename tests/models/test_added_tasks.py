@@ -121,7 +121,7 @@ def test_v3_tasks_keep_the_official_fused_layout_and_tie_qkv(tiny_v3_path: Path)
         rank,
     )  # query and passage adapters
     attention = model.backbone.layers[0].self_attn
-    index = model.adapters["mine.query"]
+    index = model.processor.adapters["mine.query"]
     assert (
         attention.q_proj.lora_A[index]
         is attention.k_proj.lora_A[index]

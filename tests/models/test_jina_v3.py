@@ -23,15 +23,10 @@ from uniembed.embedder import Embedder, EncodeOptions
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.inputs.items import TextItem
 from uniembed.models.base import Row
-from uniembed.models.jina_v3 import (
-    DEFAULT_INSTRUCTIONS,
-    NO_TASK,
-    JinaV3Model,
-    convert_official,
-    load_jina_v3,
-    official_modules,
-    parse_config,
-)
+from uniembed.models.jina_v3.config import DEFAULT_INSTRUCTIONS, parse_config
+from uniembed.models.jina_v3.layout import convert_official, official_modules
+from uniembed.models.jina_v3.model import JinaV3Model, load_jina_v3
+from uniembed.models.jina_v3.processor import NO_TASK
 from uniembed.models.loading import read_json
 from uniembed.models.lora import NO_ADAPTER
 from uniembed.testing.jina_v3 import TASKS, write_tiny_jina_v3

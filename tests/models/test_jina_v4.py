@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from uniembed.embedder import EncodeOptions
 from uniembed.errors import CheckpointError, InvalidInput
 from uniembed.inputs.items import ImageItem, TextItem
-from uniembed.models.jina_v4 import adapter_module, backbone_key
+from uniembed.models.jina_v4.layout import adapter_module, backbone_key
 
 TASKS = ("retrieval", "text-matching", "code")
 ATOL = 2e-5
@@ -210,7 +210,7 @@ def test_patch_grid_marks_the_image_pad_tokens_of_the_merged_grid(tiny_v4, tiny_
     grid, (t, h, w) = row.patches, row.image.grid_thw
     assert (grid.height, grid.width) == (t * h // 2, w // 2) == (6, 11)
     ids = row.input_ids.tolist()
-    image_pad = tiny_v4_model.template.image_token
+    image_pad = tiny_v4_model.processor.template.image_token
     assert ids[grid.start : grid.stop] == [image_pad] * (grid.height * grid.width)
     assert image_pad not in ids[: grid.start] + ids[grid.stop :]
     result = tiny_v4.encode([image], output="both")

@@ -4,10 +4,11 @@
 batches with ``text`` and/or ``image`` columns, ``similarity``, ``similarity_pairwise`` and
 ``mteb_model_meta``). Which task (adapter and prefix) encodes a batch follows MTEB's prompt rules
 (:func:`mteb.models.abs_encoder.get_prompt_name`: task name, then task type, then prompt type)
-over :data:`V4_TASKS` / :data:`V3_TASKS` — the routing of MTEB's own jina-embeddings-v4/v3 entries,
-plus a query/document fallback for the task types those leave out — and, for v4, programming
-tasks use the ``code`` adapter. A batch with both text and an image per row is embedded both ways
-and fused as MTEB's v4 wrapper does (single vectors: normalised sum; multi-vectors: concatenated).
+over the model's ``info.task_types`` — the routing of MTEB's own entry for the model's family, plus
+a query/document fallback for the task types it leaves out — and programming tasks use the
+family's ``info.code_task`` where it has one (v4: ``code``). A batch with both text and an image
+per row is embedded both ways and fused as MTEB's v4 wrapper does (single vectors: normalised sum;
+multi-vectors: concatenated).
 
 With ``multivector=True`` the model returns one multi-vector per input and scores with MaxSim
 (:func:`uniembed.core.scores.maxsim`); otherwise single vectors (cut to ``dimensions``)
@@ -25,30 +26,8 @@ import torch
 from uniembed._optional import require
 from uniembed.core.vectors import normalize
 from uniembed.embedder import Embedder
+from uniembed.models.base import PASSAGE, QUERY, task_api_names
 
-# MTEB prompt keys -> API task names (None: the model's default task)
-V4_TASKS: dict[str, str] = {
-    "Retrieval-query": "retrieval.query",
-    "Retrieval-document": "retrieval.passage",
-    "STS": "text-matching",
-    "PairClassification": "text-matching",
-    "query": "retrieval.query",
-    "document": "retrieval.passage",
-}
-V3_TASKS: dict[str, str] = {
-    "Retrieval-query": "retrieval.query",
-    "Retrieval-document": "retrieval.passage",
-    "Clustering": "separation",
-    "Classification": "classification",
-    "STS": "text-matching",
-    "PairClassification": "classification",
-    "BitextMining": "text-matching",
-    "MultilabelClassification": "classification",
-    "Reranking": "separation",
-    "Summarization": "text-matching",
-    "query": "retrieval.query",
-    "document": "retrieval.passage",
-}
 ENCODE_CHUNK = 256  # items per Embedder call (the engine batches them by its token budget)
 
 
@@ -72,9 +51,7 @@ class MTEBModel:
         self.embedder = embedder
         self.multivector = multivector
         self.dimensions = None if multivector else dimensions
-        family = embedder.info.family
-        default = V3_TASKS if family == "jina-embeddings-v3" else V4_TASKS
-        self.tasks = dict(tasks) if tasks is not None else dict(default)
+        self.tasks = dict(tasks) if tasks is not None else dict(embedder.info.task_types)
         self.max_pixels = max_pixels
         self._meta: Any = None
 
@@ -110,12 +87,13 @@ class MTEBModel:
         abs_encoder = require("mteb.models.abs_encoder", "mteb", "the MTEB integration")
         key = abs_encoder.get_prompt_name(self.tasks, task_metadata, prompt_type)
         task = self.tasks[key] if key is not None else None
-        if self.embedder.info.family == "jina-embeddings-v4" and is_programming(task_metadata):
+        code = self.embedder.info.code_task
+        if code is not None and is_programming(task_metadata):
             document = (
                 prompt_type is not None
                 and str(getattr(prompt_type, "value", prompt_type)) == "document"
             )
-            return "code.passage" if document else "code.query"
+            return task_api_names(code, symmetric=False)[PASSAGE if document else QUERY]
         return task
 
     # ----------------------------------------------------------------- encoding

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from uniembed.errors import CheckpointError
 from uniembed.models.base import AdaptableModel, task_api_names
@@ -65,6 +66,11 @@ def read_adapter_folder(path: str | Path) -> AdapterFolder:
         settings=settings,
         factors=load_tensors([weights]),
     )
+
+
+def save_factors(factors: dict[str, torch.Tensor], directory: Path) -> None:
+    """Write an adapter folder's ``adapter_model.safetensors``."""
+    save_file(factors, str(directory / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
 
 
 def attach_adapter_folder(model: AdaptableModel, name: str, path: str | Path) -> None:

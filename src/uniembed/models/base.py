@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -34,6 +35,13 @@ class ModelInfo:
     default_task: str | None
     multivector_dim: int | None = None  # None: no multi-vector output
     modalities: frozenset[str] = frozenset({"text"})
+    # How the family's official code batches one encode call (the baseline of ``uniembed bench``)
+    official_batch_size: int = 8
+    official_sorts_by_length: bool = False  # longest text first
+    # MTEB task types and prompt keys (``STS``, ``Retrieval-query``, ``query``, …) → API task, as
+    # MTEB's own entry for the family routes them; the task of programming content, if any
+    task_types: Mapping[str, str] = field(default_factory=dict)
+    code_task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,12 +160,9 @@ def check_task_name(name: str) -> None:
 
 
 @runtime_checkable
-class EmbeddingModel(Protocol):
-    """What every model family implements."""
-
-    info: ModelInfo
-    device: torch.device
-    dtype: torch.dtype
+class Processor(Protocol):
+    """The CPU side of a model: tasks, tokenisation and image preprocessing into :class:`Row`
+    objects. Chunkers get this, never the model."""
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
         """Map an API task name (or official task + prompt_name) to a :class:`TaskSpec`.
@@ -181,6 +186,17 @@ class EmbeddingModel(Protocol):
     ) -> Row:
         """Preprocess one image into a :class:`Row` pooled over its vision span."""
         ...
+
+
+@runtime_checkable
+class EmbeddingModel(Processor, Protocol):
+    """What every model family implements: its :class:`Processor` methods (delegated to
+    ``processor``) and the forward."""
+
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+    processor: Processor  # the CPU side alone
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """Run one padded batch; a row's output never depends on the other rows."""
@@ -232,6 +248,11 @@ class AdaptableModel(EmbeddingModel, Protocol):
     def task_parameters(self, name: str) -> list[nn.Parameter]:
         """The task's factors as the Parameters the model runs (each once, tied ones included
         once)."""
+        ...
+
+    def write_adapter_files(self, task: str, directory: Path, *, base_model: str) -> None:
+        """Write the task's factors into an adapter folder (``adapter_model.safetensors``, keyed
+        as :meth:`task_factors`) with any file the family's own tools read beside them."""
         ...
 
     def lora_settings(self) -> dict:

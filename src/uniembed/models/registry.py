@@ -1,8 +1,10 @@
-"""Pick the model family of a snapshot from its config.json and load it."""
+"""Pick the model family of a snapshot from its config.json: load it, or write a task into it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,32 @@ def detect_family(config: dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Family:
+    """A model family's entry points: everything outside ``models/`` reaches a family here."""
+
+    name: str
+    # (snapshot, config, *, name, device, dtype) -> the loaded model
+    load: Callable[..., EmbeddingModel]
+    # (snapshot, config, folder, task, *, replace, output): a copy of the snapshot holding the
+    # adapter folder's task in the family's official layout
+    write_task: Callable[..., None]
+
+
+def family_of(config: dict[str, Any]) -> Family:
+    """The family of a config.json's content; only that family's modules are imported."""
+    name = detect_family(config)
+    if name == "jina-embeddings-v4":
+        from uniembed.models.jina_v4 import layout as v4_layout
+        from uniembed.models.jina_v4.model import load_jina_v4
+
+        return Family(name, load_jina_v4, v4_layout.write_task)
+    from uniembed.models.jina_v3 import layout as v3_layout
+    from uniembed.models.jina_v3.model import load_jina_v3
+
+    return Family(name, load_jina_v3, v3_layout.write_task)
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -48,19 +76,11 @@ def load_model(
     """Load any supported model from a local snapshot directory or a hub id."""
     snapshot = resolve_snapshot(name_or_path)
     config = read_json(snapshot / "config.json")
-    family = detect_family(config)
+    family = family_of(config)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     model_name = name or model_name_of(name_or_path)
-    if family == "jina-embeddings-v4":
-        from uniembed.models.jina_v4 import load_jina_v4
-
-        return load_jina_v4(
-            snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype
-        )
-    from uniembed.models.jina_v3 import load_jina_v3
-
-    return load_jina_v3(snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype)
+    return family.load(snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype)
 
 
 def model_name_of(name_or_path: str | os.PathLike[str]) -> str:

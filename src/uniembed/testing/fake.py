@@ -64,6 +64,7 @@ class FakeModel:
             modalities=frozenset({"text", "image"}),
         )
         self.forward_calls: list[int] = []  # batch sizes seen, for tests of the batching
+        self.processor = self  # its CPU side uses none of the forward's state
 
     def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
         name = task or self.info.default_task

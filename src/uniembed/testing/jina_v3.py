@@ -26,6 +26,8 @@ from tokenizers import (
     processors,
 )
 
+from uniembed.models.jina_v3.layout import lora_key
+
 TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
 INSTRUCTIONS = {
     "retrieval.query": "Represent the query for retrieving evidence documents: ",
@@ -194,19 +196,19 @@ def official_tensors(
     tensors: dict[str, torch.Tensor] = {}
 
     def embedding(name: str, rows: int) -> None:
-        param = f"roberta.{name}.parametrizations.weight"
-        tensors[f"{param}.original"] = normal(rows, hidden, std=1.0)
-        tensors[f"{param}.0.lora_A"] = normal(tasks, rows, rank, std=0.5)  # (tasks, rows, r)
-        tensors[f"{param}.0.lora_B"] = normal(tasks, rank, hidden, std=0.5)  # (tasks, r, hidden)
+        tensors[f"roberta.{name}.parametrizations.weight.original"] = normal(rows, hidden, std=1.0)
+        tensors[lora_key(name, "A")] = normal(tasks, rows, rank, std=0.5)  # (tasks, rows, r)
+        tensors[lora_key(name, "B")] = normal(tasks, rank, hidden, std=0.5)  # (tasks, r, hidden)
 
     def linear(name: str, fan_in: int, fan_out: int) -> None:
-        param = f"roberta.{name}.parametrizations.weight"
-        tensors[f"{param}.original"] = normal(fan_out, fan_in, std=fan_in**-0.5)
+        tensors[f"roberta.{name}.parametrizations.weight.original"] = normal(
+            fan_out, fan_in, std=fan_in**-0.5
+        )
         tensors[f"roberta.{name}.bias"] = normal(fan_out, std=0.1)
-        tensors[f"{param}.0.lora_A"] = normal(
+        tensors[lora_key(name, "A")] = normal(
             tasks, rank, fan_in, std=fan_in**-0.5
         )  # (tasks, r, in)
-        tensors[f"{param}.0.lora_B"] = normal(tasks, fan_out, rank, std=0.5)  # (tasks, out, r)
+        tensors[lora_key(name, "B")] = normal(tasks, fan_out, rank, std=0.5)  # (tasks, out, r)
 
     def norm(name: str) -> None:
         tensors[f"roberta.{name}.weight"] = 1.0 + normal(hidden, std=0.1)

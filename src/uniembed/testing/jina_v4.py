@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from uniembed.models.jina_v4.layout import official_key, task_factor_key
 from uniembed.testing.tokenizers import write_qwen2_vl_tokenizer
 
 V4_TASKS = ("retrieval", "text-matching", "code")
@@ -189,16 +190,6 @@ def _random_backbone_state(
     return state
 
 
-def official_key(name: str) -> str:
-    """Current transformers key → the key in the official shards (``model.language_model.x`` →
-    ``model.x``)."""
-    if name.startswith("language_model."):
-        return "model." + name[len("language_model.") :]
-    if name.startswith("visual."):
-        return name
-    raise ValueError(f"unexpected backbone key {name}")
-
-
 def _lora_pairs(
     config: dict[str, Any], rank: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
@@ -224,11 +215,10 @@ def _lora_pairs(
     tensors = {}
     for module, (fan_in, fan_out) in modules.items():
         for task in V4_TASKS:
-            prefix = f"base_model.model.{module}"
-            tensors[f"{prefix}.lora_A.{task}.weight"] = torch.randn(
+            tensors[task_factor_key(module, "A", task)] = torch.randn(
                 rank, fan_in, generator=generator
             ) / math.sqrt(fan_in)
-            tensors[f"{prefix}.lora_B.{task}.weight"] = (
+            tensors[task_factor_key(module, "B", task)] = (
                 0.3 * torch.randn(fan_out, rank, generator=generator) / math.sqrt(rank)
             )
     return tensors
