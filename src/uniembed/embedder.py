@@ -39,7 +39,7 @@ from uniembed.models.base import (
 )
 from uniembed.plans import EncodeOptions, EncodeResult, Output, Plan, check_dimensions
 
-TaskArg = str | Sequence[str] | None
+TaskArg = str | Sequence[str] | Sequence[TaskSpec] | None
 PART_ITEMS = 32  # inputs encode prepares at a time while the part before is in forward
 
 
@@ -106,7 +106,8 @@ class Embedder:
     def resolve_tasks(
         self, task: TaskArg, count: int, prompt_name: str | None = None
     ) -> list[TaskSpec]:
-        """One :class:`TaskSpec` per item from a single task name or a list of them."""
+        """One :class:`TaskSpec` per item from a single task name or a list of them (or of specs
+        resolved already, taken as they are)."""
         if task is None or isinstance(task, str):
             spec = self._model.resolve_task(task, prompt_name)
             return [spec] * count
@@ -115,6 +116,8 @@ class Embedder:
             raise InvalidInput(
                 f"got {len(names)} task names for {count} inputs; give one task or one per input"
             )
+        if all(isinstance(name, TaskSpec) for name in names):  # resolved already (encode_text)
+            return names  # type: ignore[return-value]
         cache: dict[str, TaskSpec] = {}
         return [cache.setdefault(n, self._model.resolve_task(n, prompt_name)) for n in names]
 
@@ -401,7 +404,7 @@ class Embedder:
         options = _official_options(
             self.info, truncate_dim, return_multivector, truncate=True, max_tokens=max_length
         )
-        plan = self.plan([TextItem(t) for t in batch], [s.name for s in specs], options)
+        plan = self.plan([TextItem(t) for t in batch], specs, options)
         result = self.run(plan, policy=self._row_cap(batch_size))
         return _official_output(result.embeddings, single, return_multivector, return_numpy)
 

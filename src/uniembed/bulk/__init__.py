@@ -25,9 +25,11 @@ from uniembed.bulk.job import (
     BulkReport,
     ChunkEncoder,
     ChunkResult,
+    Screened,
     check_embed_options,
     embed_files,
     process_chunk,
+    screen,
 )
 from uniembed.bulk.outputs import infer_format
 from uniembed.bulk.records import ReadOptions, Record, count_items, count_records, iter_records
@@ -41,6 +43,7 @@ __all__ = [
     "ChunkResult",
     "ReadOptions",
     "Record",
+    "Screened",
     "check_embed_options",
     "count_items",
     "count_records",
@@ -48,4 +51,5 @@ __all__ = [
     "infer_format",
     "iter_records",
     "process_chunk",
+    "screen",
 ]

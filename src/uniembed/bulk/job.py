@@ -127,9 +127,12 @@ class LocalEncoder:
     def encode(
         self, chunks: Iterator[list[Record]], options: BulkOptions, done: set[str]
     ) -> Iterator[ChunkResult]:
-        seen: set[str] = set()
+        records_seen: set[str] = set()
+        pages_seen: set[str] = set()
         for chunk in chunks:
-            yield process_chunk(self.embedder, chunk, options, done, seen)
+            screened = screen(chunk, done, records_seen)
+            encoded = process_chunk(self.embedder, screened.to_encode, options, done, pages_seen)
+            yield screened.merged(encoded)
 
 
 def embed_files(
@@ -230,6 +233,42 @@ def _make_writer(output: Path, fmt: str, model_name: str, options: BulkOptions) 
     if fmt == "jsonl":
         return JsonlWriter(output, manifest)
     return PartsWriter(output, fmt, manifest)
+
+
+@dataclass
+class Screened:
+    """A chunk sorted before any model runs (locally, or on the driver of a Ray job): what to
+    encode, what failed, how many items were written already."""
+
+    records: int
+    to_encode: list[Record]
+    failures: list[tuple[str, str]]
+    skipped: int
+
+    def merged(self, encoded: ChunkResult) -> ChunkResult:
+        """The chunk's result: what screening found plus what encoding ``to_encode`` gave."""
+        return ChunkResult(
+            self.records,
+            encoded.rows,
+            self.failures + encoded.failures,
+            self.skipped + encoded.skipped,
+        )
+
+
+def screen(chunk: Sequence[Record], done: set[str], seen: set[str]) -> Screened:
+    """Take out what needs no model: texts and images already written (skipped) and repeated record
+    ids (failures; ``seen`` is updated). A PDF's pages are checked once it is read
+    (:func:`process_chunk`)."""
+    screened = Screened(len(chunk), [], [], 0)
+    for record in chunk:
+        if record.id in seen:
+            screened.failures.append((record.id, DUPLICATE_ID))
+        elif record.id in done and record.error is None and not record.is_pdf:
+            screened.skipped += 1
+        else:
+            screened.to_encode.append(record)
+        seen.add(record.id)
+    return screened
 
 
 def process_chunk(

@@ -1,7 +1,7 @@
 """The ``uniembed`` command line: one module per command (:mod:`~uniembed.cli.serve`,
 :mod:`~uniembed.cli.embed`, :mod:`~uniembed.cli.index` for ``index`` and ``search``,
-:mod:`~uniembed.cli.eval`, :mod:`~uniembed.cli.train`; ``bench`` in :mod:`uniembed.bench`), the
-flags they share defined once in :mod:`~uniembed.cli.options`.
+:mod:`~uniembed.cli.eval`, :mod:`~uniembed.cli.train`, :mod:`~uniembed.cli.bench`), the flags
+they share defined once in :mod:`~uniembed.cli.options`.
 
 This package is the top floor: it imports the feature packages, never the other way round.
 Importing it is cheap: torch, FastAPI and the models are imported only by the command run (every
@@ -21,7 +21,7 @@ from uniembed.cli.serve import SHORT_HELP, serve_command
 
 LAZY_COMMANDS = {
     "embed": ("uniembed.cli.embed", "embed_command", "Embed files into JSONL, Parquet or NumPy."),
-    "bench": ("uniembed.bench", "bench_command", "Benchmark batching throughput."),
+    "bench": ("uniembed.cli.bench", "bench_command", "Benchmark batching throughput."),
     "index": (
         "uniembed.cli.index",
         "index_command",

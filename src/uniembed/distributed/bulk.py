@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uniembed.bulk import (
-    DUPLICATE_ID,
     BulkOptions,
     ChunkResult,
+    Screened,
     check_embed_options,
     process_chunk,
+    screen,
 )
 from uniembed.distributed.cluster import LOCAL, connect
 from uniembed.errors import BatchFailed, InvalidInput, UniembedError
@@ -87,12 +88,9 @@ class ActorPool:
 
 @dataclass
 class _Chunk:
-    """A chunk as the driver screened it: what goes to an actor, what the driver already knows."""
+    """A chunk in flight: what the driver screened, and where its encoding runs."""
 
-    records: int
-    to_encode: list[Record]  # kept until its result arrives: sent again if the actor was lost
-    failures: list[tuple[str, str]]
-    skipped: int
+    screened: Screened  # its records kept until the result arrives: sent again if the actor is lost
     result: Any = None  # the actor's ObjectRef once sent
     actor: int = -1
 
@@ -196,28 +194,24 @@ def _chain(first: _Chunk, rest: Iterator[_Chunk]) -> Iterator[_Chunk]:
 
 def _send(pool: _Pool, chunk: _Chunk) -> None:
     """Hand a chunk with work in it to the actor holding the fewest chunks."""
-    if not chunk.to_encode:
+    if not chunk.screened.to_encode:
         return
     chunk.actor = pool.least_busy()
     pool.busy[chunk.actor] += 1
-    chunk.result = pool.actors[chunk.actor].embed.remote(chunk.to_encode)
+    chunk.result = pool.actors[chunk.actor].embed.remote(chunk.screened.to_encode)
 
 
 def _receive(ray: Any, pool: _Pool, chunk: _Chunk) -> ChunkResult:
     """Wait (blocked) for a chunk's result and merge it with what the driver screened."""
     if chunk.result is None:
-        return ChunkResult(chunk.records, [], chunk.failures, chunk.skipped)
+        return chunk.screened.merged(ChunkResult(0, [], [], 0))
     outcome = _result(ray, pool, chunk)
     pool.busy[chunk.actor] -= 1
-    chunk.to_encode = []
     if isinstance(outcome, UniembedError):
         raise outcome
-    return ChunkResult(
-        chunk.records,
-        outcome.rows,
-        chunk.failures + outcome.failures,
-        chunk.skipped + outcome.skipped,
-    )
+    result = chunk.screened.merged(outcome)
+    chunk.screened.to_encode = []
+    return result
 
 
 def _result(ray: Any, pool: _Pool, chunk: _Chunk) -> Any:
@@ -251,21 +245,11 @@ def _lost(exc: Exception) -> BatchFailed:
 
 
 def _screen(chunks: Iterator[list[Record]], done: set[str]) -> Iterator[_Chunk]:
-    """Take out what needs no model: texts and images already written (counted as skipped) and
-    repeated record ids (failures, as in the local job; repeated PDF page ids are found by the
-    actor, which reads the PDF)."""
+    """Each chunk screened on the driver as the local job screens it (:func:`uniembed.bulk.screen`);
+    only what is left goes to an actor."""
     seen: set[str] = set()
     for chunk in chunks:
-        screened = _Chunk(len(chunk), [], [], 0)
-        for record in chunk:
-            if record.id in seen:
-                screened.failures.append((record.id, DUPLICATE_ID))
-            elif record.id in done and record.error is None and not record.is_pdf:
-                screened.skipped += 1
-            else:
-                screened.to_encode.append(record)
-            seen.add(record.id)
-        yield screened
+        yield _Chunk(screen(chunk, done, seen))
 
 
 class _ChunkEmbedder:
