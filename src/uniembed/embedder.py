@@ -153,6 +153,12 @@ class Embedder:
         position plus ``first_index`` (a caller planning a long input list in parts)."""
         options = options or EncodeOptions()
         self.check_options(options)
+        return self._plan(items, task, options, first_index)
+
+    def _plan(
+        self, items: Sequence[Item], task: TaskArg, options: EncodeOptions, first_index: int = 0
+    ) -> Plan:
+        """:meth:`plan` with ``options`` checked already (once per call, at its edge)."""
         if not items:
             raise InvalidInput("no inputs given")
         tasks = self.resolve_tasks(task, len(items))
@@ -307,7 +313,7 @@ class Embedder:
             parsed, origin = coerce_items_with_origin(raw)
             if names is not None:
                 task = [names[i] for i in origin]  # a PDF's pages share its task
-            return self.run(self.plan(parsed, task, options))
+            return self.run(self._plan(parsed, task, options))
         return self._encode_overlapped(raw, task if names is None else names, options)
 
     def _core_to_spare(self) -> bool:
@@ -334,7 +340,7 @@ class Embedder:
             part = raw[start : start + PART_ITEMS]
             parsed, origin = coerce_items_with_origin(part, first_index=start)
             tasks = task if task is None or isinstance(task, str) else [task[i] for i in origin]
-            plan = self.plan(parsed, tasks, options, first_index=planned_items)
+            plan = self._plan(parsed, tasks, options, planned_items)
             planned_items += len(parsed)
             return plan
 

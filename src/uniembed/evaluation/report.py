@@ -11,7 +11,7 @@ from typing import Any
 
 from uniembed._optional import require
 from uniembed.core.files import atomic_path, write_text
-from uniembed.evaluation.metrics import write_trec_run
+from uniembed.core.ranking import write_trec_run
 from uniembed.evaluation.sweep import EvalReport
 
 REPORT_JSON = "report.json"

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from uniembed.core.checks import is_int_at_least
+from uniembed.core.ranking import DEFAULT_K, METRICS, Run, compute_metrics
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.cache import EncodingCache
 from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.encode import EncodeSettings, EncodingStats, encode_items
 from uniembed.evaluation.encoded import Encodings
-from uniembed.evaluation.metrics import DEFAULT_K, METRICS, Run, compute_metrics
 from uniembed.evaluation.settings import QueryVectors, Setting, SettingIndex, parse_settings
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]  # (label, total) -> advance(n)

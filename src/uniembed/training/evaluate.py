@@ -1,8 +1,8 @@
 """Evaluation during training: nDCG@10 for retrieval data, Spearman for graded pairs.
 
 Embeddings come from the ordinary inference path (:meth:`Embedder.encode`), so what is measured is
-what will be served. nDCG comes from pytrec_eval (:func:`ndcg_at_10`; ``uniembed.evaluation``
-computes the same with more metrics once it is merged — this one function is the seam to replace).
+what will be served. nDCG is :func:`uniembed.core.ranking.compute_metrics`'s (pytrec_eval), the
+figure ``uniembed eval`` reports.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from uniembed._optional import require
+from uniembed.core.ranking import compute_metrics
 from uniembed.core.scores import maxsim_scores, pad_multivectors
 from uniembed.models.base import PASSAGE, QUERY
 from uniembed.training.data import EvalData, GradedEval, RetrievalEval
@@ -79,17 +80,12 @@ def _run(
 def ndcg_at_10(
     qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
 ) -> float:
-    """Mean nDCG@10 (trec_eval's ``ndcg_cut_10``) over the judged queries of ``run``.
+    """Mean nDCG@10 over the judged queries of ``run``, as ``uniembed eval`` computes it.
 
     >>> ndcg_at_10({"q": {"a": 1}}, {"q": {"a": 0.2, "b": 0.9}})  # the relevant one ranked second
     0.6309297535714575
     """
-    pytrec_eval = require("pytrec_eval", "train", "nDCG during training")
-    evaluator = pytrec_eval.RelevanceEvaluator(
-        {q: dict(d) for q, d in qrels.items()}, {"ndcg_cut.10"}
-    )
-    per_query = evaluator.evaluate({q: dict(d) for q, d in run.items()})
-    return sum(v["ndcg_cut_10"] for v in per_query.values()) / max(1, len(per_query))
+    return compute_metrics(qrels, {q: dict(d) for q, d in run.items()}, [10])["ndcg@10"]
 
 
 def spearman(predicted: list[float], gold: list[float]) -> float:

@@ -10,7 +10,7 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uniembed.evaluation.metrics import (
+from uniembed.core.ranking import (
     compute_metrics,
     format_trec_run,
     per_query_metrics,
