@@ -214,8 +214,13 @@ def test_beir_folder_and_its_errors(tmp_path: Path) -> None:
     assert data.qrels == {"q1": {"d1": 2, "2": 0}}
     with pytest.raises(InvalidInput, match=r"qrels/dev\.tsv"):
         read_eval_data(folder, split="dev")
-    (folder / "qrels" / "test.tsv").write_text("h\nq1\tmissing\t1\n", encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("h\nq1\td1\t1\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"test\.tsv:1: expected the header line"):
+        read_eval_data(folder)  # BEIR's reader skips line 1: a file without the header loses a row
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\tmissing\t1\n", encoding="utf-8"
+    )
     with pytest.raises(
-        InvalidInput, match=r"test\.tsv:2: unknown query 'q1' or document 'missing'"
+        InvalidInput, match=r"test\.tsv:2: corpus id 'missing' is not in the corpus"
     ):
         read_eval_data(folder)

@@ -22,19 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from uniembed._optional import require
-from uniembed.core.files import read_jsonl
-from uniembed.errors import InvalidInput
-from uniembed.evaluation.data import (
-    EvalItem,
-    PdfPage,
+from uniembed.core import beir as beir_layout
+from uniembed.core.beir import (
     QrelsBuilder,
-    RetrievalDataset,
     as_id,
+    document_text,
     judged_queries,
+    text_field,
     unique_ids,
 )
+from uniembed.core.files import read_jsonl
+from uniembed.errors import InvalidInput
+from uniembed.evaluation.data import EvalItem, PdfPage, RetrievalDataset
 
-BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
 HF_CONFIGS = ("corpus", "queries", "qrels")
 CORPUS_ID_COLUMNS = ("corpus-id", "_id", "id", "docid")
 QUERY_ID_COLUMNS = ("query-id", "_id", "id", "qid")
@@ -69,81 +69,20 @@ def _read_folder(path: Path, split: str) -> RetrievalDataset:
     )
 
 
-def _text_field(record: dict[str, Any], key: str, where: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, str):
-        raise InvalidInput(f"{where}: {key!r} must be a string, got {value!r}")
-    return value
-
-
-def document_text(title: Any, text: str) -> str:
-    """BEIR's and MTEB's document text: the title, a space and the text (no title: the text).
-
-    >>> document_text("Solar", "Panels convert light."), document_text("", "Only text.")
-    ('Solar Panels convert light.', 'Only text.')
-    """
-    return f"{title} {text}".strip() if isinstance(title, str) and title else text
-
-
 # --------------------------------------------------------------------- BEIR
 def read_beir(path: Path, split: str = "test") -> RetrievalDataset:
-    """A BEIR folder; documents are ``title + " " + text``."""
-    corpus_rows = [
-        (
-            as_id(record.get("_id"), where, "_id"),
-            document_text(record.get("title"), _text_field(record, "text", where)),
-            where,
-        )
-        for where, record in read_jsonl(path / "corpus.jsonl")
-    ]
-    query_rows = [
-        (as_id(record.get("_id"), where, "_id"), _text_field(record, "text", where), where)
-        for where, record in read_jsonl(path / "queries.jsonl")
-    ]
-    corpus_ids = unique_ids(
-        ((i, w) for i, _, w in corpus_rows), f"corpus ({path / 'corpus.jsonl'})"
-    )
-    query_ids = unique_ids(
-        ((i, w) for i, _, w in query_rows), f"query set ({path / 'queries.jsonl'})"
-    )
-    qrels = _read_beir_qrels(path / "qrels", split, query_ids, corpus_ids)
-    ids, queries, skipped = judged_queries(query_ids, [text for _, text, _ in query_rows], qrels)
+    """A BEIR folder (:func:`uniembed.core.beir.read_beir`) as a dataset."""
+    beir = beir_layout.read_beir(path, split)
     return RetrievalDataset(
         path.name,
-        ids,
-        queries,
-        corpus_ids,
-        [text for _, text, _ in corpus_rows],
-        qrels,
-        skipped,
+        beir.query_ids,
+        beir.queries,
+        beir.corpus_ids,
+        beir.corpus,
+        beir.qrels,
+        beir.skipped_queries,
         {"format": "beir", "split": split},
     )
-
-
-def _read_beir_qrels(folder: Path, split: str, query_ids: list[str], corpus_ids: list[str]) -> dict:
-    file = folder / f"{split}.tsv"
-    if not file.is_file():
-        found = sorted(p.stem for p in folder.glob("*.tsv"))
-        raise InvalidInput(
-            f"{file}: no qrels for split {split!r} (found: {', '.join(found) or 'none'})"
-        )
-    builder = QrelsBuilder(query_ids, corpus_ids, str(file))
-    with file.open(encoding="utf-8") as lines:
-        header = next(lines, "").rstrip("\r\n").split("\t")
-        if [column.strip() for column in header] != list(BEIR_QRELS_HEADER):
-            raise InvalidInput(
-                f"{file}:1: expected the header line 'query-id<TAB>corpus-id<TAB>score' "
-                f"(BEIR skips the first line), got {header!r}"
-            )
-        for number, line in enumerate(lines, start=2):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            where = f"{file}:{number}"
-            if len(fields) != 3:
-                raise InvalidInput(f"{where}: expected 3 tab-separated fields, got {len(fields)}")
-            builder.add(fields[0], fields[1], fields[2], where)
-    return builder.build()
 
 
 # --------------------------------------------------------------------- JSONL (texts, images, PDFs)
@@ -192,7 +131,7 @@ def _corpus_items(
 ) -> list[tuple[str, EvalItem]]:
     kind = _one_kind(record, ("text", "image", "pdf"), where)
     if kind == "text":
-        return [(item_id, document_text(record.get("title"), _text_field(record, "text", where)))]
+        return [(item_id, document_text(record.get("title"), text_field(record, "text", where)))]
     file = _local_file(record, kind, root, where)
     if kind == "image":
         return [(item_id, {"image": str(file)})]
@@ -205,12 +144,12 @@ def _corpus_items(
 def _query_item(record: dict[str, Any], root: Path, where: str) -> EvalItem:
     kind = _one_kind(record, ("text", "image"), where)
     if kind == "text":
-        return _text_field(record, "text", where)
+        return text_field(record, "text", where)
     return {"image": str(_local_file(record, "image", root, where))}
 
 
 def _local_file(record: dict[str, Any], key: str, root: Path, where: str) -> Path:
-    file = root / _text_field(record, key, where)
+    file = root / text_field(record, key, where)
     if not file.is_file():
         raise InvalidInput(f"{where}: {key} file {file} does not exist")
     return file

@@ -17,7 +17,6 @@ their judgements; graded pairs are scored by Spearman correlation.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from uniembed._optional import require
+from uniembed.core import beir as beir_layout
 from uniembed.core.files import read_jsonl
 from uniembed.errors import InvalidInput
 
@@ -328,47 +328,7 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
 
 
 def read_beir(path: Path, split: str = "test") -> RetrievalEval:
-    """A BEIR folder: corpus (``title`` + ``text``), queries, and ``qrels/<split>.tsv``
-    judgements."""
-    corpus = {}
-    for where, record in read_jsonl(path / "corpus.jsonl"):
-        doc_id, text = _beir_id(record, where), _beir_text(record, where)
-        title = record.get("title") or ""
-        corpus[doc_id] = f"{title} {text}".strip() if title else text
-    queries = {
-        _beir_id(r, w): _beir_text(r, w) for w, r in read_jsonl(_existing(path / "queries.jsonl"))
-    }
-    qrels_file = _existing(path / "qrels" / f"{split}.tsv")
-    qrels: dict[str, dict[str, int]] = {}
-    with qrels_file.open(encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if number == 1 or not row:  # header
-                continue
-            where = f"{qrels_file}:{number}"
-            if len(row) != 3 or not row[2].lstrip("-").isdigit():
-                raise InvalidInput(f"{where}: expected query-id, corpus-id and an integer score")
-            if row[0] not in queries or row[1] not in corpus:
-                raise InvalidInput(f"{where}: unknown query {row[0]!r} or document {row[1]!r}")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    if not qrels:
-        raise InvalidInput(f"{qrels_file}: no judgements")
-    return RetrievalEval({q: queries[q] for q in qrels}, corpus, qrels, path)
-
-
-def _existing(path: Path) -> Path:
-    if not path.is_file():
-        raise InvalidInput(f"missing file: {path}")
-    return path
-
-
-def _beir_id(record: Any, where: str) -> str:
-    if not isinstance(record, dict) or not isinstance(record.get("_id"), (str, int)):
-        raise InvalidInput(f"{where}: expected an object with an _id")
-    return str(record["_id"])
-
-
-def _beir_text(record: dict[str, Any], where: str) -> str:
-    text = record.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput(f"{where}: missing or empty text")
-    return text
+    """A BEIR folder (:func:`uniembed.core.beir.read_beir`: checked, judged queries only)."""
+    beir = beir_layout.read_beir(path, split)
+    queries = dict(zip(beir.query_ids, beir.queries))
+    return RetrievalEval(queries, dict(zip(beir.corpus_ids, beir.corpus)), beir.qrels, path)
