@@ -1,3 +1,3 @@
 """The floor: concepts every feature package shares, defined once (scores, vectors, token pooling,
-wire encodings, files, checks, iteration). It imports nothing of uniembed but ``errors``,
-``_optional`` and itself."""
+wire encodings, files, ranking, BEIR, checks, iteration). It imports nothing of uniembed but
+``errors``, ``_optional`` and itself."""
