@@ -20,7 +20,6 @@ from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.retrieval.index import Hit, Index
 from uniembed.retrieval.retriever import MODES
-from uniembed.retrieval.stored import add_embeddings_file
 
 DIMENSIONS = 32
 QUERIES = ["how do solar cells make power", "baking bread", "red picture"]
@@ -104,7 +103,7 @@ def test_from_embeddings_equals_index_add_in_every_mode(
 ) -> None:
     index = Index.create(tmp_path / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False)
     with index:
-        assert add_embeddings_file(index, stored, batch_items=3) == 9  # documents
+        assert index.add_embeddings_file(stored, batch_items=3) == 9  # documents
         assert index.count() == reference.count() == 11
         for query in QUERIES:
             assert_same_hits(hits_of(index, query, mode), hits_of(reference, query, mode))
@@ -160,11 +159,11 @@ def test_stored_embeddings_of_another_model_or_task_are_refused(
     embed_files([corpus[0]], output, tiny_v4, options)
     with Index.create(tmp_path / "index", tiny_v4) as index:
         with pytest.raises(InvalidInput, match="embedded with task retrieval.query; this index"):
-            add_embeddings_file(index, output)
+            index.add_embeddings_file(output)
         single = tmp_path / "single.parquet"
         embed_files([corpus[0]], single, tiny_v4, BulkOptions(task=TASK))
         with pytest.raises(InvalidInput, match="no embeddings column: write it with"):
-            add_embeddings_file(index, single)
+            index.add_embeddings_file(single)
         assert index.count() == 0
 
 
@@ -271,18 +270,18 @@ def test_parquet_files_of_other_writers_and_their_mistakes(
         return tmp_path / name
 
     plain = write("plain.parquet", ["a", "b", "c"])  # no manifest, no entry columns
-    assert add_embeddings_file(fake_index, plain) == 3
+    assert fake_index.add_embeddings_file(plain) == 3
     assert [(h.kind, h.page) for h in fake_index.get("b")] == [("text", None)]
     apart = write("apart.parquet", ["x", "y", "x"], document=["x", "y", "x"])
     with pytest.raises(InvalidInput, match="row 2: document 'x' appeared before; the rows of a"):
-        add_embeddings_file(fake_index, apart)
+        fake_index.add_embeddings_file(apart)
     bad_json = write("json.parquet", ["p"], metadata=["{not json"])
     with pytest.raises(InvalidInput, match="json.parquet row 0: metadata is not JSON"):
-        add_embeddings_file(fake_index, bad_json)
+        fake_index.add_embeddings_file(bad_json)
     short = write("short.parquet", ["q"], grid=[[0, 9, 9]])
     with pytest.raises(InvalidInput, match="short.parquet: entry 0 .* covers rows up to 81"):
-        add_embeddings_file(fake_index, short)
+        fake_index.add_embeddings_file(short)
     (tmp_path / "text.parquet").write_text("not parquet")
     with pytest.raises(InvalidInput, match="not a Parquet file"):
-        add_embeddings_file(fake_index, tmp_path / "text.parquet")
+        fake_index.add_embeddings_file(tmp_path / "text.parquet")
     assert fake_index.count() == 3

@@ -186,7 +186,7 @@ def _add_all(
 
     from uniembed.cli.progress import RateColumn
     from uniembed.retrieval.documents import count_documents
-    from uniembed.retrieval.stored import add_embeddings_file, count_stored_documents
+    from uniembed.retrieval.stored import count_stored_documents
 
     total = sum(count_documents(p) for p in paths) + sum(_count_lines(f) for f in jsonl)
     total += sum(count_stored_documents(f) for f in stored)
@@ -206,9 +206,7 @@ def _add_all(
             documents = _jsonl_documents(file)
             index.add_documents(documents, batch_items=batch_items, on_written=_advance(bar, task))
         for file in stored:
-            add_embeddings_file(
-                index, file, batch_items=batch_items, on_written=_advance(bar, task)
-            )
+            index.add_embeddings_file(file, batch_items=batch_items, on_written=_advance(bar, task))
         return int(bar.tasks[0].completed)
 
 

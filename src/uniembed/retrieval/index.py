@@ -349,6 +349,54 @@ class Index:
         """Remove documents (every page) by id; unknown ids are ignored."""
         self.retriever.delete(_lookup_ids([ids] if isinstance(ids, str) else list(ids)))
 
+    def add_embeddings_file(
+        self,
+        path: Path,
+        *,
+        batch_items: int = 16,
+        on_written: Callable[[int], None] | None = None,
+    ) -> int:
+        """Add every entry of a Parquet file of ``uniembed embed --vectors both``, a store operation
+        per ``batch_items`` entries of whole documents (see :meth:`add_vectors`); returns the
+        documents added. A file that records its model and task (``uniembed embed`` does) must
+        match the index's model and document task."""
+        from uniembed.retrieval.stored import embeddings_manifest, read_embeddings
+
+        self._check_embeddings_manifest(path, embeddings_manifest(path))
+        added = 0
+        multi = self.settings.multivector_dim is not None
+        for batch in read_embeddings(path, with_multivectors=multi):
+            try:
+                ids = self.add_vectors(
+                    batch.ids,
+                    batch.embeddings,
+                    batch.multivectors,
+                    **batch.options(),
+                    batch_items=batch_items,
+                    on_written=on_written,
+                )
+            except InvalidInput as error:  # name the file; the entry is counted within its batch
+                raise type(error)(f"{path}: {error.message}") from None
+            added += len(ids)
+        return added
+
+    def _check_embeddings_manifest(self, path: Path, manifest: Mapping[str, Any]) -> None:
+        """Refuse embeddings made with another model or another task than the index's documents."""
+        settings = self.settings
+        model = manifest.get("model")
+        if model is not None and model != settings.model:
+            raise InvalidInput(
+                f"{path} holds embeddings of {model}; this index uses {settings.model}"
+            )
+        if "task" in manifest:
+            made = self.model.resolve_tasks(manifest["task"], 1)[0]
+            wanted = self.model.resolve_tasks(settings.document_task, 1)[0]
+            if made != wanted:
+                raise InvalidInput(
+                    f"{path} was embedded with task {made.name}; this index embeds documents with "
+                    f"{wanted.name} (embed with --task {settings.document_task})"
+                )
+
     def optimize(self) -> None:
         """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
         self.store.optimize()

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +22,6 @@ from uniembed.core.vectors import normalize
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
 from uniembed.retrieval.documents import check_id, check_metadata, check_text
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from uniembed.retrieval.index import Index
 
 KINDS = ("text", "image", "page")
 PARQUET_MANIFEST_KEY = "uniembed"  # the key `uniembed embed` writes its manifest under
@@ -291,39 +286,6 @@ def document_batches(entries: list[StoredEntry], items: int) -> Iterator[list[St
 
 
 # ----------------------------------------------------------------- reading Parquet
-def add_embeddings_file(
-    index: Index,
-    path: Path,
-    *,
-    batch_items: int = 16,
-    on_written: Callable[[int], None] | None = None,
-) -> int:
-    """Add every entry of a Parquet file of ``uniembed embed --vectors both`` to ``index``, a
-    store operation per ``batch_items`` entries of whole documents (see :meth:`Index.add_vectors`);
-    returns the documents added.
-
-    A file that records its model and task (``uniembed embed`` does) must match the index's model
-    and document task.
-    """
-    check_embeddings_manifest(index, path, embeddings_manifest(path))
-    added = 0
-    multi = index.settings.multivector_dim is not None
-    for batch in read_embeddings(path, with_multivectors=multi):
-        try:
-            ids = index.add_vectors(
-                batch.ids,
-                batch.embeddings,
-                batch.multivectors,
-                **batch.options(),
-                batch_items=batch_items,
-                on_written=on_written,
-            )
-        except InvalidInput as error:  # name the file; the entry is counted within its batch
-            raise type(error)(f"{path}: {error.message}") from None
-        added += len(ids)
-    return added
-
-
 def count_stored_documents(path: Path) -> int:
     """Documents in a file of stored embeddings (a progress bar's total; 0 when it cannot be read:
     reading it reports why)."""
@@ -335,22 +297,6 @@ def count_stored_documents(path: Path) -> int:
     except (OSError, ValueError, KeyError):
         return 0
     return len(values.unique())
-
-
-def check_embeddings_manifest(index: Index, path: Path, manifest: Mapping[str, Any]) -> None:
-    """Refuse embeddings made with another model or another task than the index's documents."""
-    settings = index.settings
-    model = manifest.get("model")
-    if model is not None and model != settings.model:
-        raise InvalidInput(f"{path} holds embeddings of {model}; this index uses {settings.model}")
-    if "task" in manifest:
-        made = index.model.resolve_tasks(manifest["task"], 1)[0]
-        wanted = index.model.resolve_tasks(settings.document_task, 1)[0]
-        if made != wanted:
-            raise InvalidInput(
-                f"{path} was embedded with task {made.name}; this index embeds documents with "
-                f"{wanted.name} (embed with --task {settings.document_task})"
-            )
 
 
 def embeddings_manifest(path: Path) -> dict[str, Any]:
@@ -488,8 +434,6 @@ def _parquet() -> Any:
 __all__ = [
     "StoredEntry",
     "VectorBatch",
-    "add_embeddings_file",
-    "check_embeddings_manifest",
     "count_stored_documents",
     "document_batches",
     "embeddings_manifest",
