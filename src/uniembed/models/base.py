@@ -188,10 +188,33 @@ class Processor(Protocol):
         ...
 
 
+class ProcessorMethods:
+    """The :class:`Processor` half of a model, answered by its ``processor``: families inherit it
+    instead of writing the delegation each."""
+
+    processor: Processor
+
+    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
+        return self.processor.resolve_task(task, prompt_name)
+
+    def tokenize(self, text: str) -> TokenizedText:
+        return self.processor.tokenize(text)
+
+    def text_sequence(
+        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
+    ) -> Row:
+        return self.processor.text_sequence(ids, task, spans)
+
+    def image_sequence(
+        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
+    ) -> Row:
+        return self.processor.image_sequence(image, task, max_pixels)
+
+
 @runtime_checkable
 class EmbeddingModel(Processor, Protocol):
     """What every model family implements: its :class:`Processor` methods (delegated to
-    ``processor``) and the forward."""
+    ``processor``: :class:`ProcessorMethods`) and the forward."""
 
     info: ModelInfo
     device: torch.device

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from uniembed.core.vectors import mean_pool_spans
@@ -22,11 +21,9 @@ from uniembed.models.base import (
     QUERY,
     GradOutput,
     ModelInfo,
+    ProcessorMethods,
     Row,
     RowOutput,
-    Span,
-    TaskSpec,
-    TokenizedText,
     check_task_name,
     pad_ids,
     task_api_names,
@@ -47,7 +44,7 @@ from uniembed.models.packing import Packing
 from uniembed.models.weights import frozen_parameter
 
 
-class JinaV3Model:
+class JinaV3Model(ProcessorMethods):
     """jina-embeddings-v3 behind the :class:`~uniembed.models.base.EmbeddingModel` contract."""
 
     def __init__(
@@ -79,22 +76,6 @@ class JinaV3Model:
             official_sorts_by_length=True,
             task_types=TASK_TYPES,
         )
-
-    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
-        return self.processor.resolve_task(task, prompt_name)
-
-    def tokenize(self, text: str) -> TokenizedText:
-        return self.processor.tokenize(text)
-
-    def text_sequence(
-        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
-    ) -> Row:
-        return self.processor.text_sequence(ids, task, spans)
-
-    def image_sequence(
-        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
-    ) -> Row:
-        return self.processor.image_sequence(image, task, max_pixels)
 
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
         """One right-padded batch, each row with its own adapter; mean pooling over each row's

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from uniembed.core.vectors import mean_pool_spans, normalize
@@ -21,11 +20,9 @@ from uniembed.models.adapters import save_factors
 from uniembed.models.base import (
     GradOutput,
     ModelInfo,
+    ProcessorMethods,
     Row,
     RowOutput,
-    Span,
-    TaskSpec,
-    TokenizedText,
     check_task_name,
     pad_ids,
 )
@@ -46,7 +43,7 @@ from uniembed.models.packing import Packing
 from uniembed.models.weights import frozen_parameter
 
 
-class JinaV4Model:
+class JinaV4Model(ProcessorMethods):
     """jina-embeddings-v4 behind the :class:`~uniembed.models.base.EmbeddingModel` contract."""
 
     def __init__(
@@ -85,22 +82,6 @@ class JinaV4Model:
         )
 
     # ----------------------------------------------------------------- tasks and inputs
-    def resolve_task(self, task: str | None, prompt_name: str | None = None) -> TaskSpec:
-        return self.processor.resolve_task(task, prompt_name)
-
-    def tokenize(self, text: str) -> TokenizedText:
-        return self.processor.tokenize(text)
-
-    def text_sequence(
-        self, ids: list[int], task: TaskSpec, spans: Sequence[Span] | None = None
-    ) -> Row:
-        return self.processor.text_sequence(ids, task, spans)
-
-    def image_sequence(
-        self, image: Image.Image, task: TaskSpec, max_pixels: int | None = None
-    ) -> Row:
-        return self.processor.image_sequence(image, task, max_pixels)
-
     # ----------------------------------------------------------------- the model
     @torch.inference_mode()
     def forward(self, batch: Sequence[Row]) -> list[RowOutput]:
