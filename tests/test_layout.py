@@ -23,12 +23,12 @@ FLOORS = {  # README's Architecture, bottom up; a module imports from its floor 
     "embedder": 3,
     "loader": 3,
     "retrieval": 4,
-    "evaluation": 4,
     "training": 4,
     "bulk": 4,
     "integrations": 4,
     "bench": 4,
     "server": 5,
+    "evaluation": 5,  # measures what retrieval's index returns
     "distributed": 5,
     "cli": 6,
     "": 6,  # the root package, the public facade

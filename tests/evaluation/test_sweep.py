@@ -18,7 +18,8 @@ from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.encode import EncodeSettings, encode_items
 from uniembed.evaluation.readers import load_dataset
 from uniembed.evaluation.report import CHART_PNG, REPORT_JSON, pareto_front, write_report
-from uniembed.evaluation.settings import Dense, QueryVectors, parse_settings
+from uniembed.evaluation.settings import Dense, QueryVectors
+from uniembed.evaluation.specs import parse_settings
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval
 
 LATE_SETTINGS = ["maxsim", "maxsim-fp16", "maxsim-pool:2", "maxsim-binary:5", "two-stage:16:5"]

@@ -31,7 +31,8 @@ def retrieval_command(
             "--setting",
             "-s",
             help="Setting spec (repeat): dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
-            "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]], all. "
+            "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]], "
+            "search:MODE[:N] (the index itself: dense, multivector, two-stage, binary), all. "
             "Default: all.",
         ),
     ] = None,

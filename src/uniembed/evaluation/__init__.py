@@ -1,7 +1,8 @@
 """Measure retrieval quality on your own data: datasets in BEIR, ViDoRe/MTEB or JSONL form, metrics
-from pytrec_eval, one cached encoding scored under many settings (Matryoshka sizes, int8/binary,
-MaxSim, pooled and binarised multi-vectors, two-stage), reports with bytes and latency, and
-cross-modal alignment. See docs/evaluation.md.
+from pytrec_eval (:mod:`uniembed.core.ranking`), one cached encoding scored under many settings
+(Matryoshka sizes, int8/binary, MaxSim, pooled and binarised multi-vectors, two-stage, and the
+search index's own modes), reports with bytes and latency, and cross-modal alignment. See
+docs/evaluation.md.
 
 The names below load their module on first use, so ``uniembed eval --help`` stays cheap.
 """
@@ -16,10 +17,9 @@ _EXPORTS = {
     "cache": ("EncodingCache",),
     "data": ("PdfPage", "RetrievalDataset"),
     "encode": ("EncodeSettings", "encode_items"),
-    "metrics": ("compute_metrics", "per_query_metrics", "write_trec_run"),
     "readers": ("load_dataset",),
     "report": ("pareto_front", "render_table", "write_report"),
-    "settings": ("parse_settings",),
+    "specs": ("parse_settings",),
     "sweep": ("EvalConfig", "EvalReport", "SettingResult", "evaluate_retrieval"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -18,25 +18,23 @@ named by short specs (:func:`parse_settings`)::
     all                   dense at every Matryoshka size, dense-int8, dense-binary, maxsim,
                           maxsim-fp16, maxsim-pool:2, maxsim-pool:3, maxsim-binary, two-stage
 
-MaxSim (``maxsim_ragged``), Hamming MaxSim, token pooling, float16 and binarisation come from
-:mod:`uniembed.retrieval` (the search code), so what is measured here is what search runs. A
-two-stage setting returns its candidates only: with N below the largest cut-off, recall at that
-cut-off is what the setting really finds.
+These are studies of codecs and stages in memory, on the kernels and codecs search uses
+(:mod:`uniembed.core`): MaxSim (``maxsim_ragged``), Hamming MaxSim, token pooling, float16 and
+binarisation. What search itself returns in each of its modes is measured by the ``search:``
+settings (:mod:`uniembed.evaluation.searched`), which run a real index. The spec parser is
+:mod:`uniembed.evaluation.specs`. A two-stage setting returns its candidates only: with N below the
+largest cut-off, recall at that cut-off is what the setting really finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from uniembed.core.vectors import finalize_vectors
-from uniembed.errors import InvalidInput, ValidationFailed
 from uniembed.evaluation.encoded import Encodings
-from uniembed.models.base import ModelInfo
-from uniembed.plans import check_dimensions
 
 DEFAULT_CANDIDATES = 100
 FLOAT32, FLOAT16 = 4, 2
@@ -59,6 +57,17 @@ class SettingIndex(Protocol):
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and corpus positions of the best ``depth`` items, best first."""
         ...
+
+    def close(self) -> None:
+        """Release what the index holds (files, a store)."""
+        ...
+
+
+class InMemory:
+    """An index that is only tensors: nothing to release."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class Setting(Protocol):
@@ -112,7 +121,7 @@ class Dense:
         return FloatIndex(vectors, self.dimensions)
 
 
-class FloatIndex:
+class FloatIndex(InMemory):
     def __init__(self, vectors: torch.Tensor, dimensions: int) -> None:
         self.vectors = vectors  # (items, d)
         self.dimensions = dimensions
@@ -139,7 +148,7 @@ def quantize_int8(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return codes.to(torch.int8), low, step
 
 
-class Int8Index:
+class Int8Index(InMemory):
     def __init__(
         self, codes: torch.Tensor, low: torch.Tensor, step: torch.Tensor, dimensions: int
     ) -> None:
@@ -153,7 +162,7 @@ class Int8Index:
         return top(scores, depth)
 
 
-class BinaryIndex:
+class BinaryIndex(InMemory):
     """Sign bits of the cut vectors; the score of an item is the dot product of the ±1 vectors,
     ``d - 2 * Hamming distance`` — :func:`~uniembed.core.scores.hamming_maxsim_ragged` with one
     row per item and per query."""
@@ -205,7 +214,7 @@ class MaxSim:
         return LateIndex(rows, lengths, float(lengths.float().mean()) * rows.shape[1] * width)
 
 
-class LateIndex:
+class LateIndex(InMemory):
     def __init__(self, rows: torch.Tensor, lengths: torch.Tensor, bytes_per_item: float) -> None:
         self.rows, self.lengths = rows, lengths  # documents back to back
         self.stored_bytes = self.scanned_bytes = bytes_per_item
@@ -256,7 +265,7 @@ class BinaryMaxSim:
         )
 
 
-class BinaryLateIndex:
+class BinaryLateIndex(InMemory):
     def __init__(
         self, codes: torch.Tensor, lengths: torch.Tensor, reranker: Reranker, candidates: int
     ) -> None:
@@ -299,7 +308,7 @@ class TwoStage:
         return TwoStageIndex(dense, Reranker(corpus), self.candidates)
 
 
-class TwoStageIndex:
+class TwoStageIndex(InMemory):
     def __init__(self, dense: FloatIndex, reranker: Reranker, candidates: int) -> None:
         self.dense, self.reranker, self.candidates = dense, reranker, candidates
         self.scanned_bytes = dense.scanned_bytes
@@ -308,100 +317,3 @@ class TwoStageIndex:
     def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         _, candidates = top(self.dense.scores(query), self.candidates)
         return self.reranker.rerank(query.multi, candidates, depth)
-
-
-# --------------------------------------------------------------------- specs
-def default_specs(info: ModelInfo) -> list[str]:
-    """What ``all`` means for a model (late-interaction settings only with multi-vectors)."""
-    specs = ["dense:all", "dense-int8", "dense-binary"]
-    if info.multivector_dim is not None:
-        specs += [
-            "maxsim",
-            "maxsim-fp16",
-            "maxsim-pool:2",
-            "maxsim-pool:3",
-            "maxsim-binary",
-            "two-stage",
-        ]
-    return specs
-
-
-def parse_settings(specs: Sequence[str], info: ModelInfo) -> list[Setting]:
-    """Settings from specs (see the module docstring), in order, duplicates dropped.
-
-    >>> from uniembed.testing.fake import FakeModel
-    >>> specs = ["dense:all", "two-stage", "maxsim-pool:2"]
-    >>> [s.name for s in parse_settings(specs, FakeModel().info)]
-    ['dense:8', 'dense:16', 'dense:32', 'two-stage:8:100', 'maxsim-pool:2']
-    """
-    settings: dict[str, Setting] = {}
-    for spec in specs:
-        expanded = default_specs(info) if spec.strip() == "all" else [spec]
-        for one in expanded:
-            for setting in _parse_one(one.strip(), info):
-                settings.setdefault(setting.name, setting)
-    if not settings:
-        raise InvalidInput("no settings given")
-    return list(settings.values())
-
-
-def _parse_one(spec: str, info: ModelInfo) -> list[Setting]:
-    kind, *args = spec.split(":")
-    if kind in ("dense", "dense-int8", "dense-binary"):
-        precision = {"dense": "float32", "dense-int8": "int8", "dense-binary": "binary"}[kind]
-        if args == ["all"]:
-            return [Dense(d, precision) for d in _matryoshka(info)]
-        return [Dense(_dimensions(_args(spec, args, 1, [info.dim])[0], info, spec), precision)]
-    late = {"maxsim", "maxsim-fp16", "maxsim-pool", "maxsim-binary", "two-stage"}
-    if kind in late and info.multivector_dim is None:
-        raise InvalidInput(f"setting {spec!r} needs multi-vectors; {info.name} has none")
-    if kind in ("maxsim", "maxsim-fp16"):
-        _args(spec, args, 0, [])
-        return [MaxSim(storage="float32" if kind == "maxsim" else "float16")]
-    if kind == "maxsim-pool":
-        (factor,) = _args(spec, args, 1, [None])
-        if factor is None or factor < 2:
-            raise InvalidInput(
-                f"setting {spec!r}: give a pool factor of 2 or more, e.g. maxsim-pool:2"
-            )
-        return [MaxSim(pool_factor=factor)]
-    if kind == "maxsim-binary":
-        (candidates,) = _args(spec, args, 1, [DEFAULT_CANDIDATES])
-        return [BinaryMaxSim(_positive(candidates, spec))]
-    if kind == "two-stage":
-        dimensions, candidates = _args(spec, args, 2, [min(_matryoshka(info)), DEFAULT_CANDIDATES])
-        return [TwoStage(_dimensions(dimensions, info, spec), _positive(candidates, spec))]
-    raise InvalidInput(
-        f"unknown setting {spec!r}; use dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
-        "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]] or all"
-    )
-
-
-def _args(spec: str, args: list[str], most: int, defaults: list[int | None]) -> list[int | None]:
-    if len(args) > most:
-        raise InvalidInput(f"setting {spec!r}: too many ':' arguments")
-    values: list[int | None] = list(defaults)
-    for position, text in enumerate(args):
-        try:
-            values[position] = int(text)
-        except ValueError:
-            raise InvalidInput(f"setting {spec!r}: {text!r} is not an integer") from None
-    return values
-
-
-def _positive(value: int | None, spec: str) -> int:
-    if value is None or value < 1:
-        raise InvalidInput(f"setting {spec!r}: the candidate count must be at least 1")
-    return value
-
-
-def _dimensions(value: int | None, info: ModelInfo, spec: str) -> int:
-    try:
-        check_dimensions(value if value is not None else 0, info)
-    except ValidationFailed as error:
-        raise InvalidInput(f"setting {spec!r}: {error.message}") from None
-    return value  # type: ignore[return-value]
-
-
-def _matryoshka(info: ModelInfo) -> list[int]:
-    return sorted(set(info.matryoshka_dims) | {info.dim})

@@ -29,14 +29,16 @@ from uniembed.evaluation.cache import EncodingCache
 from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.encode import EncodeSettings, EncodingStats, encode_items
 from uniembed.evaluation.encoded import Encodings
-from uniembed.evaluation.settings import QueryVectors, Setting, SettingIndex, parse_settings
+from uniembed.evaluation.searched import IndexModel
+from uniembed.evaluation.settings import QueryVectors, Setting, SettingIndex
+from uniembed.evaluation.specs import parse_settings
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]  # (label, total) -> advance(n)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to measure: settings (specs, see :mod:`uniembed.evaluation.settings`), cut-offs, the
+    """What to measure: settings (specs, see :mod:`uniembed.evaluation.specs`), cut-offs, the
     metric the chart and Pareto front use, tasks, and encode options."""
 
     settings: Sequence[str] = ("all",)
@@ -135,7 +137,8 @@ def evaluate_retrieval(
 ) -> EvalReport:
     """Encode ``dataset`` once (through ``cache`` when given); score every setting of ``config``."""
     config.check()
-    settings = parse_settings(config.settings, embedder.info)
+    index_model = IndexModel(embedder, config.query_task, config.corpus_task)
+    settings = parse_settings(config.settings, embedder.info, index_model)
     progress = progress or _no_progress
     queries, query_stats = encode_items(
         embedder,
@@ -187,6 +190,22 @@ def score_setting(
     started = time.perf_counter()
     index = setting.build(corpus)
     build_seconds = time.perf_counter() - started
+    try:
+        return _score(setting, index, build_seconds, queries, dataset, config, depth, progress)
+    finally:
+        index.close()
+
+
+def _score(
+    setting: Setting,
+    index: SettingIndex,
+    build_seconds: float,
+    queries: Encodings,
+    dataset: RetrievalDataset,
+    config: EvalConfig,
+    depth: int,
+    progress: ProgressFactory,
+) -> SettingResult:
     advance = progress(f"scoring {setting.name}", len(queries))
     multivectors = queries.multivectors()
     vectors = [QueryVectors(queries.single[i], multivectors[i]) for i in range(len(queries))]

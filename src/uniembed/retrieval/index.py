@@ -28,7 +28,7 @@ from PIL import Image
 
 from uniembed.core.checks import check_int
 from uniembed.core.token_pooling import pool_by_labels, pool_to_fit
-from uniembed.core.vectors import to_float16
+from uniembed.core.vectors import finalize_vectors, to_float16
 from uniembed.errors import InvalidInput
 from uniembed.inputs.items import ImageItem, Item, TextItem
 from uniembed.inputs.limits import InputLimits
@@ -453,6 +453,37 @@ class Index:
         )
         labels = self._token_labels(item, multi) if maps else []
         return [_hit(f, multi if maps else None, labels) for f in found]
+
+    def search_vectors(
+        self,
+        dense: torch.Tensor,
+        multi: torch.Tensor | None = None,
+        *,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        mode: str | None = None,
+        candidates: int | None = None,
+    ) -> list[Hit]:
+        """:meth:`search` for a query embedded already (with the index's query task): ``dense``
+        its single vector (at least ``dimensions`` wide: cut and re-normalised as the index stores
+        them), ``multi`` its (tokens, multivector_dim) multi-vector (modes other than dense)."""
+        mode = self._check_mode(mode)
+        check_int("k", k)
+        candidates = check_int(
+            "candidates", DEFAULT_CANDIDATES if candidates is None else candidates
+        )
+        if mode != "dense" and multi is None:
+            raise InvalidInput(f"mode {mode!r} needs the query's multi-vector")
+        found = self.retriever.search(
+            finalize_vectors(dense.float(), self.settings.dimensions),
+            None if multi is None else multi.float(),
+            k,
+            mode=mode,
+            candidates=candidates,
+            conditions=self._filter(filter),
+            payload=list(ENTRY_FIELDS),
+        )
+        return [_hit(f) for f in found]
 
     def info(self) -> dict[str, Any]:
         """The manifest settings and the number of entries."""
