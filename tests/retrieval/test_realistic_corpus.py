@@ -1,0 +1,56 @@
+"""benchmarks/realistic_corpus.py reads real man pages into (query, document) pairs: the NAME
+summary and the DESCRIPTION text, roff markup removed."""
+
+from __future__ import annotations
+
+import doctest
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "realistic_corpus.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("realistic_corpus", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["realistic_corpus"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_helpers_doctests_pass() -> None:
+    result = doctest.testmod(load_script())
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_man_and_mdoc_pages_give_their_summary_and_description() -> None:
+    script = load_script()
+    man = script.parse_man_page(
+        "grep",
+        ".TH GREP 1\n.SH NAME\ngrep, egrep \\- print lines that match patterns\n.SH SYNOPSIS\n"
+        ".B grep\n.SH DESCRIPTION\n.B grep\nsearches for \\fIPATTERNS\\fP in each "
+        "\\fIFILE\\fR\\(em quietly.\n.SH OPTIONS\n.TP\n\\fB\\-i\\fR\nignore case\n",
+    )
+    assert man.summary == "print lines that match patterns"
+    assert man.description == "grep searches for PATTERNS in each FILE- quietly."
+    mdoc = script.parse_man_page(
+        "cat",
+        ".Dd May 1\n.Sh NAME\n.Nm cat\n.Nd concatenate and print files\n.Sh DESCRIPTION\n"
+        "The\n.Nm\nutility reads files sequentially.\n",
+    )
+    assert mdoc.summary == "concatenate and print files"
+    assert mdoc.description == "The utility reads files sequentially."
+    assert script.parse_man_page("x", ".SH NAME\nx \\- nothing else\n") is None
+
+
+@pytest.mark.skipif(not Path("/usr/share/man/man1/ls.1.gz").exists(), reason="no ls man page")
+def test_an_installed_page() -> None:
+    source = gzip.decompress(Path("/usr/share/man/man1/ls.1.gz").read_bytes()).decode()
+    page = load_script().parse_man_page("ls", source)
+    assert page.summary == "list directory contents"
+    assert page.description.startswith("List information about the FILEs")
+    assert "\\f" not in page.description and "\\-" not in page.description
