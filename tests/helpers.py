@@ -1,20 +1,26 @@
-"""Helpers shared by several test areas: sample PNGs and PDFs, reading a bulk job's output, and
-asking a served model for embeddings.
+"""Helpers shared by several test areas: sample PNGs and PDFs, reading a bulk job's output, asking
+a served model for embeddings, and importing a benchmark script and checking its doctests.
 
 A plain module (not conftest) so tests can import it; the one home of these helpers.
 """
 
 from __future__ import annotations
 
+import doctest
+import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 Color = str | tuple[int, ...]
 
@@ -73,3 +79,30 @@ def embeddings(url: str, body: dict[str, Any]) -> list[np.ndarray]:
     response = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return [np.asarray(row["embedding"], dtype=np.float32) for row in response.json()["data"]]
+
+
+def load_benchmark(script: str, name: str | None = None) -> ModuleType:
+    """``benchmarks/<script>.py`` imported as module ``name`` (default: ``script``), registered in
+    ``sys.modules`` as dataclasses and pickling need."""
+    name = name or script
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_doctests_pass(module: ModuleType, examples: dict[str, int]) -> None:
+    """No doctest of ``module`` fails, and each function named in ``examples`` still holds at least
+    that many examples: a doctest that vanishes fails this, as ``failed == 0`` alone would not."""
+    found = {
+        test.name.rsplit(".", 1)[-1]: len(test.examples)
+        for test in doctest.DocTestFinder().find(module)
+    }
+    shrunk = {
+        name: found.get(name, 0) for name, count in examples.items() if found.get(name, 0) < count
+    }
+    assert not shrunk, f"doctests gone or shrunk (examples left): {shrunk}"
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted >= sum(examples.values()), result
