@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import uniembed
+from tests.helpers import png_bytes
 from uniembed import cli
 from uniembed.cli import serve as serve_cli
 from uniembed.server.settings import ServerSettings
@@ -158,9 +159,8 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     path = write_tiny_jina_v4(tmp_path / "tiny-v4")
     embedder = uniembed.load(path)
     live = serve({str(path): embedder})
-    buffer = io.BytesIO()
-    Image.new("RGB", (56, 56), (120, 10, 200)).save(buffer, "PNG")
-    image = base64.b64encode(buffer.getvalue()).decode()
+    raw = png_bytes((120, 10, 200), (56, 56))
+    image = base64.b64encode(raw).decode()
     body = {
         "model": "tiny-v4",
         "input": ["a query", {"image": image}],
@@ -170,7 +170,7 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     reply = httpx.post(f"{live.url}/v1/embeddings", json=body, timeout=60)
     assert reply.status_code == 200, reply.text
     expected = embedder.encode(
-        ["a query", Image.open(io.BytesIO(buffer.getvalue()))],
+        ["a query", Image.open(io.BytesIO(raw))],
         task="retrieval.query",
         dimensions=32,
     )
