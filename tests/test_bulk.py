@@ -3,7 +3,6 @@ re-encodes or duplicates; bad items go to the errors file."""
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -14,9 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import typer
-from PIL import Image
 from typer.testing import CliRunner
 
+from tests.helpers import pdf_bytes, png_bytes, read_output
 from uniembed.bulk import (
     BulkOptions,
     ReadOptions,
@@ -58,20 +57,6 @@ def embedder() -> Embedder:
     return Embedder(CountingModel())
 
 
-def read_output(path: Path) -> tuple[list[str], list[np.ndarray]]:
-    """(ids, vectors) of any output format."""
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        key = "embeddings" if rows and "embeddings" in rows[0] else "embedding"
-        return [r["id"] for r in rows], [np.asarray(r[key], dtype=np.float32) for r in rows]
-    if path.suffix == ".parquet":
-        table = pq.read_table(path).to_pydict()
-        key = "embeddings" if "embeddings" in table else "embedding"
-        return table["id"], [np.asarray(v, dtype=np.float32) for v in table[key]]
-    ids = json.loads(path.with_suffix(".ids.json").read_text())
-    return ids, list(np.load(path))
-
-
 def expected(inputs: list[Any], **kwargs: Any) -> list[np.ndarray]:
     result = Embedder(FakeModel()).encode(inputs, **kwargs)
     return [e.numpy() for e in result.embeddings]
@@ -86,19 +71,6 @@ def assert_vectors(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
-
-
-def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def pdf_bytes(colors: list[tuple[int, int, int]]) -> bytes:
-    pages = [Image.new("RGB", (40, 30), c) for c in colors]
-    buffer = io.BytesIO()
-    pages[0].save(buffer, format="PDF", save_all=True, append_images=pages[1:])
-    return buffer.getvalue()
 
 
 TEXTS = [f"document number {i} about topic {i % 3}" for i in range(7)]
@@ -165,7 +137,7 @@ def test_folder_of_images_and_pdfs_yields_one_record_per_page(
     folder = tmp_path / "scans"
     (folder / "deep").mkdir(parents=True)
     (folder / "deep" / "blue.png").write_bytes(png_bytes((0, 0, 255)))
-    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)])
+    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)], (40, 30))
     (folder / "report.pdf").write_bytes(pdf)
     embed_files([folder], tmp_path / "out.npy", embedder, BulkOptions(batch_size=1))
     ids, vectors = read_output(tmp_path / "out.npy")
@@ -192,7 +164,7 @@ def test_vectors_both_come_from_one_forward_with_what_an_index_stores(
     tmp_path: Path, fmt: str
 ) -> None:
     (tmp_path / "red.png").write_bytes(png_bytes((255, 0, 0)))
-    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)])
+    pdf = pdf_bytes([(10, 200, 10), (200, 10, 10)], (40, 30))
     (tmp_path / "report.pdf").write_bytes(pdf)
     rows = [
         {"id": "t", "text": "hello world", "metadata": {"lang": "en"}},
@@ -592,7 +564,7 @@ def test_cli_progress_counts_items_and_starts_after_the_output_check(tmp_path: P
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "blue.png").write_bytes(png_bytes((0, 0, 255)))
-    (folder / "two.pdf").write_bytes(pdf_bytes([(10, 200, 10), (200, 10, 10)]))
+    (folder / "two.pdf").write_bytes(pdf_bytes([(10, 200, 10), (200, 10, 10)], (40, 30)))
     write_lines(folder / "lines.txt", TEXTS[:2])
     assert count_items([folder]) == 5 and count_records([folder]) == 4
     app, _ = cli(CountingModel())

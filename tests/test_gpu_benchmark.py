@@ -3,26 +3,18 @@ the mid size on the CPU, every section once)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_passages_hold_exactly_the_asked_token_counts(tiny_v4):
-    script = load_script()
+    script = load_benchmark("gpu", "gpu_benchmark")
     items = script.passages(tiny_v4, 6, 20, 40, seed=3)
     counts = [len(tiny_v4.tokenize(item.text).ids) for item in items]
     assert all(20 <= count <= 40 for count in counts)
@@ -30,7 +22,7 @@ def test_passages_hold_exactly_the_asked_token_counts(tiny_v4):
 
 
 def test_pages_are_a4_renders():
-    script = load_script()
+    script = load_benchmark("gpu", "gpu_benchmark")
     (page,) = script.pages(1)
     assert page.image.size == script.A4_PAGE
 

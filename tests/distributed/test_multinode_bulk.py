@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 import uniembed
-from tests.distributed.conftest import TwoNodes, two_node_cluster
-from tests.distributed.test_ray_bulk import assert_same_output
-from tests.test_bulk import png_bytes, read_output
+from tests.distributed.clusters import TwoNodes, two_node_cluster
+from tests.helpers import assert_same_output, png_bytes, read_output
 from uniembed.bulk import BulkOptions, embed_files
 from uniembed.distributed import ActorPool, ModelSpec, RayEncoder
 from uniembed.distributed.bulk import RESTARTS

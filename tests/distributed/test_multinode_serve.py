@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.distributed.conftest import TwoNodes, two_node_cluster
-from tests.distributed.test_ray_serve import embeddings
+from tests.distributed.clusters import TwoNodes, two_node_cluster
+from tests.helpers import embeddings
 from uniembed.distributed import ServeScaling, serve_on_ray
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.live import free_port

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import uniembed
-from tests.test_bulk import pdf_bytes, png_bytes, read_output
+from tests.helpers import assert_same_output, pdf_bytes, png_bytes, read_output
 from uniembed.bulk import BulkOptions, BulkReport, embed_files
 from uniembed.distributed import ActorPool, ModelSpec, RayEncoder
 from uniembed.errors import CheckpointError, InvalidInput
@@ -29,7 +28,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "a.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "b.png").write_bytes(png_bytes((200, 10, 10)))
     (folder / "c.png").write_bytes(png_bytes((10, 10, 200), size=(30, 17)))
-    (folder / "d.pdf").write_bytes(pdf_bytes([(0, 0, 255), (0, 255, 0)]))
+    (folder / "d.pdf").write_bytes(pdf_bytes([(0, 0, 255), (0, 255, 0)], (40, 30)))
     return folder
 
 
@@ -45,14 +44,6 @@ def ray_encoder(model: Path, **spec: Any) -> RayEncoder:
     return RayEncoder(
         ModelSpec(str(model), device="cpu", **spec), ActorPool(actors=2), address="auto"
     )
-
-
-def assert_same_output(got: Path, want: Path) -> None:
-    got_ids, got_vectors = read_output(got)
-    want_ids, want_vectors = read_output(want)
-    assert got_ids == want_ids
-    for a, b in zip(got_vectors, want_vectors, strict=True):
-        assert a.dtype == np.float32 and a.tobytes() == b.tobytes()  # byte for byte
 
 
 def test_two_actors_give_the_local_jobs_ids_vectors_and_errors(

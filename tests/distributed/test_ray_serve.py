@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.test_bulk import png_bytes
+from tests.helpers import embeddings, png_bytes
 from uniembed.distributed import ServeScaling, serve_application, serve_on_ray
 from uniembed.errors import InvalidInput
 from uniembed.server.settings import ServerSettings
@@ -55,12 +55,6 @@ def local_service(tiny_v4_path: Path) -> Iterator[str]:
     process = ServeProcess("--model", str(tiny_v4_path), "--device", "cpu")
     yield process.url
     process.stop()
-
-
-def embeddings(url: str, body: dict[str, Any]) -> list[np.ndarray]:
-    response = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return [np.asarray(row["embedding"], dtype=np.float32) for row in response.json()["data"]]
 
 
 @pytest.mark.parametrize("body", [JINA, OPENAI], ids=["jina", "openai"])

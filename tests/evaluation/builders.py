@@ -6,7 +6,6 @@ a prefix of another (so under a causal model no other text can tie with a text's
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from collections.abc import Sequence
@@ -97,10 +96,14 @@ def color_image(index: int, size: int = 64) -> Image.Image:
     return Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+def write_pairs(folder: Path, count: int) -> Path:
+    """``count`` images with a caption each, as a pairs JSONL file beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, caption in enumerate(sentences(count, seed=11)):
+        color_image(i).save(folder / f"{i}.png")
+        records.append({"image": f"{i}.png", "text": caption})
+    return write_jsonl(folder / "pairs.jsonl", records)
 
 
 def pdf_file(path: Path, pages: int, size: tuple[int, int] = (64, 64)) -> Path:

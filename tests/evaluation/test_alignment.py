@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.evaluation.builders import color_image, sentences, write_jsonl
+from tests.evaluation.builders import color_image, sentences, write_jsonl, write_pairs
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.alignment import evaluate_alignment, read_pairs
-
-
-def write_pairs(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, caption in enumerate(sentences(count, seed=11)):
-        color_image(i).save(folder / f"{i}.png")
-        records.append({"image": f"{i}.png", "text": caption})
-    return write_jsonl(folder / "pairs.jsonl", records)
 
 
 def direct(

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.evaluation.builders import identity_dataset, write_beir
-from tests.evaluation.test_alignment import write_pairs
+from tests.evaluation.builders import identity_dataset, write_beir, write_pairs
 from uniembed.cli import app
 
 runner = CliRunner()

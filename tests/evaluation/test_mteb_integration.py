@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.evaluation.builders import color_image, png_bytes, sentences
+from tests.evaluation.builders import color_image, sentences
+from tests.helpers import png_bytes
 from uniembed.embedder import Embedder
 from uniembed.evaluation.data import RetrievalDataset
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval

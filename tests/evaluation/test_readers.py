@@ -10,11 +10,11 @@ import pytest
 from tests.evaluation.builders import (
     color_image,
     pdf_file,
-    png_bytes,
     write_beir,
     write_jsonl,
     write_vidore,
 )
+from tests.helpers import png_bytes
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import PdfPage, encode_input, fingerprint
 from uniembed.evaluation.readers import load_dataset

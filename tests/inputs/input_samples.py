@@ -1,11 +1,10 @@
-"""Builders for input tests: sample images and PDFs, and a local HTTP server on 127.0.0.1.
+"""Builders for input tests: handmade PDFs and a local HTTP server on 127.0.0.1.
 
 A plain module (not conftest) so tests can import it; no test contacts anything but 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import io
 import ssl
 import subprocess
 import threading
@@ -15,25 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image
-
 from uniembed.testing.pdfs import assemble_pdf
-
-
-def png_bytes(
-    color: tuple[int, ...] = (10, 200, 30), size: tuple[int, int] = (8, 6), mode: str = "RGB"
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def pdf_bytes(colors: list[str], size: tuple[int, int] = (200, 100)) -> bytes:
-    """A PDF whose page i is filled with colors[i]; at resolution 72 a page is ``size`` points."""
-    pages = [Image.new("RGB", size, color) for color in colors]
-    buffer = io.BytesIO()
-    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:], resolution=72.0)
-    return buffer.getvalue()
 
 
 def handmade_pdf(objects: list[bytes], trailer_extra: bytes = b"") -> bytes:

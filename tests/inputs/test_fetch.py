@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import png_bytes
 from tests.inputs.input_samples import (
     LocalServer,
-    png_bytes,
     self_signed_certificate,
     start_local_server,
 )

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.inputs.input_samples import LocalServer, png_bytes
+from tests.helpers import png_bytes
+from tests.inputs.input_samples import LocalServer
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher
 from uniembed.inputs.images import decode_base64_image, decode_image, load_image, to_rgb

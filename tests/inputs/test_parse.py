@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.inputs.input_samples import LocalServer, pdf_bytes, png_bytes
+from tests.helpers import pdf_bytes, png_bytes
+from tests.inputs.input_samples import LocalServer
 from uniembed.embedder import Embedder
 from uniembed.errors import FetchError, InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher

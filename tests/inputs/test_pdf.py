@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import pdf_bytes
 from tests.inputs.input_samples import (
     LocalServer,
     encrypted_pdf,
     handmade_pdf,
     pageless_pdf,
-    pdf_bytes,
 )
 from uniembed.errors import InputTooLarge, InvalidInput
 from uniembed.inputs.fetch import SafeFetcher

@@ -262,8 +262,11 @@ def test_resolve_task_gives_adapter_and_instruction(model):
 
 
 def test_resolved_task_names_resolve_back_to_themselves(model):
+    """No task's name is NO_TASK, never None: a None name would make the check below the
+    tautology ``resolve_task(None) == resolve_task(None)``."""
     for task in [None, *TASKS]:
         spec = model.resolve_task(task)
+        assert spec.name == (NO_TASK if task is None else task)
         assert model.resolve_task(spec.name) == spec
 
 
@@ -271,10 +274,12 @@ def test_official_style_encode_text(model, reference):
     embedder = Embedder(model)
     vectors = embedder.encode_text([TEXTS[0], TEXTS[1]], task="retrieval.passage", truncate_dim=8)
     instruction = DEFAULT_INSTRUCTIONS["retrieval.passage"]
-    raw = reference.states(
-        model.tokenize(instruction + TEXTS[1]).ids, TASKS.index("retrieval.passage")
-    ).mean(0)
-    torch.testing.assert_close(vectors[1], normalize(raw[:8].float()), atol=1e-5, rtol=1e-5)
+    assert len(vectors) == 2
+    for vector, text in zip(vectors, TEXTS[:2], strict=True):  # each row, not only the last one
+        raw = reference.states(
+            model.tokenize(instruction + text).ids, TASKS.index("retrieval.passage")
+        ).mean(0)
+        torch.testing.assert_close(vector, normalize(raw[:8].float()), atol=1e-5, rtol=1e-5)
     base = embedder.encode_text(TEXTS[1])  # no task: base weights, no instruction
     expected = normalize(reference.states(model.tokenize(TEXTS[1]).ids, None).mean(0).float())
     torch.testing.assert_close(base, expected, atol=1e-5, rtol=1e-5)

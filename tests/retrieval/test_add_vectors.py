@@ -5,7 +5,6 @@ tiny v4 checkpoint (real patch grids)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.helpers import png_bytes
 from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
 from uniembed.bulk import BulkOptions, embed_files
 from uniembed.embedder import Embedder
@@ -27,18 +27,12 @@ PDF_COLORS = [(1, 0, 0), (0, 0.6, 0), (0, 0, 1)]
 TASK = "retrieval.passage"
 
 
-def png(image: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")  # type: ignore[attr-defined]
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list, list]:
     """The same documents as a JSONL file for ``uniembed embed`` and as library inputs."""
     folder = tmp_path_factory.mktemp("corpus")
-    (folder / "red.png").write_bytes(png(color_image("red")))
-    (folder / "green.png").write_bytes(png(color_image("green", (84, 112))))
+    (folder / "red.png").write_bytes(png_bytes(color_image("red")))
+    (folder / "green.png").write_bytes(png_bytes(color_image("green", (84, 112))))
     (folder / "report.pdf").write_bytes(page_pdf(PDF_COLORS))
     texts = list(TEXTS.items())[:6]
     records = [

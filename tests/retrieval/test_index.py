@@ -5,7 +5,6 @@ reopening."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
+from tests.helpers import png_bytes
 from tests.retrieval.retrieval_samples import LOCAL_QDRANT_WARNINGS, TEXTS, color_image, page_pdf
 from uniembed.cli import app as cli_app
 from uniembed.core.scores import cosine, maxsim
@@ -224,9 +224,7 @@ def test_an_item_is_parsed_once_so_a_text_that_looks_like_an_image_stays_a_text(
 ) -> None:
     """``{"text": "data:image/png;base64,…"}`` is a text: the index must embed the text, not the
     image a second parse of the bare string would find."""
-    buffer = io.BytesIO()
-    color_image("red").save(buffer, format="PNG")
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(color_image("red"))).decode()
     index = Index.create(tmp_path / "index", fake_embedder)
     index.add([{"text": uri}], ["t"])
     (hit,) = index.search("a plain query", k=1, mode="dense")

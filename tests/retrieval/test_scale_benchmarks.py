@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark
 
 
 def test_a_quick_ingest_run_writes_every_page_by_every_path(tmp_path: Path) -> None:
     out = tmp_path / "ingest.json"
-    results = load("ingest_vectors").main(["--quick", "--out", str(out)])
+    results = load_benchmark("ingest_vectors").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["pages"] == 48  # the run asserts each index holds them all
     assert set(results["pages_per_s"]) == {"store (baseline)", "add_vectors", "from-embeddings"}
     assert all(len(s) == 3 for s in results["seconds_per_block"].values())  # 48 pages, blocks of 16
@@ -31,7 +19,7 @@ def test_a_quick_ingest_run_writes_every_page_by_every_path(tmp_path: Path) -> N
 
 def test_a_quick_kernel_run_reports_gflops_beside_the_peak(tmp_path: Path) -> None:
     out = tmp_path / "kernel.json"
-    results = load("maxsim_kernel").main(["--quick", "--out", str(out)])
+    results = load_benchmark("maxsim_kernel").main(["--quick", "--out", str(out)])
     assert [r["shape"] for r in json.loads(out.read_text())] == ["500x64", "200x16-112"]
     for row in results:  # the kernel was checked against the previous loop inside the run
         assert set(row["gflops"]) == {"peak", "kernel", "same-shape mm", "before"}

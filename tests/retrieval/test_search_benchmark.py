@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "search.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("search_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import assert_doctests_pass, load_benchmark
 
 
 def test_the_helpers_doctests_pass() -> None:
-    result = doctest.testmod(load_script())
-    assert result.attempted > 0 and result.failed == 0  # attempted: the doctests are still there
+    assert_doctests_pass(load_benchmark("search", "search_benchmark"), {"percentile": 1})
 
 
 def test_a_quick_run_measures_every_mode(tmp_path: Path) -> None:
     out = tmp_path / "search.json"
-    results = load_script().main(["--quick", "--out", str(out)])
+    results = load_benchmark("search", "search_benchmark").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["corpora"][0]["docs"] == 300
     indexing = results["indexing"]
     assert indexing["forward_rows"] == indexing["entries"] == 8  # one forward row per entry

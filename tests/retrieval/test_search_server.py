@@ -5,11 +5,10 @@ commands."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import shutil
-import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from schemathesis.generation.modes import GenerationMode
 from typer.testing import CliRunner
 
 from tests.fuzz import fuzz_operations
+from tests.helpers import png_bytes
 from tests.retrieval.retrieval_samples import TEXTS, color_image, page_pdf
 from uniembed.cli import app as cli_app
 from uniembed.embedder import Embedder
@@ -28,7 +28,7 @@ from uniembed.retrieval.index import Index
 from uniembed.server.app import create_app
 from uniembed.server.settings import ServerSettings
 from uniembed.testing.fake import FakeModel
-from uniembed.testing.live import LiveServer, wait_until_ready
+from uniembed.testing.live import LiveServer, ServeProcess
 
 
 def as_json(body: Any) -> dict[str, Any]:
@@ -38,12 +38,6 @@ def as_json(body: Any) -> dict[str, Any]:
 
 def data_uri(data: bytes, media_type: str) -> str:
     return f"data:{media_type};base64," + base64.b64encode(data).decode()
-
-
-def png(color: str) -> bytes:
-    buffer = io.BytesIO()
-    color_image(color).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -68,7 +62,11 @@ def test_search_route_returns_the_library_results(served: tuple[LiveServer, Inde
             {"query": "bread dough"},
             {"query": {"text": "moon tides"}, "k": 3, "mode": "multivector"},
             {"query": "solar", "mode": "dense", "filter": {"metadata.topic": ["solar", "rust"]}},
-            {"query": {"image": data_uri(png("red"), "image/png")}, "k": 2, "mode": "binary"},
+            {
+                "query": {"image": data_uri(png_bytes(color_image("red")), "image/png")},
+                "k": 2,
+                "mode": "binary",
+            },
         ):
             response = http.post("/v1/search", json=body)
             assert response.status_code == 200, response.text
@@ -107,7 +105,7 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
                 "text": "Wind turbines make electricity.",
                 "metadata": {"topic": "wind"},
             },
-            {"id": "green.png", "image": data_uri(png("green"), "image/png")},
+            {"id": "green.png", "image": data_uri(png_bytes(color_image("green")), "image/png")},
             {"pdf": base64.b64encode(page_pdf([(0, 0, 1)] * 3)).decode()},
         ]
         added = http.post("/v1/index/documents", json={"documents": documents}).json()
@@ -384,34 +382,13 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
     tiny_v4_path: Path, tmp_path: Path
 ) -> None:
     """The real command: ``serve --index`` without --model loads the model recorded in the index."""
-    import subprocess
-    import sys
-
     index = Index.create(tmp_path / "index", tiny_v4_path)
     index.add(list(TEXTS.values())[:3], list(TEXTS)[:3])
     expected = [h.id for h in index.search("sunlight", k=3)]
     index.close()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "uniembed.cli",
-        "serve",
-        "--index",
-        str(tmp_path / "index"),
-        "--port",
-        str(port),
-        "--torch-threads",
-        "1",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = ServeProcess("--index", str(tmp_path / "index"), log=subprocess.PIPE)
+    url = server.url
     try:
-        wait_until_ready(url, process)
         assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"].endswith(tiny_v4_path.name)
         hits = httpx.post(
             f"{url}/v1/search", json={"query": "sunlight", "k": 3}, timeout=60
@@ -419,8 +396,7 @@ def test_uniembed_serve_index_serves_the_index_model_routes_and_page(
         assert [h["id"] for h in hits] == expected
         assert "uniembed search" in httpx.get(f"{url}/ui").text
     finally:
-        process.terminate()
-        process.wait(30)
+        server.stop()
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import http.server
-import io
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
+from tests.helpers import png_bytes
 from uniembed.embedder import Embedder
 from uniembed.models.base import Row, RowOutput
 from uniembed.server.app import create_app
@@ -60,9 +59,7 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def image_url():
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, "PNG")
-    _ImageHandler.body = buffer.getvalue()
+    _ImageHandler.body = png_bytes((10, 200, 30), (16, 16))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ import openai
 import pytest
 from PIL import Image
 
+from tests.helpers import pdf_bytes, png_bytes
 from uniembed.core.wire import decode_base64, decode_binary, decode_ubinary
 from uniembed.embedder import Embedder
 
@@ -25,19 +26,6 @@ def embed(client: httpx.Client, **body: object) -> dict:
 
 def library(embedder: Embedder, items: list, **kwargs: object) -> list[np.ndarray]:
     return [e.numpy() for e in embedder.encode(items, **kwargs).embeddings]
-
-
-def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (20, 12)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def pdf_bytes(colors: list[tuple[int, int, int]]) -> bytes:
-    pages = [Image.new("RGB", (60, 80), c) for c in colors]
-    buffer = io.BytesIO()
-    pages[0].save(buffer, "PDF", save_all=True, append_images=pages[1:])
-    return buffer.getvalue()
 
 
 def test_jina_form_with_a_list_of_strings_matches_the_library(client, fake_embedder):
@@ -146,7 +134,7 @@ def test_multivectors_come_as_embeddings_lists(client, fake_embedder):
 
 
 def test_images_as_base64_and_data_uri_match_the_library(client, fake_embedder):
-    raw = png_bytes((200, 30, 90))
+    raw = png_bytes((200, 30, 90), (20, 12))
     b64 = base64.b64encode(raw).decode()
     body = embed(
         client, input=[{"image": b64}, {"image": f"data:image/png;base64,{b64}"}, {"text": "x"}]
@@ -159,7 +147,7 @@ def test_images_as_base64_and_data_uri_match_the_library(client, fake_embedder):
 
 def test_every_pdf_page_is_one_entry_in_order(client, fake_embedder):
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
-    pdf = base64.b64encode(pdf_bytes(colors)).decode()
+    pdf = base64.b64encode(pdf_bytes(colors, (60, 80))).decode()
     body = embed(client, input=["before", {"pdf": pdf}, "after"])
     assert [d["index"] for d in body["data"]] == [0, 1, 2, 3, 4]
     expected = library(fake_embedder, ["before", {"pdf": pdf}, "after"])

@@ -16,10 +16,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import uniembed
+from tests.helpers import png_bytes
 from uniembed import cli
 from uniembed.cli import serve as serve_cli
 from uniembed.server.settings import ServerSettings
-from uniembed.testing.live import wait_until_ready
+from uniembed.testing.live import ServeProcess
 
 runner = CliRunner()
 
@@ -158,9 +159,8 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     path = write_tiny_jina_v4(tmp_path / "tiny-v4")
     embedder = uniembed.load(path)
     live = serve({str(path): embedder})
-    buffer = io.BytesIO()
-    Image.new("RGB", (56, 56), (120, 10, 200)).save(buffer, "PNG")
-    image = base64.b64encode(buffer.getvalue()).decode()
+    raw = png_bytes((120, 10, 200), (56, 56))
+    image = base64.b64encode(raw).decode()
     body = {
         "model": "tiny-v4",
         "input": ["a query", {"image": image}],
@@ -170,7 +170,7 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
     reply = httpx.post(f"{live.url}/v1/embeddings", json=body, timeout=60)
     assert reply.status_code == 200, reply.text
     expected = embedder.encode(
-        ["a query", Image.open(io.BytesIO(buffer.getvalue()))],
+        ["a query", Image.open(io.BytesIO(raw))],
         task="retrieval.query",
         dimensions=32,
     )
@@ -188,34 +188,12 @@ def test_a_tiny_real_jina_v4_checkpoint_is_served(tmp_path, serve):
 
 def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
     """The real command in its own process: load (on a temporary thread), serve, answer, stop."""
-    import socket
-
     from uniembed.testing.jina_v4 import write_tiny_jina_v4
 
     path = write_tiny_jina_v4(tmp_path / "tiny-v4")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "uniembed.cli",
-        "serve",
-        "--model",
-        str(path),
-        "--port",
-        str(port),
-        "--torch-threads",
-        "1",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = ServeProcess("--model", str(path), log=subprocess.PIPE)
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process)
-        reply = httpx.post(
-            f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["hello"]}, timeout=60
-        )
+        reply = httpx.post(f"{server.url}/v1/embeddings", json={"input": ["hello"]}, timeout=60)
         assert reply.status_code == 200, reply.text
         assert reply.json()["model"] == "tiny-v4"  # the served name, not the snapshot's path
         expected = uniembed.load(path).encode(["hello"]).embeddings[0].numpy()
@@ -223,5 +201,4 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
             np.asarray(reply.json()["data"][0]["embedding"], np.float32), expected, atol=1e-5
         )
     finally:
-        process.terminate()
-        process.wait(30)
+        server.stop()

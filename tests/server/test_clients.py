@@ -4,14 +4,12 @@ give them the library's passage and query vectors. Nothing here reaches beyond t
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import openai
 import pytest
-from PIL import Image
 
 from uniembed.embedder import Embedder
 
@@ -124,12 +122,6 @@ def test_openai_base64_default_stands_beside_a_jina_embedding_type(live_v4, tiny
     )
     vectors = library(tiny_v4, PASSAGES, "retrieval.passage")
     assert [d.embedding for d in packed.data] == [np.packbits(v > 0).tolist() for v in vectors]
-
-
-def png(color: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_the_jina_apis_image_forms_equal_image(serve, image_url):

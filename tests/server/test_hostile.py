@@ -19,6 +19,7 @@ import orjson
 import pytest
 from PIL import Image
 
+from tests.helpers import png_bytes
 from uniembed.testing.live import ServeProcess
 from uniembed.testing.pdfs import blank_pdf
 
@@ -87,9 +88,7 @@ def test_pages_over_the_pixel_budget_are_refused_before_rendering(served):
 
 
 def test_large_images_over_the_pixel_budget_are_refused_before_decoding(served):
-    buffer = io.BytesIO()
-    Image.new("RGB", (7000, 7000), (200, 30, 30)).save(buffer, "PNG")  # 49 M pixels: 147 MB decoded
-    image = b64(buffer.getvalue())
+    image = b64(png_bytes((200, 30, 30), (7000, 7000)))  # 49 M pixels: 147 MB decoded
     response, seconds, growth = post_measured(served, {"input": [{"image": image}] * 10})
     assert response.status_code == 413 and "max_pixels_per_request" in response.text, response.text
     assert seconds < 1.0 and growth < 100 * MB, (seconds, growth)  # not one of them was decoded
@@ -198,9 +197,7 @@ def test_slow_bodies_beyond_the_concurrency_limit_leave_embeddings_answering(ser
 def gradient_png16(side: int = 7000) -> bytes:
     """A 16-bit grey PNG of ``side``² pixels, ~110 KB (a horizontal gradient)."""
     row = (np.arange(side, dtype=np.uint32) * 65535 // side).astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(np.tile(row, (side, 1))).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(Image.fromarray(np.tile(row, (side, 1))))
 
 
 def float_tiff(side: int = 7000) -> bytes:

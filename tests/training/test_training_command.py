@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -19,6 +15,7 @@ import uniembed
 from uniembed import cli
 from uniembed.cli import serve as serve_cli
 from uniembed.models.registry import load_model
+from uniembed.testing.live import ServeProcess
 from uniembed.training.export import save_adapter
 
 runner = CliRunner()
@@ -124,29 +121,11 @@ def test_uniembed_serve_serves_an_adapter_beside_the_official_tasks(
     folder = save_adapter(
         model, "dom", tmp_path / "adapter", base_model=str(tiny_v4_path), symmetric=False
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "uniembed.cli",
-        "serve",
-        "--model",
-        str(tiny_v4_path),
-        "--port",
-        str(port),
-        "--adapter",
-        f"my-domain={folder}",
-        "--torch-threads",
-        "1",
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = ServeProcess(
+        "--model", str(tiny_v4_path), "--adapter", f"my-domain={folder}", log=subprocess.PIPE
+    )
     try:
-        _wait_ready(process, port)
-        url = f"http://127.0.0.1:{port}/v1/embeddings"
+        url = f"{server.url}/v1/embeddings"
         expected = uniembed.load(tiny_v4_path, adapters={"my-domain": folder})
         for task in ("my-domain.query", "my-domain.passage", "retrieval.query"):
             reply = httpx.post(url, json={"input": ["hello world"], "task": task}, timeout=60)
@@ -155,25 +134,10 @@ def test_uniembed_serve_serves_an_adapter_beside_the_official_tasks(
             np.testing.assert_allclose(
                 np.asarray(reply.json()["data"][0]["embedding"], np.float32), want, atol=1e-5
             )
-        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        models = httpx.get(f"{server.url}/v1/models", timeout=10).json()
         assert "my-domain.passage" in str(models)
     finally:
-        process.terminate()
-        process.wait(30)
-
-
-def _wait_ready(process: subprocess.Popen, port: int) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("server not ready")
-        time.sleep(0.2)
+        server.stop()
 
 
 def test_train_is_listed_and_documents_its_flags() -> None:

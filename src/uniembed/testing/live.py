@@ -82,7 +82,8 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
 
 class ServeProcess:
     """``uniembed serve`` in its own process (the real command), with its memory and CPU readable
-    from /proc; ``url`` is its base URL once it answers /ready."""
+    from /proc; ``url`` is its base URL once it answers /ready. ``log=subprocess.PIPE`` puts the
+    command's output in the error when it exits before it is ready."""
 
     def __init__(self, *args: str, log: Any = subprocess.DEVNULL) -> None:
         self.port = free_port()
@@ -101,7 +102,11 @@ class ServeProcess:
             *args,
         ]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_until_ready(self.url, self.process)
+        try:
+            wait_until_ready(self.url, self.process)
+        except BaseException:
+            self.stop()
+            raise
 
     def status_kib(self, field: str) -> int:
         """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in KiB."""
