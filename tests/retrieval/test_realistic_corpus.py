@@ -3,28 +3,20 @@ summary and the DESCRIPTION text, roff markup removed."""
 
 from __future__ import annotations
 
-import doctest
 import gzip
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "realistic_corpus.py"
+from tests.helpers import assert_doctests_pass, load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("realistic_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["realistic_corpus"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("realistic_corpus")
 
 
 def test_the_helpers_doctests_pass() -> None:
-    result = doctest.testmod(load_script())
-    assert result.attempted >= 4 and result.failed == 0
+    assert_doctests_pass(load_script(), {"roff_text": 2, "parse_man_page": 2})
 
 
 def test_man_and_mdoc_pages_give_their_summary_and_description() -> None:
