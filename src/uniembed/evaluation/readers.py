@@ -56,7 +56,7 @@ def load_dataset(source: str | os.PathLike[str], split: str = "test") -> Retriev
 
 def _read_folder(path: Path, split: str) -> RetrievalDataset:
     if (path / "qrels").is_dir() and (path / "corpus.jsonl").is_file():
-        return read_beir(path, split)
+        return _beir_dataset(path, split)
     if (path / "corpus.jsonl").is_file():
         return read_jsonl_dataset(path)
     if all(_config_source(path, name) is not None for name in HF_CONFIGS):
@@ -70,7 +70,7 @@ def _read_folder(path: Path, split: str) -> RetrievalDataset:
 
 
 # --------------------------------------------------------------------- BEIR
-def read_beir(path: Path, split: str = "test") -> RetrievalDataset:
+def _beir_dataset(path: Path, split: str = "test") -> RetrievalDataset:
     """A BEIR folder (:func:`uniembed.core.beir.read_beir`) as a dataset."""
     beir = beir_layout.read_beir(path, split)
     return RetrievalDataset(

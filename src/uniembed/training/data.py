@@ -286,7 +286,7 @@ def read_eval_data(path: str | Path, split: str = "test") -> EvalData:
     """A BEIR folder, or pairs / graded pairs in any training form (see the module docstring)."""
     path = Path(path)
     if path.is_dir() and (path / "corpus.jsonl").is_file():
-        return read_beir(path, split)
+        return _beir_eval(path, split)
     data = read_examples(path, split)  # any number of negatives: they only join the corpus
     if data.kind == "graded":
         examples = [e for e in data.examples if isinstance(e, GradedExample)]
@@ -327,7 +327,7 @@ def _pairs_as_retrieval(examples: Sequence[PairExample], source: Path) -> Retrie
     return RetrievalEval(queries, corpus, qrels, source)
 
 
-def read_beir(path: Path, split: str = "test") -> RetrievalEval:
+def _beir_eval(path: Path, split: str = "test") -> RetrievalEval:
     """A BEIR folder (:func:`uniembed.core.beir.read_beir`: checked, judged queries only)."""
     beir = beir_layout.read_beir(path, split)
     queries = dict(zip(beir.query_ids, beir.queries))
