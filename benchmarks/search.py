@@ -16,7 +16,8 @@ What is measured (one process, one thread of queries, after two warm-up queries)
   / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
   MaxSim's top 10. Modes: ``torch`` (plain ``scores.maxsim`` over the padded float16 tensor, the
   baseline), ``exact`` (the index: torch scan), ``exact-qdrant`` (qdrant-edge's own full scan),
-  ``dense``, ``two-stage:C``, ``binary:C``, and token pooling ``pool:F`` (exact on pooled storage);
+  ``dense``, ``two-stage:C``, ``binary:C``, token pooling ``pool:F`` (exact on pooled storage), and
+  ``muvera:C`` (MUVERA encodings as a first stage, brute force in memory: not an index mode yet);
 * memory bandwidth: a ``memcpy`` (``Tensor.copy_`` into a preallocated buffer) rate counted as
   STREAM does (bytes read + written), and the exact scan's rate of vector bytes read per second.
 """
@@ -270,6 +271,7 @@ def store_level(
                 f"binary:{candidates}", scan_bytes_per_doc=binary.nbytes / docs
             )
         )
+    rows.extend(muvera_rows(corpus, exact, args.muvera_candidates, queries))
     vector_bytes = tokens * 128 * 2 + 128 * 4
     result = {
         "corpus": kind,
@@ -302,6 +304,39 @@ def store_level(
             pooled.close()
             shutil.rmtree(Path(pooled.path), ignore_errors=True)
     return result
+
+
+def muvera_rows(
+    corpus: LateCorpus, exact: list[list[int]], candidates: list[int], queries: int
+) -> list[dict[str, Any]]:
+    """MUVERA as a first stage (not an index mode yet): the candidates by the dot product of
+    encodings, brute force in memory, reranked by exact MaxSim over their multi-vectors."""
+    if not candidates:
+        return []
+    from uniembed.core.muvera import Muvera
+
+    muvera = Muvera(corpus.multivectors.shape[2])
+    encodings, seconds = timed(
+        lambda: torch.stack([muvera.document(doc) for doc in corpus.multivectors])
+    )
+
+    def first_stage(count: int) -> Callable[[int], list[int]]:
+        def rank(query: int) -> list[int]:
+            vectors = corpus.queries[query]
+            chosen = torch.topk(encodings @ muvera.query(vectors), count).indices
+            scores = maxsim(vectors, corpus.multivectors[chosen])
+            return chosen[torch.topk(scores, min(K, count)).indices].tolist()
+
+        return rank
+
+    return [
+        Measured(corpus, exact, first_stage(count), queries).row(
+            f"muvera:{count} (in memory)",
+            encode_ms_per_doc=1000 * seconds / corpus.size,
+            encoding_bytes=muvera.output_dim * 4,
+        )
+        for count in candidates
+    ]
 
 
 def _ingest(corpus: LateCorpus, path: Path, pool_factor: int) -> Any:
@@ -376,6 +411,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--candidates", type=int, nargs="*", default=[100, 200, 500, 1000, 2000])
     parser.add_argument("--binary-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument("--pool-factors", type=int, nargs="*", default=[2, 3])
+    parser.add_argument("--muvera-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument(
         "--pool-rows", type=int, default=1_000_000, help="pool corpora of at most this many rows"
     )
@@ -391,6 +427,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sizes = args.sizes or list(QUICK_SIZES)
         args.queries, args.qdrant_queries = 4, 2
         args.candidates, args.binary_candidates, args.pool_factors = [50, 200], [50], [2]
+        args.muvera_candidates = [50]
         args.model, args.index_items = "tiny", [6, 2]
     args.sizes = args.sizes or list(FULL_SIZES)
     return args

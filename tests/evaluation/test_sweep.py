@@ -265,6 +265,7 @@ def test_parse_settings_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:
         "maxsim-pool:3",
         "maxsim-binary:100",
         "two-stage:4:100",
+        "muvera:100",
     ]
     for spec, message in [
         ("dense:0", "setting 'dense:0': dimensions must be between 1 and 64"),
@@ -274,17 +275,27 @@ def test_parse_settings_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:
             "setting 'maxsim-pool': give a pool factor of 2 or more, e.g. maxsim-pool:2",
         ),
         ("maxsim:3", "setting 'maxsim:3': too many ':' arguments"),
+        ("muvera:0", "setting 'muvera:0': the candidate count must be at least 1"),
         ("colbert", "unknown setting 'colbert'"),
     ]:
         with pytest.raises(InvalidInput) as caught:
             parse_settings([spec], info)
         assert caught.value.message.startswith(message)
-    with pytest.raises(InvalidInput, match="needs multi-vectors"):
-        parse_settings(["maxsim"], tiny_v3.info)
+    for late in ("maxsim", "muvera"):
+        with pytest.raises(InvalidInput, match="needs multi-vectors"):
+            parse_settings([late], tiny_v3.info)
     assert [s.name for s in parse_settings(["all"], tiny_v3.info)][-2:] == [
         "dense-int8:32",
         "dense-binary:32",
     ]
+
+
+def test_muvera_with_every_candidate_reranked_is_exact_maxsim(tiny_v4: Embedder) -> None:
+    report = evaluate_retrieval(tiny_v4, dataset(12), matching(["maxsim", "muvera:12", "muvera:3"]))
+    exact, everything, three = report.results
+    assert everything.run == exact.run and everything.metrics == exact.metrics
+    assert all(len(ranked) == 3 for ranked in three.run.values())  # its candidates only
+    assert everything.scanned_bytes == 2560 * 4  # 10 draws x 16 buckets x 16 dimensions, float32
 
 
 def test_config_errors(tiny_v4: Embedder) -> None:

@@ -28,6 +28,7 @@ def test_a_quick_run_measures_every_mode(tmp_path: Path) -> None:
         "two-stage:200",
         "binary:50",
         "pool:2",
+        "muvera:50 (in memory)",
     }
     assert modes["exact"]["overlap@10"] == 1.0 and modes["exact-qdrant"]["overlap@10"] >= 0.9
     assert all(row["p50_ms"] > 0 and 0 <= row["recall@10"] <= 1 for row in modes.values())

@@ -32,7 +32,8 @@ def retrieval_command(
             "-s",
             help="Setting spec (repeat): dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
             "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]], "
-            "search:MODE[:N] (the index itself: dense, multivector, two-stage, binary), all. "
+            "muvera[:N], search:MODE[:N] (the index itself: dense, multivector, two-stage, "
+            "binary), all. "
             "Default: all.",
         ),
     ] = None,

@@ -15,8 +15,11 @@ named by short specs (:func:`parse_settings`)::
                           (default 100), float MaxSim reranks them
     two-stage[:DIM[:N]]   dense (DIM, default the smallest Matryoshka size) picks N candidates
                           (default 100), exact MaxSim reranks them
+    muvera[:N]            MUVERA encodings of the multi-vectors pick N candidates (default
+                          100), exact MaxSim reranks them
     all                   dense at every Matryoshka size, dense-int8, dense-binary, maxsim,
-                          maxsim-fp16, maxsim-pool:2, maxsim-pool:3, maxsim-binary, two-stage
+                          maxsim-fp16, maxsim-pool:2, maxsim-pool:3, maxsim-binary, two-stage,
+                          muvera
 
 These are studies of codecs and stages in memory, on the kernels and codecs search uses
 (:mod:`uniembed.core`): MaxSim (``maxsim_ragged``), Hamming MaxSim, token pooling, float16 and
@@ -29,7 +32,7 @@ largest cut-off, recall at that cut-off is what the setting really finds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -285,6 +288,44 @@ class BinaryLateIndex(InMemory):
         dim = query.multi.shape[1]
         coarse = hamming_maxsim_ragged(binarize(query.multi), self.codes, self.lengths, dim=dim)
         _, candidates = top(coarse, self.candidates)
+        return self.reranker.rerank(query.multi, candidates, depth)
+
+
+@dataclass(frozen=True)
+class MuveraStage:
+    """MUVERA encodings of the multi-vectors (:class:`uniembed.core.muvera.Muvera`: 10 draws of
+    16 SimHash buckets × 16 projected dimensions = 2,560 floats) pick ``candidates`` by dot
+    product; exact MaxSim reranks them."""
+
+    candidates: int = DEFAULT_CANDIDATES
+
+    @property
+    def name(self) -> str:
+        return f"muvera:{self.candidates}"
+
+    @property
+    def family(self) -> str:
+        return "late"
+
+    def build(self, corpus: Encodings) -> SettingIndex:
+        from uniembed.core.muvera import Muvera
+
+        muvera = Muvera(corpus.multi.shape[1])
+        encodings = torch.stack([muvera.document(doc) for doc in corpus.multivectors()])
+        return MuveraIndex(muvera, encodings, Reranker(corpus), self.candidates)
+
+
+class MuveraIndex(InMemory):
+    def __init__(
+        self, muvera: Any, encodings: torch.Tensor, reranker: Reranker, candidates: int
+    ) -> None:
+        self.muvera, self.encodings = muvera, encodings  # (items, muvera.output_dim)
+        self.reranker, self.candidates = reranker, candidates
+        self.scanned_bytes = float(encodings.shape[1] * FLOAT32)
+        self.stored_bytes = self.scanned_bytes + reranker.bytes_per_item
+
+    def search(self, query: QueryVectors, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        _, candidates = top(self.encodings @ self.muvera.query(query.multi), self.candidates)
         return self.reranker.rerank(query.multi, candidates, depth)
 
 

@@ -13,6 +13,7 @@ from uniembed.evaluation.settings import (
     BinaryMaxSim,
     Dense,
     MaxSim,
+    MuveraStage,
     Setting,
     TwoStage,
 )
@@ -31,6 +32,7 @@ def default_specs(info: ModelInfo) -> list[str]:
             "maxsim-pool:3",
             "maxsim-binary",
             "two-stage",
+            "muvera",
         ]
     return specs
 
@@ -67,7 +69,7 @@ def _parse_one(spec: str, info: ModelInfo, index_model: IndexModel | None) -> li
         if args == ["all"]:
             return [Dense(d, precision) for d in _matryoshka(info)]
         return [Dense(_dimensions(_args(spec, args, 1, [info.dim])[0], info, spec), precision)]
-    late = {"maxsim", "maxsim-fp16", "maxsim-pool", "maxsim-binary", "two-stage"}
+    late = {"maxsim", "maxsim-fp16", "maxsim-pool", "maxsim-binary", "two-stage", "muvera"}
     if kind in late and info.multivector_dim is None:
         raise InvalidInput(f"setting {spec!r} needs multi-vectors; {info.name} has none")
     if kind in ("maxsim", "maxsim-fp16"):
@@ -83,13 +85,16 @@ def _parse_one(spec: str, info: ModelInfo, index_model: IndexModel | None) -> li
     if kind == "maxsim-binary":
         (candidates,) = _args(spec, args, 1, [DEFAULT_CANDIDATES])
         return [BinaryMaxSim(_positive(candidates, spec))]
+    if kind == "muvera":
+        (candidates,) = _args(spec, args, 1, [DEFAULT_CANDIDATES])
+        return [MuveraStage(_positive(candidates, spec))]
     if kind == "two-stage":
         dimensions, candidates = _args(spec, args, 2, [min(_matryoshka(info)), DEFAULT_CANDIDATES])
         return [TwoStage(_dimensions(dimensions, info, spec), _positive(candidates, spec))]
     raise InvalidInput(
         f"unknown setting {spec!r}; use dense[:DIM|:all], dense-int8[:DIM], dense-binary[:DIM], "
         "maxsim, maxsim-fp16, maxsim-pool:F, maxsim-binary[:N], two-stage[:DIM[:N]], "
-        "search:MODE[:N] or all"
+        "muvera[:N], search:MODE[:N] or all"
     )
 
 
