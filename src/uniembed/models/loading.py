@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from uniembed.errors import CheckpointError
+from uniembed.models.streaming import read_converted
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -82,14 +83,22 @@ def weight_files(snapshot: Path) -> list[Path]:
     return files
 
 
-def load_tensors(files: Iterable[Path]) -> dict[str, torch.Tensor]:
-    """Read every tensor of the given safetensors files (on the CPU, in their stored dtype)."""
+def load_tensors(
+    files: Iterable[Path], dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Read every tensor of the given safetensors files on the CPU, in their stored dtype or, with
+    ``dtype``, each floating-point one converted as it is read, one tensor at a time
+    (:mod:`uniembed.models.streaming`): a bfloat16 checkpoint loads into float32 with no second
+    full copy of the weights in memory."""
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         try:
-            with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                    tensors[key] = handle.get_tensor(key)
+            if dtype is None:
+                with safe_open(str(file), framework="pt") as handle:
+                    for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                        tensors[key] = handle.get_tensor(key)
+            else:
+                tensors.update(read_converted(file, dtype))
         except Exception as error:  # safetensors raises its own error types and OSError
             raise CheckpointError(f"unreadable safetensors file {file}: {error}") from error
     return tensors

@@ -351,7 +351,7 @@ def load_jina_v3(
     tokenizer.json)."""
     parsed = parse_config(config, snapshot / "config.json")
     processor = JinaV3Processor(load_tokenizer(snapshot, parsed), parsed, name=name)
-    weights = convert_official(load_tensors(weight_files(snapshot)), parsed, snapshot)
+    weights = convert_official(load_tensors(weight_files(snapshot), dtype), parsed, snapshot)
     backbone = build_backbone(parsed, weights, dtype, snapshot)
     routing = AdapterRouting()
     attach_adapters(backbone, weights, routing)

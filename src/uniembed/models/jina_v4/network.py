@@ -68,7 +68,7 @@ def build_network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) ->
             backbone_config.text_config.hidden_size,
             int(config.get("multi_vector_projector_dim", 128)),
         )
-    tensors = load_tensors(weight_files(snapshot))
+    tensors = load_tensors(weight_files(snapshot), dtype)  # converted as read: no second copy
     backbone_state, projector_state = split_state(tensors, snapshot)
     assign_state(backbone, backbone_state, dtype, "the backbone", snapshot)
     assign_state(projector, projector_state, dtype, "multi_vector_projector", snapshot)
