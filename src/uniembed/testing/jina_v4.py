@@ -172,7 +172,8 @@ def _random_backbone_state(
     config: dict[str, Any], generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """Random weights for every tensor of the backbone, keyed in the *current* transformers
-    layout."""
+    layout, in bfloat16 as the official shards hold them (each drawn in float32 and converted at
+    once, so the full size never holds a float32 copy: 7.6 GB, not 22.8)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
     with torch.device("meta"):
@@ -180,13 +181,14 @@ def _random_backbone_state(
     state = {}
     for name, param in skeleton.state_dict().items():
         if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight")):
-            state[name] = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
+            drawn = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
         elif name.endswith("bias"):
-            state[name] = 0.02 * torch.randn(param.shape, generator=generator)
+            drawn = 0.02 * torch.randn(param.shape, generator=generator)
         else:
             fan_in = param.shape[-1] if param.dim() > 1 else 1
             std = 1.0 if "embed_tokens" in name else 1.0 / math.sqrt(max(1, fan_in))
-            state[name] = std * torch.randn(param.shape, generator=generator)
+            drawn = std * torch.randn(param.shape, generator=generator)
+        state[name] = drawn.to(torch.bfloat16)
     return state
 
 

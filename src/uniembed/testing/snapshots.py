@@ -6,8 +6,10 @@ from pathlib import Path
 
 from uniembed.testing import jina_v3, jina_v4
 
-# Mid: realistic shapes, a few minutes on a 2-core CPU. Tiny: seconds, for smoke runs.
+# Mid: realistic shapes, a few minutes on a 2-core CPU. Tiny: seconds, for smoke runs. Full: the
+# published shapes (v3's vocabulary stays the tiny tokenizer's).
 V3_SIZES = {
+    "v3-full": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "intermediate_size": 4096},
     "v3-mid": {"hidden_size": 384, "num_layers": 6, "num_heads": 6, "intermediate_size": 1536},
     "v3-tiny": {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64},
 }
