@@ -66,6 +66,7 @@ def test_flags_build_the_settings(captured):
             "99",
             "--max-pixels-per-request",
             "1000",
+            "--no-packing",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -76,6 +77,7 @@ def test_flags_build_the_settings(captured):
     assert settings.api_keys == ("k1", "k2") and settings.max_tokens_per_item == 128
     assert settings.input_limits.max_pdf_pages == 3 and settings.input_limits.allow_private_urls
     assert settings.cpu_workers == 3 and settings.torch_threads == 1
+    assert not settings.packing and ServerSettings().packing
 
 
 def test_every_flag_has_an_environment_twin(captured):
@@ -202,3 +204,12 @@ def test_uniembed_serve_loads_a_snapshot_and_answers(tmp_path):
         )
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_the_packing_flag_reaches_the_engine(tiny_v4_path, packing: bool) -> None:
+    from uniembed.server.app import load_embedders
+
+    settings = ServerSettings(models=(str(tiny_v4_path),), device="cpu", packing=packing)
+    (embedder,) = load_embedders(settings).values()
+    assert embedder.engine.policy.packed is packing

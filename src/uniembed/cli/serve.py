@@ -98,6 +98,15 @@ def serve_command(
             envvar=env("CPU_WORKERS"), help="Threads for tokenising, decoding and large responses."
         ),
     ] = SERVE.cpu_workers,
+    packing: Annotated[
+        bool,
+        typer.Option(
+            "--packing/--no-packing",
+            envvar=env("PACKING"),
+            help="Run batches padding-free (rows packed into one sequence); --no-packing: padded "
+            "batches, the reference path.",
+        ),
+    ] = SERVE.packing,
     torch_threads: Annotated[
         int | None,
         typer.Option(

@@ -53,6 +53,7 @@ def load_embedders(settings: ServerSettings) -> dict[str, Embedder]:
                 token_budget=settings.token_budget,
                 max_batch_size=settings.max_batch_size,
                 adapters=dict(settings.adapters),
+                packing=settings.packing,
             )
         )
     return embedders

@@ -58,6 +58,7 @@ class ServerSettings:
     # batching
     token_budget: int = DEFAULT_TOKEN_BUDGET  # tokens per forward batch (real ones when packed)
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # rows per forward batch
+    packing: bool = True  # padding-free batches; False: padded ones, the reference path
     max_queue_rows: int = (
         DEFAULT_MAX_QUEUE_ROWS  # rows waiting per model before new requests get 429
     )
