@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from uniembed.core.vectors import normalize
 from uniembed.testing.corpus import LateCorpus
 
 MAN_FOLDER = Path("/usr/share/man/man1")
@@ -168,13 +169,9 @@ class MiniLM:
             mask = inputs["attention_mask"].bool()
             for state, keep in zip(states, mask, strict=True):
                 tokens = state[keep]
-                rows.append(_unit(tokens @ self.projection))
-                singles.append(_unit(tokens.mean(0) @ self.projection))
+                rows.append(normalize(tokens @ self.projection))
+                singles.append(normalize(tokens.mean(0) @ self.projection))
         return rows, torch.stack(singles)
-
-
-def _unit(vectors: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(vectors, dim=-1)
 
 
 def realistic_corpus(docs: int, tokens: int = 64, queries: int = 200) -> LateCorpus:

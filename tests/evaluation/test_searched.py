@@ -12,6 +12,7 @@ from tests.evaluation.builders import identity_dataset
 from uniembed.embedder import Embedder
 from uniembed.errors import InvalidInput
 from uniembed.evaluation.data import RetrievalDataset
+from uniembed.evaluation.encoded import Encodings
 from uniembed.evaluation.searched import IndexModel
 from uniembed.evaluation.specs import parse_settings
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval
@@ -67,14 +68,19 @@ def test_search_multivector_equals_the_float16_study(
 
 
 def test_search_settings_leave_no_index_behind(
-    tiny_v4: Embedder, identity: RetrievalDataset
+    tiny_v4: Embedder, identity: RetrievalDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def folders() -> set[str]:
-        return {p.name for p in Path(tempfile.gettempdir()).glob("uniembed-eval-*")}
-
-    before = folders()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the temporary index goes
+    result = tiny_v4.encode(list(identity.corpus), task="retrieval.passage", output="both")
+    corpus = Encodings.from_vectors(result.embeddings, result.multivectors, result.token_counts)
+    model = IndexModel(tiny_v4, "retrieval.query", "retrieval.passage")
+    (setting,) = parse_settings(["search:binary:3"], tiny_v4.info, model)
+    index = setting.build(corpus)
+    assert [p.name.startswith("uniembed-eval-") for p in tmp_path.iterdir()] == [True]
+    index.close()
+    assert list(tmp_path.iterdir()) == []
     evaluate_retrieval(tiny_v4, identity, config(["search:binary:3"]))
-    assert folders() == before
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_search_spec_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import assert_doctests_pass, load_benchmark
 
 
@@ -39,10 +37,21 @@ def test_man_and_mdoc_pages_give_their_summary_and_description() -> None:
     assert script.parse_man_page("x", ".SH NAME\nx \\- nothing else\n") is None
 
 
-@pytest.mark.skipif(not Path("/usr/share/man/man1/ls.1.gz").exists(), reason="no ls man page")
-def test_an_installed_page() -> None:
-    source = gzip.decompress(Path("/usr/share/man/man1/ls.1.gz").read_bytes()).decode()
-    page = load_script().parse_man_page("ls", source)
-    assert page.summary == "list directory contents"
-    assert page.description.startswith("List information about the FILEs")
-    assert "\\f" not in page.description and "\\-" not in page.description
+def test_a_man_folder_gives_each_page_once(tmp_path: Path) -> None:
+    """Pages are read gzipped, in name order; links and ``.so`` includes are skipped, and so is a
+    page without a summary or a description."""
+    pages = {
+        "ls.1.gz": ".SH NAME\nls \\- list directory contents\n"
+        ".SH DESCRIPTION\n.PP\nList information.\n",
+        "cat.1.gz": ".Sh NAME\n.Nm cat\n.Nd concatenate files\n.Sh DESCRIPTION\nReads files.\n",
+        "dir.1.gz": ".so man1/ls.1\n",
+        "empty.1.gz": ".SH NAME\nempty \\- nothing\n",
+    }
+    for name, source in pages.items():
+        (tmp_path / name).write_bytes(gzip.compress(source.encode()))
+    (tmp_path / "list.1.gz").symlink_to(tmp_path / "ls.1.gz")
+    found = load_script().man_pages(tmp_path)
+    assert [(p.name, p.summary, p.description) for p in found] == [
+        ("cat", "concatenate files", "Reads files."),
+        ("ls", "list directory contents", "List information."),
+    ]

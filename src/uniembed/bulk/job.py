@@ -278,12 +278,13 @@ def process_chunk(
     done: set[str],
     seen: set[str],
 ) -> ChunkResult:
-    """Parse, skip finished ids (``done``) and repeated ones (``seen``, updated), encode."""
+    """Parse records :func:`screen` left (texts and images already written are gone), skip a PDF's
+    finished pages (``done``) and repeated item ids (``seen``, updated), encode."""
     entries: list[_Pending] = []
     failures: list[tuple[str, str]] = []
     skipped = 0
     for record in chunk:
-        for page, (item_id, item, error) in enumerate(_parse_unless_done(record, done), 1):
+        for page, (item_id, item, error) in enumerate(_parse_record(record), 1):
             if item_id in seen:
                 failures.append((item_id, DUPLICATE_ID))
             elif item_id in done:
@@ -304,13 +305,6 @@ class _Pending(NamedTuple):
     item: Item
     record: Record
     page: int | None
-
-
-def _parse_unless_done(record: Record, done: set[str]) -> list[tuple[str, Item | None, str | None]]:
-    """Like :func:`_parse_record`, but a finished text or image is not even decoded."""
-    if record.error is None and not record.is_pdf and record.id in done:
-        return [(record.id, None, None)]
-    return _parse_record(record)
 
 
 def _parse_record(record: Record) -> list[tuple[str, Item | None, str | None]]:

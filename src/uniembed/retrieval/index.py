@@ -434,11 +434,7 @@ class Index:
         reranks). ``filter``: all of ``{"id" | "kind" | "page" | "metadata.<field>": value | [any
         of] | {"gte"|"gt"|"lte"|"lt": number}}``. ``maps``: similarity maps for image and page hits.
         """
-        mode = self._check_mode(mode)
-        check_int("k", k)
-        candidates = check_int(
-            "candidates", DEFAULT_CANDIDATES if candidates is None else candidates
-        )
+        mode, candidates = self._search_options(mode, k, candidates)
         item = _query_item(query)
         dense, multi = self._encode_query(item)
         found = self.retriever.search(
@@ -467,11 +463,7 @@ class Index:
         """:meth:`search` for a query embedded already (with the index's query task): ``dense``
         its single vector (at least ``dimensions`` wide: cut and re-normalised as the index stores
         them), ``multi`` its (tokens, multivector_dim) multi-vector (modes other than dense)."""
-        mode = self._check_mode(mode)
-        check_int("k", k)
-        candidates = check_int(
-            "candidates", DEFAULT_CANDIDATES if candidates is None else candidates
-        )
+        mode, candidates = self._search_options(mode, k, candidates)
         if mode != "dense" and multi is None:
             raise InvalidInput(f"mode {mode!r} needs the query's multi-vector")
         found = self.retriever.search(
@@ -490,6 +482,14 @@ class Index:
         return {"entries": self.count(), "settings": self.settings.to_json()}
 
     # ----------------------------------------------------------------- internals
+    def _search_options(self, mode: str | None, k: int, candidates: int | None) -> tuple[str, int]:
+        """A search's mode (the default filled in) and candidate count, checked with ``k``."""
+        mode = self._check_mode(mode)
+        check_int("k", k)
+        return mode, check_int(
+            "candidates", DEFAULT_CANDIDATES if candidates is None else candidates
+        )
+
     def _check_mode(self, mode: str | None) -> str:
         if self.settings.multivector_dim is None:
             if mode not in (None, "dense"):
