@@ -1,5 +1,5 @@
 """Ingest of stored embeddings: ``Index.add_vectors`` and ``uniembed index --from-embeddings``
-against the bare store write of the same points, in one run.
+against a raw write of the same vector bytes, in one run.
 
     python benchmarks/ingest_vectors.py --pages 2000 --tokens 800     # the BENCHMARKS.md run
     python benchmarks/ingest_vectors.py --quick                       # seconds: a smoke test
@@ -9,8 +9,8 @@ three fresh embedded indexes, block by block (``--block`` pages), the three path
 every block (rotating who goes first), so that each block's three timings see the same load on a
 shared machine; pages/s are totals, ratios the median of the per-block ratios:
 
-* ``store (baseline)`` — points built as lists and written with ``Store.upsert``, ``--batch``
-  pages per store operation: no index, no checks (what ``Index.add`` ends with, without the model);
+* ``raw write (baseline)`` — the pages' float16 multi-vectors and float32 single vectors appended
+  to one file, synced every ``--batch`` pages: what the disk takes, with no index at all;
 * ``add_vectors`` — ``Index.add_vectors`` from numpy arrays (checks, float16 rounding, payloads);
 * ``from-embeddings`` — what ``uniembed index --from-embeddings`` runs: the next batch read from a
   Parquet file written by ``uniembed embed``'s own writer (``--vectors both``), then
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -65,36 +66,25 @@ def write_parquet(path: Path, model: str, dense: np.ndarray, multi: list[np.ndar
     writer.finish()
 
 
-def store_points(store: Any, dense: np.ndarray, multi: list[np.ndarray], pages: range) -> None:
-    from uniembed.retrieval.store import Point, point_id
-
-    store.upsert(
-        [
-            Point(
-                point_id(f"page-{n}", None),
-                dense[n].tolist(),
-                multi[n].tolist(),
-                {"id": f"page-{n}", "kind": "image", "metadata": {}},
-            )
-            for n in pages
-        ]
-    )
+def raw_write(fd: int, dense: np.ndarray, multi: list[np.ndarray], pages: range) -> None:
+    for n in pages:
+        os.write(fd, multi[n].astype(np.float16).tobytes())
+        os.write(fd, dense[n].astype(np.float32).tobytes())
+    os.fdatasync(fd)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     """Seconds per block of each path."""
     import uniembed
     from uniembed.retrieval.index import Index
-    from uniembed.retrieval.store import Layout
     from uniembed.retrieval.stored import read_embeddings
-    from uniembed.retrieval.stores import create_store
     from uniembed.testing.jina_v4 import write_tiny_jina_v4
 
     dense, multi = synthetic(args.pages, args.tokens)
     embedder = uniembed.load(write_tiny_jina_v4(work / "tiny-v4"), device="cpu")
     parquet = work / "pages.parquet"
     write_parquet(parquet, embedder.info.name, dense, multi)
-    store = create_store(work / "store", Layout.build(64, 128, {}), {})
+    raw = os.open(work / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     direct = Index.create(work / "direct", embedder, thumbnails=False)
     from_file = Index.create(work / "file", embedder, thumbnails=False)
     batches = read_embeddings(parquet, with_multivectors=True, batch_rows=args.block)
@@ -102,7 +92,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
 
     def baseline(pages: range) -> None:
         for start in range(pages.start, pages.stop, args.batch):
-            store_points(store, dense, multi, range(start, min(pages.stop, start + args.batch)))
+            raw_write(raw, dense, multi, range(start, min(pages.stop, start + args.batch)))
 
     def add_vectors(pages: range) -> None:
         chosen = slice(pages.start, pages.stop)
@@ -120,7 +110,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
         )
 
     paths = {
-        "store (baseline)": baseline,
+        "raw write (baseline)": baseline,
         "add_vectors": add_vectors,
         "from-embeddings": file_batch,
     }
@@ -132,10 +122,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
             began = time.perf_counter()
             paths[name](pages)
             seconds[name].append(time.perf_counter() - began)
-    counts = (store.count(), direct.count(), from_file.count())
-    assert counts == (args.pages,) * 3, counts
-    for closing in (store, direct, from_file):
+    counts = (direct.count(), from_file.count())
+    assert counts == (args.pages,) * 2, counts
+    for closing in (direct, from_file):
         closing.close()
+    os.close(raw)
     return seconds
 
 
@@ -152,14 +143,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.pages, args.tokens, args.block = 48, 32, 16
     with tempfile.TemporaryDirectory() as temporary:
         seconds = run(args, Path(temporary))
-    baseline = seconds["store (baseline)"]
+    baseline = seconds["raw write (baseline)"]
     results = {
         "pages": args.pages,
         "tokens": args.tokens,
         "batch": args.batch,
         "block": args.block,
         "pages_per_s": {name: args.pages / sum(s) for name, s in seconds.items()},
-        "ratio_to_store_per_block_median": {
+        "ratio_to_raw_write_per_block_median": {
             name: statistics.median(b / t for b, t in zip(baseline, s))
             for name, s in seconds.items()
         },
@@ -167,12 +158,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print("| path | pages/s | ratio to the bare store write (median of blocks) |")
+    print("| path | pages/s | ratio to the raw write (median of blocks) |")
     print("|---|---|---|")
     for name in seconds:
         print(
             f"| {name} | {results['pages_per_s'][name]:.1f} | "
-            f"{results['ratio_to_store_per_block_median'][name]:.2f} |"
+            f"{results['ratio_to_raw_write_per_block_median'][name]:.2f} |"
         )
     return results
 

@@ -60,7 +60,11 @@ def reference(tiny_v4: Embedder, corpus: tuple, tmp_path_factory: pytest.TempPat
     """The index built by ``Index.add`` (the model runs)."""
     _, ids, inputs, metadata = corpus
     index = Index.create(
-        tmp_path_factory.mktemp("ref") / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False
+        tmp_path_factory.mktemp("ref") / "index",
+        tiny_v4,
+        dimensions=DIMENSIONS,
+        thumbnails=False,
+        muvera=True,
     )
     index.add(inputs, ids, metadata, batch_items=4)
     yield index
@@ -95,7 +99,9 @@ def assert_same_hits(got: list[Hit], want: list[Hit]) -> None:
 def test_from_embeddings_equals_index_add_in_every_mode(
     tiny_v4: Embedder, reference: Index, stored: Path, tmp_path: Path, mode: str
 ) -> None:
-    index = Index.create(tmp_path / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False)
+    index = Index.create(
+        tmp_path / "index", tiny_v4, dimensions=DIMENSIONS, thumbnails=False, muvera=True
+    )
     with index:
         assert index.add_embeddings_file(stored, batch_items=3) == 9  # documents
         assert index.count() == reference.count() == 11

@@ -31,7 +31,7 @@ from uniembed.retrieval.documents import (
     MAX_METADATA_KEYS,
 )
 from uniembed.retrieval.edge_store import EdgeStore
-from uniembed.retrieval.index import Index
+from uniembed.retrieval.index import FORMAT, Index
 from uniembed.retrieval.store import Layout, Point
 from uniembed.testing.fake import FakeModel
 
@@ -199,7 +199,7 @@ def test_an_unreadable_manifest_says_so_and_what_to_do(
     Index.create(path, Embedder(FakeModel())).close()
     written = json.loads((path / "uniembed-index.json").read_text())
     if manifest is None:  # the store's manifest is fine, the index settings in it are not
-        written["uniembed_index"] = {"format": 1, "model": "fake-model"}
+        written["uniembed_index"] = {"format": FORMAT, "model": "fake-model"}
         manifest = json.dumps(written)
     (path / "uniembed-index.json").write_text(manifest)
     with pytest.raises(UniembedError, match=f"{message}.*(backup|rebuild)") as caught:

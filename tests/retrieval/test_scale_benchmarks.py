@@ -12,9 +12,9 @@ def test_a_quick_ingest_run_writes_every_page_by_every_path(tmp_path: Path) -> N
     out = tmp_path / "ingest.json"
     results = load_benchmark("ingest_vectors").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["pages"] == 48  # the run asserts each index holds them all
-    assert set(results["pages_per_s"]) == {"store (baseline)", "add_vectors", "from-embeddings"}
+    assert set(results["pages_per_s"]) == {"raw write (baseline)", "add_vectors", "from-embeddings"}
     assert all(len(s) == 3 for s in results["seconds_per_block"].values())  # 48 pages, blocks of 16
-    assert results["ratio_to_store_per_block_median"]["store (baseline)"] == 1.0
+    assert results["ratio_to_raw_write_per_block_median"]["raw write (baseline)"] == 1.0
 
 
 def test_a_quick_kernel_run_reports_gflops_beside_the_peak(tmp_path: Path) -> None:

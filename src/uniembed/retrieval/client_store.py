@@ -23,6 +23,7 @@ from uniembed.retrieval.filters import Condition, MatchAny, build_filter
 from uniembed.retrieval.store import (
     DENSE,
     MULTI,
+    MUVERA,
     Found,
     Layout,
     Point,
@@ -66,6 +67,7 @@ class ClientStore:
     """An index store in a Qdrant collection (see the module docstring)."""
 
     embedded = False
+    files = None  # the server keeps the multi-vectors
 
     def __init__(self, client: Any, collection: str, manifest: dict[str, Any]) -> None:
         self.client = client
@@ -199,6 +201,10 @@ def _vector_params(m: Any, layout: Layout) -> dict[str, Any]:
             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
             datatype=m.Datatype.FLOAT16,
             hnsw_config=m.HnswConfigDiff(m=0),
+        )
+    if layout.muvera_dim is not None:
+        params[MUVERA] = m.VectorParams(
+            size=layout.muvera_dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT16
         )
     return params
 

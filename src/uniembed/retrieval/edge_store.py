@@ -28,7 +28,7 @@ from uniembed.errors import InvalidInput, UniembedError
 from uniembed.retrieval.filters import Condition, MatchAny, build_filter
 from uniembed.retrieval.store import (
     DENSE,
-    MULTI,
+    MUVERA,
     Found,
     Layout,
     Point,
@@ -40,6 +40,7 @@ from uniembed.retrieval.store import (
 
 MANIFEST = "uniembed-index.json"
 SHARD = "shard"
+TOKENS = "tokens"  # the token vectors (uniembed.retrieval.token_files), not in the shard
 
 
 def _edge() -> Any:
@@ -84,6 +85,7 @@ class EdgeStore:
         self._q = _edge()
         self._dialect = EdgeDialect()
         self.path = path
+        self.files = path / TOKENS
         self._manifest = manifest
         self.layout = Layout.from_json(manifest["layout"])
 
@@ -186,7 +188,7 @@ class EdgeStore:
             filter=condition,
             params=q.SearchParams(exact=search.exact),
             with_payload=self._payload(search.payload),
-            with_vector=[MULTI] if search.with_multivector else False,
+            with_vector=False,  # multi-vectors are in the token files
         )
         return [found_from(point) for point in self._shard.query(request)]
 
@@ -212,7 +214,7 @@ class EdgeStore:
                 limit=page_size,
                 filter=condition,
                 with_payload=with_payload,
-                with_vector=[MULTI] if with_multivector else False,
+                with_vector=False,
             )
             records, offset = self._shard.scroll(request)
             yield from (found_from(record) for record in records)
@@ -247,14 +249,13 @@ def _open_failure(path: Path, error: Exception) -> str:
 
 
 def _vector_params(q: Any, layout: Layout) -> dict[str, Any]:
+    """The shard's vectors: multi-vectors live in the index's token files, not here."""
     params = {DENSE: q.EdgeVectorParams(size=layout.dense_dim, distance=q.Distance.Cosine)}
-    if layout.multivector_dim is not None:
-        params[MULTI] = q.EdgeVectorParams(
-            size=layout.multivector_dim,
+    if layout.muvera_dim is not None:
+        params[MUVERA] = q.EdgeVectorParams(
+            size=layout.muvera_dim,
             distance=q.Distance.Dot,
-            multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
             datatype=q.VectorStorageDatatype.Float16,
-            hnsw_config=q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
         )
     return params
 

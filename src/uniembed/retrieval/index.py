@@ -54,6 +54,7 @@ from uniembed.retrieval.store import (
 )
 from uniembed.retrieval.stored import StoredEntry
 from uniembed.retrieval.stores import create_store, open_store, store_exists
+from uniembed.retrieval.token_files import check_codecs
 
 if TYPE_CHECKING:
     from typing import Self
@@ -61,10 +62,12 @@ if TYPE_CHECKING:
     from uniembed.embedder import Embedder
     from uniembed.models.base import ModelInfo, PatchGrid
 
-FORMAT = 1  # of the manifest and the payload layout
+FORMAT = 2  # of the manifest and the payload layout (2: token vectors in the index's own files)
 DEFAULT_MODE = "two-stage"  # as good as exact MaxSim (recall@10) and much faster: BENCHMARKS.md
 DEFAULT_CANDIDATES = 1000  # dense candidates reranked by two-stage, Hamming candidates by binary
 DEFAULT_BATCH_ITEMS = 16  # items (pages) encoded and written together
+DEFAULT_CODECS = ("float16", "binary")  # exact MaxSim, and the sign bits of mode binary
+MUVERA_SHAPE = (4, 16, 10)  # simhash bits, projection size, repetitions: 2,560 values
 ENTRY_FIELDS = ("id", "kind", "page", "metadata", "text", "source", "grid")  # returned with hits
 
 
@@ -84,6 +87,8 @@ class IndexSettings:
     query_task: str = "retrieval.query"
     thumbnails: bool = True
     metadata_fields: dict[str, str] = field(default_factory=dict)
+    codecs: tuple[str, ...] = DEFAULT_CODECS  # of the token vectors (embedded store); first scanned
+    muvera: bool = False  # keep MUVERA encodings: the first stage of mode muvera
     format: int = FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -96,10 +101,12 @@ class IndexSettings:
                 f"index format {data.get('format')!r} is not {FORMAT}; rebuild the index"
             )
         names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**{**known, "codecs": tuple(known.get("codecs", DEFAULT_CODECS))})
 
     def layout(self) -> Layout:
-        return Layout.build(self.dimensions, self.multivector_dim, self.metadata_fields)
+        muvera = MUVERA_SHAPE if self.muvera and self.multivector_dim is not None else None
+        return Layout.build(self.dimensions, self.multivector_dim, self.metadata_fields, muvera)
 
     def check_model(self, info: ModelInfo) -> None:
         """Refuse a model other than the one the index was built with."""
@@ -146,7 +153,7 @@ class Index:
         self.store = store
         self.model = model
         self.settings = settings
-        self.retriever = Retriever(store)
+        self.retriever = Retriever.open(store, settings.codecs)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -162,6 +169,8 @@ class Index:
         query_task: str = "retrieval.query",
         thumbnails: bool = True,
         max_rows: int | None = None,
+        codecs: Sequence[str] = DEFAULT_CODECS,
+        muvera: bool = False,
         client: Any = None,
         device: str | None = None,
         dtype: str | None = None,
@@ -174,7 +183,11 @@ class Index:
         of the quality: see docs/search.md). ``metadata_fields``: metadata fields to index for fast
         filters (name → keyword | integer | float | bool). ``max_rows``: cap on stored rows per
         entry (default and maximum: Qdrant's 8,191 for 128-d); bigger pages are pooled to fit.
-        ``device`` and ``dtype`` load a ``model`` given by name (as :func:`uniembed.load`).
+        ``codecs``: how an embedded index keeps token vectors on disk (see docs/search.md; the
+        first is what mode ``multivector`` scans, float16 reranks when kept, ``binary`` serves
+        mode ``binary``). ``muvera``: keep MUVERA encodings of the multi-vectors (mode
+        ``muvera``, 2,560 float16 values per entry). ``device`` and ``dtype`` load a ``model``
+        given by name (as :func:`uniembed.load`).
         """
         embedder, source = _embedder(model, device, dtype)
         settings = _new_settings(
@@ -187,6 +200,8 @@ class Index:
             query_task,
             thumbnails,
             max_rows,
+            codecs=codecs,
+            muvera=muvera,
         )
         embedder.resolve_tasks(document_task, 1)
         embedder.resolve_tasks(query_task, 1)
@@ -219,7 +234,7 @@ class Index:
             raise
 
     def close(self) -> None:
-        self.store.close()
+        self.retriever.close()
 
     def __enter__(self) -> Self:
         return self
@@ -606,7 +621,7 @@ class Index:
         point = Point(
             point_id(entry.doc_id, entry.page),
             entry.dense.tolist(),
-            float16_lists(rows) if rows is not None else None,
+            float16_lists(rows) if rows is not None and self.retriever.tokens is None else None,
             payload,
         )
         return point, rows
@@ -714,6 +729,9 @@ def _new_settings(
     query_task: str,
     thumbnails: bool,
     max_rows: int | None,
+    *,
+    codecs: Sequence[str],
+    muvera: bool,
 ) -> IndexSettings:
     dimensions = info.dim if dimensions is None else dimensions
     check_dimensions(dimensions, info)  # the rule every encode call follows
@@ -736,6 +754,8 @@ def _new_settings(
         query_task=query_task,
         thumbnails=thumbnails,
         metadata_fields=dict(metadata_fields or {}),
+        codecs=check_codecs(codecs),
+        muvera=bool(muvera),
     )
 
 

@@ -2,32 +2,39 @@
 that the store-level tests and benchmarks drive with synthetic vectors.
 
 * ``dense`` — cosine of single vectors (the store's HNSW);
-* ``multivector`` — exact MaxSim over every (filtered) entry: on an in-memory torch copy
-  (:class:`~uniembed.retrieval.scan.MultivectorScan`) when the store is embedded, in the store
-  otherwise (``exact="auto"``; ``"scan"`` / ``"store"`` force one);
-* ``two-stage`` — ONE store query: the ``candidates`` best by dense, reranked by MaxSim;
-* ``binary`` — Hamming MaxSim over sign bits (in memory) picks ``candidates``, the store reranks
-  them by float MaxSim.
+* ``multivector`` — MaxSim over every (filtered) entry: the index's token files scanned in their
+  first codec (exact for float16; the shortlist reranked by float16 when it is kept) for an embedded
+  store; the store's own exact scan for a Qdrant server (``exact="scan"``: an in-memory torch copy
+  instead, :class:`~uniembed.retrieval.scan.MultivectorScan`);
+* ``two-stage`` — the ``candidates`` best by dense, reranked by MaxSim;
+* ``muvera`` — the ``candidates`` best by the MUVERA encodings of the multi-vectors (HNSW),
+  reranked by MaxSim (a collection created with MUVERA);
+* ``binary`` — Hamming MaxSim over sign bits picks ``candidates``, float MaxSim reranks them.
 
-Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the in-memory
-copies in step with the store; each batch is one store operation. Qdrant makes an operation atomic
-for a crash (one write-ahead-log record) but not for readers running at the same time (a concurrent
-query can see some points of an upsert, or of a delete, and not others): a readers-writer lock keeps
-searches out of the short store write, so every search sees each document whole or not at all.
+Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the token files (or
+the in-memory copies) in step with the store; each batch is one store operation. Qdrant makes an
+operation atomic for a crash (one write-ahead-log record) and the token files journal around it
+(:mod:`~uniembed.retrieval.token_files`), but neither is atomic for readers running at the same
+time: a readers-writer lock keeps searches out of the short write, so every search sees each
+document whole or not at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from uniembed.core.iteration import chunked
+from uniembed.core.muvera import Muvera
 from uniembed.errors import InvalidInput
-from uniembed.retrieval.filters import Condition, HasIds
+from uniembed.retrieval.filters import Condition, HasIds, MatchAny
 from uniembed.retrieval.scan import Codec, MultivectorScan
 from uniembed.retrieval.store import (
     Found,
@@ -35,25 +42,57 @@ from uniembed.retrieval.store import (
     Store,
     dense_search,
     multivector_search,
+    muvera_search,
     rerank_search,
     two_stage_search,
 )
+from uniembed.retrieval.token_files import TokenFiles
 
-MODES = ("dense", "multivector", "two-stage", "binary")
+MODES = ("dense", "multivector", "two-stage", "muvera", "binary")
+ROW = "row"  # payload field: the entry's row in the token files
 Exact = Literal["auto", "scan", "store"]
 
 
 class Retriever:
-    """Searches and writes on ``store`` (see the module docstring); safe to share between
-    threads."""
+    """Searches and writes on ``store`` and, for an embedded store, its ``tokens`` files (see the
+    module docstring); safe to share between threads."""
 
-    def __init__(self, store: Store, *, exact: Exact = "auto") -> None:
+    def __init__(
+        self, store: Store, tokens: TokenFiles | None = None, *, exact: Exact = "auto"
+    ) -> None:
         if exact not in ("auto", "scan", "store"):
             raise InvalidInput(f"exact must be auto, scan or store; got {exact!r}")
         self.store = store
-        self.exact_in_scan = exact == "scan" or (exact == "auto" and store.embedded)
+        self.tokens = tokens
+        self.exact_in_scan = exact == "scan"
         self._lock = ReadWriteLock()
         self._scans: dict[str, MultivectorScan] = {}
+
+    @classmethod
+    def open(cls, store: Store, codecs: Sequence[str] = ("float16",)) -> Retriever:
+        """The retriever of ``store``; an embedded store's token files are opened (created with
+        ``codecs`` when there are none, settled when a write was interrupted)."""
+        dim = store.layout.multivector_dim
+        if store.files is None or dim is None:
+            return cls(store)
+        lookup = _row_lookup(store)
+        if store.files.exists():
+            return cls(store, TokenFiles.open(store.files, lookup))
+        return cls(store, TokenFiles.create(store.files, dim, codecs))
+
+    def close(self) -> None:
+        if self.tokens is not None:
+            self.tokens.close()
+        self.store.close()
+
+    @cached_property
+    def muvera(self) -> Muvera | None:
+        """The MUVERA encoder of the collection (None: it keeps no encodings)."""
+        spec, dim = self.store.layout.muvera, self.store.layout.multivector_dim
+        if spec is None or dim is None:
+            return None
+        bits, projection, repetitions = spec
+        return Muvera(dim, simhash_bits=bits, projection_dim=projection, repetitions=repetitions)
 
     # ----------------------------------------------------------------- writes
     def write(
@@ -61,7 +100,11 @@ class Retriever:
     ) -> None:
         """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in
         order)."""
+        points = self._with_muvera(points, multivectors)
         with self._lock.writing():
+            if self.tokens is not None:
+                self._write_tokens(doc_ids, points, multivectors)
+                return
             for scan in self._scans.values():
                 scan.remove(doc_ids)
             self.store.delete(list(doc_ids))
@@ -74,9 +117,51 @@ class Retriever:
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         with self._lock.writing():
+            if self.tokens is not None:
+                self._write_tokens(doc_ids, [], [])
+                return
             for scan in self._scans.values():
                 scan.remove(doc_ids)
             self.store.delete(list(doc_ids))
+
+    def _write_tokens(
+        self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+    ) -> None:
+        """The store write between the token files' journal and commit (token_files)."""
+        tokens = self.tokens
+        assert tokens is not None
+        if len(multivectors) != len(points):
+            raise InvalidInput("every entry of this index needs its multi-vector")
+        retired = self._rows(doc_ids)
+        arrays = [m.numpy() for m in multivectors]  # float16 rows stay float16
+        try:
+            pending = tokens.begin([p.id for p in points], arrays, retired)
+            for point, row in zip(points, pending.rows, strict=True):
+                point.payload[ROW] = row
+            self.store.delete(list(doc_ids))
+            if points:
+                self.store.upsert(points)
+        except BaseException:
+            tokens.settle(_row_lookup(self.store))
+            raise
+        tokens.commit(pending)
+
+    def _rows(self, doc_ids: Sequence[str]) -> list[int]:
+        """Token-file rows of the entries the store holds for ``doc_ids``."""
+        if not doc_ids:
+            return []
+        found = self.store.scroll((MatchAny("id", tuple(doc_ids)),), payload=[ROW], page_size=4096)
+        return [int(f.payload[ROW]) for f in found if ROW in f.payload]
+
+    def _with_muvera(
+        self, points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+    ) -> Sequence[Point]:
+        if self.muvera is None or not points:
+            return points
+        return [
+            dataclasses.replace(point, muvera=self.muvera.document(multi).tolist())
+            for point, multi in zip(points, multivectors, strict=True)
+        ]
 
     # ----------------------------------------------------------------- searches
     def search(
@@ -93,15 +178,19 @@ class Retriever:
     ) -> list[Found]:
         """The ``k`` best entries for the query vectors (``dense`` (d,), ``multi`` (tokens,
         128))."""
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        read: dict[str, Any] = {"payload": payload, "with_multivector": with_multivector}
+        if self.tokens is not None:
+            with self._lock.reading():
+                return self._search_tokens(dense, multi, k, mode, candidates, conditions, read)
         codec = self._codec(mode)
         if codec is not None:
             self.scan(codec)  # loading takes the write lock: before the read lock, not inside it
         with self._lock.reading():
-            return self._search(
-                dense, multi, k, mode, candidates, conditions, payload, with_multivector
-            )
+            return self._search_store(dense, multi, k, mode, candidates, conditions, read)
 
-    def _search(
+    def _search_tokens(
         self,
         dense: torch.Tensor | None,
         multi: torch.Tensor | None,
@@ -109,38 +198,89 @@ class Retriever:
         mode: str,
         candidates: int,
         conditions: tuple[Condition, ...],
-        payload: bool | Sequence[str],
-        with_multivector: bool,
+        read: dict[str, Any],
     ) -> list[Found]:
-        read: dict[str, Any] = {"payload": payload, "with_multivector": with_multivector}
+        """A search of an embedded store: first stages in the store or the token files, MaxSim
+        in the token files, payloads from the store."""
+        tokens = self.tokens
+        assert tokens is not None
+        if mode == "dense":
+            return self._records_of(
+                self.store.search(dense_search(_list(dense), k, conditions)), read
+            )
+        query = _array(multi)
+        best = tokens.best
+        if mode == "multivector":
+            scanned = tokens.names[0]
+            shortlist = k if scanned == best else max(candidates, k)
+            ranked = tokens.scan(scanned, query, shortlist, self._allowed_rows(conditions))
+            if scanned != best:
+                ranked = tokens.rerank(best, query, [row for row, _ in ranked], k)
+        elif mode == "binary":
+            found = tokens.scan("binary", query, max(candidates, k), self._allowed_rows(conditions))
+            ranked = tokens.rerank(best, query, [row for row, _ in found], k)
+        else:
+            stage = self._first_stage(dense, multi, mode, max(candidates, k), conditions)
+            rows = [int(f.payload[ROW]) for f in self.store.search(stage) if ROW in f.payload]
+            ranked = tokens.rerank(best, query, rows, k)
+        return self._rows_records(ranked, read)
+
+    def _first_stage(
+        self,
+        dense: torch.Tensor | None,
+        multi: torch.Tensor | None,
+        mode: str,
+        limit: int,
+        conditions: tuple[Condition, ...],
+    ) -> Any:
+        if mode == "two-stage":
+            return dense_search(_list(dense), limit, conditions, payload=[ROW])
+        if self.muvera is None:
+            raise InvalidInput("this index keeps no MUVERA encodings (create it with muvera)")
+        assert multi is not None
+        encoding = self.muvera.query(multi).tolist()
+        return muvera_search(encoding, limit, conditions, payload=[ROW])
+
+    def _search_store(
+        self,
+        dense: torch.Tensor | None,
+        multi: torch.Tensor | None,
+        k: int,
+        mode: str,
+        candidates: int,
+        conditions: tuple[Condition, ...],
+        read: dict[str, Any],
+    ) -> list[Found]:
+        """A search of a Qdrant server: MaxSim in the store (or an in-memory scan)."""
         if mode == "dense":
             return self.store.search(dense_search(_list(dense), k, conditions, **read))
         if mode == "two-stage":
             search = two_stage_search(_list(dense), _list(multi), k, candidates, conditions, **read)
             return self.store.search(search)
+        if mode == "muvera":
+            assert multi is not None
+            stage = self._first_stage(dense, multi, mode, max(candidates, k), conditions)
+            ids = [f.id for f in self.store.search(stage)]
+            return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
         if mode == "multivector" and not self.exact_in_scan:
             return self.store.search(multivector_search(_list(multi), k, conditions, **read))
         if mode == "multivector":
             assert multi is not None
             ranked = self.scan("float16").search(multi, k, self._allowed(conditions))
             return self._records(ranked, read)
-        if mode == "binary":
-            assert multi is not None
-            ranked = self.scan("binary").search(
-                multi, max(candidates, k), self._allowed(conditions)
-            )
-            ids = [pid for pid, _ in ranked]
-            return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        assert multi is not None
+        ranked = self.scan("binary").search(multi, max(candidates, k), self._allowed(conditions))
+        ids = [pid for pid, _ in ranked]
+        return self.store.search(rerank_search(_list(multi), ids, k, **read)) if ids else []
 
     def _codec(self, mode: str) -> Codec | None:
-        """The in-memory scan ``mode`` reads, if any."""
+        """The in-memory scan ``mode`` reads on a Qdrant server, if any."""
         if mode == "binary":
             return "binary"
         return "float16" if mode == "multivector" and self.exact_in_scan else None
 
     def scan(self, codec: Codec) -> MultivectorScan:
-        """The in-memory copy of the multi-vectors in ``codec``, loaded from the store on first
+        """The in-memory copy of a Qdrant server's multi-vectors in ``codec``, loaded on first
         use."""
         scan = self._scans.get(codec)
         if scan is not None:
@@ -163,10 +303,23 @@ class Retriever:
             return self._scans[codec]
 
     def _allowed(self, conditions: tuple[Condition, ...]) -> set[str] | None:
-        """The point ids a filter admits (the scans filter by id)."""
+        """The point ids a filter admits (the in-memory scans filter by id)."""
         if not conditions:
             return None
         return {found.id for found in self.store.scroll(conditions, payload=False, page_size=4096)}
+
+    def _allowed_rows(self, conditions: tuple[Condition, ...]) -> np.ndarray | None:
+        """The token-file rows a filter admits, as a mask (None: no filter)."""
+        if not conditions:
+            return None
+        tokens = self.tokens
+        assert tokens is not None
+        mask = np.zeros(tokens.snapshot.size, dtype=bool)
+        for found in self.store.scroll(conditions, payload=[ROW], page_size=4096):
+            row = found.payload.get(ROW)
+            if isinstance(row, int) and 0 <= row < len(mask):
+                mask[row] = True
+        return mask
 
     def _records(self, ranked: list[tuple[str, float]], read: dict[str, Any]) -> list[Found]:
         """Scan results with their payloads (and vectors) read from the store, in rank order."""
@@ -180,11 +333,59 @@ class Retriever:
             if pid in records
         ]
 
+    def _rows_records(self, ranked: list[tuple[int, float]], read: dict[str, Any]) -> list[Found]:
+        """Token-file results as store records, in rank order (with their vectors when asked)."""
+        tokens = self.tokens
+        assert tokens is not None
+        ids = tokens.point_ids([row for row, _ in ranked])
+        found = self._records(
+            [(pid, score) for pid, (_, score) in zip(ids, ranked, strict=True)],
+            {**read, "with_multivector": False},
+        )
+        if not read["with_multivector"]:
+            return found
+        rows = dict(zip(ids, (row for row, _ in ranked), strict=True))
+        return [
+            dataclasses.replace(f, multivector=torch.from_numpy(tokens.vectors(rows[f.id])))
+            for f in found
+        ]
+
+    def _records_of(self, found: list[Found], read: dict[str, Any]) -> list[Found]:
+        """``found`` (a dense search of an embedded store) with the payload and vectors asked."""
+        if not found:
+            return []
+        tokens = self.tokens
+        assert tokens is not None
+        rows = self.store.scroll((HasIds(tuple(f.id for f in found)),), payload=[ROW])
+        row_of = {f.id: int(f.payload[ROW]) for f in rows if ROW in f.payload}
+        ranked = [(row_of[f.id], f.score) for f in found if f.id in row_of]
+        return self._rows_records(ranked, read)
+
+
+def _row_lookup(store: Store) -> Any:
+    """Point ids -> the token-file row the store holds for each (those it holds)."""
+
+    def lookup(point_ids: Sequence[str]) -> Mapping[str, int]:
+        rows: dict[str, int] = {}
+        for chunk in chunked(point_ids, 4096):
+            for found in store.scroll((HasIds(tuple(chunk)),), payload=[ROW], page_size=4096):
+                if isinstance(found.payload.get(ROW), int):
+                    rows[found.id] = found.payload[ROW]
+        return rows
+
+    return lookup
+
 
 def _list(vectors: torch.Tensor | None) -> Any:
     if vectors is None or vectors.numel() == 0:
         raise InvalidInput("this mode needs vectors the index does not have")
     return vectors.tolist()
+
+
+def _array(vectors: torch.Tensor | None) -> np.ndarray:
+    if vectors is None or vectors.numel() == 0:
+        raise InvalidInput("this mode needs vectors the index does not have")
+    return np.ascontiguousarray(vectors.float().numpy())
 
 
 class ReadWriteLock:

@@ -5,10 +5,14 @@ location gets is :mod:`~uniembed.retrieval.stores`' choice, filters are
 :mod:`~uniembed.retrieval.filters`'.
 
 Layout of one collection: a ``dense`` vector (the Matryoshka size chosen at creation, cosine, HNSW),
-a ``multi`` multi-vector (dot product, MaxSim comparator, float16, HNSW off with ``m=0``: a graph
-over token vectors takes hours to build and is not needed to rerank candidates), and keyword/integer
-payload indexes on ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point
-is one entry: a text, an image or one PDF page.
+optionally a ``muvera`` vector (the MUVERA encoding of the entry's multi-vector, dot product,
+float16, HNSW: the first stage built from the multi-vectors), and keyword/integer payload indexes on
+``id``, ``kind``, ``page`` and the metadata fields named at creation. One point is one entry: a
+text, an image or one PDF page. Where the multi-vectors live is the store's: an embedded store
+keeps them beside the collection in the index's own memory-mapped files
+(:mod:`~uniembed.retrieval.token_files`; each point's payload names its ``row`` there); a Qdrant
+server keeps them in a ``multi`` multi-vector (dot product, MaxSim comparator, float16, HNSW off
+with ``m=0``: a graph over token vectors takes hours to build and is not needed to rerank).
 
 The query builder turns a search mode into a :class:`Search` (which vector, which prefetch, which
 filter, exact or not); the adapters only translate a :class:`Search` and its
@@ -21,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -38,6 +43,7 @@ from uniembed.retrieval.filters import (
 
 DENSE = "dense"  # vector names in the collection
 MULTI = "multi"
+MUVERA = "muvera"
 QDRANT_MULTIVECTOR_FLOATS = 1_048_576  # Qdrant refuses multi-vectors of this many floats or more
 POINT_NAMESPACE = uuid.UUID("6f6c1a4e-3d0b-4f7e-9a57-75e1e6b0c0de")  # uuid5 namespace of point ids
 
@@ -72,10 +78,23 @@ class Layout:
     dense_dim: int
     multivector_dim: int | None  # None: single vectors only (a model without multi-vectors)
     fields: tuple[tuple[str, str], ...] = tuple(ENTRY_FIELDS.items())
+    muvera: tuple[int, int, int] | None = None  # MUVERA (simhash bits, projection, repetitions)
+
+    @property
+    def muvera_dim(self) -> int | None:
+        """Values of one MUVERA encoding (None: the collection keeps none)."""
+        if self.muvera is None:
+            return None
+        bits, projection, repetitions = self.muvera
+        return repetitions * 2**bits * projection
 
     @classmethod
     def build(
-        cls, dense_dim: int, multivector_dim: int | None, metadata_fields: Mapping[str, str]
+        cls,
+        dense_dim: int,
+        multivector_dim: int | None,
+        metadata_fields: Mapping[str, str],
+        muvera: tuple[int, int, int] | None = None,
     ) -> Layout:
         """The layout with ``metadata_fields`` (name → keyword | integer | float | bool) indexed."""
         for name, kind in metadata_fields.items():
@@ -86,19 +105,23 @@ class Layout:
                     f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}"
                 )
         extra = tuple((f"metadata.{name}", kind) for name, kind in metadata_fields.items())
-        return cls(dense_dim, multivector_dim, tuple(ENTRY_FIELDS.items()) + extra)
+        return cls(dense_dim, multivector_dim, tuple(ENTRY_FIELDS.items()) + extra, muvera)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dense_dim": self.dense_dim,
             "multivector_dim": self.multivector_dim,
             "fields": dict(self.fields),
+            "muvera": self.muvera,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Layout:
         return cls(
-            int(data["dense_dim"]), data["multivector_dim"], tuple(dict(data["fields"]).items())
+            int(data["dense_dim"]),
+            data["multivector_dim"],
+            tuple(dict(data["fields"]).items()),
+            None if data.get("muvera") is None else tuple(data["muvera"]),
         )
 
 
@@ -108,8 +131,9 @@ class Point:
 
     id: str
     dense: list[float]
-    multivector: list[list[float]] | None
+    multivector: list[list[float]] | None  # for a store that keeps multi-vectors itself
     payload: dict[str, Any]
+    muvera: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +151,8 @@ def point_vectors(point: Point) -> dict[str, Any]:
     vectors: dict[str, Any] = {DENSE: point.dense}
     if point.multivector is not None:
         vectors[MULTI] = point.multivector
+    if point.muvera is not None:
+        vectors[MUVERA] = point.muvera
     return vectors
 
 
@@ -151,7 +177,7 @@ class Stage:
     """Score points by one vector: ``using`` names it, ``vector`` is a list (dense) or a list of
     lists (multi-vector); the ``limit`` best go on."""
 
-    using: Literal["dense", "multi"]
+    using: Literal["dense", "multi", "muvera"]
     vector: list[float] | list[list[float]]
     limit: int
 
@@ -174,6 +200,13 @@ def dense_search(
 ) -> Search:
     """Cosine on the dense vector (HNSW)."""
     return Search(Stage(DENSE, vector, k), conditions=conditions, **read)
+
+
+def muvera_search(
+    vector: list[float], k: int, conditions: tuple[Condition, ...] = (), **read: Any
+) -> Search:
+    """Dot product of MUVERA encodings (HNSW): candidates for a MaxSim rerank."""
+    return Search(Stage(MUVERA, vector, k), conditions=conditions, **read)
 
 
 def multivector_search(
@@ -210,7 +243,8 @@ class Store(Protocol):
     """What an index needs from a vector database (PyLate-sized: write, delete, search, read)."""
 
     layout: Layout
-    embedded: bool  # in this process (exact scans may then run on an in-memory copy)
+    embedded: bool  # in this process
+    files: Path | None  # the index's own files beside the store (its token vectors); None: none
 
     def manifest(self) -> dict[str, Any]:
         """The index manifest written at creation."""

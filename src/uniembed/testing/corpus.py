@@ -11,14 +11,18 @@ model retrieves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from uniembed.core.token_pooling import pool_tokens
 from uniembed.core.vectors import to_float16
 from uniembed.retrieval.store import Point, point_id
+
+if TYPE_CHECKING:
+    from uniembed.retrieval.retriever import Retriever
 
 
 @dataclass(frozen=True)
@@ -39,23 +43,34 @@ class LateCorpus:
     def doc_id(self, position: int) -> str:
         return f"doc-{position}"
 
-    def points(
-        self, start: int = 0, stop: int | None = None, pool_factor: int = 1
-    ) -> Iterator[Point]:
-        """Documents ``start … stop - 1`` as store points (lists of float16 values), their
-        multi-vectors token-pooled by ``pool_factor``."""
-        stop = self.size if stop is None else stop
-        for position in range(start, stop):
-            doc_id = self.doc_id(position)
-            rows = self.multivectors[position].float()
-            if pool_factor > 1:
-                rows = to_float16(pool_tokens(rows, pool_factor)).float()
-            yield Point(
-                point_id(doc_id, None),
-                self.dense[position].tolist(),
-                rows.tolist(),
-                {"id": doc_id, "kind": "text", "metadata": {"shard": position % 4}},
-            )
+    def write_to(self, retriever: Retriever, pool_factor: int = 1, batch_rows: int = 16384) -> None:
+        """Write every document through ``retriever``, its multi-vectors token-pooled by
+        ``pool_factor``, about ``batch_rows`` token rows a write."""
+        batch = max(1, batch_rows // self.multivectors.shape[1])
+        lists = retriever.tokens is None  # a Qdrant server takes the rows as lists
+        for start in range(0, self.size, batch):
+            positions = range(start, min(self.size, start + batch))
+            rows = [self._rows(position, pool_factor) for position in positions]
+            points = [
+                Point(
+                    point_id(self.doc_id(position), None),
+                    self.dense[position].tolist(),
+                    multi.tolist() if lists else None,
+                    {
+                        "id": self.doc_id(position),
+                        "kind": "text",
+                        "metadata": {"shard": position % 4},
+                    },
+                )
+                for position, multi in zip(positions, rows, strict=True)
+            ]
+            retriever.write([self.doc_id(p) for p in positions], points, rows)
+
+    def _rows(self, position: int, pool_factor: int) -> torch.Tensor:
+        rows = self.multivectors[position].float()
+        if pool_factor > 1:
+            rows = to_float16(pool_tokens(rows, pool_factor)).float()
+        return rows
 
 
 def synthetic_corpus(

@@ -1,0 +1,357 @@
+"""The multi-vectors of an embedded index, on disk and memory-mapped (``<index>/tokens``).
+
+* ``codecs.json`` — the codecs the token vectors are kept in (:mod:`uniembed.core.codecs`: name
+  and trained state), fixed at creation;
+* ``<codec>.codes`` — per codec, one fixed-size code per stored token, the tokens of an entry one
+  after another and entries in the order written;
+* ``entries`` — one 32-byte record per entry ever written (:data:`ENTRY`): its point id, first
+  token, token count and whether it is alive;
+* ``journal.json`` — present only while a write is under way.
+
+Opening maps the files and reads no vectors: the process holds what a search touches, as the OS
+caches it, and its memory does not grow with the corpus. A search scores the codes where they lie
+(the codec's kernel reads the mapped pages).
+
+Writes (the store is the truth of which entries exist; every store point carries its entry's
+``row``): :meth:`TokenFiles.begin` writes the journal (the entries it adds and the rows it will
+retire), appends codes and entries and syncs them; the caller then changes the store;
+:meth:`TokenFiles.commit` marks the retired rows dead and removes the journal. A process killed at
+any point leaves a journal, and the next open settles it by asking the store: a journalled row is
+alive exactly when the store holds its point with that row. Replaced and deleted entries keep their
+bytes until :meth:`TokenFiles.compact`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uniembed.core.codecs import CODECS, Codec, load_codec, make_codec
+from uniembed.core.files import write_text
+from uniembed.errors import InvalidInput, UniembedError
+
+CODECS_FILE = "codecs.json"
+ENTRIES_FILE = "entries"
+JOURNAL_FILE = "journal.json"
+ENTRY = np.dtype(
+    [("point", "V16"), ("start", "<i8"), ("count", "<i4"), ("alive", "u1"), ("spare", "V3")]
+)
+Lookup = Callable[[Sequence[str]], Mapping[str, int]]  # point ids -> the row the store holds
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A write under way: the rows it adds (in the order of its points) and the rows it
+    retires."""
+
+    rows: range
+    retired: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The files as mapped after the last completed write; what one search reads."""
+
+    entries: np.ndarray  # (n,) ENTRY records
+    codes: Mapping[str, np.ndarray]  # codec name -> (tokens, bytes_per_token) uint8
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """(n + 1,) first token of each entry, then the end."""
+        starts = np.asarray(self.entries["start"], dtype=np.int64)
+        end = int(starts[-1] + self.entries["count"][-1]) if self.size else 0
+        return np.append(starts, end)
+
+    @cached_property
+    def alive(self) -> np.ndarray:
+        return np.asarray(self.entries["alive"], dtype=bool)
+
+
+class TokenFiles:
+    """The token vectors of one embedded index (see the module docstring). Writes must be
+    serialised by the caller (the :class:`~uniembed.retrieval.retriever.Retriever`'s lock);
+    searches may run beside them and read the snapshot of the last completed write."""
+
+    def __init__(self, path: Path, dim: int, codecs: dict[str, Codec | None]) -> None:
+        self.path = path
+        self.dim = dim
+        self._codecs = codecs  # None: trained on the first write
+        self._entries_fd = os.open(path / ENTRIES_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._code_fds = {
+            name: os.open(path / f"{name}.codes", os.O_RDWR | os.O_CREAT, 0o644) for name in codecs
+        }
+        self.snapshot = self._map()
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(cls, path: Path, dim: int, codecs: Sequence[str]) -> TokenFiles:
+        """Empty files for ``dim``-wide token vectors kept in ``codecs`` (the first is scanned)."""
+        check_codecs(codecs)
+        made = {name: None if name in NEEDS_SAMPLE else make_codec(name, dim) for name in codecs}
+        path.mkdir(parents=True, exist_ok=True)
+        write_text(path / CODECS_FILE, json.dumps(_codecs_json(dim, made)), durable=True)
+        return cls.open(path, lookup=None)
+
+    @classmethod
+    def open(cls, path: Path, lookup: Lookup | None) -> TokenFiles:
+        """Map the files at ``path``; an interrupted write is settled with ``lookup`` (the store's
+        rows of point ids)."""
+        try:
+            spec = json.loads((path / CODECS_FILE).read_text(encoding="utf-8"))
+            dim = int(spec["dim"])
+            codecs = {
+                name: None if state is None else load_codec(name, dim, state)
+                for name, state in spec["codecs"]
+            }
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise UniembedError(
+                f"could not open the token vectors at {path}: {path / CODECS_FILE} is unreadable "
+                f"({type(error).__name__}: {error}); rebuild the index (uniembed index)"
+            ) from error
+        files = cls(path, dim, codecs)
+        if (path / JOURNAL_FILE).exists():
+            if lookup is None:
+                raise UniembedError(f"{path} holds an interrupted write and no store to settle it")
+            files.settle(lookup)
+        files.trim()
+        return files
+
+    def close(self) -> None:
+        """Close the files (again: nothing)."""
+        fds = [self._entries_fd, *self._code_fds.values()]
+        self._entries_fd, self._code_fds = -1, {}
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Codec names; the first is what full scans read."""
+        return tuple(self._codecs)
+
+    def codec(self, name: str) -> Codec:
+        codec = self._codecs.get(name)
+        if codec is None:
+            raise InvalidInput(f"this index keeps no {name} token codes (it keeps {self.names})")
+        return codec
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of token codes on disk (every codec, retired entries included)."""
+        return sum(int(codes.nbytes) for codes in self.snapshot.codes.values())
+
+    # ----------------------------------------------------------------- writes
+    def begin(
+        self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray], retired: Sequence[int]
+    ) -> Pending:
+        """Journal the write, then append the entries ``point_ids`` (their ``multivectors``:
+        (tokens, dim) float arrays) and sync them; the rows ``retired`` die at :meth:`commit`. The
+        caller writes the store in between (see the module docstring)."""
+        vectors, counts = self._check(point_ids, multivectors)
+        snapshot = self.snapshot
+        first, tokens = snapshot.size, int(snapshot.offsets[-1])
+        journal = {"entries": first, "added": len(point_ids), "retired": [int(r) for r in retired]}
+        write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
+        if len(point_ids):
+            as_float32 = None
+            for name, fd in self._code_fds.items():
+                if name == "float16":  # float16 rows as they are
+                    given = vectors
+                else:
+                    if as_float32 is None:
+                        as_float32 = vectors.astype(np.float32)
+                    given = as_float32
+                codes = np.ascontiguousarray(self.codec(name).encode(given))
+                os.pwrite(fd, memoryview(codes).cast("B"), tokens * codes.shape[1])
+            records = np.zeros(len(point_ids), dtype=ENTRY)
+            records["point"] = [uuid.UUID(pid).bytes for pid in point_ids]
+            records["start"] = tokens + np.concatenate([[0], np.cumsum(counts)[:-1]])
+            records["count"] = counts
+            records["alive"] = 1
+            os.pwrite(self._entries_fd, records.tobytes(), first * ENTRY.itemsize)
+            for fd in [*self._code_fds.values(), self._entries_fd]:
+                os.fdatasync(fd)
+        return Pending(range(first, first + len(point_ids)), tuple(journal["retired"]))
+
+    def _check(
+        self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All token vectors as one array (float16 or float32, as given), and each entry's count
+        (codecs trained)."""
+        counts = np.array([len(m) for m in multivectors], dtype=np.int64)
+        if len(point_ids) != len(counts) or (counts < 1).any():
+            raise InvalidInput("every entry needs a multi-vector of at least one token")
+        if not len(point_ids):
+            return np.zeros((0, self.dim), dtype=np.float32), counts
+        vectors = np.concatenate([np.asarray(m) for m in multivectors])
+        if vectors.dtype not in (np.float16, np.float32):
+            vectors = vectors.astype(np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InvalidInput(f"token vectors must be {self.dim} wide; got {vectors.shape}")
+        self._train(vectors)
+        return vectors, counts
+
+    def commit(self, pending: Pending) -> None:
+        """The store took the write: retire the journalled rows, drop the journal."""
+        self._set_alive(pending.retired, False)
+        self._finish()
+
+    def settle(self, lookup: Lookup) -> None:
+        """Finish or undo an interrupted write (none: nothing to do): a journalled row is alive
+        exactly when the store holds its point with that row; trailing added rows that are not
+        alive are cut off."""
+        if not (self.path / JOURNAL_FILE).exists():
+            return
+        journal = json.loads((self.path / JOURNAL_FILE).read_text(encoding="utf-8"))
+        first, added = int(journal["entries"]), int(journal["added"])
+        written = os.fstat(self._entries_fd).st_size // ENTRY.itemsize
+        size = min(written, first + added)
+        os.ftruncate(self._entries_fd, size * ENTRY.itemsize)
+        entries = self._read_entries(size)
+        rows = sorted({*range(first, size), *(int(r) for r in journal["retired"] if r < size)})
+        points = [str(uuid.UUID(bytes=bytes(entries[r]["point"]))) for r in rows]
+        held = lookup(points)
+        alive = {r for r, pid in zip(rows, points, strict=True) if held.get(pid) == r}
+        self._set_alive([r for r in rows if r not in alive], False)
+        self._set_alive(sorted(alive), True)
+        keep = size
+        while keep > first and keep - 1 not in alive:
+            keep -= 1
+        os.ftruncate(self._entries_fd, keep * ENTRY.itemsize)
+        self._finish()
+
+    def trim(self) -> None:
+        """Cut codes past the last entry (left by a write that was undone)."""
+        end = int(self.snapshot.offsets[-1])
+        for name, fd in self._code_fds.items():
+            os.ftruncate(fd, end * self.codec(name).bytes_per_token)
+        self.snapshot = self._map()
+
+    # ----------------------------------------------------------------- reads
+    def point_ids(self, rows: Sequence[int]) -> list[str]:
+        entries = self.snapshot.entries
+        return [str(uuid.UUID(bytes=bytes(entries[r]["point"]))) for r in rows]
+
+    def scan(
+        self, name: str, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best alive rows by the MaxSim of ``query`` (tokens, dim) over the ``name``
+        codes of every entry (among the rows ``allowed``, a bool mask, when given)."""
+        snapshot = self.snapshot
+        if snapshot.size == 0:
+            return []
+        scores = self.codec(name).maxsim(query, snapshot.codes[name], snapshot.offsets)
+        mask = snapshot.alive if allowed is None else snapshot.alive & allowed[: snapshot.size]
+        return _top(np.where(mask, scores, -np.inf), k)
+
+    def rerank(
+        self, name: str, query: np.ndarray, rows: Sequence[int], k: int
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best of ``rows`` (alive ones) by MaxSim over their ``name`` codes."""
+        snapshot = self.snapshot
+        rows = np.array(sorted({int(r) for r in rows if 0 <= r < snapshot.size}), dtype=np.int64)
+        rows = rows[snapshot.alive[rows]] if len(rows) else rows
+        if not len(rows):
+            return []
+        codec, codes, offsets = self.codec(name), snapshot.codes[name], snapshot.offsets
+        scores = np.empty(len(rows), dtype=np.float32)
+        for i, row in enumerate(rows.tolist()):
+            start, end = int(offsets[row]), int(offsets[row + 1])
+            scores[i] = codec.maxsim(query, codes[start:end], np.array([0, end - start]))[0]
+        return [(int(rows[i]), s) for i, s in _top(scores, k)]
+
+    def vectors(self, row: int) -> np.ndarray:
+        """The (tokens, dim) float32 vectors of entry ``row`` as the best codec kept them."""
+        snapshot = self.snapshot
+        name = self.best
+        start, end = int(snapshot.offsets[row]), int(snapshot.offsets[row + 1])
+        return self.codec(name).decode(snapshot.codes[name][start:end])
+
+    @property
+    def best(self) -> str:
+        """The codec that reranks: float16 when kept, else the scanned one."""
+        return "float16" if "float16" in self._codecs else self.names[0]
+
+    # ----------------------------------------------------------------- internals
+    def _train(self, vectors: np.ndarray) -> None:
+        untrained = [name for name, codec in self._codecs.items() if codec is None]
+        if not untrained:
+            return
+        sample = vectors.astype(np.float32)
+        for name in untrained:
+            self._codecs[name] = make_codec(name, self.dim, sample)
+        text = json.dumps(_codecs_json(self.dim, self._codecs))
+        write_text(self.path / CODECS_FILE, text, durable=True)
+
+    def _set_alive(self, rows: Sequence[int], alive: bool) -> None:
+        flag = bytes([int(alive)])
+        offset = ENTRY.fields["alive"][1]
+        for row in rows:
+            os.pwrite(self._entries_fd, flag, int(row) * ENTRY.itemsize + offset)
+
+    def _finish(self) -> None:
+        os.fdatasync(self._entries_fd)
+        (self.path / JOURNAL_FILE).unlink(missing_ok=True)
+        self.snapshot = self._map()
+
+    def _read_entries(self, size: int) -> np.ndarray:
+        if size == 0:
+            return np.zeros(0, dtype=ENTRY)
+        return np.memmap(self.path / ENTRIES_FILE, dtype=ENTRY, mode="r", shape=(size,))
+
+    def _map(self) -> Snapshot:
+        size = os.fstat(self._entries_fd).st_size // ENTRY.itemsize
+        entries = self._read_entries(size)
+        end = int(entries["start"][-1] + entries["count"][-1]) if size else 0
+        codes = {}
+        for name in self._codecs:
+            codec = self._codecs[name]
+            width = codec.bytes_per_token if codec is not None else 1
+            codes[name] = (
+                np.memmap(self.path / f"{name}.codes", dtype=np.uint8, mode="r", shape=(end, width))
+                if end
+                else np.zeros((0, width), dtype=np.uint8)
+            )
+        return Snapshot(entries, codes)
+
+
+NEEDS_SAMPLE = frozenset({"residual"})  # codecs trained on the first write's vectors
+
+
+def check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
+    """Distinct known codec names, at least one."""
+    if isinstance(codecs, str) or not codecs or len(set(codecs)) != len(codecs):
+        raise InvalidInput(f"codecs must be a list of distinct names, at least one; got {codecs!r}")
+    unknown = [name for name in codecs if name not in CODECS]
+    if unknown:
+        raise InvalidInput(f"unknown codec {unknown[0]!r}: choose from {', '.join(CODECS)}")
+    return tuple(codecs)
+
+
+def _codecs_json(dim: int, codecs: Mapping[str, Codec | None]) -> dict[str, Any]:
+    return {
+        "dim": dim,
+        "codecs": [[name, None if c is None else c.state()] for name, c in codecs.items()],
+    }
+
+
+def _top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best (index, score) of ``scores``, best first, skipping -inf."""
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return []
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(i), float(scores[i])) for i in best]
