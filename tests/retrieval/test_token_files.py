@@ -1,0 +1,196 @@
+"""The token files of an embedded index: opened without reading vectors, kept in step with the store
+through replaces and deletes, and settled after a process dies at any point of a write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uniembed.core.scores import maxsim
+from uniembed.retrieval.retriever import Retriever
+from uniembed.retrieval.store import Layout, Point, point_id
+from uniembed.retrieval.stores import create_store, open_store
+from uniembed.retrieval.token_files import JOURNAL_FILE, TokenFiles
+from uniembed.testing.corpus import synthetic_corpus
+
+DIM = 128
+
+
+def build(path: Path, docs: int = 40, tokens: int = 12, seed: int = 0) -> Retriever:
+    corpus = synthetic_corpus(docs, tokens, queries=4, seed=seed)
+    retriever = Retriever.open(create_store(path, Layout.build(128, DIM, {}), {}))
+    corpus.write_to(retriever, batch_rows=10 * tokens)
+    return retriever
+
+
+def point(doc_id: str, dense_seed: int) -> Point:
+    dense = torch.nn.functional.normalize(
+        torch.randn(128, generator=torch.Generator().manual_seed(dense_seed)), dim=0
+    )
+    return Point(
+        point_id(doc_id, None), dense.tolist(), None, {"id": doc_id, "kind": "text", "metadata": {}}
+    )
+
+
+def alive_rows(retriever: Retriever) -> int:
+    return int(retriever.tokens.snapshot.alive.sum())
+
+
+def test_scan_is_maxsim_over_every_live_entry(tmp_path: Path) -> None:
+    corpus = synthetic_corpus(60, 9, queries=3, seed=1)
+    retriever = Retriever.open(create_store(tmp_path / "i", Layout.build(128, DIM, {}), {}))
+    corpus.write_to(retriever, batch_rows=7 * 9)
+    query = corpus.queries[0]
+    expected = maxsim(query, corpus.multivectors.float())  # (docs,) float32 truth
+    found = retriever.search(None, query, 60, mode="multivector", candidates=0, payload=["id"])
+    scores = {f.payload["id"]: f.score for f in found}
+    assert len(scores) == 60
+    for position in range(60):
+        assert scores[corpus.doc_id(position)] == pytest.approx(float(expected[position]), abs=2e-3)
+    retriever.close()
+
+
+def test_replaced_and_deleted_documents_leave_the_scan(tmp_path: Path) -> None:
+    retriever = build(tmp_path / "i")
+    rows = retriever.tokens.snapshot.size
+    vectors = torch.nn.functional.normalize(torch.randn(5, DIM), dim=-1)
+    retriever.write(["doc-3"], [point("doc-3", 1)], [vectors])  # replace doc-3
+    retriever.delete(["doc-4", "doc-unknown"])
+    assert retriever.tokens.snapshot.size == rows + 1  # the old rows stay until compaction
+    assert alive_rows(retriever) == retriever.store.count() == 39
+    found = retriever.search(None, vectors, 3, mode="multivector", candidates=0, payload=["id"])
+    assert found[0].payload["id"] == "doc-3"
+    assert found[0].score == pytest.approx(5.0, abs=1e-2)  # its own five unit rows
+    ids = [
+        f.payload["id"]
+        for f in retriever.search(
+            None, vectors, 50, mode="multivector", candidates=0, payload=["id"]
+        )
+    ]
+    assert "doc-4" not in ids and ids.count("doc-3") == 1
+    retriever.close()
+    reopened = Retriever.open(open_store(tmp_path / "i"))
+    assert alive_rows(reopened) == 39 and reopened.tokens.snapshot.size == rows + 1
+    reopened.close()
+
+
+def test_a_filter_limits_the_scan(tmp_path: Path) -> None:
+    from uniembed.retrieval.filters import Match
+
+    retriever = build(tmp_path / "i")
+    query = torch.nn.functional.normalize(torch.randn(6, DIM), dim=-1)
+    found = retriever.search(
+        None,
+        query,
+        40,
+        mode="multivector",
+        candidates=0,
+        conditions=(Match("metadata.shard", 1),),
+        payload=["id", "metadata"],
+    )
+    assert len(found) == 10 and all(f.payload["metadata"]["shard"] == 1 for f in found)
+    retriever.close()
+
+
+def test_opening_reads_no_vectors(tmp_path: Path) -> None:
+    retriever = build(tmp_path / "i", docs=3000, tokens=64)
+    codes = retriever.tokens.nbytes
+    assert codes == 3000 * 64 * 256  # float16
+    retriever.close()
+    script = textwrap.dedent(
+        f"""
+        import resource, sys
+        from uniembed.retrieval.retriever import Retriever
+        from uniembed.retrieval.stores import open_store
+
+        def rss():
+            with open("/proc/self/status") as status:
+                return next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmRSS"))
+
+        store = open_store({str(tmp_path / "i")!r})
+        before = rss()
+        retriever = Retriever.open(store)
+        print(rss() - before, retriever.tokens.snapshot.size)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    grown, size = (int(x) for x in out.stdout.split())
+    assert size == 3000
+    assert grown < 0.02 * codes  # the entry table at most (96 KB), not the ~52 MB of codes
+
+
+KILLED_WRITER = """
+import os, signal, sys, torch
+from uniembed.retrieval.retriever import Retriever
+from uniembed.retrieval.store import Point, point_id
+from uniembed.retrieval.stores import open_store
+
+where = sys.argv[2]
+store = open_store(sys.argv[1])
+real_upsert = store.upsert
+
+def upsert(points):
+    if where == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_upsert(points)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.upsert = upsert  # the test's stand-in for a crash at that moment, on the real store
+retriever = Retriever.open(store)
+dense = torch.nn.functional.normalize(torch.ones(128), dim=0).tolist()
+points = [
+    Point(point_id(d, None), dense, None, {"id": d, "kind": "text", "metadata": {}})
+    for d in ("doc-1", "new")
+]
+unit = torch.ones(5, 128) / 128**0.5
+retriever.write(["doc-1", "new"], points, [unit[:3], unit[:2]])
+"""
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_writer_killed_around_the_store_write_is_settled_on_open(
+    tmp_path: Path, where: str
+) -> None:
+    retriever = build(tmp_path / "i")
+    rows = retriever.tokens.snapshot.size
+    retriever.close()
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path / "i"), where], check=False
+    )
+    assert done.returncode == -signal.SIGKILL
+    assert (tmp_path / "i" / "tokens" / JOURNAL_FILE).exists()
+    reopened = Retriever.open(open_store(tmp_path / "i"))
+    assert not (tmp_path / "i" / "tokens" / JOURNAL_FILE).exists()
+    query = torch.ones(1, DIM) / DIM**0.5
+    found = reopened.search(None, query, 100, mode="multivector", candidates=0, payload=["id"])
+    ids = [f.payload["id"] for f in found]
+    if where == "before":  # the store's delete went through, its upsert did not (an
+        # interrupted replace leaves the document absent, as Index.update says): rows undone
+        assert reopened.tokens.snapshot.size == rows and "new" not in ids and "doc-1" not in ids
+        assert alive_rows(reopened) == 39
+    else:  # the store holds the write: the new rows live, doc-1's old row is retired
+        assert reopened.tokens.snapshot.size == rows + 2
+        assert ids.count("doc-1") == 1 and "new" in ids and alive_rows(reopened) == 41
+        assert ids[:2] in (["doc-1", "new"], ["new", "doc-1"])
+    assert alive_rows(reopened) == reopened.store.count()
+    reopened.close()
+
+
+def test_codes_past_the_last_entry_are_cut_on_open(tmp_path: Path) -> None:
+    retriever = build(tmp_path / "i", docs=5)
+    end = int(retriever.tokens.snapshot.offsets[-1])
+    retriever.close()
+    with open(tmp_path / "i" / "tokens" / "float16.codes", "ab") as codes:
+        codes.write(b"\x01" * 999)  # what an undone write leaves
+    files = TokenFiles.open(tmp_path / "i" / "tokens", lookup=None)
+    assert os.path.getsize(tmp_path / "i" / "tokens" / "float16.codes") == end * 2 * DIM
+    assert np.asarray(files.snapshot.codes["float16"]).shape == (end, 2 * DIM)
+    files.close()
