@@ -11,13 +11,15 @@ What is measured (one process, one thread of queries, after two warm-up queries)
   default) — items/s, the engine's forward rows (one per item: both outputs come from one forward),
   and ``encode(output="both")`` alone and as two passes (single, then multi) for comparison;
 * per corpus ``DOCSxTOKENS`` (float16 multi-vectors of 128-d, 128-d single vectors, synthetic:
-  :mod:`uniembed.testing.corpus`): ingest rate into qdrant-edge, HNSW build time, bytes per document
-  on disk and in vectors, the in-memory scan's load time; then for each mode p50/p99 latency, QPS (1
-  / mean latency), recall@10 of the document each query was drawn from, and overlap@10 with exact
-  MaxSim's top 10. Modes: ``torch`` (plain ``scores.maxsim`` over the padded float16 tensor, the
-  baseline), ``exact`` (the index: torch scan), ``exact-qdrant`` (qdrant-edge's own full scan),
-  ``dense``, ``two-stage:C``, ``binary:C``, token pooling ``pool:F`` (exact on pooled storage), and
-  ``muvera:C`` (MUVERA encodings as a first stage, brute force in memory: not an index mode yet);
+  :mod:`uniembed.testing.corpus`) or ``man:DOCS`` (a real encoder's vectors): ingest rate into an
+  embedded index (qdrant-edge for single vectors and MUVERA encodings, the memory-mapped token files
+  for multi-vectors), HNSW build time, time to reopen, bytes per document on disk, in token codes
+  and in vectors; then for each mode p50/p99 latency, QPS (1 / mean latency), recall@10 of the
+  document each query was drawn from, and overlap@10 with exact MaxSim's top 10. Modes: ``torch``
+  (plain ``scores.maxsim`` over the padded float16 tensor in memory, the baseline), ``exact`` (the
+  index's scan of its float16 token file), ``dense``, ``two-stage:C``, ``binary:C``, ``muvera:C``
+  (the MUVERA first stage in the store's HNSW), token pooling ``pool:F`` (exact on pooled
+  storage);
 * memory bandwidth: a ``memcpy`` (``Tensor.copy_`` into a preallocated buffer) rate counted as
   STREAM does (bytes read + written), and the exact scan's rate of vector bytes read per second.
 """
@@ -40,9 +42,10 @@ import torch
 from PIL import Image
 
 from uniembed.core.scores import maxsim
+from uniembed.retrieval.index import DEFAULT_CODECS, MUVERA_SHAPE
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, max_rows_for
-from uniembed.retrieval.stores import create_store
+from uniembed.retrieval.stores import create_store, open_store
 from uniembed.testing.corpus import LateCorpus, synthetic_corpus
 
 K = 10
@@ -212,14 +215,14 @@ def store_level(
     docs, tokens = corpus.multivectors.shape[:2]
     queries = len(corpus.queries)
     print(f"[{docs}x{tokens}] {kind} corpus in {generate:.1f} s", file=sys.stderr)
-    store, ingest = timed(lambda: _ingest(corpus, workdir / f"store-{docs}x{tokens}", 1))
-    _, optimize = timed(store.optimize)
-    retriever = Retriever(store)
-    scan, scan_load = timed(lambda: retriever.scan("float16"))
-    binary, binary_load = timed(lambda: retriever.scan("binary"))
+    path = workdir / f"store-{docs}x{tokens}"
+    retriever, ingest = timed(lambda: _ingest(corpus, path, 1, muvera=bool(args.muvera_candidates)))
+    _, optimize = timed(retriever.store.optimize)
+    retriever.close()
+    retriever, open_seconds = timed(lambda: Retriever.open(open_store(path)))
     print(
-        f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, scan load "
-        f"{scan_load:.0f} s",
+        f"[{docs}x{tokens}] ingest {ingest:.0f} s, optimize {optimize:.0f} s, open "
+        f"{open_seconds:.2f} s",
         file=sys.stderr,
     )
 
@@ -248,30 +251,23 @@ def store_level(
     exact = [baseline(q) for q in range(queries)]
     rows = [Measured(corpus, exact, baseline, queries).row("torch (baseline)")]
     measured = Measured(corpus, exact, through(retriever, "multivector"), queries)
-    read_rate = scan.nbytes / statistics.median(measured.latencies)
+    float16_bytes = retriever.tokens.snapshot.codes["float16"].nbytes
+    read_rate = float16_bytes / statistics.median(measured.latencies)
     rows.append(
         measured.row("exact", read_gb_per_s=read_rate / 1e9, share_of_memcpy=read_rate / bandwidth)
     )
-    store_exact = Retriever(store, exact="store")
-    rows.append(
-        Measured(corpus, exact, through(store_exact, "multivector"), args.qdrant_queries).row(
-            "exact-qdrant"
-        )
-    )
     rows.append(Measured(corpus, exact, through(retriever, "dense"), queries).row("dense"))
-    for candidates in args.candidates:
+    modes = [
+        *(("two-stage", c) for c in args.candidates),
+        *(("binary", c) for c in args.binary_candidates),
+        *(("muvera", c) for c in args.muvera_candidates),
+    ]
+    for mode, candidates in modes:
         rows.append(
-            Measured(corpus, exact, through(retriever, "two-stage", candidates), queries).row(
-                f"two-stage:{candidates}"
+            Measured(corpus, exact, through(retriever, mode, candidates), queries).row(
+                f"{mode}:{candidates}"
             )
         )
-    for candidates in args.binary_candidates:
-        rows.append(
-            Measured(corpus, exact, through(retriever, "binary", candidates), queries).row(
-                f"binary:{candidates}", scan_bytes_per_doc=binary.nbytes / docs
-            )
-        )
-    rows.extend(muvera_rows(corpus, exact, args.muvera_candidates, queries))
     vector_bytes = tokens * 128 * 2 + 128 * 4
     result = {
         "corpus": kind,
@@ -279,73 +275,38 @@ def store_level(
         "tokens": tokens,
         "ingest_docs_per_s": docs / ingest,
         "optimize_s": optimize,
-        "scan_load_s": scan_load,
-        "binary_scan_load_s": binary_load,
-        "disk_bytes_per_doc": disk_bytes(Path(store.path)) / docs,
+        "open_s": open_seconds,
+        "token_bytes_per_doc": retriever.tokens.nbytes / docs,
+        "disk_bytes_per_doc": disk_bytes(path) / docs,
         "vector_bytes_per_doc": vector_bytes,
         "modes": rows,
     }
-    store.close()
-    shutil.rmtree(Path(store.path), ignore_errors=True)
+    retriever.close()
+    shutil.rmtree(path, ignore_errors=True)
     if docs * tokens <= args.pool_rows:
         for factor in args.pool_factors:
-            pooled, seconds = timed(
-                lambda f=factor: _ingest(corpus, workdir / f"pool{f}-{docs}x{tokens}", f)
-            )
-            pooled_retriever = Retriever(pooled)
-            pooled_scan = pooled_retriever.scan("float16")
-            row = Measured(corpus, exact, through(pooled_retriever, "multivector"), queries).row(
+            pool_path = workdir / f"pool{factor}-{docs}x{tokens}"
+            pooled, seconds = timed(lambda f=factor, p=pool_path: _ingest(corpus, p, f))
+            row = Measured(corpus, exact, through(pooled, "multivector"), queries).row(
                 f"pool:{factor}",
-                stored_rows_per_doc=pooled_scan.nbytes / (256 * docs),
+                stored_rows_per_doc=pooled.tokens.snapshot.codes["float16"].shape[0] / docs,
                 pool_and_ingest_s=seconds,
-                disk_bytes_per_doc=disk_bytes(Path(pooled.path)) / docs,
+                disk_bytes_per_doc=disk_bytes(pool_path) / docs,
             )
             result["modes"].append(row)
             pooled.close()
-            shutil.rmtree(Path(pooled.path), ignore_errors=True)
+            shutil.rmtree(pool_path, ignore_errors=True)
     return result
 
 
-def muvera_rows(
-    corpus: LateCorpus, exact: list[list[int]], candidates: list[int], queries: int
-) -> list[dict[str, Any]]:
-    """MUVERA as a first stage (not an index mode yet): the candidates by the dot product of
-    encodings, brute force in memory, reranked by exact MaxSim over their multi-vectors."""
-    if not candidates:
-        return []
-    from uniembed.core.muvera import Muvera
-
-    muvera = Muvera(corpus.multivectors.shape[2])
-    encodings, seconds = timed(
-        lambda: torch.stack([muvera.document(doc) for doc in corpus.multivectors])
-    )
-
-    def first_stage(count: int) -> Callable[[int], list[int]]:
-        def rank(query: int) -> list[int]:
-            vectors = corpus.queries[query]
-            chosen = torch.topk(encodings @ muvera.query(vectors), count).indices
-            scores = maxsim(vectors, corpus.multivectors[chosen])
-            return chosen[torch.topk(scores, min(K, count)).indices].tolist()
-
-        return rank
-
-    return [
-        Measured(corpus, exact, first_stage(count), queries).row(
-            f"muvera:{count} (in memory)",
-            encode_ms_per_doc=1000 * seconds / corpus.size,
-            encoding_bytes=muvera.output_dim * 4,
-        )
-        for count in candidates
-    ]
-
-
-def _ingest(corpus: LateCorpus, path: Path, pool_factor: int) -> Any:
-    layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {})
-    store = create_store(path, layout, {})
-    batch = max(1, 16384 // corpus.multivectors.shape[1])
-    for start in range(0, corpus.size, batch):
-        store.upsert(list(corpus.points(start, min(corpus.size, start + batch), pool_factor)))
-    return store
+def _ingest(corpus: LateCorpus, path: Path, pool_factor: int, muvera: bool = False) -> Retriever:
+    """The corpus written into a new embedded index (float16 and binary token codes; MUVERA
+    encodings when asked) through :class:`Retriever`, as an index writes."""
+    shape = MUVERA_SHAPE if muvera else None
+    layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}, shape)
+    retriever = Retriever.open(create_store(path, layout, {}), DEFAULT_CODECS)
+    corpus.write_to(retriever, pool_factor)
+    return retriever
 
 
 # ----------------------------------------------------------------- report
@@ -365,7 +326,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"### {corpus['corpus']}: {corpus['docs']} docs x {corpus['tokens']} vectors "
                 "(ingest "
                 f"{corpus['ingest_docs_per_s']:.0f} docs/s, HNSW build {corpus['optimize_s']:.1f} "
-                f"s, scan load {corpus['scan_load_s']:.1f} s, "
+                f"s, open {corpus['open_s']:.2f} s, "
+                f"{corpus['token_bytes_per_doc'] / 1024:.1f} KiB/doc of token codes, "
                 f"{corpus['disk_bytes_per_doc'] / 1024:.1f} KiB/doc on disk, "
                 f"{corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"
             ),
@@ -405,9 +367,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="where man:DOCS corpora are kept once built",
     )
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument(
-        "--qdrant-queries", type=int, default=10, help="queries for qdrant-edge's slow full scan"
-    )
     parser.add_argument("--candidates", type=int, nargs="*", default=[100, 200, 500, 1000, 2000])
     parser.add_argument("--binary-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument("--pool-factors", type=int, nargs="*", default=[2, 3])
@@ -425,7 +384,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = args.sizes or list(QUICK_SIZES)
-        args.queries, args.qdrant_queries = 4, 2
+        args.queries = 4
         args.candidates, args.binary_candidates, args.pool_factors = [50, 200], [50], [2]
         args.muvera_candidates = [50]
         args.model, args.index_items = "tiny", [6, 2]
