@@ -18,7 +18,7 @@ from uniembed.evaluation.specs import parse_settings
 from uniembed.evaluation.sweep import EvalConfig, evaluate_retrieval
 from uniembed.retrieval.index import Index
 
-MODES = ["dense", "multivector", "two-stage:5", "binary:5"]
+MODES = ["dense", "multivector", "two-stage:5", "muvera:5", "binary:5"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_a_search_setting_ranks_as_the_index_searches(
     """The same texts added with Index.add and searched with Index.search (the model runs there)
     give the ranking and scores the evaluation measured for each mode."""
     report = evaluate_retrieval(tiny_v4, identity, config([f"search:{m}" for m in MODES]))
-    index = Index.create(tmp_path / "index", tiny_v4)
+    index = Index.create(tmp_path / "index", tiny_v4, muvera=True)
     index.add(list(identity.corpus), identity.corpus_ids)
     for result, spec in zip(report.results, MODES, strict=True):
         mode, _, candidates = spec.partition(":")
@@ -67,6 +67,19 @@ def test_search_multivector_equals_the_float16_study(
     assert report.results[0].metrics == report.results[1].metrics
 
 
+def test_a_codec_setting_measures_the_index_with_that_codec(
+    tiny_v4: Embedder, identity: RetrievalDataset, tmp_path: Path
+) -> None:
+    report = evaluate_retrieval(tiny_v4, identity, config(["search:multivector@binary"]))
+    index = Index.create(tmp_path / "index", tiny_v4, codecs=["binary"])
+    index.add(list(identity.corpus), identity.corpus_ids)
+    run = report.results[0].run
+    for query_id, text in zip(identity.query_ids, identity.queries, strict=True):
+        hits = index.search(text, k=10, mode="multivector")
+        assert [hit.id for hit in hits] == list(run[query_id])
+    index.close()
+
+
 def test_search_settings_leave_no_index_behind(
     tiny_v4: Embedder, identity: RetrievalDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,7 +102,13 @@ def test_search_spec_errors(tiny_v4: Embedder, tiny_v3: Embedder) -> None:
         s.name for s in parse_settings(["search:two-stage", "search:dense"], tiny_v4.info, model)
     ]
     assert names == ["search:two-stage:100", "search:dense"]
+    (binary,) = parse_settings(["search:multivector@binary"], tiny_v4.info, model)
+    assert (binary.name, binary.codecs) == ("search:multivector@binary", ("binary",))
+    (two,) = parse_settings(["search:binary:7@float16"], tiny_v4.info, model)
+    assert (two.name, two.candidates, two.codecs) == ("search:binary:7", 7, ("float16", "binary"))
     for spec, message in [
+        ("search:multivector@zip", "@CODEC follows a late mode"),
+        ("search:dense@binary", "@CODEC follows a late mode"),
         ("search", "give search:MODE"),
         ("search:exact", "give search:MODE"),
         ("search:dense:5", "too many ':' arguments"),

@@ -25,3 +25,25 @@ def test_a_quick_kernel_run_reports_gflops_beside_the_peak(tmp_path: Path) -> No
         assert set(row["gflops"]) == {"peak", "kernel", "same-shape mm", "before"}
         assert all(rate > 0 for rate in row["gflops"].values())
         assert row["kernel_share_of_peak"] > 0
+
+
+def test_a_quick_scale_run_builds_reopens_and_searches(tmp_path: Path) -> None:
+    import torch
+
+    from uniembed.core.scores import maxsim
+
+    scale = load_benchmark("scale")
+    queries = torch.nn.functional.normalize(torch.randn(3, 5, 128), dim=-1)
+    docs = torch.nn.functional.normalize(torch.randn(7, 9, 128), dim=-1).half()
+    truth = torch.stack([maxsim(query, docs) for query in queries])
+    torch.testing.assert_close(scale.exact_scores(queries, docs), truth)  # the ground truth
+    out = tmp_path / "scale.json"
+    results = scale.main(["--quick", "--workdir", str(tmp_path), "--out", str(out)])
+    assert json.loads(out.read_text())["docs"] == 400
+    assert results["token_code_bytes"] == 400 * 16 * (256 + 16)  # float16 and binary codes
+    assert 1 <= results["disk_after_close_over_codes"] < 3
+    modes = {row["mode"]: row for row in results["modes"]}
+    assert modes["multivector"]["overlap@10"] == 1.0  # the scan is the exact MaxSim
+    assert all(row["p50_ms"] > 0 and 0 <= row["recall@10"] <= 1 for row in modes.values())
+    assert results["rss_after_open_mb"] > 0 and results["open_s"] > 0
+    assert list(tmp_path.iterdir()) == [out]  # the index is removed

@@ -6,7 +6,12 @@ a setting's quality is by construction what ``uniembed search`` returns in that 
     search:dense               the index's dense mode (cosine on the single vectors, HNSW)
     search:multivector         exact MaxSim over the stored float16 multi-vectors
     search:two-stage[:N]       N dense candidates (default 100), MaxSim reranks them
+    search:muvera[:N]          N candidates by MUVERA encodings (HNSW), MaxSim reranks them
     search:binary[:N]          N candidates by Hamming MaxSim over sign bits, MaxSim reranks them
+
+``@CODEC`` after any late mode (``search:multivector@int8``, ``search:two-stage:200@residual``)
+builds the index with that codec alone for its token vectors (:mod:`uniembed.core.codecs`), so its
+MaxSim is the codec's: the setting measures what the codec costs against float16.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from uniembed.embedder import Embedder
 from uniembed.evaluation.encoded import Encodings
 from uniembed.evaluation.settings import FLOAT16, FLOAT32, QueryVectors
 
-MODES = ("dense", "multivector", "two-stage", "binary")
+MODES = ("dense", "multivector", "two-stage", "muvera", "binary")
+WITH_CANDIDATES = ("two-stage", "muvera", "binary")
 ADD_BATCH = 256  # entries per store operation while the index is built
 
 
@@ -42,11 +48,19 @@ class Searched:
     mode: str
     candidates: int
     model: IndexModel
+    codec: str = "float16"  # of the token vectors
 
     @property
     def name(self) -> str:
-        with_candidates = self.mode in ("two-stage", "binary")
-        return f"search:{self.mode}" + (f":{self.candidates}" if with_candidates else "")
+        name = f"search:{self.mode}"
+        name += f":{self.candidates}" if self.mode in WITH_CANDIDATES else ""
+        return name + (f"@{self.codec}" if self.codec != "float16" else "")
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        """The index's token codecs: the setting's, and sign bits for mode binary."""
+        extra = ("binary",) if self.mode == "binary" and self.codec != "binary" else ()
+        return (self.codec, *extra)
 
     @property
     def family(self) -> str:
@@ -70,6 +84,8 @@ class SearchedIndex:
             document_task=setting.model.document_task,
             query_task=setting.model.query_task,
             thumbnails=False,
+            codecs=setting.codecs,
+            muvera=setting.mode == "muvera",
         )
         late = self.index.settings.multivector_dim is not None
         ids = [str(position) for position in range(len(corpus))]
@@ -103,6 +119,7 @@ def _bytes(mode: str, corpus: Encodings) -> tuple[float, float]:
     first_stage = {
         "dense": dense,
         "two-stage": dense,
+        "muvera": 2560 * FLOAT16,
         "multivector": rows * FLOAT16,
         "binary": rows / 8,
     }

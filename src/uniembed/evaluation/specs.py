@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from uniembed.errors import InvalidInput, ValidationFailed
-from uniembed.evaluation.searched import MODES, IndexModel, Searched
+from uniembed.evaluation.searched import MODES, WITH_CANDIDATES, IndexModel, Searched
 from uniembed.evaluation.settings import (
     DEFAULT_CANDIDATES,
     BinaryMaxSim,
@@ -101,6 +101,15 @@ def _parse_one(spec: str, info: ModelInfo, index_model: IndexModel | None) -> li
 def _searched(
     spec: str, args: list[str], info: ModelInfo, index_model: IndexModel | None
 ) -> Searched:
+    from uniembed.core.codecs import CODECS
+
+    codec = "float16"
+    if args and "@" in args[-1]:
+        args[-1], codec = args[-1].split("@", 1)
+        if codec not in CODECS or args[0] == "dense":
+            raise InvalidInput(
+                f"setting {spec!r}: @CODEC follows a late mode and is one of {', '.join(CODECS)}"
+            )
     if not args or args[0] not in MODES:
         raise InvalidInput(
             f"setting {spec!r}: give search:MODE with MODE one of {', '.join(MODES)}"
@@ -108,11 +117,11 @@ def _searched(
     mode, rest = args[0], args[1:]
     if mode != "dense" and info.multivector_dim is None:
         raise InvalidInput(f"setting {spec!r} needs multi-vectors; {info.name} has none")
-    most = 1 if mode in ("two-stage", "binary") else 0
+    most = 1 if mode in WITH_CANDIDATES else 0
     (candidates,) = _args(spec, rest, most, [DEFAULT_CANDIDATES])
     if index_model is None:
         raise InvalidInput(f"setting {spec!r} runs a search index: it needs the model itself")
-    return Searched(mode, _positive(candidates, spec), index_model)
+    return Searched(mode, _positive(candidates, spec), index_model, codec)
 
 
 def _args(spec: str, args: list[str], most: int, defaults: list[int | None]) -> list[int | None]:

@@ -1,0 +1,271 @@
+"""Corpus scale: an embedded index of DOCS x TOKENS synthetic multi-vectors built, reopened and
+searched on this machine, without the corpus ever being in memory.
+
+    python benchmarks/scale.py --docs 100000 --tokens 800     # pages (BENCHMARKS.md)
+    python benchmarks/scale.py --docs 1000000 --tokens 64     # passages (BENCHMARKS.md)
+    python benchmarks/scale.py --quick                        # seconds: the suite's smoke test
+
+The corpus is :func:`uniembed.testing.corpus.synthetic_corpus`'s, generated block by block: each
+block is written through :class:`~uniembed.retrieval.retriever.Retriever` (as ``Index.add_vectors``
+writes) and scored against every query by exact MaxSim in torch while it is in memory, so the
+exact top 10 (the ground truth) never needs the corpus again. Measured: ingest pages/s, the
+index's bytes on disk at its peak during ingest (sampled after every block) and after close, both
+against the token codes' bytes; then, in a fresh process, the time to open the index, its RSS
+after opening, and per mode p50/p99 latency, recall@10 of the document each query was drawn from
+and overlap@10 with the exact top 10 (its share of exact's recall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uniembed.retrieval.retriever import Retriever
+from uniembed.retrieval.store import Layout, Point, point_id
+from uniembed.retrieval.stores import create_store, open_store
+
+K = 10
+DIM = 128
+CONCEPTS, PER_DOC = 4096, 8
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the files under ``path`` occupy on disk (allocated blocks)."""
+    return sum(
+        (Path(root) / name).stat().st_blocks * 512
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+class Corpus:
+    """The synthetic corpus's generator, by blocks (see :mod:`uniembed.testing.corpus`)."""
+
+    def __init__(self, docs: int, tokens: int, queries: int, seed: int = 0) -> None:
+        self.docs, self.tokens = docs, tokens
+        generator = torch.Generator().manual_seed(seed)
+        unit = torch.nn.functional.normalize
+        self.vocabulary = unit(torch.randn(CONCEPTS, DIM, generator=generator), dim=-1)
+        self.projection = torch.linalg.qr(torch.randn(DIM, DIM, generator=generator))[0]
+        self.chosen = torch.randint(0, CONCEPTS, (docs, PER_DOC), generator=generator)
+        self.targets = torch.randint(0, docs, (queries,), generator=generator)
+        picks = torch.randint(0, PER_DOC // 2, (queries, 20), generator=generator)
+        rows = self.vocabulary[torch.gather(self.chosen[self.targets], 1, picks)]
+        rows = rows + torch.randn(queries, 20, DIM, generator=generator) / DIM**0.5
+        self.queries = unit(rows, dim=-1)
+        self.query_dense = unit(self.queries.mean(1) @ self.projection, dim=-1)
+        self.generator = generator
+
+    def block(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Documents ``start … stop - 1``: (m, tokens, dim) float16 and (m, dim) dense."""
+        unit = torch.nn.functional.normalize
+        g = self.generator
+        picks = torch.randint(0, PER_DOC, (stop - start, self.tokens), generator=g)
+        rows = self.vocabulary[torch.gather(self.chosen[start:stop], 1, picks)]
+        rows = unit(rows + torch.randn(rows.shape, generator=g) / DIM**0.5, dim=-1)
+        noise = 0.3 * torch.randn(stop - start, DIM, generator=g) / DIM**0.5
+        dense = unit(rows.mean(1) @ self.projection + noise, dim=-1)
+        return rows.half(), dense
+
+
+def exact_scores(queries: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
+    """(queries, docs) MaxSim of every query against a block of equal-length documents, in one
+    float32 matrix product (the ground truth; checked against ``core.scores.maxsim`` in tests)."""
+    count, query_tokens, dim = queries.shape
+    docs, tokens, _ = multi.shape
+    sims = multi.reshape(-1, dim).float() @ queries.reshape(-1, dim).T  # (docs·tokens, q·qt)
+    best = sims.reshape(docs, tokens, count, query_tokens).amax(dim=1)  # (docs, q, qt)
+    return best.sum(-1).T
+
+
+def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """Write the corpus into a new index at ``path``; the ingest figures and the exact top 10."""
+    corpus = Corpus(args.docs, args.tokens, args.queries)
+    layout = Layout.build(DIM, DIM, {})
+    retriever = Retriever.open(create_store(path, layout, {}), tuple(args.codecs))
+    best = torch.full((args.queries, K), float("-inf"))
+    best_ids = torch.zeros((args.queries, K), dtype=torch.long)
+    peak = writing = 0.0
+    block = max(1, args.block_rows // args.tokens)
+    for start in range(0, args.docs, block):
+        stop = min(args.docs, start + block)
+        multi, dense = corpus.block(start, stop)
+        scores = exact_scores(corpus.queries, multi)  # (queries, m)
+        merged = torch.cat([best, scores], dim=1)
+        ids = torch.cat([best_ids, torch.arange(start, stop).expand(args.queries, -1)], dim=1)
+        best, order = merged.topk(K, dim=1)
+        best_ids = torch.gather(ids, 1, order)
+        points = [
+            Point(point_id(f"doc-{n}", None), dense[n - start].tolist(), None, {"id": f"doc-{n}"})
+            for n in range(start, stop)
+        ]
+        began = time.perf_counter()
+        retriever.write([p.payload["id"] for p in points], points, list(multi))
+        writing += time.perf_counter() - began
+        peak = max(peak, disk_usage(path))
+        if start // block % 20 == 0:
+            print(f"  {stop}/{args.docs} docs, {stop / writing:.0f} docs/s", file=sys.stderr)
+    codes = retriever.tokens.nbytes
+    began = time.perf_counter()
+    retriever.store.optimize()
+    optimize = time.perf_counter() - began
+    retriever.close()
+    after = disk_usage(path)
+    return {
+        "docs": args.docs,
+        "tokens": args.tokens,
+        "codecs": args.codecs,
+        "ingest_docs_per_s": args.docs / writing,
+        "hnsw_build_s": optimize,
+        "token_code_bytes": codes,
+        "disk_peak_over_codes": peak / codes,
+        "disk_after_close_over_codes": after / codes,
+        "disk_after_close_bytes": after,
+        "queries": corpus.queries.tolist(),
+        "query_dense": corpus.query_dense.tolist(),
+        "targets": corpus.targets.tolist(),
+        "exact_top10": best_ids.tolist(),
+    }
+
+
+def search(path: Path, built: dict[str, Any], modes: list[str], exact_queries: int) -> dict:
+    """In this (fresh) process: open, RSS, then every mode's latency and quality."""
+    rss_before = _rss()
+    began = time.perf_counter()
+    retriever = Retriever.open(open_store(path))
+    opened = time.perf_counter() - began
+    rss_open = _rss()
+    queries = torch.tensor(built["queries"])
+    dense = torch.tensor(built["query_dense"])
+    rows = []
+    for spec in modes:
+        mode, _, candidates = spec.partition(":")
+        count = exact_queries if mode == "multivector" else len(queries)
+
+        def run(q: int, mode: str = mode, candidates: int = int(candidates or 0)) -> list[int]:
+            found = retriever.search(
+                dense[q], queries[q], K, mode=mode, candidates=candidates, payload=["id"]
+            )
+            return [int(f.payload["id"].split("-")[1]) for f in found]
+
+        began = time.perf_counter()
+        run(count % len(queries))  # a first, cold query (not counted)
+        first = time.perf_counter() - began
+        latencies, hits, overlap = [], 0, 0
+        for q in range(count):
+            began = time.perf_counter()
+            ranked = run(q)
+            latencies.append(time.perf_counter() - began)
+            hits += built["targets"][q] in ranked
+            overlap += len(set(ranked) & set(built["exact_top10"][q]))
+        rows.append(
+            {
+                "mode": spec,
+                "p50_ms": 1000 * statistics.median(latencies),
+                "p99_ms": 1000 * max(latencies),
+                "cold_first_ms": 1000 * first,
+                "recall@10": hits / count,
+                "overlap@10": overlap / (K * count),
+                "queries": count,
+            }
+        )
+        print(f"  {rows[-1]}", file=sys.stderr)
+    retriever.close()
+    return {
+        "open_s": opened,
+        "rss_after_open_mb": rss_open / 2**20,
+        "rss_before_mb": rss_before / 2**20,
+        "modes": rows,
+    }
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS"))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--tokens", type=int, default=800)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--exact-queries", type=int, default=3, help="queries of the full scan")
+    parser.add_argument("--codecs", nargs="+", default=["float16", "binary"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["multivector", "dense", "two-stage:100", "two-stage:300", "binary:300"],
+    )
+    parser.add_argument("--block-rows", type=int, default=131072, help="token rows per write")
+    parser.add_argument(
+        "--workdir", type=Path, help="where the index is built (default: a temp dir)"
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--search-only", type=Path, help=argparse.SUPPRESS)  # the fresh process
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.docs, args.tokens, args.queries, args.exact_queries = 400, 16, 5, 2
+        args.modes = ["multivector", "two-stage:50", "binary:50"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    workdir = Path(tempfile.mkdtemp(dir=args.workdir))
+    path = workdir / "index"
+    try:
+        print(f"[{args.docs}x{args.tokens}] building", file=sys.stderr)
+        built = build(args, path)
+        (workdir / "built.json").write_text(json.dumps(built))
+        script = Path(__file__).resolve()
+        command = [
+            sys.executable,
+            str(script),
+            "--search-only",
+            str(workdir),
+            "--modes",
+            *args.modes,
+        ]
+        command += ["--exact-queries", str(args.exact_queries)]
+        subprocess.run(
+            command, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        )
+        searched = json.loads((workdir / "searched.json").read_text())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results = {
+        k: v
+        for k, v in built.items()
+        if k not in ("queries", "query_dense", "exact_top10", "targets")
+    }
+    results.update(searched)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def search_only(argv: list[str]) -> None:
+    args = parse_args(argv)
+    built = json.loads((args.search_only / "built.json").read_text())
+    searched = search(args.search_only / "index", built, args.modes, args.exact_queries)
+    (args.search_only / "searched.json").write_text(json.dumps(searched))
+
+
+if __name__ == "__main__":
+    if "--search-only" in sys.argv:
+        search_only(sys.argv[1:])
+    else:
+        main()
