@@ -92,8 +92,8 @@ def exact_scores(queries: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
 def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     """Write the corpus into a new index at ``path``; the ingest figures and the exact top 10."""
     corpus = Corpus(args.docs, args.tokens, args.queries)
-    layout = Layout.build(DIM, DIM, {})
-    retriever = Retriever.open(create_store(path, layout, {}), tuple(args.codecs))
+    layout = Layout.build(DIM, DIM, {}, codecs=args.codecs)
+    retriever = Retriever.open(create_store(path, layout, {}))
     best = torch.full((args.queries, K), float("-inf"))
     best_ids = torch.zeros((args.queries, K), dtype=torch.long)
     peak = writing = 0.0

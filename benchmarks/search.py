@@ -303,8 +303,10 @@ def _ingest(corpus: LateCorpus, path: Path, pool_factor: int, muvera: bool = Fal
     """The corpus written into a new embedded index (float16 and binary token codes; MUVERA
     encodings when asked) through :class:`Retriever`, as an index writes."""
     shape = MUVERA_SHAPE if muvera else None
-    layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}, shape)
-    retriever = Retriever.open(create_store(path, layout, {}), DEFAULT_CODECS)
+    layout = Layout.build(
+        corpus.dense.shape[1], corpus.multivectors.shape[2], {}, shape, DEFAULT_CODECS
+    )
+    retriever = Retriever.open(create_store(path, layout, {}))
     corpus.write_to(retriever, pool_factor)
     return retriever
 

@@ -319,14 +319,35 @@ def test_the_embedded_index_is_locked_against_a_second_opener(
     index.close()
 
 
-@pytest.mark.parametrize("mode", ["dense", "multivector", "two-stage"])
+@pytest.mark.parametrize(
+    ("codec", "quantization"),
+    [("float16", None), ("int8", "ScalarQuantization"), ("binary", "BinaryQuantization")],
+)
+def test_a_server_collection_quantizes_its_multivectors_as_the_first_codec_says(
+    tiny_v4: Embedder, tmp_path: Path, codec: str, quantization: str | None
+) -> None:
+    client = QdrantClient(path=str(tmp_path / "local"))
+    index = Index.create("pages", tiny_v4, dimensions=DIMENSIONS, client=client, codecs=[codec])
+    params = client.get_collection("pages").config.params.vectors["multi"]
+    assert params.on_disk is True
+    assert type(params.quantization_config).__name__ == (quantization or "NoneType")
+    index.add(["solar panels", "bread"], ["solar", "bread"])
+    assert index.search("solar panels", k=1, mode="multivector")[0].id == "solar"
+    index.close()
+
+
+@pytest.mark.parametrize("mode", ["dense", "multivector", "two-stage", "muvera"])
 def test_qdrant_client_local_mode_gives_the_embedded_results(
     tiny_v4: Embedder, tmp_path: Path, mode: str
 ) -> None:
     ids, inputs, metadata = documents()
-    embedded = Index.create(tmp_path / "edge", tiny_v4, dimensions=DIMENSIONS)
+    embedded = Index.create(tmp_path / "edge", tiny_v4, dimensions=DIMENSIONS, muvera=True)
     server = Index.create(
-        "pages", tiny_v4, dimensions=DIMENSIONS, client=QdrantClient(path=str(tmp_path / "local"))
+        "pages",
+        tiny_v4,
+        dimensions=DIMENSIONS,
+        muvera=True,
+        client=QdrantClient(path=str(tmp_path / "local")),
     )
     for index in (embedded, server):
         index.add(inputs, ids, metadata)

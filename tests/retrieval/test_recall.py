@@ -20,8 +20,10 @@ K = 10
 
 
 def retriever(corpus: LateCorpus, path: Path, pool_factor: int = 1) -> Retriever:
-    layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {})
-    opened = Retriever.open(create_store(path, layout, {}), ("float16", "binary"))
+    layout = Layout.build(
+        corpus.dense.shape[1], corpus.multivectors.shape[2], {}, codecs=("float16", "binary")
+    )
+    opened = Retriever.open(create_store(path, layout, {}))
     corpus.write_to(opened, pool_factor, batch_rows=256 * corpus.multivectors.shape[1])
     return opened
 

@@ -201,12 +201,30 @@ def _vector_params(m: Any, layout: Layout) -> dict[str, Any]:
             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
             datatype=m.Datatype.FLOAT16,
             hnsw_config=m.HnswConfigDiff(m=0),
+            on_disk=True,  # memory-mapped by the server; its quantized copy is what stays in RAM
+            quantization_config=_quantization(m, layout.codecs[0]),
         )
     if layout.muvera_dim is not None:
         params[MUVERA] = m.VectorParams(
             size=layout.muvera_dim, distance=m.Distance.DOT, datatype=m.Datatype.FLOAT16
         )
     return params
+
+
+def _quantization(m: Any, codec: str) -> Any:
+    """Qdrant's own compression of the multi-vectors for the index's first codec (None for
+    float16): its scans score the quantized copy and rescore with the float16 original."""
+    if codec == "int8":
+        return m.ScalarQuantization(
+            scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True)
+        )
+    if codec == "binary":
+        return m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+    if codec == "residual":  # Qdrant's product quantization: 128 float32 -> 32 bytes
+        return m.ProductQuantization(
+            product=m.ProductQuantizationConfig(compression=m.CompressionRatio.X16, always_ram=True)
+        )
+    return None
 
 
 def _schema(m: Any, kind: str) -> Any:

@@ -106,7 +106,9 @@ class IndexSettings:
 
     def layout(self) -> Layout:
         muvera = MUVERA_SHAPE if self.muvera and self.multivector_dim is not None else None
-        return Layout.build(self.dimensions, self.multivector_dim, self.metadata_fields, muvera)
+        return Layout.build(
+            self.dimensions, self.multivector_dim, self.metadata_fields, muvera, self.codecs
+        )
 
     def check_model(self, info: ModelInfo) -> None:
         """Refuse a model other than the one the index was built with."""
@@ -153,7 +155,7 @@ class Index:
         self.store = store
         self.model = model
         self.settings = settings
-        self.retriever = Retriever.open(store, settings.codecs)
+        self.retriever = Retriever.open(store)
 
     # ----------------------------------------------------------------- opening
     @classmethod

@@ -69,16 +69,15 @@ class Retriever:
         self._scans: dict[str, MultivectorScan] = {}
 
     @classmethod
-    def open(cls, store: Store, codecs: Sequence[str] = ("float16",)) -> Retriever:
-        """The retriever of ``store``; an embedded store's token files are opened (created with
-        ``codecs`` when there are none, settled when a write was interrupted)."""
+    def open(cls, store: Store) -> Retriever:
+        """The retriever of ``store``; an embedded store's token files are opened (created in the
+        layout's codecs when there are none, settled when a write was interrupted)."""
         dim = store.layout.multivector_dim
         if store.files is None or dim is None:
             return cls(store)
-        lookup = _row_lookup(store)
         if store.files.exists():
-            return cls(store, TokenFiles.open(store.files, lookup))
-        return cls(store, TokenFiles.create(store.files, dim, codecs))
+            return cls(store, TokenFiles.open(store.files, _row_lookup(store)))
+        return cls(store, TokenFiles.create(store.files, dim, store.layout.codecs))
 
     def close(self) -> None:
         if self.tokens is not None:

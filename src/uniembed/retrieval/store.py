@@ -10,9 +10,10 @@ float16, HNSW: the first stage built from the multi-vectors), and keyword/intege
 ``id``, ``kind``, ``page`` and the metadata fields named at creation. One point is one entry: a
 text, an image or one PDF page. Where the multi-vectors live is the store's: an embedded store
 keeps them beside the collection in the index's own memory-mapped files
-(:mod:`~uniembed.retrieval.token_files`; each point's payload names its ``row`` there); a Qdrant
-server keeps them in a ``multi`` multi-vector (dot product, MaxSim comparator, float16, HNSW off
-with ``m=0``: a graph over token vectors takes hours to build and is not needed to rerank).
+(:mod:`~uniembed.retrieval.token_files`, in the layout's ``codecs``; each point's payload names
+its ``row`` there); a Qdrant server keeps them in a ``multi`` multi-vector (dot product, MaxSim
+comparator, float16 on disk, HNSW off with ``m=0``: a graph over token vectors takes hours to
+build and is not needed to rerank), quantized by Qdrant as the first codec says.
 
 The query builder turns a search mode into a :class:`Search` (which vector, which prefetch, which
 filter, exact or not); the adapters only translate a :class:`Search` and its
@@ -79,6 +80,7 @@ class Layout:
     multivector_dim: int | None  # None: single vectors only (a model without multi-vectors)
     fields: tuple[tuple[str, str], ...] = tuple(ENTRY_FIELDS.items())
     muvera: tuple[int, int, int] | None = None  # MUVERA (simhash bits, projection, repetitions)
+    codecs: tuple[str, ...] = ("float16",)  # of the multi-vectors; the first is what scans read
 
     @property
     def muvera_dim(self) -> int | None:
@@ -95,6 +97,7 @@ class Layout:
         multivector_dim: int | None,
         metadata_fields: Mapping[str, str],
         muvera: tuple[int, int, int] | None = None,
+        codecs: Sequence[str] = ("float16",),
     ) -> Layout:
         """The layout with ``metadata_fields`` (name → keyword | integer | float | bool) indexed."""
         for name, kind in metadata_fields.items():
@@ -105,7 +108,8 @@ class Layout:
                     f"metadata field {name!r}: type {kind!r} is not one of {', '.join(FIELD_TYPES)}"
                 )
         extra = tuple((f"metadata.{name}", kind) for name, kind in metadata_fields.items())
-        return cls(dense_dim, multivector_dim, tuple(ENTRY_FIELDS.items()) + extra, muvera)
+        fields = tuple(ENTRY_FIELDS.items()) + extra
+        return cls(dense_dim, multivector_dim, fields, muvera, tuple(codecs))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +117,7 @@ class Layout:
             "multivector_dim": self.multivector_dim,
             "fields": dict(self.fields),
             "muvera": self.muvera,
+            "codecs": list(self.codecs),
         }
 
     @classmethod
@@ -122,6 +127,7 @@ class Layout:
             data["multivector_dim"],
             tuple(dict(data["fields"]).items()),
             None if data.get("muvera") is None else tuple(data["muvera"]),
+            tuple(data.get("codecs", ("float16",))),
         )
 
 
