@@ -194,3 +194,66 @@ def test_codes_past_the_last_entry_are_cut_on_open(tmp_path: Path) -> None:
     assert os.path.getsize(tmp_path / "i" / "tokens" / "float16.codes") == end * 2 * DIM
     assert np.asarray(files.snapshot.codes["float16"]).shape == (end, 2 * DIM)
     files.close()
+
+
+def test_compaction_frees_the_dead_rows_and_keeps_every_search(tmp_path: Path) -> None:
+    retriever = build(tmp_path / "i")
+    query = torch.nn.functional.normalize(torch.randn(4, DIM), dim=-1)
+
+    def ranked(r: Retriever) -> list[tuple[str, float]]:
+        found = r.search(None, query, 50, mode="multivector", candidates=0, payload=["id"])
+        return [(f.payload["id"], round(f.score, 4)) for f in found]
+
+    retriever.delete([f"doc-{n}" for n in range(0, 40, 3)])  # 14 of 40
+    before = ranked(retriever)
+    assert retriever.optimize(compact=False) == 0
+    freed = retriever.optimize()  # 14 dead of 40: over a fifth
+    assert freed == 14 * 12 * 256
+    assert retriever.tokens.snapshot.size == 26 == alive_rows(retriever)
+    assert ranked(retriever) == before
+    assert retriever.optimize() == 0  # nothing dead now
+    retriever.close()
+    reopened = Retriever.open(open_store(tmp_path / "i"))
+    assert ranked(reopened) == before
+    dense = reopened.search(
+        torch.ones(128), query, 5, mode="two-stage", candidates=30, payload=["id"]
+    )
+    assert [f.payload["id"] for f in dense] == [i for i, _ in before[:5]]
+    reopened.close()
+
+
+def test_a_compaction_killed_before_the_swap_is_finished_on_open(tmp_path: Path) -> None:
+    retriever = build(tmp_path / "i")
+    retriever.delete(["doc-1", "doc-2"])
+    query = torch.nn.functional.normalize(torch.randn(4, DIM), dim=-1)
+    before = [
+        f.payload["id"]
+        for f in retriever.search(None, query, 50, mode="multivector", candidates=0, payload=["id"])
+    ]
+    retriever.close()
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from uniembed.retrieval import token_files
+        from uniembed.retrieval.retriever import Retriever
+        from uniembed.retrieval.stores import open_store
+
+        def killed(*args):  # the files are complete and marked: die before the swap
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        token_files._swap_compacted = killed
+        Retriever.open(open_store({str(tmp_path / "i")!r})).optimize(compact=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], check=False)
+    assert done.returncode == -signal.SIGKILL
+    assert (tmp_path / "i" / "tokens" / "compact.json").exists()
+    reopened = Retriever.open(open_store(tmp_path / "i"))
+    assert not list((tmp_path / "i" / "tokens").glob("*.compact*"))
+    assert reopened.tokens.snapshot.size == 38 == alive_rows(reopened)
+    after = [
+        f.payload["id"]
+        for f in reopened.search(None, query, 50, mode="multivector", candidates=0, payload=["id"])
+    ]
+    assert after == before
+    reopened.close()

@@ -131,6 +131,16 @@ class ClientStore:
         ]
         self.client.upsert(self.collection, points=structs, wait=True)
 
+    def set_payloads(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        operations = [
+            self._m.SetPayloadOperation(
+                set_payload=self._m.SetPayload(payload=dict(values), points=[point])
+            )
+            for point, values in updates.items()
+        ]
+        if operations:
+            self.client.batch_update_points(self.collection, operations, wait=True)
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         condition = build_filter((MatchAny("id", tuple(doc_ids)),), self._dialect)
         self.client.delete(

@@ -168,6 +168,10 @@ class EdgeStore:
         condition = build_filter((MatchAny("id", tuple(doc_ids)),), self._dialect)
         self._shard.update(self._q.UpdateOperation.delete_points_by_filter(condition))
 
+    def set_payloads(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        for point, values in updates.items():  # qdrant-edge sets one payload per operation
+            self._shard.update(self._q.UpdateOperation.set_payload([point], dict(values)))
+
     # ----------------------------------------------------------------- reads
     def search(self, search: Search) -> list[Found]:
         q = self._q

@@ -414,9 +414,12 @@ class Index:
                     f"{wanted.name} (embed with --task {settings.document_task})"
                 )
 
-    def optimize(self) -> None:
-        """Build the store's vector indexes (HNSW) for what was added; searches work without it."""
-        self.store.optimize()
+    def optimize(self, compact: bool | None = None) -> int:
+        """Build the store's vector indexes (HNSW) for what was added (searches work without it)
+        and, for an embedded index, reclaim the bytes of replaced and deleted entries'
+        multi-vectors when ``compact`` (``None``: once they are a fifth of the entries). Returns
+        the bytes freed."""
+        return self.retriever.optimize(compact)
 
     # ----------------------------------------------------------------- reads
     def count(self, filter: Mapping[str, Any] | None = None) -> int:

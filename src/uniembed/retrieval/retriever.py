@@ -76,8 +76,24 @@ class Retriever:
         if store.files is None or dim is None:
             return cls(store)
         if store.files.exists():
-            return cls(store, TokenFiles.open(store.files, _row_lookup(store)))
+            files = TokenFiles.open(store.files, _row_lookup(store), _row_setter(store))
+            return cls(store, files)
         return cls(store, TokenFiles.create(store.files, dim, store.layout.codecs))
+
+    def optimize(self, compact: bool | None = None) -> int:
+        """Build the store's vector indexes; rewrite the token files without replaced and deleted
+        entries when ``compact`` (``None``: when they hold a fifth of the entries or more).
+        Returns the bytes freed. Searches wait while the files are rewritten."""
+        self.store.optimize()
+        tokens = self.tokens
+        if tokens is None:
+            return 0
+        snapshot = tokens.snapshot
+        dead = snapshot.size - int(snapshot.alive.sum())
+        if not dead or compact is False or (compact is None and 5 * dead < snapshot.size):
+            return 0
+        with self._lock.writing():
+            return tokens.compact(_row_setter(self.store))
 
     def close(self) -> None:
         if self.tokens is not None:
@@ -373,6 +389,15 @@ def _row_lookup(store: Store) -> Any:
         return rows
 
     return lookup
+
+
+def _row_setter(store: Store) -> Any:
+    """Tell the store each point's new token-file row (after a compaction)."""
+
+    def set_rows(rows: Mapping[str, int]) -> None:
+        store.set_payloads({point: {ROW: row} for point, row in rows.items()})
+
+    return set_rows
 
 
 def _list(vectors: torch.Tensor | None) -> Any:

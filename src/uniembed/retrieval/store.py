@@ -268,6 +268,10 @@ class Store(Protocol):
         """Run one query; best first."""
         ...
 
+    def set_payloads(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Merge each point's new payload values into its payload (point id -> values)."""
+        ...
+
     def count(self, conditions: tuple[Condition, ...] = ()) -> int:
         """Entries matching ``conditions``."""
         ...

@@ -18,7 +18,11 @@ retire), appends codes and entries and syncs them; the caller then changes the s
 :meth:`TokenFiles.commit` marks the retired rows dead and removes the journal. A process killed at
 any point leaves a journal, and the next open settles it by asking the store: a journalled row is
 alive exactly when the store holds its point with that row. Replaced and deleted entries keep their
-bytes until :meth:`TokenFiles.compact`.
+bytes until :meth:`TokenFiles.compact` rewrites the files without them: the new files are
+written beside the old ones (``*.compact``) and synced, ``compact.json`` marks them complete, the
+store learns every entry's new row, and the new files are renamed over the old ones; an open that
+finds ``compact.json`` redoes the last two steps (both idempotent), one that finds ``*.compact``
+files without it deletes them.
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ from uniembed.errors import InvalidInput, UniembedError
 CODECS_FILE = "codecs.json"
 ENTRIES_FILE = "entries"
 JOURNAL_FILE = "journal.json"
+COMPACT_FILE = "compact.json"  # present while a compaction swaps its files in
+COMPACTED = ".compact"  # suffix of the files a compaction writes
+COPY_ROWS = 1 << 18  # token codes a compaction copies at a time (64 MiB of float16)
 ENTRY = np.dtype(
     [("point", "V16"), ("start", "<i8"), ("count", "<i4"), ("alive", "u1"), ("spare", "V3")]
 )
 Lookup = Callable[[Sequence[str]], Mapping[str, int]]  # point ids -> the row the store holds
+SetRows = Callable[[Mapping[str, int]], None]  # tell the store each point's new row
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,13 @@ class TokenFiles:
         self.path = path
         self.dim = dim
         self._codecs = codecs  # None: trained on the first write
-        self._entries_fd = os.open(path / ENTRIES_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._open_files()
+
+    def _open_files(self) -> None:
+        flags = os.O_RDWR | os.O_CREAT
+        self._entries_fd = os.open(self.path / ENTRIES_FILE, flags, 0o644)
         self._code_fds = {
-            name: os.open(path / f"{name}.codes", os.O_RDWR | os.O_CREAT, 0o644) for name in codecs
+            name: os.open(self.path / f"{name}.codes", flags, 0o644) for name in self._codecs
         }
         self.snapshot = self._map()
 
@@ -105,9 +117,9 @@ class TokenFiles:
         return cls.open(path, lookup=None)
 
     @classmethod
-    def open(cls, path: Path, lookup: Lookup | None) -> TokenFiles:
+    def open(cls, path: Path, lookup: Lookup | None, set_rows: SetRows | None = None) -> TokenFiles:
         """Map the files at ``path``; an interrupted write is settled with ``lookup`` (the store's
-        rows of point ids)."""
+        rows of point ids), an interrupted compaction finished with ``set_rows``."""
         try:
             spec = json.loads((path / CODECS_FILE).read_text(encoding="utf-8"))
             dim = int(spec["dim"])
@@ -120,6 +132,12 @@ class TokenFiles:
                 f"could not open the token vectors at {path}: {path / CODECS_FILE} is unreadable "
                 f"({type(error).__name__}: {error}); rebuild the index (uniembed index)"
             ) from error
+        if (path / COMPACT_FILE).exists():
+            if set_rows is None:
+                raise UniembedError(f"{path} holds an unfinished compaction and no store")
+            _swap_compacted(path, list(codecs), set_rows)
+        for stray in path.glob(f"*{COMPACTED}"):  # a compaction that never got complete
+            stray.unlink()
         files = cls(path, dim, codecs)
         if (path / JOURNAL_FILE).exists():
             if lookup is None:
@@ -232,6 +250,31 @@ class TokenFiles:
         os.ftruncate(self._entries_fd, keep * ENTRY.itemsize)
         self._finish()
 
+    def compact(self, set_rows: SetRows) -> int:
+        """Rewrite the files without dead entries (see the module docstring); the bytes freed."""
+        snapshot = self.snapshot
+        keep = np.flatnonzero(snapshot.alive)
+        if len(keep) == snapshot.size:
+            return 0
+        before = self.nbytes
+        entries = np.array(snapshot.entries[keep])
+        counts = entries["count"].astype(np.int64)
+        old_starts = entries["start"].astype(np.int64)
+        entries["start"] = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(keep) else []
+        for name in self._codecs:
+            _write_ranges(
+                self.path / f"{name}.codes{COMPACTED}", snapshot.codes[name], old_starts, counts
+            )
+        with open(self.path / f"{ENTRIES_FILE}{COMPACTED}", "wb") as out:
+            out.write(entries.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        write_text(self.path / COMPACT_FILE, json.dumps({"entries": len(keep)}), durable=True)
+        self.close()
+        _swap_compacted(self.path, list(self._codecs), set_rows)
+        self._open_files()
+        return before - self.nbytes
+
     def trim(self) -> None:
         """Cut codes past the last entry (left by a write that was undone)."""
         end = int(self.snapshot.offsets[-1])
@@ -338,6 +381,43 @@ def check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise InvalidInput(f"unknown codec {unknown[0]!r}: choose from {', '.join(CODECS)}")
     return tuple(codecs)
+
+
+def _write_ranges(path: Path, codes: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
+    """The code rows ``starts[i] : starts[i] + counts[i]`` one after another into ``path``
+    (neighbouring ranges copied together), synced."""
+    with open(path, "wb") as out:
+        run_start = run_end = 0
+        for start, count in [*zip(starts.tolist(), counts.tolist(), strict=True), (-1, 0)]:
+            if start != run_end:  # the run ends (the sentinel ends the last one)
+                out.writelines(  # a bounded slice at a time
+                    codes[chunk : min(run_end, chunk + COPY_ROWS)].tobytes()
+                    for chunk in range(run_start, run_end, COPY_ROWS)
+                )
+                run_start = start
+            run_end = start + count
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _swap_compacted(path: Path, codecs: list[str], set_rows: SetRows) -> None:
+    """Finish a compaction whose files are complete: the store learns every entry's row, then
+    the files are renamed into place (the entry table last) and the marker removed."""
+    table = path / f"{ENTRIES_FILE}{COMPACTED}"
+    if table.exists():
+        entries = np.fromfile(table, dtype=ENTRY)
+        set_rows({str(uuid.UUID(bytes=bytes(e["point"]))): row for row, e in enumerate(entries)})
+        for name in codecs:
+            compacted = path / f"{name}.codes{COMPACTED}"
+            if compacted.exists():
+                os.replace(compacted, path / f"{name}.codes")
+        os.replace(table, path / ENTRIES_FILE)
+        directory = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    (path / COMPACT_FILE).unlink()
 
 
 def _codecs_json(dim: int, codecs: Mapping[str, Codec | None]) -> dict[str, Any]:
