@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -41,6 +42,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from uniembed.core.codecs import CODECS
 from uniembed.core.scores import maxsim
 from uniembed.retrieval.index import DEFAULT_CODECS, MUVERA_SHAPE
 from uniembed.retrieval.retriever import Retriever
@@ -172,14 +174,19 @@ class Measured:
     ) -> None:
         self.latencies: list[float] = []
         hits = overlap = 0
+        gain = 0.0
         for warm in range(min(2, queries)):
             rank(warm)
         for query in range(queries):
             ranked, seconds = timed(lambda q=query: rank(q))
             self.latencies.append(seconds)
-            hits += int(corpus.targets[query]) in ranked[:K]
+            target = int(corpus.targets[query])
+            hits += target in ranked[:K]
+            if target in ranked[:K]:  # one relevant document per query
+                gain += 1 / math.log2(ranked[:K].index(target) + 2)
             overlap += len(set(ranked[:K]) & set(exact[query]))
         self.recall = hits / queries
+        self.ndcg = gain / queries
         self.overlap = overlap / (K * queries)
 
     def row(self, name: str, **extra: Any) -> dict[str, Any]:
@@ -190,6 +197,7 @@ class Measured:
             "p99_ms": 1000 * percentile(self.latencies, 0.99),
             "qps": 1 / mean,
             "recall@10": self.recall,
+            "ndcg@10": self.ndcg,
             "overlap@10": self.overlap,
             "queries": len(self.latencies),
             **extra,
@@ -283,6 +291,17 @@ def store_level(
     }
     retriever.close()
     shutil.rmtree(path, ignore_errors=True)
+    for codec in args.codecs:  # each codec alone: what it costs against float16
+        codec_path = workdir / f"{codec}-{docs}x{tokens}"
+        alone, seconds = timed(lambda c=codec, p=codec_path: _ingest(corpus, p, 1, codecs=(c,)))
+        row = Measured(corpus, exact, through(alone, "multivector"), queries).row(
+            f"codec:{codec}",
+            bytes_per_token=alone.tokens.codec(codec).bytes_per_token,
+            ingest_docs_per_s=docs / seconds,
+        )
+        result["modes"].append(row)
+        alone.close()
+        shutil.rmtree(codec_path, ignore_errors=True)
     if docs * tokens <= args.pool_rows:
         for factor in args.pool_factors:
             pool_path = workdir / f"pool{factor}-{docs}x{tokens}"
@@ -299,13 +318,17 @@ def store_level(
     return result
 
 
-def _ingest(corpus: LateCorpus, path: Path, pool_factor: int, muvera: bool = False) -> Retriever:
-    """The corpus written into a new embedded index (float16 and binary token codes; MUVERA
-    encodings when asked) through :class:`Retriever`, as an index writes."""
+def _ingest(
+    corpus: LateCorpus,
+    path: Path,
+    pool_factor: int,
+    muvera: bool = False,
+    codecs: tuple[str, ...] = DEFAULT_CODECS,
+) -> Retriever:
+    """The corpus written into a new embedded index (float16 and binary token codes unless told;
+    MUVERA encodings when asked) through :class:`Retriever`, as an index writes."""
     shape = MUVERA_SHAPE if muvera else None
-    layout = Layout.build(
-        corpus.dense.shape[1], corpus.multivectors.shape[2], {}, shape, DEFAULT_CODECS
-    )
+    layout = Layout.build(corpus.dense.shape[1], corpus.multivectors.shape[2], {}, shape, codecs)
     retriever = Retriever.open(create_store(path, layout, {}))
     corpus.write_to(retriever, pool_factor)
     return retriever
@@ -334,19 +357,29 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{corpus['vector_bytes_per_doc'] / 1024:.1f} KiB/doc of vectors)"
             ),
             "",
-            "| mode | p50 ms | p99 ms | QPS | recall@10 | overlap@10 with exact | notes |",
-            "|---|---|---|---|---|---|---|",
+            "| mode | p50 ms | p99 ms | QPS | recall@10 | nDCG@10 | overlap@10 w. exact | notes |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in corpus["modes"]:
             notes = ", ".join(
                 f"{k} {v:.3g}"
                 for k, v in row.items()
                 if k
-                not in ("mode", "p50_ms", "p99_ms", "qps", "recall@10", "overlap@10", "queries")
+                not in (
+                    "mode",
+                    "p50_ms",
+                    "p99_ms",
+                    "qps",
+                    "recall@10",
+                    "overlap@10",
+                    "queries",
+                    "ndcg@10",
+                )
             )
             lines.append(
                 f"| {row['mode']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['qps']:.1f} | "
-                f"{row['recall@10']:.3f} | {row['overlap@10']:.3f} | {notes} |"
+                f"{row['recall@10']:.3f} | {row['ndcg@10']:.3f} | {row['overlap@10']:.3f} | "
+                f"{notes} |"
             )
     return "\n".join(lines)
 
@@ -372,6 +405,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--candidates", type=int, nargs="*", default=[100, 200, 500, 1000, 2000])
     parser.add_argument("--binary-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument("--pool-factors", type=int, nargs="*", default=[2, 3])
+    parser.add_argument(
+        "--codecs",
+        nargs="*",
+        default=[c for c in ("int8", "binary", "residual") if c in CODECS],
+        help="token codecs measured alone (exact mode) against float16",
+    )
     parser.add_argument("--muvera-candidates", type=int, nargs="*", default=[100, 500])
     parser.add_argument(
         "--pool-rows", type=int, default=1_000_000, help="pool corpora of at most this many rows"
@@ -388,6 +427,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.sizes = args.sizes or list(QUICK_SIZES)
         args.queries = 4
         args.candidates, args.binary_candidates, args.pool_factors = [50, 200], [50], [2]
+        args.codecs = ["binary"]
         args.muvera_candidates = [50]
         args.model, args.index_items = "tiny", [6, 2]
     args.sizes = args.sizes or list(FULL_SIZES)
