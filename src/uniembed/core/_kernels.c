@@ -26,7 +26,7 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define UE_X86 1
 #ifndef F16_AHEAD
-#define F16_AHEAD 16
+#define F16_AHEAD 32
 #endif
 #include <immintrin.h>
 #define TARGET_F16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,avx2")))
@@ -223,10 +223,10 @@ static int f16_portable(const f16_args *a) {
 TRANSPOSE16(TARGET_F16, transpose16)
 TRANSPOSE16(TARGET_I8, transpose16_i8)
 
-/* Rows [start, start + n) of float16 codes → tile[k * 16 + lane] float32, dims padded with zeros to
-   dim_pad (a multiple of 16), lanes n..15 zero. */
-TARGET_F16 static void f16_tile(const f16_args *a, int64_t start, int n, int dim_pad,
-                                float *tile) {
+/* Rows [start, start + n) (n <= 16) of float16 codes → tile[k * ld + lane] float32, dims padded
+   with zeros to dim_pad (a multiple of 16), lanes n..15 zero. */
+TARGET_F16 static void f16_tile(const f16_args *a, int64_t start, int n, int dim_pad, float *tile,
+                                int ld) {
     __m512 r[16];
     const uint8_t *base = a->codes + start * a->stride;
     const int64_t stride = a->stride;
@@ -240,7 +240,7 @@ TARGET_F16 static void f16_tile(const f16_args *a, int64_t start, int n, int dim
             }
             transpose16(r);
             _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
-                _mm512_store_ps(tile + (size_t)(kb + k) * 16, r[k]);
+                _mm512_store_ps(tile + (size_t)(kb + k) * ld, r[k]);
         }
     }
     for (int kb = n == 16 ? full : 0; kb < dim_pad; kb += 16) {
@@ -251,34 +251,41 @@ TARGET_F16 static void f16_tile(const f16_args *a, int64_t start, int n, int dim
                                      keep, base + lane * stride + 2 * kb))
                                : _mm512_setzero_ps();
         transpose16(r);
-        for (int k = 0; k < 16; k++) _mm512_store_ps(tile + (size_t)(kb + k) * 16, r[k]);
+        for (int k = 0; k < 16; k++) _mm512_store_ps(tile + (size_t)(kb + k) * ld, r[k]);
     }
 }
 
-/* One group of G query tokens (packed[k * G + g]) against a tile: acc[g] = 16 dot products; then
-   folded into running[g * 16 ..] per segment; a document's total for this group is added to out
-   when it ends. */
+/* One group of G query tokens (packed[k * G + g]) against a tile of 32 rows (two halves of 16
+   lanes, tile[k * 32 ..]): each broadcast query value feeds two FMAs, so a query load serves 32
+   rows; then folded into running[g * 16 ..] per segment (lane masks of 32 bits); a document's
+   total for this group is added to out when it ends. */
 #define F16_GROUP(G)                                                                               \
     TARGET_F16 static void f16_group_##G(const float *tile, const float *packed, int dim_pad,      \
                                          float *running, const segment_t *segments, int count,     \
                                          float *out) {                                             \
-        __m512 acc[G];                                                                             \
-        _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();         \
-        for (int k = 0; k < dim_pad; k += 2) {                                                     \
-            __m512 d0 = _mm512_load_ps(tile + (size_t)k * 16);                                     \
-            __m512 d1 = _mm512_load_ps(tile + (size_t)(k + 1) * 16);                               \
+        __m512 lo[G], hi[G];                                                                       \
+        _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) {                                     \
+            lo[g] = _mm512_setzero_ps();                                                           \
+            hi[g] = _mm512_setzero_ps();                                                           \
+        }                                                                                          \
+        for (int k = 0; k < dim_pad; k++) {                                                        \
+            __m512 d0 = _mm512_load_ps(tile + (size_t)k * 32);                                     \
+            __m512 d1 = _mm512_load_ps(tile + (size_t)k * 32 + 16);                                \
             const float *p = packed + (size_t)k * G;                                               \
-            _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) acc[g] =                          \
-                _mm512_fmadd_ps(_mm512_set1_ps(p[g]), d0, acc[g]);                                 \
-            _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) acc[g] =                          \
-                _mm512_fmadd_ps(_mm512_set1_ps(p[G + g]), d1, acc[g]);                             \
+            _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) {                                 \
+                __m512 b = _mm512_set1_ps(p[g]);                                                   \
+                lo[g] = _mm512_fmadd_ps(b, d0, lo[g]);                                             \
+                hi[g] = _mm512_fmadd_ps(b, d1, hi[g]);                                             \
+            }                                                                                      \
         }                                                                                          \
         for (int s = 0; s < count; s++) {                                                          \
-            __mmask16 m = (__mmask16)segments[s].mask;                                             \
+            __mmask16 m0 = (__mmask16)(segments[s].mask & 0xffffu);                                \
+            __mmask16 m1 = (__mmask16)(segments[s].mask >> 16);                                    \
             float total = 0.0f;                                                                    \
             _Pragma("GCC unroll 16") for (int g = 0; g < G; g++) {                                 \
                 __m512 run = _mm512_load_ps(running + g * 16);                                     \
-                run = _mm512_mask_max_ps(run, m, run, acc[g]);                                     \
+                run = _mm512_mask_max_ps(run, m0, run, lo[g]);                                     \
+                run = _mm512_mask_max_ps(run, m1, run, hi[g]);                                     \
                 if (segments[s].ends) {                                                            \
                     total += _mm512_reduce_max_ps(run);                                            \
                     run = _mm512_set1_ps(-INFINITY);                                               \
@@ -303,19 +310,18 @@ F16_GROUP(11)
 F16_GROUP(12)
 F16_GROUP(13)
 F16_GROUP(14)
-F16_GROUP(15)
-F16_GROUP(16)
 
+#define F16_MAX_GROUP 14 /* 2 × 14 accumulators + 2 rows + 1 broadcast: 31 of 32 zmm */
 typedef void (*f16_group_fn)(const float *, const float *, int, float *, const segment_t *, int,
                              float *);
-static const f16_group_fn F16_GROUPS[17] = {
-    NULL,          f16_group_1,  f16_group_2,  f16_group_3,  f16_group_4,  f16_group_5,
-    f16_group_6,   f16_group_7,  f16_group_8,  f16_group_9,  f16_group_10, f16_group_11,
-    f16_group_12,  f16_group_13, f16_group_14, f16_group_15, f16_group_16};
+static const f16_group_fn F16_GROUPS[F16_MAX_GROUP + 1] = {
+    NULL,         f16_group_1,  f16_group_2,  f16_group_3,  f16_group_4,
+    f16_group_5,  f16_group_6,  f16_group_7,  f16_group_8,  f16_group_9,
+    f16_group_10, f16_group_11, f16_group_12, f16_group_13, f16_group_14};
 
-/* Query tokens split into groups of at most 16, as even as possible. */
-static int query_groups(int q, int *starts, int *sizes) {
-    int groups = (q + 15) / 16;
+/* Query tokens split into groups of at most `most`, as even as possible. */
+static int query_groups(int q, int most, int *starts, int *sizes) {
+    int groups = (q + most - 1) / most;
     int at = 0;
     for (int k = 0; k < groups; k++) {
         int size = (q - at) / (groups - k);
@@ -328,11 +334,11 @@ static int query_groups(int q, int *starts, int *sizes) {
 
 TARGET_F16 static int f16_avx512(const f16_args *a) {
     int q = a->q, dim_pad = (a->dim + 15) / 16 * 16;
-    int starts[64], sizes[64];
-    if (q > 16 * 64) return -2;
-    int groups = query_groups(q, starts, sizes);
+    int starts[128], sizes[128];
+    if (q > F16_MAX_GROUP * 128) return -2;
+    int groups = query_groups(q, F16_MAX_GROUP, starts, sizes);
     void *base_tile, *base_packed, *base_running;
-    float *tile = aligned_buffer(sizeof(float) * 16 * (size_t)dim_pad, &base_tile);
+    float *tile = aligned_buffer(sizeof(float) * 32 * (size_t)dim_pad, &base_tile);
     float *packed = aligned_buffer(sizeof(float) * (size_t)dim_pad * q, &base_packed);
     float *running = aligned_buffer(sizeof(float) * 16 * (size_t)q, &base_running);
     if (tile == NULL || packed == NULL || running == NULL) {
@@ -350,12 +356,14 @@ TARGET_F16 static int f16_avx512(const f16_args *a) {
     }
     for (int i = 0; i < 16 * q; i++) running[i] = -INFINITY;
     for (int64_t d = a->first; d < a->last; d++) a->out[d] = 0.0f;
-    segment_t segments[17];
+    segment_t segments[33];
     int64_t doc = a->first, end = a->offsets[a->last];
-    for (int64_t start = a->offsets[a->first]; start < end; start += 16) {
-        int n = end - start < 16 ? (int)(end - start) : 16;
+    for (int64_t start = a->offsets[a->first]; start < end; start += 32) {
+        int n = end - start < 32 ? (int)(end - start) : 32;
         prefetch_rows(a->codes, a->stride, start + F16_AHEAD, end);
-        f16_tile(a, start, n, dim_pad, tile);
+        prefetch_rows(a->codes, a->stride, start + F16_AHEAD + 16, end);
+        f16_tile(a, start, n < 16 ? n : 16, dim_pad, tile, 32);
+        f16_tile(a, start + 16, n > 16 ? n - 16 : 0, dim_pad, tile + 16, 32);
         int count = tile_segments(a->offsets, &doc, a->last, start, n, segments);
         for (int k = 0; k < groups; k++)
             F16_GROUPS[sizes[k]](tile, packed + (size_t)starts[k] * dim_pad, dim_pad,
@@ -502,7 +510,7 @@ TARGET_I8 static int i8_avx512(const i8_args *a) {
     int q = a->q, dim_pad = (a->dim + 63) / 64 * 64, words = dim_pad / 4;
     int starts[64], sizes[64];
     if (q > 16 * 64) return -2;
-    int groups = query_groups(q, starts, sizes);
+    int groups = query_groups(q, 16, starts, sizes);
     void *base_tile, *base_packed, *base_running, *base_scales;
     int32_t *tile = aligned_buffer(sizeof(int32_t) * 16 * (size_t)words, &base_tile);
     int32_t *packed = aligned_buffer(sizeof(int32_t) * (size_t)words * q, &base_packed);
