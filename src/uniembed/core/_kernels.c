@@ -639,9 +639,11 @@ static int bits_portable(const bits_args *a) {
 }
 
 #if UE_X86
-TARGET_BITS static int bits_avx512(const bits_args *a) {
-    int q = a->q, words = a->words, nvec = a->nvec;
-    if (nvec > 4) return -2;
+/* The kernel for `words` 64-bit words and `nvec` bit vectors per row: always inlined into the
+   dispatcher below, so the common shapes (128-d: 2 words; 1 or 2 vectors) get constant loops. */
+TARGET_BITS static inline __attribute__((always_inline)) int bits_body(const bits_args *a,
+                                                                       int words, int nvec) {
+    int q = a->q;
     void *base_tile, *base_running;
     /* tile: [v][w] zmm of 8 rows' words */
     __m512i *tile = aligned_buffer(sizeof(__m512i) * (size_t)nvec * words, &base_tile);
@@ -655,7 +657,7 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
     for (int64_t d = a->first; d < a->last; d++) a->out[d] = 0.0f;
     segment_t segments[9];
     __m256 pcs[4];
-    float factors[8];
+    uint16_t halves[8];
     int32_t cids[8];
     const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
     int64_t doc = a->first, end = a->offsets[a->last];
@@ -677,10 +679,14 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
         }
         for (int lane = 0; lane < 8; lane++) {
             const uint8_t *code = base + (int64_t)lane * a->stride;
-            factors[lane] = lane < n ? row_factor(a, code) : 0.0f;
-            cids[lane] = lane < n && a->centroid_at >= 0 ? row_centroid(a, code) : 0;
+            halves[lane] = 0;
+            cids[lane] = 0;
+            if (lane < n) {
+                memcpy(&halves[lane], code + a->factor_at, 2);
+                if (a->centroid_at >= 0) cids[lane] = row_centroid(a, code);
+            }
         }
-        __m256 factor = _mm256_loadu_ps(factors);
+        __m256 factor = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)halves));
         __m256i cid = _mm256_loadu_si256((const __m256i *)cids);
         int count = tile_segments(a->offsets, &doc, a->last, start, n, segments);
         for (int i = 0; i < q; i++) {
@@ -733,6 +739,12 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
     free(base_tile);
     free(base_running);
     return 0;
+}
+TARGET_BITS static int bits_avx512(const bits_args *a) {
+    if (a->nvec > 4) return -2;
+    if (a->words == 2 && a->nvec == 1) return bits_body(a, 2, 1);
+    if (a->words == 2 && a->nvec == 2) return bits_body(a, 2, 2);
+    return bits_body(a, a->words, a->nvec);
 }
 #endif
 
