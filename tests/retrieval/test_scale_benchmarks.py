@@ -40,7 +40,7 @@ def test_a_quick_scale_run_builds_reopens_and_searches(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     results = scale.main(["--quick", "--workdir", str(tmp_path), "--out", str(out)])
     assert json.loads(out.read_text())["docs"] == 400
-    assert results["token_code_bytes"] == 400 * 16 * (256 + 16)  # float16 and binary codes
+    assert results["token_code_bytes"] == 400 * 16 * (256 + 20)  # float16 and binary codes
     assert 1 <= results["disk_after_close_over_codes"] < 3
     modes = {row["mode"]: row for row in results["modes"]}
     assert modes["multivector"]["overlap@10"] == 1.0  # the scan is the exact MaxSim

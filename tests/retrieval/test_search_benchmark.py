@@ -32,6 +32,6 @@ def test_a_quick_run_measures_every_mode(tmp_path: Path) -> None:
     }
     assert modes["exact"]["overlap@10"] == 1.0
     assert 0 <= modes["exact"]["ndcg@10"] <= modes["exact"]["recall@10"]
-    assert modes["codec:binary"]["bytes_per_token"] == 16
+    assert modes["codec:binary"]["bytes_per_token"] == 20
     assert all(row["p50_ms"] > 0 and 0 <= row["recall@10"] <= 1 for row in modes.values())
     assert 0 < modes["exact"]["share_of_memcpy"] < 1

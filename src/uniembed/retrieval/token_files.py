@@ -1,7 +1,8 @@
 """The multi-vectors of an embedded index, on disk and memory-mapped (``<index>/tokens``).
 
-* ``codecs.json`` — the codecs the token vectors are kept in (:mod:`uniembed.core.codecs`: name
-  and trained state), fixed at creation;
+* ``codecs.json`` — the names of the codecs the token vectors are kept in, fixed at creation; each
+  codec's state (:mod:`uniembed.core.codecs`: a rotation's signs, the residual codec's centroids)
+  in ``codec.<name>/``, written once it exists (the residual codec trains on the first write);
 * ``<codec>.codes`` — per codec, one fixed-size code per stored token, the tokens of an entry one
   after another and entries in the order written;
 * ``entries`` — one 32-byte record per entry ever written (:data:`ENTRY`): its point id, first
@@ -29,16 +30,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from uniembed.core.codecs import CODECS, Codec, load_codec, make_codec
+from uniembed.core.codecs import CODECS, Codec, make_codec, read_codec, save_codec
 from uniembed.core.files import write_text
 from uniembed.errors import InvalidInput, UniembedError
 
@@ -111,9 +112,12 @@ class TokenFiles:
     def create(cls, path: Path, dim: int, codecs: Sequence[str]) -> TokenFiles:
         """Empty files for ``dim``-wide token vectors kept in ``codecs`` (the first is scanned)."""
         check_codecs(codecs)
-        made = {name: None if name in NEEDS_SAMPLE else make_codec(name, dim) for name in codecs}
         path.mkdir(parents=True, exist_ok=True)
-        write_text(path / CODECS_FILE, json.dumps(_codecs_json(dim, made)), durable=True)
+        for name in codecs:
+            if name not in NEEDS_SAMPLE:
+                _save_codec(path, make_codec(name, dim))
+        spec = {"dim": dim, "codecs": list(codecs)}
+        write_text(path / CODECS_FILE, json.dumps(spec), durable=True)
         return cls.open(path, lookup=None)
 
     @classmethod
@@ -123,10 +127,7 @@ class TokenFiles:
         try:
             spec = json.loads((path / CODECS_FILE).read_text(encoding="utf-8"))
             dim = int(spec["dim"])
-            codecs = {
-                name: None if state is None else load_codec(name, dim, state)
-                for name, state in spec["codecs"]
-            }
+            codecs = {name: _read_codec(path, name) for name in spec["codecs"]}
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise UniembedError(
                 f"could not open the token vectors at {path}: {path / CODECS_FILE} is unreadable "
@@ -183,15 +184,9 @@ class TokenFiles:
         journal = {"entries": first, "added": len(point_ids), "retired": [int(r) for r in retired]}
         write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
         if len(point_ids):
-            as_float32 = None
+            vectors = vectors.astype(np.float32, copy=False)  # what every codec encodes from
             for name, fd in self._code_fds.items():
-                if name == "float16":  # float16 rows as they are
-                    given = vectors
-                else:
-                    if as_float32 is None:
-                        as_float32 = vectors.astype(np.float32)
-                    given = as_float32
-                codes = np.ascontiguousarray(self.codec(name).encode(given))
+                codes = np.ascontiguousarray(self.codec(name).encode(vectors))
                 os.pwrite(fd, memoryview(codes).cast("B"), tokens * codes.shape[1])
             records = np.zeros(len(point_ids), dtype=ENTRY)
             records["point"] = [uuid.UUID(pid).bytes for pid in point_ids]
@@ -207,7 +202,7 @@ class TokenFiles:
         self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """All token vectors as one array (float16 or float32, as given), and each entry's count
-        (codecs trained)."""
+        (codecs trained on them when they need it)."""
         counts = np.array([len(m) for m in multivectors], dtype=np.int64)
         if len(point_ids) != len(counts) or (counts < 1).any():
             raise InvalidInput("every entry needs a multi-vector of at least one token")
@@ -334,9 +329,9 @@ class TokenFiles:
             return
         sample = vectors.astype(np.float32)
         for name in untrained:
-            self._codecs[name] = make_codec(name, self.dim, sample)
-        text = json.dumps(_codecs_json(self.dim, self._codecs))
-        write_text(self.path / CODECS_FILE, text, durable=True)
+            codec = make_codec(name, self.dim, sample)
+            _save_codec(self.path, codec)
+            self._codecs[name] = codec
 
     def _set_alive(self, rows: Sequence[int], alive: bool) -> None:
         flag = bytes([int(alive)])
@@ -420,11 +415,22 @@ def _swap_compacted(path: Path, codecs: list[str], set_rows: SetRows) -> None:
     (path / COMPACT_FILE).unlink()
 
 
-def _codecs_json(dim: int, codecs: Mapping[str, Codec | None]) -> dict[str, Any]:
-    return {
-        "dim": dim,
-        "codecs": [[name, None if c is None else c.state()] for name, c in codecs.items()],
-    }
+def _save_codec(path: Path, codec: Codec) -> None:
+    """``codec``'s state in ``path/codec.<name>``, written under another name and renamed into
+    place (a folder that exists is complete)."""
+    staging = path / f".codec.{codec.name}.writing"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_codec(codec, staging)
+    for written in staging.iterdir():
+        with open(written, "rb") as file:
+            os.fsync(file.fileno())
+    os.replace(staging, path / f"codec.{codec.name}")
+
+
+def _read_codec(path: Path, name: str) -> Codec | None:
+    """The codec saved in ``path/codec.<name>`` (None: not trained yet)."""
+    folder = path / f"codec.{name}"
+    return read_codec(folder) if folder.is_dir() else None
 
 
 def _top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
