@@ -23,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(UE_NO_SIMD)
 #define UE_X86 1
 #ifndef F16_AHEAD
 #define F16_AHEAD 32
