@@ -270,3 +270,24 @@ def set_backbone_training(
     else:
         disable()
     backbone.train(enabled)
+
+
+def merged_copy(root: nn.Module, adapter: int) -> nn.Module:
+    """A deep copy of ``root`` with one adapter merged into plain ``nn.Linear`` / ``nn.Embedding``
+    layers (``W + scaling · B A``; an embedding's ``W + scaling · A B``) and no routing: what a
+    runtime that knows nothing of LoRA (an ONNX export) runs for a single task. Needs float base
+    layers (not int8)."""
+    import copy
+
+    merged = copy.deepcopy(root)
+    for path, layer in routed_layers(merged).items():
+        base = layer.base
+        if not isinstance(base, (nn.Linear, nn.Embedding)):
+            raise TypeError(f"{path}: cannot merge an adapter into {type(base).__name__}")
+        a, b = layer.factors(adapter, torch.float32)
+        delta = (a @ b) if isinstance(layer, MultiLoRAEmbedding) else (b @ a)
+        with torch.no_grad():
+            base.weight += (delta * layer.scaling).to(base.weight.dtype)
+        parent_path, _, name = path.rpartition(".")
+        setattr(merged.get_submodule(parent_path) if parent_path else merged, name, base)
+    return merged
