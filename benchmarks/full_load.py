@@ -90,7 +90,9 @@ def measure(snapshot: Path, dtype: str, texts: int = 0, budget: int = 4096) -> d
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     on_disk = sum(f.stat().st_size for f in snapshot.rglob("*.safetensors"))
-    return {**result, "dtype": dtype, "on_disk": on_disk}
+    row = {**result, "dtype": dtype, "on_disk": on_disk}
+    print(json.dumps(row), file=sys.stderr, flush=True)  # each as it comes: long runs
+    return row
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

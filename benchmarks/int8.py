@@ -86,10 +86,13 @@ def onnx_runners(
 ) -> dict[str, tuple[Callable, int]]:
     """ONNX Runtime float32 and int8 runners of the v3 model's ``retrieval.passage`` path, with
     the size of each model file."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    from uniembed._optional import require
     from uniembed.models.lora import merged_copy
+
+    what = "the ONNX Runtime comparison (--no-onnx skips it)"
+    ort = require("onnxruntime", "onnx", what)
+    quantization = require("onnxruntime.quantization", "onnx", what)
+    require("onnxscript", "onnx", what)  # torch.onnx.export's translator
 
     model = embedder._model
     rows = embedder.plan(items, V3_TASK).rows
@@ -108,7 +111,9 @@ def onnx_runners(
         dynamo=True,
         external_data=False,
     )
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    quantization.quantize_dynamic(
+        str(fp32_path), str(int8_path), weight_type=quantization.QuantType.QInt8
+    )
     order = sorted(range(len(rows)), key=lambda i: -rows[i].num_tokens)  # longest first
     batches = [order[i : i + ORT_BATCH] for i in range(0, len(order), ORT_BATCH)]
     feeds = []
