@@ -156,3 +156,23 @@ def test_the_offline_message_names_hf_download_and_the_failing_commands_flag(
         assert "`hf download owner/absent --local-dir DIR`" in flat, (name, output)
         assert "`--model DIR` on the command line" in flat, (name, output)
         assert "huggingface-cli" not in flat and "uniembed serve" not in flat, (name, output)
+
+
+def test_dtype_int8_reaches_index_and_search(tiny_v4_path: Path, tmp_path: Path) -> None:
+    """``--dtype int8`` (and its twin) loads the int8 model in a command: the search finds the
+    indexed document by its own text."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for number, words in enumerate(["amber basil cedar", "delta ember fjord"]):
+        (docs / f"{number}.txt").write_text(words, encoding="utf-8")
+    index = str(tmp_path / "idx")
+    made = runner.invoke(
+        app,
+        ["index", index, "-m", str(tiny_v4_path), str(docs), "--dtype", "int8", "--no-progress"],
+    )
+    assert made.exit_code == 0, made.output
+    searched = runner.invoke(
+        app, ["search", index, "delta ember fjord"], env={"UNIEMBED_DTYPE": "int8"}
+    )
+    assert searched.exit_code == 0, searched.output
+    assert "1.txt" in searched.output.splitlines()[0], searched.output

@@ -213,3 +213,28 @@ def test_the_packing_flag_reaches_the_engine(tiny_v4_path, packing: bool) -> Non
     settings = ServerSettings(models=(str(tiny_v4_path),), device="cpu", packing=packing)
     (embedder,) = load_embedders(settings).values()
     assert embedder.engine.policy.packed is packing
+
+
+def test_serve_takes_dtype_int8(captured):
+    result = runner.invoke(cli.app, ["serve", "--model", "a/b", "--dtype", "int8"])
+    assert result.exit_code == 0, result.output
+    assert captured[0].dtype == "int8"
+
+
+@pytest.mark.slow
+def test_uniembed_serve_dtype_int8_answers_what_the_int8_library_does(tmp_path):
+    """A live server (~30 s on 2 busy cores) loads the int8 model and answers with it."""
+    from uniembed.testing.jina_v4 import write_tiny_jina_v4
+
+    path = write_tiny_jina_v4(tmp_path / "tiny-v4")
+    server = ServeProcess("--model", str(path), "--dtype", "int8", log=subprocess.PIPE)
+    try:
+        reply = httpx.post(f"{server.url}/v1/embeddings", json={"input": ["hello"]}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        served = np.asarray(reply.json()["data"][0]["embedding"], np.float32)
+    finally:
+        server.stop()
+    int8 = uniembed.load(path, device="cpu", dtype="int8").encode(["hello"]).embeddings[0].numpy()
+    float32 = uniembed.load(path, device="cpu").encode(["hello"]).embeddings[0].numpy()
+    np.testing.assert_allclose(served, int8, atol=1e-5)  # the server ran the int8 model
+    assert np.abs(served - float32).max() > 1e-5

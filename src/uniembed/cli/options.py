@@ -94,7 +94,8 @@ Dtype = Annotated[
     typer.Option(
         envvar=env("DTYPE"),
         show_default=False,
-        help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, else float32).",
+        help="float32, bfloat16, float16, or int8 (CPU only: int8 linears, float32 "
+        "elsewhere) (default: bfloat16 on CUDA, else float32).",
     ),
 ]
 Progress = Annotated[

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from uniembed.errors import CheckpointError
+from uniembed.models.quantized import INT8, quantize_weight
 from uniembed.models.streaming import read_converted
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -84,13 +85,19 @@ def weight_files(snapshot: Path) -> list[Path]:
 
 
 def load_tensors(
-    files: Iterable[Path], dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor]:
+    files: Iterable[Path],
+    dtype: torch.dtype | None = None,
+    quantize: Callable[[str], bool] | None = None,
+) -> dict[str, Any]:
     """Read every tensor of the given safetensors files on the CPU, in their stored dtype or, with
     ``dtype``, each floating-point one converted as it is read, one tensor at a time
     (:mod:`uniembed.models.streaming`): a bfloat16 checkpoint loads into float32 with no second
-    full copy of the weights in memory."""
-    tensors: dict[str, torch.Tensor] = {}
+    full copy of the weights in memory. With ``quantize`` (and ``dtype``), the tensors whose key it
+    accepts become :class:`~uniembed.models.quantized.Int8Weight` as they are read, so only one of
+    them is ever in float at a time."""
+    if quantize is not None and dtype is None:
+        raise ValueError("quantizing while reading needs the dtype to read weights in")
+    tensors: dict[str, Any] = {}
     for file in files:
         try:
             if dtype is None:
@@ -98,7 +105,8 @@ def load_tensors(
                     for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                         tensors[key] = handle.get_tensor(key)
             else:
-                tensors.update(read_converted(file, dtype))
+                for key, tensor in read_converted(file, dtype):
+                    tensors[key] = quantize_weight(tensor) if quantize and quantize(key) else tensor
         except Exception as error:  # safetensors raises its own error types and OSError
             raise CheckpointError(f"unreadable safetensors file {file}: {error}") from error
     return tensors
@@ -106,7 +114,8 @@ def load_tensors(
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None`` → float32 on CPU, bfloat16 on CUDA; strings like ``"bfloat16"``/``"bf16"``
-    accepted."""
+    accepted. ``"int8"`` is not a dtype of tensors but of linears: the caller resolves it
+    (:func:`uniembed.models.registry.load_model`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
@@ -124,7 +133,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return aliases[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(aliases)}") from None
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use one of {sorted([*aliases, INT8])}"
+        ) from None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from uniembed.models.quantized import Int8Linear
+
 NO_ADAPTER = -1
 
 
@@ -118,7 +120,7 @@ class _RoutedLora(nn.Module):
                 f"{layer}"
             )
         self.base = base
-        dtype = base.weight.dtype
+        dtype = getattr(base, "compute_dtype", None) or base.weight.dtype  # int8: float32
         self.lora_A = nn.ParameterList([_frozen(a, dtype) for a in weights.A.unbind(0)])
         self.lora_B = nn.ParameterList([_frozen(b, dtype) for b in weights.B.unbind(0)])
         self.scaling = weights.scaling
@@ -151,7 +153,9 @@ def _frozen(tensor: torch.Tensor, dtype: torch.dtype) -> nn.Parameter:
 class MultiLoRALinear(_RoutedLora):
     """``y = base(x) + scaling · B[t] A[t] x`` with ``t`` the adapter of x's row (dim 0)."""
 
-    def __init__(self, base: nn.Linear, weights: LoraWeights, routing: AdapterRouting) -> None:
+    def __init__(
+        self, base: nn.Linear | Int8Linear, weights: LoraWeights, routing: AdapterRouting
+    ) -> None:
         tasks, rank = weights.A.shape[:2]
         shapes = ((tasks, rank, base.in_features), (tasks, base.out_features, rank))
         layer = f"Linear({base.in_features}, {base.out_features})"
@@ -175,14 +179,15 @@ class MultiLoRALinear(_RoutedLora):
 def attach_lora(
     root: nn.Module, layers: Mapping[str, LoraWeights], routing: AdapterRouting
 ) -> list[str]:
-    """Replace each ``nn.Linear`` named in ``layers`` (dotted path under ``root``) by a
-    :class:`MultiLoRALinear`. Returns the adapted paths; unknown paths raise ``KeyError``."""
+    """Replace each ``nn.Linear`` (or :class:`~uniembed.models.quantized.Int8Linear`) named in
+    ``layers`` (dotted path under ``root``) by a :class:`MultiLoRALinear`. Returns the adapted
+    paths; unknown paths raise ``KeyError``."""
     adapted = []
     for path, weights in layers.items():
         parent_path, _, name = path.rpartition(".")
         parent = root.get_submodule(parent_path) if parent_path else root
         base = getattr(parent, name, None)
-        if not isinstance(base, nn.Linear):
+        if not isinstance(base, (nn.Linear, Int8Linear)):
             raise KeyError(f"no nn.Linear at {path!r} to attach a LoRA adapter to")
         setattr(parent, name, MultiLoRALinear(base, weights, routing))
         adapted.append(path)
@@ -265,3 +270,24 @@ def set_backbone_training(
     else:
         disable()
     backbone.train(enabled)
+
+
+def merged_copy(root: nn.Module, adapter: int) -> nn.Module:
+    """A deep copy of ``root`` with one adapter merged into plain ``nn.Linear`` / ``nn.Embedding``
+    layers (``W + scaling · B A``; an embedding's ``W + scaling · A B``) and no routing: what a
+    runtime that knows nothing of LoRA (an ONNX export) runs for a single task. Needs float base
+    layers (not int8)."""
+    import copy
+
+    merged = copy.deepcopy(root)
+    for path, layer in routed_layers(merged).items():
+        base = layer.base
+        if not isinstance(base, (nn.Linear, nn.Embedding)):
+            raise TypeError(f"{path}: cannot merge an adapter into {type(base).__name__}")
+        a, b = layer.factors(adapter, torch.float32)
+        delta = (a @ b) if isinstance(layer, MultiLoRAEmbedding) else (b @ a)
+        with torch.no_grad():
+            base.weight += (delta * layer.scaling).to(base.weight.dtype)
+        parent_path, _, name = path.rpartition(".")
+        setattr(merged.get_submodule(parent_path) if parent_path else merged, name, base)
+    return merged

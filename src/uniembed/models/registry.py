@@ -13,6 +13,7 @@ import torch
 from uniembed.errors import CheckpointError
 from uniembed.models.base import EmbeddingModel
 from uniembed.models.loading import read_json, resolve_device, resolve_dtype, resolve_snapshot
+from uniembed.models.quantized import check_int8_device, is_int8
 
 
 def detect_family(config: dict[str, Any]) -> str:
@@ -45,7 +46,7 @@ class Family:
     """A model family's entry points: everything outside ``models/`` reaches a family here."""
 
     name: str
-    # (snapshot, config, *, name, device, dtype) -> the loaded model
+    # (snapshot, config, *, name, device, dtype, int8) -> the loaded model
     load: Callable[..., EmbeddingModel]
     # (snapshot, config, folder, task, *, replace, output): a copy of the snapshot holding the
     # adapter folder's task in the family's official layout
@@ -73,14 +74,22 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     name: str | None = None,
 ) -> EmbeddingModel:
-    """Load any supported model from a local snapshot directory or a hub id."""
+    """Load any supported model from a local snapshot directory or a hub id.
+
+    ``dtype="int8"``: float32 activations and int8 linears (:mod:`uniembed.models.quantized`),
+    on the CPU only (:class:`~uniembed.errors.InvalidInput` elsewhere)."""
+    torch_device = resolve_device(device)
+    int8 = is_int8(dtype)
+    if int8:
+        check_int8_device(torch_device)
+    torch_dtype = torch.float32 if int8 else resolve_dtype(dtype, torch_device)
     snapshot = resolve_snapshot(name_or_path)
     config = read_json(snapshot / "config.json")
     family = family_of(config)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
     model_name = name or model_name_of(name_or_path)
-    return family.load(snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype)
+    return family.load(
+        snapshot, config, name=model_name, device=torch_device, dtype=torch_dtype, int8=int8
+    )
 
 
 def model_name_of(name_or_path: str | os.PathLike[str]) -> str:

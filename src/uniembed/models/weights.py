@@ -15,11 +15,11 @@ def assign_state(
 ) -> None:
     """Load ``state`` into ``module`` in ``dtype``, replacing its (meta) tensors.
 
-    Every tensor ``module`` holds must be in ``state`` with its shape; tensors of ``state`` that
-    ``module`` does not hold are ignored. Errors name ``what`` (e.g. ``"the backbone"``) and the
-    snapshot ``source``.
+    Every tensor ``module`` holds on the meta device must be in ``state`` with its shape; tensors
+    of ``state`` that ``module`` does not hold are ignored. Errors name ``what`` (e.g. ``"the
+    backbone"``) and the snapshot ``source``.
     """
-    expected = module.state_dict()
+    expected = {k: v for k, v in module.state_dict().items() if v.is_meta}  # not yet loaded
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(
@@ -31,8 +31,10 @@ def assign_state(
                 f"tensor {key} of {what} in {source} has shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[key].shape)}"
             )
+    # strict=False: tensors already real (int8 layers, :mod:`uniembed.models.quantized`) stay;
+    # every meta one was checked above to be in ``state``
     module.load_state_dict(
-        {k: v.to(dtype) for k, v in state.items() if k in expected}, strict=True, assign=True
+        {k: v.to(dtype) for k, v in state.items() if k in expected}, strict=False, assign=True
     )
 
 

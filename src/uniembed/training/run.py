@@ -130,8 +130,14 @@ def _record_settings(config: TrainConfig) -> None:
 
 def _load_model(config: TrainConfig) -> AdaptableModel:
     from uniembed.models.loading import resolve_device
+    from uniembed.models.quantized import is_int8
     from uniembed.models.registry import load_model
 
+    if is_int8(config.dtype):
+        raise InvalidInput(
+            "training needs float base weights (float32 or bfloat16): int8 linears have no "
+            "backward pass; embed with the trained adapter under --dtype int8 afterwards"
+        )
     device = resolve_device(config.device)
     dtype = config.dtype or (
         torch.bfloat16 if _bf16(config, device) else torch.float32

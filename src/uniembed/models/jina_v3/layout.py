@@ -60,6 +60,22 @@ def official_modules(num_layers: int) -> list[ModuleMap]:
     return modules
 
 
+def linear_weight_keys(num_layers: int) -> list[str]:
+    """The official keys a Linear's base weight can have (with and without the ``roberta.``
+    prefix, as a parametrization or plain): what an int8 load quantizes as it reads.
+
+    >>> len(linear_weight_keys(1)), linear_weight_keys(1)[1]
+    (16, 'roberta.encoder.layers.0.mixer.Wqkv.weight')
+    """
+    return [
+        f"{prefix}{m.official}.{suffix}"
+        for m in official_modules(num_layers)
+        if m.kind == "linear"
+        for prefix in ("roberta.", "")
+        for suffix in ("parametrizations.weight.original", "weight")
+    ]
+
+
 @dataclass
 class ConvertedWeights:
     """Official tensors in the transformers layout: base state dict and per-module LoRA factors."""

@@ -29,7 +29,13 @@ from uniembed.models.base import (
     task_api_names,
 )
 from uniembed.models.jina_v3.config import FAMILY, JinaV3Config, parse_config
-from uniembed.models.jina_v3.layout import ModuleMap, convert_official, lora_key, official_modules
+from uniembed.models.jina_v3.layout import (
+    ModuleMap,
+    convert_official,
+    linear_weight_keys,
+    lora_key,
+    official_modules,
+)
 from uniembed.models.jina_v3.network import attach_adapters, build_backbone
 from uniembed.models.jina_v3.processor import TASK_TYPES, JinaV3Processor, load_tokenizer
 from uniembed.models.loading import load_tensors, weight_files
@@ -41,6 +47,7 @@ from uniembed.models.lora import (
     set_backbone_training,
 )
 from uniembed.models.packing import Packing
+from uniembed.models.quantized import int8_reader
 from uniembed.models.weights import frozen_parameter
 
 
@@ -345,13 +352,23 @@ def _row_outputs(hidden: torch.Tensor, batch: Sequence[Row]) -> list[RowOutput]:
 
 
 def load_jina_v3(
-    snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
+    snapshot: Path,
+    config: dict[str, Any],
+    *,
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    int8: bool = False,
 ) -> JinaV3Model:
     """Load an official jina-embeddings-v3 snapshot (config.json, model.safetensors,
-    tokenizer.json)."""
+    tokenizer.json); ``int8``: every Linear of the encoder in int8, each weight quantized as it is
+    read (:mod:`uniembed.models.quantized`)."""
     parsed = parse_config(config, snapshot / "config.json")
     processor = JinaV3Processor(load_tokenizer(snapshot, parsed), parsed, name=name)
-    weights = convert_official(load_tensors(weight_files(snapshot), dtype), parsed, snapshot)
+    quantize = int8_reader(linear_weight_keys(parsed.num_layers)) if int8 else None
+    weights = convert_official(
+        load_tensors(weight_files(snapshot), dtype, quantize), parsed, snapshot
+    )
     backbone = build_backbone(parsed, weights, dtype, snapshot)
     routing = AdapterRouting()
     attach_adapters(backbone, weights, routing)

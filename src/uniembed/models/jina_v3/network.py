@@ -15,6 +15,7 @@ from uniembed.models.jina_v3.config import JinaV3Config
 from uniembed.models.jina_v3.layout import ConvertedWeights
 from uniembed.models.lora import AdapterRouting, MultiLoRAEmbedding, attach_lora
 from uniembed.models.packing import PACKED_ATTENTION, register_packed_attention
+from uniembed.models.quantized import install_int8
 from uniembed.models.weights import assign_state
 
 
@@ -55,7 +56,9 @@ def build_backbone(
     native_config._attn_implementation = PACKED_ATTENTION
     with torch.device("meta"):  # no random init of weights that are overwritten next
         backbone = JinaEmbeddingsV3Model(native_config, add_pooling_layer=False)
-    assign_state(backbone, weights.state, dtype, "the backbone", source)
+    # int8 weights (read as Int8Weight, :mod:`uniembed.models.quantized`) become Int8Linear layers
+    state = install_int8(backbone, weights.state)
+    assign_state(backbone, state, dtype, "the backbone", source)
     _rebuild_buffers(backbone, native_config)
     return backbone
 

@@ -295,13 +295,20 @@ def _factors_by_layer(factors: Mapping[str, torch.Tensor], layers: Mapping[str, 
 
 
 def load_jina_v4(
-    snapshot: Path, config: dict[str, Any], *, name: str, device: torch.device, dtype: torch.dtype
+    snapshot: Path,
+    config: dict[str, Any],
+    *,
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    int8: bool = False,
 ) -> JinaV4Model:
-    """Build a :class:`JinaV4Model` from a snapshot in the official layout."""
+    """Build a :class:`JinaV4Model` from a snapshot in the official layout (``int8``: the
+    backbone's linears in int8, :mod:`uniembed.models.quantized`)."""
     check_config(snapshot, config)
     tokenizer = load_tokenizer(snapshot)
     image_processor = load_image_processor(snapshot)
-    network = build_network(snapshot, config, dtype)
+    network = build_network(snapshot, config, dtype, int8)
     routing = AdapterRouting()
     adapter_config = attach_adapters(network, snapshot, tuple(config["task_names"]), routing)
     network.requires_grad_(False).to(

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from uniembed.models.jina_v4.layout import read_adapters, split_state
+from uniembed.models.jina_v4.layout import official_key, read_adapters, split_state
 from uniembed.models.loading import load_tensors, weight_files
 from uniembed.models.lora import AdapterRouting, attach_lora
 from uniembed.models.packing import PACKED_ATTENTION, register_packed_attention
+from uniembed.models.quantized import install_int8, int8_reader, linear_weight_names
 from uniembed.models.weights import assign_state
 
 
@@ -50,8 +51,12 @@ class JinaV4Network(nn.Module):
         return positions
 
 
-def build_network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) -> JinaV4Network:
-    """The network of ``config`` holding the snapshot's weights in ``dtype`` (no adapters yet)."""
+def build_network(
+    snapshot: Path, config: dict[str, Any], dtype: torch.dtype, int8: bool = False
+) -> JinaV4Network:
+    """The network of ``config`` holding the snapshot's weights in ``dtype`` (no adapters yet);
+    with ``int8``, every Linear of the backbone (language model and vision tower) in int8, each
+    quantized as it is read (:mod:`uniembed.models.quantized`); the projector stays in ``dtype``."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
     backbone_config = Qwen2_5_VLConfig(
@@ -68,8 +73,13 @@ def build_network(snapshot: Path, config: dict[str, Any], dtype: torch.dtype) ->
             backbone_config.text_config.hidden_size,
             int(config.get("multi_vector_projector_dim", 128)),
         )
-    tensors = load_tensors(weight_files(snapshot), dtype)  # converted as read: no second copy
-    backbone_state, projector_state = split_state(tensors, snapshot)
+    quantize = int8_reader(map(official_key, linear_weight_names(backbone))) if int8 else None
+    backbone_state, projector_state = split_state(
+        load_tensors(weight_files(snapshot), dtype, quantize),  # converted as read: no 2nd copy
+        snapshot,
+    )
+    if int8:
+        backbone_state = install_int8(backbone, backbone_state)  # type: ignore[arg-type]
     assign_state(backbone, backbone_state, dtype, "the backbone", snapshot)
     assign_state(projector, projector_state, dtype, "multi_vector_projector", snapshot)
     _rebuild_rotary_buffers(backbone)
