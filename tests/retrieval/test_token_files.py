@@ -257,3 +257,20 @@ def test_a_compaction_killed_before_the_swap_is_finished_on_open(tmp_path: Path)
     ]
     assert after == before
     reopened.close()
+
+
+@pytest.mark.parametrize("codecs", [("residual",), ("binary", "residual")])
+def test_a_codec_trained_on_the_first_write_survives_reopening_before_and_after(
+    tmp_path: Path, codecs: tuple[str, ...]
+) -> None:
+    path = tmp_path / "i"
+    Retriever.open(create_store(path, Layout.build(128, DIM, {}, codecs=codecs), {})).close()
+    retriever = Retriever.open(open_store(path))  # still untrained: nothing to cut
+    corpus = synthetic_corpus(30, 8, queries=2, seed=3)
+    corpus.write_to(retriever, batch_rows=10 * 8)
+    retriever.close()
+    retriever = Retriever.open(open_store(path))
+    assert retriever.tokens.codec("residual").bytes_per_token <= 40
+    found = retriever.search(None, corpus.queries[0], 30, mode="multivector", candidates=0)
+    assert len(found) == 30
+    retriever.close()

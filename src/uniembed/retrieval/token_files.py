@@ -274,7 +274,8 @@ class TokenFiles:
         """Cut codes past the last entry (left by a write that was undone)."""
         end = int(self.snapshot.offsets[-1])
         for name, fd in self._code_fds.items():
-            os.ftruncate(fd, end * self.codec(name).bytes_per_token)
+            codec = self._codecs[name]  # None: untrained, so nothing was ever written
+            os.ftruncate(fd, end * codec.bytes_per_token if codec is not None else 0)
         self.snapshot = self._map()
 
     # ----------------------------------------------------------------- reads
