@@ -47,6 +47,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -414,10 +415,17 @@ class _BitCodec(Codec):
 
     def rotate(self, vectors: np.ndarray) -> np.ndarray:
         """The codec's orthogonal map: signs, then the normalised Walsh-Hadamard transform."""
-        return _hadamard(vectors * self.signs) if self.hadamard else vectors * self.signs
+        return np.asarray(vectors, dtype=np.float32) @ self._rotation
 
     def unrotate(self, vectors: np.ndarray) -> np.ndarray:
-        return (_hadamard(vectors) if self.hadamard else vectors) * self.signs
+        return np.asarray(vectors, dtype=np.float32) @ self._rotation.T
+
+    @functools.cached_property
+    def _rotation(self) -> np.ndarray:
+        """The map as a (dim, dim) matrix (row i: the image of the i-th unit vector), so that a
+        batch rotates in one BLAS product (10x the transform's numpy passes)."""
+        signed = np.diag(self.signs)
+        return _hadamard(signed) if self.hadamard else signed
 
     def _pack(self, bits: np.ndarray) -> np.ndarray:
         """(n, dim) bool → (n, 8 · words) uint8."""
@@ -459,6 +467,13 @@ def _hadamard(vectors: np.ndarray) -> np.ndarray:
     return out / np.float32(math.sqrt(dim))
 
 
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each float32 row, nudged up by float32's rounding of the sum (a norm
+    that goes into a bound must not come out smaller)."""
+    squares = np.einsum("ij,ij->i", rows, rows)
+    return np.sqrt(squares) * np.float32(1 + rows.shape[1] * 2.0**-24)
+
+
 def _f16_up(values: np.ndarray) -> np.ndarray:
     """float16 no smaller than ``values`` (bounds stay bounds after rounding)."""
     rounded = values.astype(np.float16)
@@ -482,11 +497,12 @@ class BinaryCodec(_BitCodec):
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         rotated = self.rotate(vectors)
         positive = rotated > 0
-        signs = np.where(positive, 1.0, -1.0)
-        l1 = np.abs(rotated).sum(axis=1, dtype=np.float64)
-        l2 = np.square(rotated).sum(axis=1, dtype=np.float64)
+        magnitude = np.abs(rotated)
+        l1 = magnitude.sum(axis=1, dtype=np.float64)
+        l2 = np.einsum("ij,ij->i", rotated, rotated).astype(np.float64)
         factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
-        error = np.linalg.norm(rotated - factor.astype(np.float32)[:, None] * signs, axis=1)
+        # |x - f·sign(x)| = ||x| - f| per value (a zero value gets sign -1: |0 + f| = f)
+        error = _row_norms(magnitude - factor.astype(np.float32)[:, None])
         out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
         out[:, : 8 * self.words] = self._pack(positive)
         out[:, 8 * self.words :] = np.stack([factor, _f16_up(error)], axis=1).view(np.uint8)
@@ -590,11 +606,11 @@ class ResidualCodec(_BitCodec):
         step = np.zeros(len(vectors), dtype=np.float16)
         for multiple in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25):  # the best uniform step
             trial = (rms * multiple).astype(np.float16)
-            error = np.linalg.norm(rotated - _levels(rotated, trial), axis=1)
+            error = _row_norms(rotated - _levels(rotated, trial))
             better = error < best_error
             best_error[better], step[better] = error[better], trial[better]
         level = _level_codes(rotated, step)
-        error = np.linalg.norm(rotated - (level - 1.5) * step.astype(np.float32)[:, None], axis=1)
+        error = _row_norms(rotated - (level - 1.5) * step.astype(np.float32)[:, None])
         out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
         bits = 8 * self.words
         out[:, :bits] = self._pack(level >= 2)
