@@ -274,3 +274,21 @@ def test_a_codec_trained_on_the_first_write_survives_reopening_before_and_after(
     found = retriever.search(None, corpus.queries[0], 30, mode="multivector", candidates=0)
     assert len(found) == 30
     retriever.close()
+
+
+def test_a_rerank_gathers_scattered_entries_in_batches_and_scores_each_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uniembed.retrieval import token_files
+
+    monkeypatch.setattr(token_files, "RERANK_TOKENS", 25)  # batches of 1-3 entries of 12 tokens
+    retriever = build(tmp_path / "i", docs=40, tokens=12)
+    files = retriever.tokens
+    query = torch.nn.functional.normalize(torch.randn(5, DIM), dim=-1).numpy()
+    rows = [37, 3, 20, 21, 8, 39, 0, 3]
+    reranked = dict(files.rerank("float16", query, rows, k=40))
+    assert sorted(reranked) == sorted(set(rows))
+    for row in set(rows):
+        expected = maxsim(torch.from_numpy(query), torch.from_numpy(files.vectors(row))[None])
+        assert reranked[row] == pytest.approx(float(expected[0]), abs=1e-4)
+    retriever.close()

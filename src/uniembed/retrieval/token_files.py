@@ -49,6 +49,7 @@ JOURNAL_FILE = "journal.json"
 COMPACT_FILE = "compact.json"  # present while a compaction swaps its files in
 COMPACTED = ".compact"  # suffix of the files a compaction writes
 COPY_ROWS = 1 << 18  # token codes a compaction copies at a time (64 MiB of float16)
+RERANK_TOKENS = 32768  # tokens gathered per kernel call of a rerank (8 MiB of float16 codes)
 ENTRY = np.dtype(
     [("point", "V16"), ("start", "<i8"), ("count", "<i4"), ("alive", "u1"), ("spare", "V3")]
 )
@@ -305,10 +306,14 @@ class TokenFiles:
         if not len(rows):
             return []
         codec, codes, offsets = self.codec(name), snapshot.codes[name], snapshot.offsets
+        starts, ends = offsets[rows], offsets[rows + 1]
         scores = np.empty(len(rows), dtype=np.float32)
-        for i, row in enumerate(rows.tolist()):
-            start, end = int(offsets[row]), int(offsets[row + 1])
-            scores[i] = codec.maxsim(query, codes[start:end], np.array([0, end - start]))[0]
+        for first, last in _batches(ends - starts, RERANK_TOKENS):
+            gathered = np.concatenate(
+                [codes[s:e] for s, e in zip(starts[first:last], ends[first:last])]
+            )
+            local = np.concatenate([[0], np.cumsum(ends[first:last] - starts[first:last])])
+            scores[first:last] = codec.maxsim(query, gathered, local)
         return [(int(rows[i]), s) for i, s in _top(scores, k)]
 
     def vectors(self, row: int) -> np.ndarray:
@@ -432,6 +437,19 @@ def _read_codec(path: Path, name: str) -> Codec | None:
     """The codec saved in ``path/codec.<name>`` (None: not trained yet)."""
     folder = path / f"codec.{name}"
     return read_codec(folder) if folder.is_dir() else None
+
+
+def _batches(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ``[first, last)`` runs of entries holding about ``budget`` tokens each (at
+    least one entry a run)."""
+    ends = np.cumsum(counts)
+    runs, first = [], 0
+    while first < len(counts):
+        base = ends[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(ends, base + budget, side="right")))
+        runs.append((first, last))
+        first = last
+    return runs
 
 
 def _top(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
