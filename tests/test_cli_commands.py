@@ -176,3 +176,27 @@ def test_dtype_int8_reaches_index_and_search(tiny_v4_path: Path, tmp_path: Path)
     )
     assert searched.exit_code == 0, searched.output
     assert "1.txt" in searched.output.splitlines()[0], searched.output
+
+
+def test_index_keeps_the_codecs_and_muvera_it_is_given(tiny_v4_path: Path, tmp_path: Path) -> None:
+    """``--codec`` (repeated) and ``--muvera`` reach a new index: its settings name them, mode
+    ``muvera`` searches it and mode ``binary`` is refused (no binary codes kept)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for number, words in enumerate(["amber basil cedar", "delta ember fjord"]):
+        (docs / f"{number}.txt").write_text(words, encoding="utf-8")
+    index = str(tmp_path / "idx")
+    made = runner.invoke(
+        app,
+        ["index", index, "-m", str(tiny_v4_path), str(docs), "--codec", "int8",
+         "--codec", "float16", "--muvera", "--no-progress"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    settings = json.loads(made.stdout.splitlines()[-1])["settings"]
+    assert settings["codecs"] == ["int8", "float16"]
+    assert settings["muvera"] is not None
+    searched = runner.invoke(app, ["search", index, "delta ember fjord", "--mode", "muvera"])
+    assert searched.exit_code == 0, searched.output
+    assert "1.txt" in searched.output.splitlines()[0], searched.output
+    refused = runner.invoke(app, ["search", index, "delta", "--mode", "binary"])
+    assert refused.exit_code == 1 and "binary" in refused.output, refused.output

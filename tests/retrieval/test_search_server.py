@@ -127,6 +127,7 @@ def test_add_delete_and_info_routes(served: tuple[LiveServer, Index]) -> None:
     ("body", "status", "message"),
     [
         ({"query": "a", "mode": "fuzzy"}, 422, "mode"),
+        ({"query": "a", "mode": "muvera"}, 400, "keeps no MUVERA encodings"),
         ({"query": "a", "k": 0}, 422, "k"),
         ({"query": "a", "filter": {"lang": "en"}}, 400, "filter field 'lang'"),
         ({"query": "a", "k": "5"}, 422, "k"),

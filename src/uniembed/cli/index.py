@@ -61,6 +61,16 @@ def index_command(
             )
         ),
     ] = None,
+    codec: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="New embedded index: how token vectors are kept on disk (float16, int8, binary, "
+            "residual); repeat for several, the first is scanned (default: float16 and binary)."
+        ),
+    ] = None,
+    muvera: Annotated[
+        bool, typer.Option(help="New index: keep MUVERA encodings for mode muvera.")
+    ] = False,
     device: Device = None,
     dtype: Dtype = None,
     batch_items: Annotated[int, typer.Option(help="Entries encoded and written together.")] = 16,
@@ -80,6 +90,8 @@ def index_command(
             dimensions=dimensions,
             pool_factor=pool_factor,
             metadata_fields=fields,
+            muvera=muvera,
+            **({"codecs": tuple(codec)} if codec else {}),
         )
         with index:
             if delete:
@@ -115,10 +127,10 @@ def search_command(
     ] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     mode: Annotated[
-        str | None, typer.Option(help="dense, multivector, two-stage (default) or binary.")
+        str | None, typer.Option(help="dense, multivector, two-stage (default), muvera or binary.")
     ] = None,
     candidates: Annotated[
-        int | None, typer.Option(help="Candidates for two-stage and binary.")
+        int | None, typer.Option(help="First-stage candidates for two-stage, muvera and binary.")
     ] = None,
     filter: Annotated[
         str | None,

@@ -51,7 +51,7 @@ class SearchRequest(_Strict):
         description='E.g. {"metadata.lang": "en", "page": {"lte": 3}}; values must fit the '
         "field's type.",
     )
-    mode: Literal["dense", "multivector", "two-stage", "binary"] | None = None
+    mode: Literal["dense", "multivector", "two-stage", "muvera", "binary"] | None = None
     candidates: (
         Annotated[int, Field(ge=1, le=MAX_CANDIDATES), BeforeValidator(_whole_number)] | None
     ) = None
