@@ -75,3 +75,15 @@ def test_as_a_first_stage_it_finds_maxsims_best_better_than_the_dense_vector() -
         found += len(exact & by_muvera) / 10
         dense += len(exact & by_dense) / 10
     assert found / 40 >= 0.5 and found >= 1.1 * dense  # measured: 0.545 against 0.477
+
+
+def test_a_batch_of_documents_encodes_as_each_document_alone() -> None:
+    """``documents`` equals ``document`` one by one, empty buckets (short documents) included."""
+    muvera = Muvera(32, seed=2)
+    generator = torch.Generator().manual_seed(0)
+    docs = [torch.randn(n, 32, generator=generator) for n in (1, 3, 40, 7, 200, 2)]
+    batched = muvera.documents(docs)
+    assert batched.shape == (len(docs), muvera.output_dim)
+    for row, doc in zip(batched, docs, strict=True):
+        assert torch.allclose(row, muvera.document(doc), atol=1e-5)
+    assert muvera.documents([]).shape == (0, muvera.output_dim)

@@ -17,6 +17,8 @@ over them), which exact MaxSim then reranks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -61,6 +63,36 @@ class Muvera:
         """The encoding of a document's (tokens, dim) vectors: per bucket, their mean (empty
         buckets: the vector nearest to the bucket by code)."""
         return self._encode(vectors, average=True)
+
+    def documents(self, multivectors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(n, output_dim): :meth:`document` of each of ``multivectors``, computed for the whole
+        batch at once (one product per repetition over every token, sums by bucket of each
+        document); only documents with an empty bucket are filled one by one."""
+        if not multivectors:
+            return torch.zeros(0, self.output_dim)
+        lengths = torch.tensor([len(m) for m in multivectors])
+        vectors = torch.cat([m.float() for m in multivectors])
+        owner = torch.repeat_interleave(torch.arange(len(multivectors)), lengths)
+        weights = 1 << torch.arange(self.simhash_bits)
+        slots = len(multivectors) * self.buckets
+        parts = []
+        for planes, projection in zip(self.planes, self.projections, strict=True):
+            bits = (vectors @ planes > 0).long()  # (all tokens, simhash_bits)
+            slot = owner * self.buckets + bits @ weights  # (all tokens,): document × bucket
+            sums = torch.zeros(slots, self.dim).index_add_(0, slot, vectors)
+            counts = torch.bincount(slot, minlength=slots)
+            means = (sums / counts.clamp(min=1)[:, None]).view(-1, self.buckets, self.dim)
+            starts = torch.cumsum(lengths, 0) - lengths
+            for doc in (counts.view(-1, self.buckets) == 0).any(1).nonzero().flatten().tolist():
+                rows = slice(int(starts[doc]), int(starts[doc] + lengths[doc]))
+                means[doc] = self._filled(
+                    sums.view(-1, self.buckets, self.dim)[doc],
+                    counts.view(-1, self.buckets)[doc],
+                    bits[rows],
+                    vectors[rows],
+                )
+            parts.append((means @ projection).flatten(1))  # (n, buckets · projection_dim)
+        return torch.cat(parts, dim=1)
 
     def _encode(self, vectors: torch.Tensor, *, average: bool) -> torch.Tensor:
         vectors = vectors.float()

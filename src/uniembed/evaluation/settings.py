@@ -311,7 +311,10 @@ class MuveraStage:
         from uniembed.core.muvera import Muvera
 
         muvera = Muvera(corpus.multi.shape[1])
-        encodings = torch.stack([muvera.document(doc) for doc in corpus.multivectors()])
+        docs = list(corpus.multivectors())
+        encodings = torch.cat(
+            [muvera.documents(docs[start : start + 256]) for start in range(0, len(docs), 256)]
+        )
         return MuveraIndex(muvera, encodings, Reranker(corpus), self.candidates)
 
 

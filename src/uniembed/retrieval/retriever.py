@@ -173,9 +173,10 @@ class Retriever:
     ) -> Sequence[Point]:
         if self.muvera is None or not points:
             return points
+        encodings = self.muvera.documents(multivectors).tolist()
         return [
-            dataclasses.replace(point, muvera=self.muvera.document(multi).tolist())
-            for point, multi in zip(points, multivectors, strict=True)
+            dataclasses.replace(point, muvera=encoding)
+            for point, encoding in zip(points, encodings, strict=True)
         ]
 
     # ----------------------------------------------------------------- searches
