@@ -234,6 +234,45 @@ def test_threads_split_the_documents_without_changing_scores(name, monkeypatch):
         np.testing.assert_array_equal(codec.maxsim(query, codes, offsets, threads=threads), one)
 
 
+# ----------------------------------------------------------------- encoding
+@pytest.mark.parametrize("dim", DIMS)
+def test_binary_encoding_against_a_float64_reference(dim):
+    """The compiled pass (SIMD and portable, byte-equal) gives numpy's sign bits, RaBitQ's factor
+    ‖x‖²/‖x‖₁ of the rotated row to one float16 step, and an error norm never below the exact
+    float64 ‖|Px| − f‖ (it feeds the bound) nor more than two float16 steps above it."""
+    _, rows, _ = random_case(seed=dim, dim=dim)
+    rows = np.concatenate([rows, np.zeros((1, dim), np.float32), 3 * rows[:5]])
+    codec = make_codec("binary", dim)
+    codes = codec.encode(rows)
+    assert (codes == codec._encode(rows, portable=True)).all()
+    rotated = codec.rotate(rows).astype(np.float64)
+    words = 8 * codec.words
+    padded = np.zeros((len(rows), 8 * words), dtype=bool)
+    padded[:, :dim] = rotated > 0
+    assert (codes[:, :words] == np.packbits(padded, axis=1, bitorder="little")).all()
+    tail = codes[:, words:].copy().view(np.float16).astype(np.float64)
+    l1, l2 = np.abs(rotated).sum(1), np.square(rotated).sum(1)
+    factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0)
+    step = np.spacing(np.abs(factor).astype(np.float16)).astype(np.float64)
+    np.testing.assert_array_less(np.abs(tail[:, 0] - factor), step + 1e-12)
+    error = np.linalg.norm(np.abs(rotated) - tail[:, :1], axis=1)
+    assert (tail[:, 1] >= error).all()
+    assert (tail[:, 1] <= error + 2 * np.spacing(error.astype(np.float16)) + 1e-7).all()
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_float16_rows_encode_as_their_float32_values(name):
+    """Stored float16 multi-vectors are encoded without a float32 round trip where the codec can
+    (float16 copies them): the codes equal those of the same values in float32."""
+    _, rows, _ = random_case(seed=4)
+    half = rows.astype(np.float16)
+    codec = codec_for(name, 128, rows)
+    assert (codec.encode(half) == codec.encode(half.astype(np.float32))).all()
+    half[3, 7] = np.inf
+    with pytest.raises(InvalidInput, match="finite"):
+        codec.encode(half)
+
+
 # ----------------------------------------------------------------- the stated bounds
 @pytest.mark.parametrize("name", CODEC_NAMES)
 def test_error_within_the_bound_on_random_vectors(name):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_benchmark
 
 
@@ -42,6 +44,9 @@ def test_a_quick_scale_run_builds_reopens_and_searches(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["docs"] == 400
     assert results["token_code_bytes"] == 400 * 16 * (256 + 20)  # float16 and binary codes
     assert 1 <= results["disk_after_close_over_codes"] < 3
+    assert results["raw_write_mb_s"] > 0  # the disk's ceiling, measured beside the ingest
+    ceiling = results["ingest_ceiling_docs_per_s"] * 16 * 276  # bytes/s of codes
+    assert ceiling == pytest.approx(results["raw_write_mb_s"] * 1e6)
     modes = {row["mode"]: row for row in results["modes"]}
     assert modes["multivector"]["overlap@10"] == 1.0  # the scan is the exact MaxSim
     assert all(row["p50_ms"] > 0 and 0 <= row["recall@10"] <= 1 for row in modes.values())

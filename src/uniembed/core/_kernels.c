@@ -11,7 +11,7 @@
  *
  * Each has an AVX-512 path (function-level target attributes, chosen at run time with
  * __builtin_cpu_supports) and a portable C path with the same arithmetic; `portable=1` forces the
- * latter (the tests compare the two). The GIL is released while a kernel runs, so Python threads
+ * latter (the tests compare the two). `sign_bits` is the binary codec's encoding pass. The GIL is released while a kernel runs, so Python threads
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
  */
@@ -749,6 +749,79 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
 }
 #endif
 
+/* ------------------------------------------------------------------ binary encode */
+
+static void sum_lanes(const float *a1, const float *a2, double *s1, double *s2) {
+    double t1 = 0.0, t2 = 0.0;
+    for (int lane = 0; lane < 16; lane++) {
+        t1 += a1[lane];
+        t2 += a2[lane];
+    }
+    *s1 = t1;
+    *s2 = t2;
+}
+
+/* The binary codec's pass over rotated float32 rows (n, dim): bit k of row r (value > 0) into
+   out[r * stride + k / 8] (little-endian bit order, words of 64 zero-padded), and each row's L1 and
+   squared L2 norms (16 float32 lanes of at most dim/16 terms each, summed in float64; the caller
+   allows for their rounding). uniembed.core.codecs.BinaryCodec finishes the factors. */
+static void sign_bits(const float *rows, int64_t n, int dim, uint8_t *out, int64_t stride,
+                      double *l1, double *l2) {
+    int words = (dim + 63) / 64;
+    for (int64_t r = 0; r < n; r++) {
+        const float *x = rows + r * dim;
+        uint8_t *code = out + r * stride;
+        for (int w = 0; w < words; w++) {
+            uint64_t word = 0;
+            int end = dim < 64 * (w + 1) ? dim : 64 * (w + 1);
+            for (int k = 64 * w; k < end; k++) word |= (uint64_t)(x[k] > 0.0f) << (k - 64 * w);
+            for (int b = 0; b < 8; b++) code[8 * w + b] = (uint8_t)(word >> (8 * b));
+        }
+        float a1[16] = {0}, a2[16] = {0};
+        int k = 0;
+        for (; k + 16 <= dim; k += 16)
+            for (int lane = 0; lane < 16; lane++) {
+                a1[lane] += fabsf(x[k + lane]);
+                a2[lane] += x[k + lane] * x[k + lane];
+            }
+        for (int lane = 0; k < dim; k++, lane++) {
+            a1[lane] += fabsf(x[k]);
+            a2[lane] += x[k] * x[k];
+        }
+        sum_lanes(a1, a2, l1 + r, l2 + r);
+    }
+}
+
+#if UE_X86
+/* The same pass for dim a multiple of 16, with the same sums in the same order (so equal). */
+TARGET_F16 static void sign_bits_avx512(const float *rows, int64_t n, int dim, uint8_t *out,
+                                        int64_t stride, double *l1, double *l2) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    float a1[16], a2[16];
+    for (int64_t r = 0; r < n; r++) {
+        const float *x = rows + r * dim;
+        uint8_t *code = out + r * stride;
+        __m512 s1 = zero, s2 = zero;
+        uint64_t word = 0;
+        for (int k = 0; k < dim; k += 16) {
+            __m512 v = _mm512_loadu_ps(x + k);
+            word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ) << (k % 64);
+            s1 = _mm512_add_ps(s1, _mm512_castsi512_ps(
+                                       _mm512_and_si512(_mm512_castps_si512(v), magnitude)));
+            s2 = _mm512_add_ps(s2, _mm512_mul_ps(v, v));
+            if (k % 64 == 48 || k + 16 == dim) {
+                for (int b = 0; b < 8; b++) code[k / 64 * 8 + b] = (uint8_t)(word >> (8 * b));
+                word = 0;
+            }
+        }
+        _mm512_storeu_ps(a1, s1);
+        _mm512_storeu_ps(a2, s2);
+        sum_lanes(a1, a2, l1 + r, l2 + r);
+    }
+}
+#endif
+
 /* ------------------------------------------------------------------ Python edge */
 
 static int check_docs(const Py_buffer *offsets, int64_t first, int64_t last, int64_t rows) {
@@ -899,6 +972,34 @@ static PyObject *py_maxsim_bits(PyObject *self, PyObject *args) {
     return finish(status, b, 9);
 }
 
+static PyObject *py_sign_bits(PyObject *self, PyObject *args) {
+    /* rows (n, dim) float32, dim, out, stride, l1 (n,) float64, l2 (n,) float64, portable */
+    Py_buffer b[4] = {{0}};
+    int dim, portable;
+    Py_ssize_t stride;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*iw*nw*w*p", &b[0], &dim, &b[1], &stride, &b[2], &b[3],
+                          &portable)) {
+        release(b, 4);
+        return NULL;
+    }
+    int64_t n = dim > 0 ? (int64_t)(b[0].len / ((Py_ssize_t)dim * 4)) : 0;
+    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * 4 || stride < (dim + 63) / 64 * 8 ||
+        b[1].len < (Py_ssize_t)n * stride || b[2].len < n * 8 || b[3].len < n * 8) {
+        PyErr_SetString(PyExc_ValueError, "bad shapes");
+        return finish(-3, b, 4);
+    }
+    Py_BEGIN_ALLOW_THREADS
+#if UE_X86
+    if (!portable && dim % 16 == 0 && cpu_has(0))
+        sign_bits_avx512(b[0].buf, n, dim, b[1].buf, stride, b[2].buf, b[3].buf);
+    else
+#endif
+        sign_bits(b[0].buf, n, dim, b[1].buf, stride, b[2].buf, b[3].buf);
+    Py_END_ALLOW_THREADS
+    return finish(0, b, 4);
+}
+
 static PyObject *py_features(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -910,6 +1011,7 @@ static PyMethodDef METHODS[] = {
     {"maxsim_f16", py_maxsim_f16, METH_VARARGS, "MaxSim of float16 rows (exact, float32)."},
     {"maxsim_i8", py_maxsim_i8, METH_VARARGS, "MaxSim of int8 rows with a per-row scale."},
     {"maxsim_bits", py_maxsim_bits, METH_VARARGS, "MaxSim of bit-vector codes by popcount."},
+    {"sign_bits", py_sign_bits, METH_VARARGS, "Sign bits and L1/L2 norms of float32 rows."},
     {"features", py_features, METH_NOARGS, "Which kernels have a SIMD path on this CPU."},
     {NULL, NULL, 0, NULL}};
 

@@ -93,6 +93,7 @@ class Codec:
     ``state`` (plus ``arrays``) that rebuilds it with :func:`load_codec`."""
 
     name: ClassVar[str]
+    encodes_half: ClassVar[bool] = False  # _encode takes float16 rows as they are
 
     def __init__(self, dim: int) -> None:
         if not isinstance(dim, int | np.integer) or dim < 1:
@@ -105,11 +106,14 @@ class Codec:
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector."""
-        vectors = self._check_vectors(vectors)
+        vectors = self._check_vectors(vectors, keep_half=True)
         out = np.empty((vectors.shape[0], self.bytes_per_token), dtype=np.uint8)
         for start in range(0, vectors.shape[0], 65536):  # bounded temporaries
             stop = min(vectors.shape[0], start + 65536)
-            out[start:stop] = self._encode(vectors[start:stop])
+            chunk = vectors[start:stop]
+            if chunk.dtype != np.float32 and not self.encodes_half:
+                chunk = chunk.astype(np.float32)
+            out[start:stop] = self._encode(chunk)
         return out
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -190,14 +194,16 @@ class Codec:
         raise NotImplementedError
 
     # -------------------------------------------------------------- checks (the edge)
-    def _check_vectors(self, vectors: Any) -> np.ndarray:
+    def _check_vectors(self, vectors: Any, keep_half: bool = False) -> np.ndarray:
+        """Finite (n, dim) rows, contiguous float32 (float16 kept as it is with ``keep_half``)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InvalidInput(f"vectors must be (n, {self.dim}), got shape {vectors.shape}")
         if not np.issubdtype(vectors.dtype, np.floating):
             raise InvalidInput(f"vectors must be floating point, got {vectors.dtype}")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not np.isfinite(vectors).all():
+        half = keep_half and vectors.dtype == np.float16
+        vectors = np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32)
+        if not _all_finite(vectors):
             raise InvalidInput("vectors must be finite (no NaN or infinity)")
         return vectors
 
@@ -217,6 +223,13 @@ class Codec:
         if not codes.flags.c_contiguous:
             raise InvalidInput("codes must be C-contiguous rows (a slice of rows, not columns)")
         return codes
+
+
+def _all_finite(vectors: np.ndarray) -> bool:
+    """No NaN or infinity; float16 by its exponent bits (3x faster than ``np.isfinite``)."""
+    if vectors.dtype == np.float16:
+        return not (vectors.view(np.uint16) & 0x7C00 == 0x7C00).any()
+    return bool(np.isfinite(vectors).all())
 
 
 def _check_offsets(offsets: Any, rows: int) -> np.ndarray:
@@ -286,12 +299,15 @@ class Float16Codec(Codec):
     accumulates groups of up to 16 query tokens in registers."""
 
     name = "float16"
+    encodes_half = True
 
     @property
     def bytes_per_token(self) -> int:
         return 2 * self.dim
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.dtype == np.float16:  # finite float16 is the code itself
+            return vectors.view(np.uint8)
         if len(vectors) and np.abs(vectors).max() > np.finfo(np.float16).max:
             raise InvalidInput("a value is beyond float16's range (65504): scale the vectors")
         return vectors.astype(np.float16).view(np.uint8)
@@ -494,17 +510,18 @@ class BinaryCodec(_BitCodec):
     def bytes_per_token(self) -> int:
         return 8 * self.words + 4
 
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
-        rotated = self.rotate(vectors)
-        positive = rotated > 0
-        magnitude = np.abs(rotated)
-        l1 = magnitude.sum(axis=1, dtype=np.float64)
-        l2 = np.einsum("ij,ij->i", rotated, rotated).astype(np.float64)
-        factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
-        # |x - f·sign(x)| = ||x| - f| per value (a zero value gets sign -1: |0 + f| = f)
-        error = _row_norms(magnitude - factor.astype(np.float32)[:, None])
+    def _encode(self, vectors: np.ndarray, portable: bool = False) -> np.ndarray:
+        rotated = np.ascontiguousarray(self.rotate(vectors))
         out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
-        out[:, : 8 * self.words] = self._pack(positive)
+        l1, l2 = np.empty(len(vectors)), np.empty(len(vectors))
+        # one compiled pass: the sign bits into out, each row's ‖Px‖₁ and ‖Px‖² (float64)
+        _kernels().sign_bits(rotated, self.dim, out, out.shape[1], l1, l2, portable)
+        factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
+        # ‖|Px| − f‖² = ‖Px‖² − 2f‖Px‖₁ + dim·f² (a zero value gets sign −1: |0 + f| = f),
+        # nudged up by the float32 sums' rounding (a norm that goes into a bound must not shrink)
+        f = factor.astype(np.float64)
+        rounding = self.dim * _FLOAT32_EPS * (l2 + 2 * f * l1)
+        error = np.sqrt(np.maximum(l2 - 2 * f * l1 + self.dim * f * f, 0) + 2 * rounding)
         out[:, 8 * self.words :] = np.stack([factor, _f16_up(error)], axis=1).view(np.uint8)
         return out
 

@@ -185,7 +185,6 @@ class TokenFiles:
         journal = {"entries": first, "added": len(point_ids), "retired": [int(r) for r in retired]}
         write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
         if len(point_ids):
-            vectors = vectors.astype(np.float32, copy=False)  # what every codec encodes from
             for name, fd in self._code_fds.items():
                 codes = np.ascontiguousarray(self.codec(name).encode(vectors))
                 os.pwrite(fd, memoryview(codes).cast("B"), tokens * codes.shape[1])
