@@ -231,6 +231,28 @@ def test_documents_must_be_consecutive_and_values_finite(fake_index: Index) -> N
         fake_index.add_vectors(["a", "b", "c"], dense, multi)
 
 
+def test_float16_multivectors_are_stored_as_their_values(
+    fake_embedder: Embedder, fake_index: Index, tmp_path: Path
+) -> None:
+    """float16 multi-vectors (what ``uniembed embed`` and most stores hold) skip the float32 round
+    trip: the index equals one given the same values in float32, in every mode, scores included."""
+    dense, multi = vectors(6, dim=16, rows=7)
+    half = [m.astype(np.float16) for m in multi]
+    ids = [f"d{n}" for n in range(6)]
+    fake_index.add_vectors(ids, dense, half)
+    widened = Index.create(tmp_path / "widened", fake_embedder, dimensions=16)
+    widened.add_vectors(ids, dense, [h.astype(np.float32) for h in half])
+    query = torch.from_numpy(multi[2][:3])
+    for mode in [m for m in MODES if m != "muvera"]:  # muvera: an index created with it
+        got = fake_index.search_vectors(torch.from_numpy(dense[2]), query, k=6, mode=mode)
+        want = widened.search_vectors(torch.from_numpy(dense[2]), query, k=6, mode=mode)
+        assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want], mode
+    widened.close()
+    half[4][1, 2] = np.inf
+    with pytest.raises(InvalidInput, match="entry 4: the multi-vector hold NaN or infinite"):
+        fake_index.add_vectors(["x"] * 6, dense, half, pages=list(range(1, 7)))
+
+
 def test_a_pdf_from_vectors_is_written_whole_and_replaced_whole(fake_index: Index) -> None:
     dense, multi = vectors(4)
     written: list[int] = []

@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 
 FORMAT = 2  # of the manifest and the payload layout (2: token vectors in the index's own files)
 DEFAULT_MODE = "two-stage"  # as good as exact MaxSim (recall@10) and much faster: BENCHMARKS.md
-DEFAULT_CANDIDATES = 1000  # dense candidates reranked by two-stage, Hamming candidates by binary
+# First-stage candidates of two-stage (dense), muvera and binary (Hamming), reranked by MaxSim:
+# 500 keep 0.996 of exact's top 10 on realistic vectors and halve 1,000's rerank (BENCHMARKS.md)
+DEFAULT_CANDIDATES = 500
 DEFAULT_BATCH_ITEMS = 16  # items (pages) encoded and written together
 DEFAULT_CODECS = ("float16", "binary")  # exact MaxSim, and the sign bits of mode binary
 MUVERA_SHAPE = (4, 16, 10)  # simhash bits, projection size, repetitions: 2,560 values
@@ -616,8 +618,8 @@ class Index:
         if entry.multi is not None:
             labels = self._pool_labels(entry.multi)
             rows = to_float16(
-                entry.multi if labels is None else pool_by_labels(entry.multi, labels)
-            )  # (rows, d)
+                entry.multi if labels is None else pool_by_labels(entry.multi.float(), labels)
+            )  # (rows, d); float16 given stays as it is
             if entry.grid is not None:
                 grid = entry.grid
                 payload["grid"] = [grid.start, grid.height, grid.width]
@@ -638,7 +640,10 @@ class Index:
         if settings.pool_factor == 1 and multi.shape[0] <= settings.max_rows:
             return None
         return pool_to_fit(
-            multi, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens
+            multi.float(),
+            settings.pool_factor,
+            settings.max_rows,
+            protected=settings.protected_tokens,
         )
 
     def _token_labels(self, item: Item, multi: torch.Tensor) -> list[str]:

@@ -171,7 +171,7 @@ def _multivectors(
     checked = []
     for n, value in enumerate(multivectors):
         try:
-            rows = _tensor(value)
+            rows = _tensor(value, keep_half=True)  # stored as float16 anyway: no round trip
         except (TypeError, ValueError) as error:
             raise InvalidInput(f"entry {n}: a multi-vector must be numbers ({error})") from None
         if rows.dim() != 2 or rows.shape[0] < 1 or rows.shape[1] != dim:
@@ -184,16 +184,25 @@ def _multivectors(
     return checked
 
 
-def _tensor(value: Any) -> torch.Tensor:
-    """float32 tensor of an array, tensor or nested list (read-only arrays are copied)."""
+def _tensor(value: Any, keep_half: bool = False) -> torch.Tensor:
+    """float32 tensor of an array, tensor or nested list (read-only arrays are copied); float16
+    stays float16 with ``keep_half``."""
     if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu()
-    array = np.asarray(value, np.float32)
+        value = value.detach().cpu()
+        return value if keep_half and value.dtype == torch.float16 else value.float()
+    array = np.asarray(value)
+    if not (keep_half and array.dtype == np.float16):
+        array = np.asarray(value, np.float32)
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def _check_finite(values: torch.Tensor, what: str) -> None:
-    if not np.isfinite(values.numpy()).all():  # numpy: one thread, no pool to wake per page
+    array = values.numpy()  # numpy: one thread, no pool to wake per page
+    if array.dtype == np.float16:  # by the exponent bits: 3x faster than isfinite on float16
+        finite = not (array.view(np.uint16) & 0x7C00 == 0x7C00).any()
+    else:
+        finite = bool(np.isfinite(array).all())
+    if not finite:
         raise InvalidInput(f"{what} hold NaN or infinite values")
 
 
