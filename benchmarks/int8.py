@@ -12,7 +12,8 @@ per item, v4 also images; single vectors and, for v4, multi-vectors from the sam
 every item is a ``retrieval.passage`` text, and the same checkpoint is exported from uniembed's
 float32 model (the passage adapter merged) with ``torch.onnx.export`` and run by ONNX Runtime in
 float32 and after ``onnxruntime.quantization.quantize_dynamic`` (int8), on the same token ids in
-padded batches of 32, longest first (what the official ``encode`` does; ORT cannot pack rows).
+padded batches, longest first, of at most 32 rows (the official ``encode``'s batch size) and 8,192
+padded tokens (ORT's attention materialises its scores; ORT cannot pack rows).
 
 Printed: seconds and real tokens/s of each runner, its ratio to uniembed float32, the cosine of
 its single vectors (and v4's per-token multi-vectors) to uniembed float32's, and the bytes of
@@ -43,6 +44,7 @@ from uniembed.models.quantized import Int8Linear
 SIZES = ("mid", "tiny", "full", "v3-mid", "v3-tiny", "v3-full")
 V3_TASK = "retrieval.passage"
 ORT_BATCH = 32  # the official v3 encode()'s batch size
+ORT_TOKENS = 8192  # padded tokens per ORT batch: its attention holds (rows, heads, seq, seq)
 
 
 def write_snapshot(name: str, folder: Path) -> Path:
@@ -115,7 +117,7 @@ def onnx_runners(
         str(fp32_path), str(int8_path), weight_type=quantization.QuantType.QInt8
     )
     order = sorted(range(len(rows)), key=lambda i: -rows[i].num_tokens)  # longest first
-    batches = [order[i : i + ORT_BATCH] for i in range(0, len(order), ORT_BATCH)]
+    batches = ort_batches([rows[i].num_tokens for i in order], order)
     feeds = []
     for chunk in batches:
         ids, mask = padded([rows[i].input_ids for i in chunk], model.config.pad_token_id)
@@ -135,6 +137,22 @@ def onnx_runners(
 
         runners[label] = (run, path.stat().st_size)
     return runners
+
+
+def ort_batches(lengths: list[int], order: list[int]) -> list[list[int]]:
+    """``order`` (longest first; ``lengths`` in that order) cut into batches of at most
+    ``ORT_BATCH`` rows and ``ORT_TOKENS`` padded tokens (a longer row alone): ORT's attention
+    materialises its scores, so 32 rows padded to ~1,800 tokens took 10 GB on the tiny v3."""
+    batches: list[list[int]] = []
+    longest = 0  # of the last batch: its first row
+    for index, length in zip(order, lengths, strict=True):
+        last = batches[-1] if batches else []
+        if last and len(last) < ORT_BATCH and (len(last) + 1) * longest <= ORT_TOKENS:
+            last.append(index)
+        else:
+            batches.append([index])
+            longest = length
+    return batches
 
 
 class MeanPooled(torch.nn.Module):

@@ -216,3 +216,17 @@ def test_the_int8_benchmark_runs_onnx_runtime_beside_uniembed(tmp_path: Path) ->
     rows = _run_benchmark(tmp_path, "v3-tiny", "--no-eval")["rows"]
     assert rows["onnxruntime float32"]["cosine"][0] >= 0.9999  # the same model, exported
     assert rows["onnxruntime int8"]["cosine"][0] >= 0.99
+
+
+def test_the_onnx_runtime_baseline_batches_under_a_padded_token_budget() -> None:
+    """Longest first, at most ORT_BATCH rows and ORT_TOKENS padded tokens (a longer row alone),
+    every row once and in order."""
+    int8 = load_benchmark("int8")
+    lengths = [9000, 3000, 2000, 2000, 1000, *([10] * 70)]
+    order = list(range(len(lengths)))
+    batches = int8.ort_batches(lengths, order)
+    assert [i for batch in batches for i in batch] == order
+    assert batches[:3] == [[0], [1, 2], [3, 4, 5, 6]]  # 2 × 3,000 and 4 × 2,000 padded
+    for batch in batches:
+        assert len(batch) <= int8.ORT_BATCH
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= int8.ORT_TOKENS
