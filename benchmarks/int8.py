@@ -125,6 +125,7 @@ def onnx_runners(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False  # its arena keeps the largest batch of every shape
     runners = {}
     for label, path in (("onnxruntime float32", fp32_path), ("onnxruntime int8", int8_path)):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
