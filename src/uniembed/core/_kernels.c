@@ -11,9 +11,10 @@
  *
  * Each has an AVX-512 path (function-level target attributes, chosen at run time with
  * __builtin_cpu_supports) and a portable C path with the same arithmetic; `portable=1` forces the
- * latter (the tests compare the two). `sign_bits` is the binary codec's encoding pass. The GIL is released while a kernel runs, so Python threads
+ * latter (the tests compare the two). The GIL is released while a kernel runs, so Python threads
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
+ * `sign_bits` is the binary codec's encoding pass (sign bits and norms of rotated rows).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

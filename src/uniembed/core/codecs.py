@@ -59,6 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from uniembed.core.checks import all_finite
 from uniembed.errors import InvalidInput, MissingDependency
 
 CODEC_NAMES = ("float16", "int8", "binary", "residual")
@@ -203,7 +204,7 @@ class Codec:
             raise InvalidInput(f"vectors must be floating point, got {vectors.dtype}")
         half = keep_half and vectors.dtype == np.float16
         vectors = np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32)
-        if not _all_finite(vectors):
+        if not all_finite(vectors):
             raise InvalidInput("vectors must be finite (no NaN or infinity)")
         return vectors
 
@@ -223,13 +224,6 @@ class Codec:
         if not codes.flags.c_contiguous:
             raise InvalidInput("codes must be C-contiguous rows (a slice of rows, not columns)")
         return codes
-
-
-def _all_finite(vectors: np.ndarray) -> bool:
-    """No NaN or infinity; float16 by its exponent bits (3x faster than ``np.isfinite``)."""
-    if vectors.dtype == np.float16:
-        return not (vectors.view(np.uint16) & 0x7C00 == 0x7C00).any()
-    return bool(np.isfinite(vectors).all())
 
 
 def _check_offsets(offsets: Any, rows: int) -> np.ndarray:

@@ -616,10 +616,7 @@ class Index:
             payload["thumbnail"] = entry.thumbnail
         rows = None
         if entry.multi is not None:
-            labels = self._pool_labels(entry.multi)
-            rows = to_float16(
-                entry.multi if labels is None else pool_by_labels(entry.multi.float(), labels)
-            )  # (rows, d); float16 given stays as it is
+            rows, labels = self._stored_rows(entry.multi)
             if entry.grid is not None:
                 grid = entry.grid
                 payload["grid"] = [grid.start, grid.height, grid.width]
@@ -633,18 +630,19 @@ class Index:
         )
         return point, rows
 
-    def _pool_labels(self, multi: torch.Tensor) -> torch.Tensor | None:
-        """The stored row of each token, or ``None`` when the rows are stored as they are."""
+    def _stored_rows(self, multi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The float16 rows stored for a (tokens, d) multi-vector, pooled as the index pools
+        (float16 given and not pooled: as it is), and the stored row of each token (``None``:
+        the rows are the tokens)."""
         settings = self.settings
         assert settings.max_rows is not None
         if settings.pool_factor == 1 and multi.shape[0] <= settings.max_rows:
-            return None
-        return pool_to_fit(
-            multi.float(),
-            settings.pool_factor,
-            settings.max_rows,
-            protected=settings.protected_tokens,
+            return to_float16(multi), None
+        wide = multi.float()
+        labels = pool_to_fit(
+            wide, settings.pool_factor, settings.max_rows, protected=settings.protected_tokens
         )
+        return to_float16(pool_by_labels(wide, labels)), labels
 
     def _token_labels(self, item: Item, multi: torch.Tensor) -> list[str]:
         labels = []

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniembed.core.checks import is_int_at_least
+from uniembed.core.checks import all_finite, is_int_at_least
 from uniembed.core.vectors import normalize
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
@@ -197,12 +197,7 @@ def _tensor(value: Any, keep_half: bool = False) -> torch.Tensor:
 
 
 def _check_finite(values: torch.Tensor, what: str) -> None:
-    array = values.numpy()  # numpy: one thread, no pool to wake per page
-    if array.dtype == np.float16:  # by the exponent bits: 3x faster than isfinite on float16
-        finite = not (array.view(np.uint16) & 0x7C00 == 0x7C00).any()
-    else:
-        finite = bool(np.isfinite(array).all())
-    if not finite:
+    if not all_finite(values.numpy()):  # numpy: one thread, no pool to wake per page
         raise InvalidInput(f"{what} hold NaN or infinite values")
 
 
