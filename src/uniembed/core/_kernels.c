@@ -14,7 +14,8 @@
  * latter (the tests compare the two). The GIL is released while a kernel runs, so Python threads
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
- * `sign_bits` is the binary codec's encoding pass (sign bits and norms of rotated rows).
+ * `binary_encode` is the binary codec's encoding pass (signs, Walsh-Hadamard transform, sign bits
+ * and norms, float16 or float32 rows); `any_nonfinite` the finiteness check of every edge.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -752,6 +753,22 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
 
 /* ------------------------------------------------------------------ binary encode */
 
+/* The binary codec's encoding pass over (n, dim) float16 or float32 rows: each row times the
+   codec's signs, then (hadamard) the unnormalised Walsh-Hadamard transform in place (dim a power of
+   two; the caller divides the norms by sqrt(dim) and dim), then bit k of the result (value > 0) into
+   out[r * stride + k / 8] (little-endian bit order, words of 64 zero-padded) and the row's L1 and
+   squared L2 norms (16 float32 lanes of at most dim/16 terms each, summed in float64; the caller
+   allows for their rounding). uniembed.core.codecs.BinaryCodec finishes the factors. Both paths
+   run the same additions in the same order (the file is built without FMA contraction): equal. */
+typedef struct {
+    const void *rows;
+    int half, dim, hadamard;
+    const float *signs;
+    uint8_t *out;
+    int64_t stride, first, last;
+    double *l1, *l2;
+} encode_args;
+
 static void sum_lanes(const float *a1, const float *a2, double *s1, double *s2) {
     double t1 = 0.0, t2 = 0.0;
     for (int lane = 0; lane < 16; lane++) {
@@ -762,51 +779,104 @@ static void sum_lanes(const float *a1, const float *a2, double *s1, double *s2) 
     *s2 = t2;
 }
 
-/* The binary codec's pass over rotated float32 rows (n, dim): bit k of row r (value > 0) into
-   out[r * stride + k / 8] (little-endian bit order, words of 64 zero-padded), and each row's L1 and
-   squared L2 norms (16 float32 lanes of at most dim/16 terms each, summed in float64; the caller
-   allows for their rounding). uniembed.core.codecs.BinaryCodec finishes the factors. */
-static void sign_bits(const float *rows, int64_t n, int dim, uint8_t *out, int64_t stride,
-                      double *l1, double *l2) {
-    int words = (dim + 63) / 64;
-    for (int64_t r = 0; r < n; r++) {
-        const float *x = rows + r * dim;
-        uint8_t *code = out + r * stride;
-        for (int w = 0; w < words; w++) {
-            uint64_t word = 0;
-            int end = dim < 64 * (w + 1) ? dim : 64 * (w + 1);
-            for (int k = 64 * w; k < end; k++) word |= (uint64_t)(x[k] > 0.0f) << (k - 64 * w);
-            for (int b = 0; b < 8; b++) code[8 * w + b] = (uint8_t)(word >> (8 * b));
-        }
-        float a1[16] = {0}, a2[16] = {0};
-        int k = 0;
-        for (; k + 16 <= dim; k += 16)
-            for (int lane = 0; lane < 16; lane++) {
-                a1[lane] += fabsf(x[k + lane]);
-                a2[lane] += x[k + lane] * x[k + lane];
+static void hadamard_in_place(float *x, int dim) {
+    for (int h = 1; h < dim; h *= 2)
+        for (int i = 0; i < dim; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
             }
-        for (int lane = 0; k < dim; k++, lane++) {
-            a1[lane] += fabsf(x[k]);
-            a2[lane] += x[k] * x[k];
-        }
-        sum_lanes(a1, a2, l1 + r, l2 + r);
+}
+
+static void sign_bits_row(const float *x, int dim, uint8_t *code, double *l1, double *l2) {
+    int words = (dim + 63) / 64;
+    for (int w = 0; w < words; w++) {
+        uint64_t word = 0;
+        int end = dim < 64 * (w + 1) ? dim : 64 * (w + 1);
+        for (int k = 64 * w; k < end; k++) word |= (uint64_t)(x[k] > 0.0f) << (k - 64 * w);
+        for (int b = 0; b < 8; b++) code[8 * w + b] = (uint8_t)(word >> (8 * b));
     }
+    float a1[16] = {0}, a2[16] = {0};
+    int k = 0;
+    for (; k + 16 <= dim; k += 16)
+        for (int lane = 0; lane < 16; lane++) {
+            a1[lane] += fabsf(x[k + lane]);
+            a2[lane] += x[k + lane] * x[k + lane];
+        }
+    for (int lane = 0; k < dim; k++, lane++) {
+        a1[lane] += fabsf(x[k]);
+        a2[lane] += x[k] * x[k];
+    }
+    sum_lanes(a1, a2, l1, l2);
+}
+
+static int encode_portable(const encode_args *a) {
+    int dim = a->dim;
+    float *x = malloc(sizeof(float) * (size_t)dim);
+    if (x == NULL) return -1;
+    for (int64_t r = a->first; r < a->last; r++) {
+        for (int k = 0; k < dim; k++) {
+            float value;
+            if (a->half) {
+                uint16_t h;
+                memcpy(&h, (const uint8_t *)a->rows + 2 * (r * dim + k), 2);
+                value = half_to_float(h);
+            } else {
+                value = ((const float *)a->rows)[r * dim + k];
+            }
+            x[k] = value * a->signs[k];
+        }
+        if (a->hadamard) hadamard_in_place(x, dim);
+        sign_bits_row(x, dim, a->out + r * a->stride, a->l1 + r, a->l2 + r);
+    }
+    free(x);
+    return 0;
 }
 
 #if UE_X86
-/* The same pass for dim a multiple of 16, with the same sums in the same order (so equal). */
-TARGET_F16 static void sign_bits_avx512(const float *rows, int64_t n, int dim, uint8_t *out,
-                                        int64_t stride, double *l1, double *l2) {
+/* One butterfly stage of span h < 16 inside a register: lane i gets x[i] + x[i ^ h] where bit h
+   of i is clear, x[i ^ h] - x[i] where it is set (a + b and a - b of the portable loop). */
+TARGET_F16 static inline __m512 butterfly_lanes(__m512 v, int h) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i partner = _mm512_xor_si512(lane, _mm512_set1_epi32(h));
+    __mmask16 upper = _mm512_test_epi32_mask(lane, _mm512_set1_epi32(h));
+    __m512 other = _mm512_permutexvar_ps(partner, v);
+    return _mm512_mask_sub_ps(_mm512_add_ps(v, other), upper, other, v);
+}
+
+/* The same pass for dim a multiple of 16 (a power of two >= 16 with hadamard). */
+TARGET_F16 static int encode_avx512(const encode_args *a) {
+    int dim = a->dim;
+    void *base;
+    float *x = aligned_buffer(sizeof(float) * (size_t)dim, &base);
+    if (x == NULL) return -1;
     const __m512 zero = _mm512_setzero_ps();
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
     float a1[16], a2[16];
-    for (int64_t r = 0; r < n; r++) {
-        const float *x = rows + r * dim;
-        uint8_t *code = out + r * stride;
+    for (int64_t r = a->first; r < a->last; r++) {
+        for (int k = 0; k < dim; k += 16) {
+            __m512 v = a->half ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                     (const __m256i *)((const uint16_t *)a->rows + r * dim + k)))
+                               : _mm512_loadu_ps((const float *)a->rows + r * dim + k);
+            v = _mm512_mul_ps(v, _mm512_loadu_ps(a->signs + k));
+            if (a->hadamard)
+                for (int h = 1; h < 16; h *= 2) v = butterfly_lanes(v, h);
+            _mm512_store_ps(x + k, v);
+        }
+        if (a->hadamard)
+            for (int h = 16; h < dim; h *= 2)
+                for (int i = 0; i < dim; i += 2 * h)
+                    for (int j = i; j < i + h; j += 16) {
+                        __m512 p = _mm512_load_ps(x + j), q = _mm512_load_ps(x + j + h);
+                        _mm512_store_ps(x + j, _mm512_add_ps(p, q));
+                        _mm512_store_ps(x + j + h, _mm512_sub_ps(p, q));
+                    }
+        uint8_t *code = a->out + r * a->stride;
         __m512 s1 = zero, s2 = zero;
         uint64_t word = 0;
         for (int k = 0; k < dim; k += 16) {
-            __m512 v = _mm512_loadu_ps(x + k);
+            __m512 v = _mm512_load_ps(x + k);
             word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ) << (k % 64);
             s1 = _mm512_add_ps(s1, _mm512_castsi512_ps(
                                        _mm512_and_si512(_mm512_castps_si512(v), magnitude)));
@@ -818,10 +888,27 @@ TARGET_F16 static void sign_bits_avx512(const float *rows, int64_t n, int dim, u
         }
         _mm512_storeu_ps(a1, s1);
         _mm512_storeu_ps(a2, s2);
-        sum_lanes(a1, a2, l1 + r, l2 + r);
+        sum_lanes(a1, a2, a->l1 + r, a->l2 + r);
     }
+    free(base);
+    return 0;
 }
 #endif
+
+/* ------------------------------------------------------------------ finiteness */
+
+/* Whether any of n float16 (half) or float32 values is NaN or infinite: all exponent bits set. */
+static int any_nonfinite(const void *values, int64_t n, int half) {
+    unsigned bad = 0;
+    if (half) {
+        const uint16_t *h = values;
+        for (int64_t i = 0; i < n; i++) bad |= (h[i] & 0x7c00u) == 0x7c00u;
+    } else {
+        const uint32_t *f = values;
+        for (int64_t i = 0; i < n; i++) bad |= (f[i] & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
 
 /* ------------------------------------------------------------------ Python edge */
 
@@ -973,32 +1060,57 @@ static PyObject *py_maxsim_bits(PyObject *self, PyObject *args) {
     return finish(status, b, 9);
 }
 
-static PyObject *py_sign_bits(PyObject *self, PyObject *args) {
-    /* rows (n, dim) float32, dim, out, stride, l1 (n,) float64, l2 (n,) float64, portable */
-    Py_buffer b[4] = {{0}};
-    int dim, portable;
-    Py_ssize_t stride;
+static PyObject *py_binary_encode(PyObject *self, PyObject *args) {
+    /* rows (n, dim) float16 or float32, half, signs (dim,) float32, hadamard, out, stride,
+       l1 (n,) float64, l2 (n,) float64, first, last, portable */
+    Py_buffer b[5] = {{0}};
+    int half, hadamard, portable;
+    Py_ssize_t stride, first, last;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*iw*nw*w*p", &b[0], &dim, &b[1], &stride, &b[2], &b[3],
-                          &portable)) {
-        release(b, 4);
+    if (!PyArg_ParseTuple(args, "y*py*pw*nw*w*nnp", &b[0], &half, &b[1], &hadamard, &b[2],
+                          &stride, &b[3], &b[4], &first, &last, &portable)) {
+        release(b, 5);
         return NULL;
     }
-    int64_t n = dim > 0 ? (int64_t)(b[0].len / ((Py_ssize_t)dim * 4)) : 0;
-    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * 4 || stride < (dim + 63) / 64 * 8 ||
-        b[1].len < (Py_ssize_t)n * stride || b[2].len < n * 8 || b[3].len < n * 8) {
+    int dim = (int)(b[1].len / 4);
+    Py_ssize_t width = half ? 2 : 4;
+    int64_t n = dim > 0 ? (int64_t)(b[0].len / (dim * width)) : 0;
+    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * width || stride < (dim + 63) / 64 * 8 ||
+        b[2].len < (Py_ssize_t)n * stride || b[3].len < n * 8 || b[4].len < n * 8 || first < 0 ||
+        last < first || last > n || (hadamard && (dim & (dim - 1)) != 0)) {
         PyErr_SetString(PyExc_ValueError, "bad shapes");
-        return finish(-3, b, 4);
+        return finish(-3, b, 5);
     }
+    encode_args a = {b[0].buf, half, dim, hadamard, b[1].buf, b[2].buf, stride, first, last,
+                     b[3].buf, b[4].buf};
+    int status;
     Py_BEGIN_ALLOW_THREADS
 #if UE_X86
     if (!portable && dim % 16 == 0 && cpu_has(0))
-        sign_bits_avx512(b[0].buf, n, dim, b[1].buf, stride, b[2].buf, b[3].buf);
+        status = encode_avx512(&a);
     else
 #endif
-        sign_bits(b[0].buf, n, dim, b[1].buf, stride, b[2].buf, b[3].buf);
+        status = encode_portable(&a);
     Py_END_ALLOW_THREADS
-    return finish(0, b, 4);
+    return finish(status, b, 5);
+}
+
+static PyObject *py_any_nonfinite(PyObject *self, PyObject *args) {
+    /* values (contiguous float16 or float32 bytes), half */
+    Py_buffer values = {0};
+    int half, bad;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*p", &values, &half)) return NULL;
+    int64_t n = values.len / (half ? 2 : 4);
+    if (values.len < (1 << 20)) { /* microseconds: not worth waiting for the GIL again */
+        bad = any_nonfinite(values.buf, n, half);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        bad = any_nonfinite(values.buf, n, half);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&values);
+    return PyBool_FromLong(bad);
 }
 
 static PyObject *py_features(PyObject *self, PyObject *unused) {
@@ -1012,7 +1124,8 @@ static PyMethodDef METHODS[] = {
     {"maxsim_f16", py_maxsim_f16, METH_VARARGS, "MaxSim of float16 rows (exact, float32)."},
     {"maxsim_i8", py_maxsim_i8, METH_VARARGS, "MaxSim of int8 rows with a per-row scale."},
     {"maxsim_bits", py_maxsim_bits, METH_VARARGS, "MaxSim of bit-vector codes by popcount."},
-    {"sign_bits", py_sign_bits, METH_VARARGS, "Sign bits and L1/L2 norms of float32 rows."},
+    {"binary_encode", py_binary_encode, METH_VARARGS, "The binary codec's encoding pass."},
+    {"any_nonfinite", py_any_nonfinite, METH_VARARGS, "Whether a float16/32 buffer has NaN/inf."},
     {"features", py_features, METH_NOARGS, "Which kernels have a SIMD path on this CPU."},
     {NULL, NULL, 0, NULL}};
 

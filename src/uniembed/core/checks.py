@@ -35,12 +35,14 @@ def check_int(
 
 
 def all_finite(array: np.ndarray) -> bool:
-    """No NaN or infinity in a float array; float16 by its exponent bits (3x faster than
-    ``np.isfinite`` there, which widens every value).
+    """No NaN or infinity in a float array; contiguous float16 and float32 by their exponent bits
+    in one compiled pass (numpy's ``isfinite`` widens float16 and writes a mask).
 
     >>> all_finite(np.array([1.0, 65504.0], np.float16)), all_finite(np.array([np.inf], np.float16))
     (True, False)
     """
-    if array.dtype == np.float16:
-        return not (array.view(np.uint16) & 0x7C00 == 0x7C00).any()
+    if array.dtype in (np.float16, np.float32) and array.flags.c_contiguous:
+        from uniembed.core._kernels import any_nonfinite
+
+        return not any_nonfinite(array.reshape(-1).view(np.uint8), array.dtype == np.float16)
     return bool(np.isfinite(array).all())

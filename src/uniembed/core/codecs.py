@@ -108,6 +108,8 @@ class Codec:
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector."""
         vectors = self._check_vectors(vectors, keep_half=True)
+        if self.encodes_half and vectors.dtype == np.float16:  # no temporaries but the codes
+            return self._encode(vectors)
         out = np.empty((vectors.shape[0], self.bytes_per_token), dtype=np.uint8)
         for start in range(0, vectors.shape[0], 65536):  # bounded temporaries
             stop = min(vectors.shape[0], start + 65536)
@@ -252,16 +254,28 @@ _POOL_SIZE = 0
 def _run_split(run: Callable[[int, int], None], offsets: np.ndarray, threads: int | None) -> None:
     """``run(first, last)`` over document ranges of about equal rows, one per thread (the kernels
     release the GIL)."""
-    global _POOL, _POOL_SIZE
     documents = len(offsets) - 1
     rows = int(offsets[-1] - offsets[0])
     parts = max(1, min(threads or _usable_cpus(), documents, rows // PARALLEL_ROWS or 1))
-    if parts == 1:
-        run(0, documents)
-        return
     targets = offsets[0] + (rows * np.arange(1, parts)) // parts
     cuts = np.searchsorted(offsets, targets).tolist()
-    bounds = sorted({0, documents, *[min(max(c, 0), documents) for c in cuts]})
+    _in_parallel(run, sorted({0, documents, *[min(max(c, 0), documents) for c in cuts]}))
+
+
+def _run_rows(run: Callable[[int, int], None], rows: int) -> None:
+    """``run(first, last)`` over equal ranges of ``rows`` rows, one per thread."""
+    parts = max(1, min(_usable_cpus(), rows // PARALLEL_ROWS or 1))
+    _in_parallel(run, sorted({0, rows, *(rows * np.arange(1, parts) // parts).tolist()}))
+
+
+def _in_parallel(run: Callable[[int, int], None], bounds: list[int]) -> None:
+    """``run`` over each pair of neighbouring ``bounds``, on the shared pool when there are
+    several."""
+    global _POOL, _POOL_SIZE
+    parts = len(bounds) - 1
+    if parts <= 1:
+        run(bounds[0], bounds[-1])
+        return
     if _POOL is None or _POOL_SIZE < parts:
         _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="uniembed-maxsim")
         _POOL_SIZE = parts
@@ -499,17 +513,29 @@ class BinaryCodec(_BitCodec):
     4 bits per value; the kernel computes ``<q̂, sign>`` from 4 popcounts per 64 dims."""
 
     name = "binary"
+    encodes_half = True
 
     @property
     def bytes_per_token(self) -> int:
         return 8 * self.words + 4
 
     def _encode(self, vectors: np.ndarray, portable: bool = False) -> np.ndarray:
-        rotated = np.ascontiguousarray(self.rotate(vectors))
-        out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
-        l1, l2 = np.empty(len(vectors)), np.empty(len(vectors))
-        # one compiled pass: the sign bits into out, each row's ‖Px‖₁ and ‖Px‖² (float64)
-        _kernels().sign_bits(rotated, self.dim, out, out.shape[1], l1, l2, portable)
+        n = len(vectors)
+        out = np.empty((n, self.bytes_per_token), dtype=np.uint8)
+        l1, l2 = np.empty(n), np.empty(n)
+
+        def run(first: int, last: int) -> None:
+            # one compiled pass: signs, the unnormalised transform, the sign bits into out, each
+            # row's L1 and squared L2 norms (float64), float16 rows read as they are
+            _kernels().binary_encode(
+                vectors, vectors.dtype == np.float16, self.signs, self.hadamard,
+                out, out.shape[1], l1, l2, first, last, portable,
+            )  # fmt: skip
+
+        _run_rows(run, n)
+        if self.hadamard:  # the norms of the normalised rotation: H / sqrt(dim)
+            l1 /= math.sqrt(self.dim)
+            l2 /= self.dim
         factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
         # ‖|Px| − f‖² = ‖Px‖² − 2f‖Px‖₁ + dim·f² (a zero value gets sign −1: |0 + f| = f),
         # nudged up by the float32 sums' rounding (a norm that goes into a bound must not shrink)
