@@ -1,16 +1,17 @@
 """Ingest of stored embeddings: ``Index.add_vectors`` and ``uniembed index --from-embeddings``
 against a raw write of the same vector bytes, in one run.
 
-    python benchmarks/ingest_vectors.py --pages 2000 --tokens 800     # the BENCHMARKS.md run
+    python benchmarks/ingest_vectors.py --pages 3280 --tokens 800     # the BENCHMARKS.md run
     python benchmarks/ingest_vectors.py --quick                       # seconds: a smoke test
 
 The same synthetic pages (a 64-d single vector and ``tokens`` × 128 float16 values each) go into
-three fresh embedded indexes, block by block (``--block`` pages), the three paths taking turns on
-every block (rotating who goes first), so that each block's three timings see the same load on a
-shared machine; pages/s are totals, ratios the median of the per-block ratios:
+three fresh embedded indexes, block by block (``--block`` pages; default: what the index writes
+and syncs together, ``stored.WRITE_TOKENS`` token vectors), the three paths taking turns on every
+block (rotating who goes first), so that each block's three timings see the same load on a shared
+machine; pages/s are totals, ratios the median of the per-block ratios:
 
 * ``raw write (baseline)`` — the pages' float16 multi-vectors and float32 single vectors appended
-  to one file, synced every ``--batch`` pages: what the disk takes, with no index at all;
+  to one file, synced once per block: what the disk takes, with no index at all;
 * ``add_vectors`` — ``Index.add_vectors`` from numpy arrays (checks, float16 rounding, payloads);
 * ``from-embeddings`` — what ``uniembed index --from-embeddings`` runs: the next batch read from a
   Parquet file written by ``uniembed embed``'s own writer (``--vectors both``), then
@@ -87,16 +88,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     raw = os.open(work / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     direct = Index.create(work / "direct", embedder, thumbnails=False)
     from_file = Index.create(work / "file", embedder, thumbnails=False)
-    batches = read_embeddings(parquet, with_multivectors=True, batch_rows=args.block)
+    batches = read_embeddings(parquet, with_multivectors=True, batch_entries=args.block)
     ids = [f"page-{n}" for n in range(args.pages)]
 
     def baseline(pages: range) -> None:
-        for start in range(pages.start, pages.stop, args.batch):
-            raw_write(raw, dense, multi, range(start, min(pages.stop, start + args.batch)))
+        raw_write(raw, dense, multi, pages)
 
     def add_vectors(pages: range) -> None:
         chosen = slice(pages.start, pages.stop)
-        direct.add_vectors(ids[chosen], dense[chosen], multi[chosen], batch_items=args.batch)
+        direct.add_vectors(ids[chosen], dense[chosen], multi[chosen], batch_items=args.block)
 
     def file_batch(pages: range) -> None:
         batch = next(batches)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
             batch.embeddings,
             batch.multivectors,
             **batch.options(),
-            batch_items=args.batch,
+            batch_items=args.block,
         )
 
     paths = {
@@ -131,23 +131,24 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from uniembed.retrieval.stored import WRITE_TOKENS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--pages", type=int, default=3280)
     parser.add_argument("--tokens", type=int, default=800)
-    parser.add_argument("--batch", type=int, default=16, help="pages per store operation")
-    parser.add_argument("--block", type=int, default=64, help="pages per turn of each path")
+    parser.add_argument("--block", type=int, help="pages per turn of each path (one write)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
         args.pages, args.tokens, args.block = 48, 32, 16
+    args.block = args.block or -(-WRITE_TOKENS // args.tokens)  # one write of the index
     with tempfile.TemporaryDirectory() as temporary:
         seconds = run(args, Path(temporary))
     baseline = seconds["raw write (baseline)"]
     results = {
         "pages": args.pages,
         "tokens": args.tokens,
-        "batch": args.batch,
         "block": args.block,
         "pages_per_s": {name: args.pages / sum(s) for name, s in seconds.items()},
         "ratio_to_raw_write_per_block_median": {

@@ -131,3 +131,14 @@ def test_float16_rounding_of_unit_rows_is_small() -> None:
     rows = unit_rows(100, dim=128)
     assert to_float16(rows).dtype == torch.float16
     assert float((to_float16(rows).float() - rows).abs().max()) < 2.5e-4
+
+
+def test_float16_rounding_of_a_batch_on_torchs_threads_equals_numpys() -> None:
+    """Past THREADED_CAST values the cast runs on torch's threads: the same IEEE rounding as
+    numpy's, overflow to infinity included."""
+    from uniembed.core.vectors import THREADED_CAST
+
+    rows = torch.randn(THREADED_CAST // 128 + 3, 128) * 3
+    rows[5, :4] = torch.tensor([70000.0, -70000.0, 65519.0, 1e-8])
+    want = rows.numpy().astype(np.float16)
+    assert np.array_equal(to_float16(rows).numpy().view(np.uint16), want.view(np.uint16))

@@ -307,3 +307,44 @@ def test_parquet_files_of_other_writers_and_their_mistakes(
     with pytest.raises(InvalidInput, match="not a Parquet file"):
         fake_index.add_embeddings_file(tmp_path / "text.parquet")
     assert fake_index.count() == 3
+
+
+def test_stored_vectors_are_written_in_batches_of_token_vectors(
+    fake_index: Index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write (one store operation, one sync) takes whole documents until it holds WRITE_TOKENS
+    token vectors (or ``batch_items`` entries): large enough to run at the disk's speed."""
+    from uniembed.retrieval import stored
+
+    monkeypatch.setattr(stored, "WRITE_TOKENS", 10)
+    dense, multi = vectors(7, rows=4)
+    written: list[int] = []
+    ids = ["a", "b", "c", "c", "c", "d", "e"]
+    pages = [None, None, 1, 2, 3, None, None]
+    fake_index.add_vectors(ids, dense, multi, pages=pages, on_written=written.append)
+    assert written == [3, 2]  # documents: a, b and c (3 pages: 20 ≥ 10 tokens), then d and e
+    assert fake_index.count() == 7  # entries
+    written.clear()
+    fake_index.add_vectors(ids, dense, multi, pages=pages, batch_items=1, on_written=written.append)
+    assert written == [1, 1, 1, 1, 1]
+
+
+def test_parquet_values_beyond_float16_are_refused_by_name(
+    fake_index: Index, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dense, multi = vectors(2)
+    multi[1][2, 3] = 1e6  # finite in float32, infinite in float16 (what the index keeps)
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "embedding": [v.tolist() for v in dense],
+            "embeddings": [m.tolist() for m in multi],
+        }
+    )
+    pq.write_table(table, tmp_path / "wide.parquet")
+    with pytest.raises(InvalidInput, match="wide.parquet: column 'embeddings' holds values that"):
+        fake_index.add_embeddings_file(tmp_path / "wide.parquet")
+    assert fake_index.count() == 0

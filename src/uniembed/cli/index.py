@@ -73,7 +73,14 @@ def index_command(
     ] = False,
     device: Device = None,
     dtype: Dtype = None,
-    batch_items: Annotated[int, typer.Option(help="Entries encoded and written together.")] = 16,
+    batch_items: Annotated[
+        int | None,
+        typer.Option(
+            help="Entries encoded and written together (default: 16 through the model; stored "
+            "embeddings up to 131,072 token vectors or 4,096 entries).",
+            min=1,
+        ),
+    ] = None,
     optimize: Annotated[
         bool, typer.Option(help="Build the vector indexes (HNSW) after adding.")
     ] = True,
@@ -188,7 +195,7 @@ def _add_all(
     paths: list[Path],
     jsonl: list[Path],
     stored: list[Path],
-    batch_items: int,
+    batch_items: int | None,
     show: bool,
 ) -> int:
     """Add every path, JSONL file and file of stored embeddings (``--from-embeddings``) under a
@@ -198,6 +205,7 @@ def _add_all(
 
     from uniembed.cli.progress import RateColumn
     from uniembed.retrieval.documents import count_documents
+    from uniembed.retrieval.index import DEFAULT_BATCH_ITEMS
     from uniembed.retrieval.stored import count_stored_documents
 
     total = sum(count_documents(p) for p in paths) + sum(_count_lines(f) for f in jsonl)
@@ -212,11 +220,12 @@ def _add_all(
     console = Console(stderr=True, soft_wrap=True)
     with Progress(*columns, console=console, disable=not show or not total) as bar:
         task = bar.add_task("index", total=total)
+        items = batch_items or DEFAULT_BATCH_ITEMS  # through the model
         for path in paths:
-            index.add_path(path, batch_items=batch_items, on_written=_advance(bar, task))
+            index.add_path(path, batch_items=items, on_written=_advance(bar, task))
         for file in jsonl:
             documents = _jsonl_documents(file)
-            index.add_documents(documents, batch_items=batch_items, on_written=_advance(bar, task))
+            index.add_documents(documents, batch_items=items, on_written=_advance(bar, task))
         for file in stored:
             index.add_embeddings_file(file, batch_items=batch_items, on_written=_advance(bar, task))
         return int(bar.tasks[0].completed)

@@ -10,6 +10,8 @@ import torch
 
 from uniembed.core.wire import pack_sign_bits
 
+THREADED_CAST = 1 << 22  # values from which to_float16 casts on torch's threads (32 pages of 800)
+
 Span = tuple[int, int]  # half-open token range [start, end)
 
 
@@ -49,14 +51,16 @@ def finalize_vectors(
 def to_float16(vectors: torch.Tensor) -> torch.Tensor:
     """Round to float16 (unit-length rows lose at most ~5e-4 per value).
 
-    CPU float32 goes through numpy (the same rounding, on one thread): torch casts a page-sized
-    tensor on its thread pool, which stalled at ~30 ms a page on the busy 2-core machine of
-    BENCHMARKS.md against ~1 ms here.
+    CPU float32 below :data:`THREADED_CAST` values goes through numpy (the same rounding, on one
+    thread): torch casts a page-sized tensor on its thread pool, which stalled at ~30 ms a page on
+    the busy 2-core machine of BENCHMARKS.md against ~1 ms here; a batch of pages is cast by
+    torch's threads (4x numpy's single thread at 131,072 × 128 values).
 
     >>> to_float16(torch.tensor([0.1, 1.0])).tolist()
     [0.0999755859375, 1.0]
     """
-    if vectors.device.type == "cpu" and vectors.dtype == torch.float32:
+    small = vectors.numel() < THREADED_CAST
+    if vectors.device.type == "cpu" and vectors.dtype == torch.float32 and small:
         return torch.from_numpy(vectors.detach().numpy().astype(np.float16))
     return vectors.to(torch.float16)
 

@@ -316,7 +316,7 @@ class Index:
         texts: Sequence[str | None] | None = None,
         kinds: Sequence[str | None] | None = None,
         thumbnails: Sequence[str | None] | None = None,
-        batch_items: int = DEFAULT_BATCH_ITEMS,
+        batch_items: int | None = None,
         on_written: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Add entries from stored embeddings (e.g. ``uniembed embed --vectors both``): no model
@@ -333,6 +333,8 @@ class Index:
         with a patch grid, else ``text``), ``thumbnails`` (JPEG data URIs,
         :func:`~uniembed.retrieval.documents.thumbnail`; kept when the index keeps thumbnails).
         Every argument is checked before anything is written; an id already indexed is replaced.
+        Written a batch of whole documents at a time, each of at most ``batch_items`` entries
+        (default: up to 131,072 token vectors, ``stored.WRITE_TOKENS``, or 4,096 entries).
         """
         from uniembed.retrieval.stored import document_batches, stored_entries
 
@@ -350,7 +352,7 @@ class Index:
             thumbnails=thumbnails if self.settings.thumbnails else None,
         )
         written: list[str] = []
-        for batch in document_batches(entries, max(1, batch_items)):
+        for batch in document_batches(entries, batch_items and max(1, batch_items)):
             built = [self._entry_point(entry) for entry in batch]
             doc_ids = list(dict.fromkeys(entry.doc_id for entry in batch))
             stored = [rows for _, rows in built if rows is not None]
@@ -372,19 +374,20 @@ class Index:
         self,
         path: Path,
         *,
-        batch_items: int = 16,
+        batch_items: int | None = None,
         on_written: Callable[[int], None] | None = None,
     ) -> int:
         """Add every entry of a Parquet file of ``uniembed embed --vectors both``, a store operation
-        per ``batch_items`` entries of whole documents (see :meth:`add_vectors`); returns the
+        per batch of whole documents (see :meth:`add_vectors`); returns the
         documents added. A file that records its model and task (``uniembed embed`` does) must
         match the index's model and document task."""
+        from uniembed.core.iteration import read_ahead
         from uniembed.retrieval.stored import embeddings_manifest, read_embeddings
 
         self._check_embeddings_manifest(path, embeddings_manifest(path))
         added = 0
         multi = self.settings.multivector_dim is not None
-        for batch in read_embeddings(path, with_multivectors=multi):
+        for batch in read_ahead(read_embeddings(path, with_multivectors=multi)):
             try:
                 ids = self.add_vectors(
                     batch.ids,

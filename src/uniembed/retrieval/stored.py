@@ -9,6 +9,7 @@ before anything is written, and each error names the entry (``entry 3 (document 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from uniembed.core.checks import all_finite, is_int_at_least
-from uniembed.core.vectors import normalize
+from uniembed.core.vectors import normalize, to_float16
 from uniembed.errors import InvalidInput
 from uniembed.models.base import PatchGrid
 from uniembed.retrieval.documents import check_id, check_metadata, check_text
@@ -26,11 +27,14 @@ from uniembed.retrieval.documents import check_id, check_metadata, check_text
 KINDS = ("text", "image", "page")
 PARQUET_MANIFEST_KEY = "uniembed"  # the key `uniembed embed` writes its manifest under
 READ_BATCH_ROWS = 64  # Parquet rows read at a time (64 pages of 800 float32 vectors: 26 MB)
+WRITE_TOKENS = 131_072  # token vectors written (and synced) together: 32 MiB of 128-d float16
+WRITE_ENTRIES = 4096  # entries written together when they have few or no token vectors
 
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """One checked entry: vectors as float32 tensors, the rest as the index stores it."""
+    """One checked entry: vectors as tensors (a multi-vector float16 or float32, as given), the
+    rest as the index stores it."""
 
     doc_id: str
     kind: str
@@ -276,15 +280,21 @@ def _check_documents(entries: list[StoredEntry]) -> None:
         pages.add(entry.page)
 
 
-def document_batches(entries: list[StoredEntry], items: int) -> Iterator[list[StoredEntry]]:
-    """Whole documents, about ``items`` entries a batch (consecutive entries of one document)."""
+def document_batches(
+    entries: list[StoredEntry], items: int | None = None
+) -> Iterator[list[StoredEntry]]:
+    """Whole documents (consecutive entries of one), a batch closed once it holds ``items``
+    entries (default :data:`WRITE_ENTRIES`) or :data:`WRITE_TOKENS` token vectors: one store
+    operation and one sync each, so a batch must be large for ingest to run at the disk's speed."""
     batch: list[StoredEntry] = []
+    tokens = 0
     for n, entry in enumerate(entries):
         batch.append(entry)
+        tokens += len(entry.multi) if entry.multi is not None else 0
         last_of_document = n + 1 == len(entries) or entries[n + 1].doc_id != entry.doc_id
-        if last_of_document and len(batch) >= items:
+        if last_of_document and (len(batch) >= (items or WRITE_ENTRIES) or tokens >= WRITE_TOKENS):
             yield batch
-            batch = []
+            batch, tokens = [], 0
     if batch:
         yield batch
 
@@ -316,10 +326,16 @@ def embeddings_manifest(path: Path) -> dict[str, Any]:
 
 
 def read_embeddings(
-    path: Path, *, with_multivectors: bool, batch_rows: int = READ_BATCH_ROWS
+    path: Path,
+    *,
+    with_multivectors: bool,
+    batch_rows: int = READ_BATCH_ROWS,
+    batch_entries: int = WRITE_ENTRIES,
 ) -> Iterator[VectorBatch]:
     """Batches of whole documents from a Parquet file of ``uniembed embed`` (``--vectors both``,
-    or ``single`` for an index without multi-vectors), about ``batch_rows`` entries each.
+    or ``single`` for an index without multi-vectors), read ``batch_rows`` rows at a time, each
+    batch closed at ``batch_entries`` entries or :data:`WRITE_TOKENS` token vectors (what
+    :func:`document_batches` writes together).
 
     Columns: ``id`` and ``embedding`` (required), ``embeddings`` (required ``with_multivectors``),
     and optionally ``document`` (default: the id), ``page``, ``kind``, ``grid``, ``metadata``
@@ -342,20 +358,21 @@ def read_embeddings(
     columns = needed + [name for name in optional if name in names]
     pending: list[dict[str, Any]] = []
     finished: set[str] = set()
-    row = 0
+    row = tokens = 0
     for record_batch in reader.iter_batches(batch_size=max(1, batch_rows), columns=columns):
         for entry in _rows(record_batch, path, row):
             if pending and entry["document"] != pending[-1]["document"]:
                 finished.add(pending[-1]["document"])
-                if len(pending) >= batch_rows:
+                if len(pending) >= batch_entries or tokens >= WRITE_TOKENS:
                     yield _batch(pending, with_multivectors)
-                    pending = []
+                    pending, tokens = [], 0
             if entry["document"] in finished:
                 raise InvalidInput(
                     f"{path} row {row}: document {entry['document']!r} appeared before; the rows "
                     "of a document must be consecutive"
                 )
             pending.append(entry)
+            tokens += len(entry["embeddings"]) if entry["embeddings"] is not None else 0
             row += 1
     if pending:
         yield _batch(pending, with_multivectors)
@@ -398,12 +415,21 @@ def _matrix(column: Any, path: Path, name: str, first_row: int) -> np.ndarray:
 
 
 def _matrices(column: Any, path: Path, first_row: int) -> list[np.ndarray]:
-    """A list<list<float>> column → one (tokens, dim) float32 array per row."""
+    """A list<list<float>> column → one (tokens, dim) float16 array per row (the index keeps
+    float16: the batch is rounded in one cast, not page by page)."""
     if column.null_count:
         raise InvalidInput(f"{path}: column 'embeddings' has empty values (rows from {first_row})")
     rows = _matrix(column.flatten(), path, "embeddings", first_row)
+    with warnings.catch_warnings():  # a read-only Arrow buffer: the cast only reads it
+        warnings.simplefilter("ignore", UserWarning)
+        half = to_float16(torch.from_numpy(rows)).numpy()
+    if not all_finite(half):
+        raise InvalidInput(
+            f"{path}: column 'embeddings' holds values that are not finite or beyond float16's "
+            f"range (±65504) (rows from {first_row})"
+        )
     counts = column.value_lengths().to_numpy()
-    return np.split(rows, np.cumsum(counts)[:-1]) if len(counts) else []
+    return np.split(half, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
 def _json_object(text: str | None, path: Path, row: int) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -185,17 +186,22 @@ class TokenFiles:
         journal = {"entries": first, "added": len(point_ids), "retired": [int(r) for r in retired]}
         write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
         if len(point_ids):
-            for name, fd in self._code_fds.items():
-                codes = np.ascontiguousarray(self.codec(name).encode(vectors))
-                os.pwrite(fd, memoryview(codes).cast("B"), tokens * codes.shape[1])
-            records = np.zeros(len(point_ids), dtype=ENTRY)
-            records["point"] = [uuid.UUID(pid).bytes for pid in point_ids]
-            records["start"] = tokens + np.concatenate([[0], np.cumsum(counts)[:-1]])
-            records["count"] = counts
-            records["alive"] = 1
-            os.pwrite(self._entries_fd, records.tobytes(), first * ENTRY.itemsize)
-            for fd in [*self._code_fds.values(), self._entries_fd]:
-                os.fdatasync(fd)
+            # each codec's codes written and synced on a thread while the next codec encodes
+            with ThreadPoolExecutor(len(self._code_fds), thread_name_prefix="uniembed-codes") as io:
+                synced = [
+                    io.submit(_write_synced, fd, self.codec(name).encode(vectors), tokens)
+                    for name, fd in self._code_fds.items()
+                ]
+                records = np.zeros(len(point_ids), dtype=ENTRY)
+                records["point"] = [uuid.UUID(pid).bytes for pid in point_ids]
+                records["start"] = tokens + np.concatenate([[0], np.cumsum(counts)[:-1]])
+                records["count"] = counts
+                records["alive"] = 1
+                _write_synced(
+                    self._entries_fd, records.view(np.uint8).reshape(-1, ENTRY.itemsize), first
+                )
+                for future in synced:
+                    future.result()
         return Pending(range(first, first + len(point_ids)), tuple(journal["retired"]))
 
     def _check(
@@ -381,6 +387,16 @@ def check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise InvalidInput(f"unknown codec {unknown[0]!r}: choose from {', '.join(CODECS)}")
     return tuple(codecs)
+
+
+def _write_synced(fd: int, rows: np.ndarray, first: int) -> None:
+    """Write ``rows`` (n, width) uint8 at row ``first`` of the file ``fd`` and sync it (a short
+    write, e.g. past 2 GiB, is continued)."""
+    data = memoryview(np.ascontiguousarray(rows)).cast("B")
+    offset, done = first * rows.shape[1], 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+    os.fdatasync(fd)
 
 
 def _write_ranges(path: Path, codes: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
