@@ -15,7 +15,8 @@
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
  * `binary_encode` is the binary codec's encoding pass (signs, Walsh-Hadamard transform, sign bits
- * and norms, float16 or float32 rows); `any_nonfinite` the finiteness check of every edge.
+ * and norms, float16 or float32 rows); `any_nonfinite` the finiteness check of every edge;
+ * `to_half` the float32 -> float16 rounding of core.vectors.to_float16.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -895,6 +896,50 @@ TARGET_F16 static int encode_avx512(const encode_args *a) {
 }
 #endif
 
+/* ------------------------------------------------------------------ float32 -> float16 */
+
+/* IEEE round to nearest even, as numpy's cast and F16C's vcvtps2ph: overflow to infinity,
+   subnormal halves kept, NaN quieted (its top payload bits kept). */
+static uint16_t float_to_half(float value) {
+    uint32_t x;
+    memcpy(&x, &value, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, mantissa = x & 0x7fffffu;
+    int exponent = (int)((x >> 23) & 0xffu);
+    if (exponent == 0xff) return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u | mantissa >> 13 : 0));
+    int e = exponent - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+    uint32_t half, rest, middle;
+    if (e <= 0) { /* a subnormal half (or zero): the 24-bit significand shifted down */
+        if (e < -10) return (uint16_t)sign;
+        uint32_t significand = mantissa | 0x800000u;
+        int shift = 14 - e;
+        half = significand >> shift;
+        rest = significand & ((1u << shift) - 1);
+        middle = 1u << (shift - 1);
+    } else {
+        half = ((uint32_t)e << 10) | (mantissa >> 13);
+        rest = mantissa & 0x1fffu;
+        middle = 0x1000u;
+    }
+    if (rest > middle || (rest == middle && (half & 1u))) half++; /* may carry up to infinity */
+    return (uint16_t)(sign | half);
+}
+
+static void to_half_portable(const float *in, uint16_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = float_to_half(in[i]);
+}
+
+#if UE_X86
+TARGET_F16 static void to_half_avx512(const float *in, uint16_t *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(out + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(in + i),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    to_half_portable(in + i, out + i, n - i);
+}
+#endif
+
 /* ------------------------------------------------------------------ finiteness */
 
 /* Whether any of n float16 (half) or float32 values is NaN or infinite: all exponent bits set. */
@@ -1095,6 +1140,44 @@ static PyObject *py_binary_encode(PyObject *self, PyObject *args) {
     return finish(status, b, 5);
 }
 
+static PyObject *py_to_half(PyObject *self, PyObject *args) {
+    /* values (n float32), out (n float16 as bytes), portable */
+    Py_buffer b[2] = {{0}};
+    int portable;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*p", &b[0], &b[1], &portable)) {
+        release(b, 2);
+        return NULL;
+    }
+    int64_t n = b[0].len / 4;
+    if (b[0].len != n * 4 || b[1].len != n * 2) {
+        PyErr_SetString(PyExc_ValueError, "bad shapes");
+        return finish(-3, b, 2);
+    }
+    int simd = 0;
+#if UE_X86
+    simd = !portable && cpu_has(0);
+#endif
+    if (n > (1 << 18)) { /* long enough to let other threads run meanwhile */
+        Py_BEGIN_ALLOW_THREADS
+#if UE_X86
+        if (simd)
+            to_half_avx512(b[0].buf, b[1].buf, n);
+        else
+#endif
+            to_half_portable(b[0].buf, b[1].buf, n);
+        Py_END_ALLOW_THREADS
+    } else {
+#if UE_X86
+        if (simd)
+            to_half_avx512(b[0].buf, b[1].buf, n);
+        else
+#endif
+            to_half_portable(b[0].buf, b[1].buf, n);
+    }
+    return finish(0, b, 2);
+}
+
 static PyObject *py_any_nonfinite(PyObject *self, PyObject *args) {
     /* values (contiguous float16 or float32 bytes), half */
     Py_buffer values = {0};
@@ -1126,6 +1209,7 @@ static PyMethodDef METHODS[] = {
     {"maxsim_bits", py_maxsim_bits, METH_VARARGS, "MaxSim of bit-vector codes by popcount."},
     {"binary_encode", py_binary_encode, METH_VARARGS, "The binary codec's encoding pass."},
     {"any_nonfinite", py_any_nonfinite, METH_VARARGS, "Whether a float16/32 buffer has NaN/inf."},
+    {"to_half", py_to_half, METH_VARARGS, "float32 values rounded to float16 (nearest even)."},
     {"features", py_features, METH_NOARGS, "Which kernels have a SIMD path on this CPU."},
     {NULL, NULL, 0, NULL}};
 

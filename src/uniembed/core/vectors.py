@@ -10,8 +10,6 @@ import torch
 
 from uniembed.core.wire import pack_sign_bits
 
-THREADED_CAST = 1 << 22  # values from which to_float16 casts on torch's threads (32 pages of 800)
-
 Span = tuple[int, int]  # half-open token range [start, end)
 
 
@@ -51,17 +49,20 @@ def finalize_vectors(
 def to_float16(vectors: torch.Tensor) -> torch.Tensor:
     """Round to float16 (unit-length rows lose at most ~5e-4 per value).
 
-    CPU float32 below :data:`THREADED_CAST` values goes through numpy (the same rounding, on one
-    thread): torch casts a page-sized tensor on its thread pool, which stalled at ~30 ms a page on
-    the busy 2-core machine of BENCHMARKS.md against ~1 ms here; a batch of pages is cast by
-    torch's threads (4x numpy's single thread at 131,072 × 128 values).
+    CPU float32 goes through a compiled pass (F16C's round to nearest even, numpy's rounding): 20x
+    numpy's cast on a page of 800 × 128 values, and no thread pool to wake (torch's cast of a
+    page-sized tensor stalled at ~30 ms on the busy 2-core machine of BENCHMARKS.md).
 
     >>> to_float16(torch.tensor([0.1, 1.0])).tolist()
     [0.0999755859375, 1.0]
     """
-    small = vectors.numel() < THREADED_CAST
-    if vectors.device.type == "cpu" and vectors.dtype == torch.float32 and small:
-        return torch.from_numpy(vectors.detach().numpy().astype(np.float16))
+    if vectors.device.type == "cpu" and vectors.dtype == torch.float32:
+        from uniembed.core._kernels import to_half
+
+        values = vectors.detach().contiguous()
+        out = torch.empty(values.shape, dtype=torch.float16)
+        to_half(values.numpy().reshape(-1), out.numpy().reshape(-1).view(np.uint8), False)
+        return out
     return vectors.to(torch.float16)
 
 
