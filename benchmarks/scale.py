@@ -133,7 +133,11 @@ def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         writing += time.perf_counter() - began
         peak = max(peak, disk_usage(path))
         if start // block % 20 == 0:
-            print(f"  {stop}/{args.docs} docs, {stop / writing:.0f} docs/s", file=sys.stderr)
+            rss = _rss() / 2**20
+            print(
+                f"  {stop}/{args.docs} docs, {stop / writing:.0f} docs/s, RSS {rss:.0f} MB",
+                file=sys.stderr,
+            )
     codes = retriever.tokens.nbytes
     disk_rate = raw_write_rate(path.parent, min(2**30, max(codes, 2**24)))
     began = time.perf_counter()

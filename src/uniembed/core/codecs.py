@@ -106,7 +106,8 @@ class Codec:
         raise NotImplementedError
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
-        """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector."""
+        """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector (the
+        float16 codec returns contiguous float16 rows as a view of their own memory)."""
         vectors = self._check_vectors(vectors, keep_half=True)
         if self.encodes_half and vectors.dtype == np.float16:  # no temporaries but the codes
             return self._encode(vectors)

@@ -395,7 +395,10 @@ def _write_synced(fd: int, rows: np.ndarray, first: int) -> None:
     data = memoryview(np.ascontiguousarray(rows)).cast("B")
     offset, done = first * rows.shape[1], 0
     while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)
+        written = os.pwrite(fd, data[done:], offset + done)
+        if written <= 0:
+            raise OSError(f"could not write token codes at byte {offset + done}")
+        done += written
     os.fdatasync(fd)
 
 

@@ -39,6 +39,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from uniembed.core.checks import all_finite
 from uniembed.core.wire import as_float32, encode_all
 from uniembed.embedder import Embedder
 from uniembed.engine.loop import Job
@@ -382,7 +383,7 @@ def _response_body(model_id: str, result: EncodeResult, body: EmbeddingRequest) 
 def _check_finite(arrays: Sequence[np.ndarray]) -> None:
     """JSON has no NaN or infinity; a model that produced them failed (a 500 naming the output)."""
     for index, array in enumerate(arrays):
-        if not np.isfinite(array).all():
+        if not all_finite(array):
             raise BatchFailed(
                 f"the model produced non-finite values (NaN or infinity) for output {index}; "
                 "with float16 weights try --dtype bfloat16 or float32"
