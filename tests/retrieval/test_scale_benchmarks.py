@@ -14,8 +14,12 @@ def test_a_quick_ingest_run_writes_every_page_by_every_path(tmp_path: Path) -> N
     out = tmp_path / "ingest.json"
     results = load_benchmark("ingest_vectors").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["pages"] == 48  # the run asserts each index holds them all
-    assert set(results["pages_per_s"]) == {"raw write (baseline)", "add_vectors", "from-embeddings"}
-    assert all(len(s) == 3 for s in results["seconds_per_block"].values())  # 48 pages, blocks of 16
+    whole = "add_embeddings_file (whole file)"
+    paths = {"raw write (baseline)", "add_vectors", "from-embeddings"}
+    assert set(results["pages_per_s"]) == {*paths, whole}
+    blocks = results["seconds_per_block"]
+    assert all(len(blocks[p]) == 3 for p in paths) and len(blocks[whole]) == 1  # 48 pages, by 16
+    assert results["whole_file_ratio_to_raw_write_total"] > 0
     assert results["ratio_to_raw_write_per_block_median"]["raw write (baseline)"] == 1.0
 
 
