@@ -327,6 +327,8 @@ def test_stored_vectors_are_written_in_batches_of_token_vectors(
     written.clear()
     fake_index.add_vectors(ids, dense, multi, pages=pages, batch_items=1, on_written=written.append)
     assert written == [1, 1, 1, 1, 1]
+    with pytest.raises(InvalidInput, match="batch_items must be an integer >= 1, got 0"):
+        fake_index.add_vectors(ids, dense, multi, pages=pages, batch_items=0)
 
 
 def test_parquet_values_beyond_float16_are_refused_by_name(

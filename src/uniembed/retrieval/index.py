@@ -352,7 +352,8 @@ class Index:
             thumbnails=thumbnails if self.settings.thumbnails else None,
         )
         written: list[str] = []
-        for batch in document_batches(entries, batch_items and max(1, batch_items)):
+        items = None if batch_items is None else check_int("batch_items", batch_items)
+        for batch in document_batches(entries, items):
             built = [self._entry_point(entry) for entry in batch]
             doc_ids = list(dict.fromkeys(entry.doc_id for entry in batch))
             stored = [rows for _, rows in built if rows is not None]
