@@ -82,6 +82,7 @@ static int popcount64(uint64_t x) {
 #endif
 }
 
+#if UE_X86 /* helpers of the SIMD paths only */
 static void *aligned_buffer(size_t bytes, void **base) {
     *base = malloc(bytes + 64);
     if (*base == NULL) return NULL;
@@ -117,6 +118,7 @@ static int tile_segments(const int64_t *offsets, int64_t *doc, int64_t last, int
     *doc = d;
     return count;
 }
+#endif
 
 /* Ask for the 16 rows from `from` (up to `end`) ahead of their use: the kernels stream the codes
    once, and the hardware prefetcher alone leaves the loads of each tile waiting on memory. */
@@ -940,6 +942,17 @@ TARGET_F16 static void to_half_avx512(const float *in, uint16_t *out, int64_t n)
 }
 #endif
 
+static void to_half(const float *in, uint16_t *out, int64_t n, int portable) {
+#if UE_X86
+    if (!portable && cpu_has(0)) {
+        to_half_avx512(in, out, n);
+        return;
+    }
+#endif
+    (void)portable;
+    to_half_portable(in, out, n);
+}
+
 /* ------------------------------------------------------------------ finiteness */
 
 /* Whether any of n float16 (half) or float32 values is NaN or infinite: all exponent bits set. */
@@ -1154,26 +1167,12 @@ static PyObject *py_to_half(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad shapes");
         return finish(-3, b, 2);
     }
-    int simd = 0;
-#if UE_X86
-    simd = !portable && cpu_has(0);
-#endif
     if (n > (1 << 18)) { /* long enough to let other threads run meanwhile */
         Py_BEGIN_ALLOW_THREADS
-#if UE_X86
-        if (simd)
-            to_half_avx512(b[0].buf, b[1].buf, n);
-        else
-#endif
-            to_half_portable(b[0].buf, b[1].buf, n);
+        to_half(b[0].buf, b[1].buf, n, portable);
         Py_END_ALLOW_THREADS
     } else {
-#if UE_X86
-        if (simd)
-            to_half_avx512(b[0].buf, b[1].buf, n);
-        else
-#endif
-            to_half_portable(b[0].buf, b[1].buf, n);
+        to_half(b[0].buf, b[1].buf, n, portable);
     }
     return finish(0, b, 2);
 }
