@@ -18,7 +18,7 @@ from uniembed.core.scores import maxsim
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, Point, point_id
 from uniembed.retrieval.stores import create_store, open_store
-from uniembed.retrieval.token_files import JOURNAL_FILE, TokenFiles
+from uniembed.retrieval.token_files import JOURNAL_FILE, StagingBuffer, TokenFiles
 from uniembed.testing.corpus import synthetic_corpus
 
 DIM = 128
@@ -291,4 +291,44 @@ def test_a_rerank_gathers_scattered_entries_in_batches_and_scores_each_exactly(
     for row in set(rows):
         expected = maxsim(torch.from_numpy(query), torch.from_numpy(files.vectors(row))[None])
         assert reranked[row] == pytest.approx(float(expected[0]), abs=1e-4)
+    retriever.close()
+
+
+def test_the_staging_buffer_gathers_like_concatenate_and_is_reused() -> None:
+    rng = np.random.default_rng(0)
+    staging = StagingBuffer()
+    first = [rng.standard_normal((n, DIM)).astype(np.float16) for n in (3, 800, 41)]
+    gathered = staging.gather(first, np.dtype(np.float16))
+    np.testing.assert_array_equal(gathered, np.concatenate(first))
+    address = gathered.__array_interface__["data"][0]
+    # a smaller write of another dtype reuses the same memory, cast as astype would
+    second = [rng.standard_normal((n, DIM)) for n in (5, 100)]  # float64
+    gathered = staging.gather(second, np.dtype(np.float32))
+    assert gathered.dtype == np.float32 and gathered.__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(gathered, np.concatenate(second).astype(np.float32))
+    # a larger one grows it, with head room
+    third = [rng.standard_normal((2000, DIM)).astype(np.float32)]
+    np.testing.assert_array_equal(staging.gather(third, np.dtype(np.float32)), third[0])
+
+
+def test_writes_through_the_reused_buffer_keep_every_entry(tmp_path: Path) -> None:
+    """Batches of different sizes and dtypes, one after another: each entry reads back as written
+    (a buffer reused too early would leave the last batch's values in earlier entries)."""
+    retriever = Retriever.open(create_store(tmp_path / "index", Layout.build(128, DIM, {}), {}))
+    rng = np.random.default_rng(1)
+    written: dict[str, np.ndarray] = {}
+    for batch, (count, dtype) in enumerate([(7, np.float32), (3, np.float16), (12, np.float32)]):
+        ids = [f"doc-{batch}-{n}" for n in range(count)]
+        multi = [
+            torch.from_numpy(rng.standard_normal((9 + n, DIM)).astype(dtype)) for n in range(count)
+        ]
+        retriever.write(ids, [point(i, k) for k, i in enumerate(ids)], multi)
+        written.update({i: m.numpy().astype(np.float16) for i, m in zip(ids, multi)})
+    rows = retriever.tokens.snapshot.size
+    assert rows == len(written)
+    stored = {
+        retriever.tokens.point_ids([row])[0]: retriever.tokens.vectors(row) for row in range(rows)
+    }
+    for doc_id, vectors in written.items():
+        np.testing.assert_array_equal(stored[point_id(doc_id, None)], vectors.astype(np.float32))
     retriever.close()

@@ -99,6 +99,7 @@ class TokenFiles:
         self.path = path
         self.dim = dim
         self._codecs = codecs  # None: trained on the first write
+        self._staging = StagingBuffer()  # where each write gathers its token vectors
         self._open_files()
 
     def _open_files(self) -> None:
@@ -153,6 +154,7 @@ class TokenFiles:
         """Close the files (again: nothing)."""
         fds = [self._entries_fd, *self._code_fds.values()]
         self._entries_fd, self._code_fds = -1, {}
+        self._staging = StagingBuffer()
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
@@ -207,18 +209,22 @@ class TokenFiles:
     def _check(
         self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """All token vectors as one array (float16 or float32, as given), and each entry's count
-        (codecs trained on them when they need it)."""
+        """All token vectors as one array (float16 or float32, as given; a view of the staging
+        buffer, valid until the next write), and each entry's count (codecs trained on them when
+        they need it)."""
         counts = np.array([len(m) for m in multivectors], dtype=np.int64)
         if len(point_ids) != len(counts) or (counts < 1).any():
             raise InvalidInput("every entry needs a multi-vector of at least one token")
         if not len(point_ids):
             return np.zeros((0, self.dim), dtype=np.float32), counts
-        vectors = np.concatenate([np.asarray(m) for m in multivectors])
-        if vectors.dtype not in (np.float16, np.float32):
-            vectors = vectors.astype(np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InvalidInput(f"token vectors must be {self.dim} wide; got {vectors.shape}")
+        arrays = [np.asarray(m) for m in multivectors]
+        for array in arrays:
+            if array.ndim != 2 or array.shape[1] != self.dim:
+                raise InvalidInput(f"token vectors must be {self.dim} wide; got {array.shape}")
+        dtype = np.result_type(*arrays)
+        if dtype not in (np.float16, np.float32):
+            dtype = np.dtype(np.float32)
+        vectors = self._staging.gather(arrays, dtype)
         self._train(vectors)
         return vectors, counts
 
@@ -377,6 +383,32 @@ class TokenFiles:
 
 
 NEEDS_SAMPLE = frozenset({"residual"})  # codecs trained on the first write's vectors
+
+
+class StagingBuffer:
+    """One grow-only buffer that every write gathers its token vectors into.
+
+    A fresh array per write (32 MiB for a default batch) is page faults on every write, and
+    buffers of one size just under glibc's largest mmap threshold are served from its heap, where
+    long-lived small allocations split them: the process then grew by one batch per write
+    (BENCHMARKS.md, corpus scale). Reusing one buffer avoids both; it is released on close.
+    """
+
+    GROWTH = 1.25  # head room when it grows: batches of whole documents vary in size
+
+    def __init__(self) -> None:
+        self._bytes = np.empty(0, dtype=np.uint8)
+
+    def gather(self, arrays: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+        """``arrays`` (each (rows, width)) one after another as one (rows, width) ``dtype`` array
+        in the buffer."""
+        rows, width = sum(len(a) for a in arrays), arrays[0].shape[1]
+        size = rows * width * dtype.itemsize
+        if size > self._bytes.nbytes:
+            self._bytes = np.empty(int(size * self.GROWTH), dtype=np.uint8)
+        out = self._bytes[:size].view(dtype).reshape(rows, width)
+        np.concatenate(arrays, out=out, casting="unsafe")
+        return out
 
 
 def check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
