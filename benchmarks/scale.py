@@ -14,12 +14,6 @@ index's bytes on disk at its peak during ingest (sampled after every block) and 
 against the token codes' bytes; then, in a fresh process, the time to open the index, its RSS
 after opening, and per mode p50/p99 latency, recall@10 of the document each query was drawn from
 and overlap@10 with the exact top 10 (its share of exact's recall).
-
-The ground truth must not slow the ingest it sits beside: it is scored a few documents at a time
-(no 300 MB temporaries per block), and torch's OpenMP threads sleep between its matmuls
-(``OMP_WAIT_POLICY=passive``, set before torch loads) instead of spinning on the two cores the next
-write needs — with both, the ingest measured 1,376 pages/s here against 2,553 without the ground
-truth at all (8,000 pages of 800 vectors).
 """
 
 from __future__ import annotations
@@ -35,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # before torch loads libgomp: see above
 
 import torch
 
@@ -105,20 +97,9 @@ def raw_write_rate(directory: Path, total: int, block: int = 2**24) -> float:
         path.unlink()
 
 
-def exact_scores(queries: torch.Tensor, multi: torch.Tensor, docs_at_once: int = 8) -> torch.Tensor:
-    """(queries, docs) MaxSim of every query against a block of equal-length documents, by float32
-    matrix products over ``docs_at_once`` documents (the ground truth; checked against
-    ``core.scores.maxsim`` in tests)."""
-    return torch.cat(
-        [
-            _exact(queries, multi[at : at + docs_at_once])
-            for at in range(0, len(multi), docs_at_once)
-        ],
-        dim=1,
-    )
-
-
-def _exact(queries: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
+def exact_scores(queries: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
+    """(queries, docs) MaxSim of every query against a block of equal-length documents, in one
+    float32 matrix product (the ground truth; checked against ``core.scores.maxsim`` in tests)."""
     count, query_tokens, dim = queries.shape
     docs, tokens, _ = multi.shape
     sims = multi.reshape(-1, dim).float() @ queries.reshape(-1, dim).T  # (docs·tokens, q·qt)
