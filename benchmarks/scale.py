@@ -86,7 +86,7 @@ class RawWrites:
     ceiling for an ingest that must make its codes durable. Sampled beside the ingest (every
     ``RAW_EVERY`` blocks, the block's code bytes), because this (virtual) disk bursts and then
     throttles: one measurement after the ingest read 1,182 MB/s where the sustained rate beside it
-    was ~310."""
+    was ~310. Appended, not rewritten in place: rewriting one region read 1,868 MB/s."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "raw-write"
@@ -99,7 +99,7 @@ class RawWrites:
         if size > len(self.data):
             self.data = os.urandom(size)
         began = time.perf_counter()
-        os.pwrite(self.fd, memoryview(self.data)[:size], 0)
+        os.pwrite(self.fd, memoryview(self.data)[:size], self.bytes)  # appended, as the codes are
         os.fdatasync(self.fd)
         self.seconds += time.perf_counter() - began
         self.bytes += size
