@@ -280,6 +280,12 @@ def _check_documents(entries: list[StoredEntry]) -> None:
         pages.add(entry.page)
 
 
+def batch_is_full(entries: int, tokens: int, items: int | None = None) -> bool:
+    """Whether a batch of whole documents is written now: it holds ``items`` entries (default
+    :data:`WRITE_ENTRIES`) or :data:`WRITE_TOKENS` token vectors."""
+    return entries >= (items or WRITE_ENTRIES) or tokens >= WRITE_TOKENS
+
+
 def document_batches(
     entries: list[StoredEntry], items: int | None = None
 ) -> Iterator[list[StoredEntry]]:
@@ -292,7 +298,7 @@ def document_batches(
         batch.append(entry)
         tokens += len(entry.multi) if entry.multi is not None else 0
         last_of_document = n + 1 == len(entries) or entries[n + 1].doc_id != entry.doc_id
-        if last_of_document and (len(batch) >= (items or WRITE_ENTRIES) or tokens >= WRITE_TOKENS):
+        if last_of_document and batch_is_full(len(batch), tokens, items):
             yield batch
             batch, tokens = [], 0
     if batch:
@@ -363,7 +369,7 @@ def read_embeddings(
         for entry in _rows(record_batch, path, row):
             if pending and entry["document"] != pending[-1]["document"]:
                 finished.add(pending[-1]["document"])
-                if len(pending) >= batch_entries or tokens >= WRITE_TOKENS:
+                if batch_is_full(len(pending), tokens, batch_entries):
                     yield _batch(pending, with_multivectors)
                     pending, tokens = [], 0
             if entry["document"] in finished:
