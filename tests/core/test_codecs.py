@@ -235,6 +235,13 @@ def test_threads_split_the_documents_without_changing_scores(name, monkeypatch):
 
 
 # ----------------------------------------------------------------- encoding
+def portable_codes(codec, rows: np.ndarray) -> np.ndarray:
+    """The codes of the compiled pass's portable C path (the SIMD path's twin)."""
+    out = np.empty((len(rows), codec.bytes_per_token), np.uint8)
+    codec._encode(rows, out, portable=True)
+    return out
+
+
 @pytest.mark.parametrize("dim", DIMS)
 def test_binary_encoding_against_a_float64_reference(dim):
     """The compiled pass (signs, Walsh-Hadamard transform, bits and norms; SIMD and portable
@@ -246,9 +253,9 @@ def test_binary_encoding_against_a_float64_reference(dim):
     rows = np.concatenate([rows, np.zeros((1, dim), np.float32), 3 * rows[:5]])
     codec = make_codec("binary", dim)
     codes = codec.encode(rows)
-    assert (codes == codec._encode(rows, portable=True)).all()
+    assert (codes == portable_codes(codec, rows)).all()
     half = rows.astype(np.float16)
-    assert (codec.encode(half) == codec._encode(half, portable=True)).all()
+    assert (codec.encode(half) == portable_codes(codec, half)).all()
     rotated = rows.astype(np.float64) @ _rotation64(codec)
     words = 8 * codec.words
     padded = np.zeros((len(rows), 8 * words), dtype=bool)
@@ -267,6 +274,30 @@ def test_binary_encoding_against_a_float64_reference(dim):
     assert (tail[:, 1] <= error + 2 * np.spacing(error.astype(np.float16)) + 1e-7).all()
 
 
+@pytest.mark.parametrize("dim", DIMS)
+def test_int8_encoding_is_the_definition(dim):
+    """The compiled pass (SIMD and portable, float32 and float16 rows) writes, byte for byte, the
+    definition in numpy: ``s = max|x| / 127`` in float32, ``rint(x / s)`` rounding half to even
+    and clipped to ±127, zero rows all zero with ``s = 0``, then ``s`` as little-endian float32."""
+    _, rows, _ = random_case(seed=dim, dim=dim)
+    ties = np.zeros((2, dim), np.float32)
+    ties[:, 0] = 127.0  # s = 1: the others are exact halves, rounded to even
+    ties[0, 1:] = (np.arange(1, dim) % 7 - 3) + 0.5
+    ties[1, 1:] = -(np.arange(1, dim) % 5) - 0.5
+    rows = np.concatenate([rows, np.zeros((1, dim), np.float32), 1e-30 * rows[:3], 1e4 * rows[:3],
+                           ties])  # fmt: skip
+    codec = make_codec("int8", dim)
+    for as_given in (rows, rows.astype(np.float16)):
+        values = as_given.astype(np.float32)
+        scales = np.abs(values).max(axis=1) / np.float32(127)
+        safe = np.where(scales > 0, scales, np.float32(1))
+        expected = np.clip(np.rint(values / safe[:, None]), -127, 127).astype(np.int8)
+        codes = codec.encode(as_given)
+        assert (codes == portable_codes(codec, as_given)).all()
+        assert (codes[:, :dim].view(np.int8) == expected).all()
+        assert (codes[:, dim:].copy().view("<f4")[:, 0] == scales).all()
+
+
 def _rotation64(codec) -> np.ndarray:
     """The binary codec's map in float64 from its definition: x ↦ H(signs ∘ x) / sqrt(dim) with
     Sylvester's Hadamard matrix (signs only when dim is not a power of two)."""
@@ -277,6 +308,23 @@ def _rotation64(codec) -> np.ndarray:
     while len(hadamard) < dim:
         hadamard = np.block([[hadamard, hadamard], [hadamard, -hadamard]])
     return np.diag(codec.signs.astype(np.float64)) @ hadamard / np.sqrt(dim)
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_encode_into_a_reused_buffer(name):
+    """``encode(vectors, out=…)`` writes the same codes into the caller's buffer (the float16
+    codec returns float16 rows as a view of themselves instead); a wrong buffer is refused."""
+    _, rows, _ = random_case(seed=5)
+    codec = codec_for(name, 128, rows)
+    buffer = np.full((len(rows), codec.bytes_per_token), 7, np.uint8)
+    codes = codec.encode(rows, out=buffer)
+    assert codes is buffer and (codes == codec.encode(rows)).all()
+    half = rows.astype(np.float16)
+    got = codec.encode(half, out=buffer)
+    assert (got == codec.encode(half)).all()
+    assert (got is buffer) != (name == "float16")
+    with pytest.raises(InvalidInput, match="out must be a contiguous"):
+        codec.encode(rows, out=buffer[:-1])
 
 
 @pytest.mark.parametrize("name", CODEC_NAMES)

@@ -311,12 +311,18 @@ def test_the_staging_buffer_gathers_like_concatenate_and_is_reused() -> None:
     np.testing.assert_array_equal(staging.gather(third, np.dtype(np.float32)), third[0])
 
 
-def test_writes_through_the_reused_buffer_keep_every_entry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codecs", [("float16", "binary"), ("int8", "binary", "float16")])
+def test_writes_through_the_reused_buffer_keep_every_entry(
+    tmp_path: Path, codecs: tuple[str, ...]
+) -> None:
     """Batches of different sizes and dtypes, one after another: each entry reads back as written
-    (a buffer reused too early would leave the last batch's values in earlier entries)."""
-    retriever = Retriever.open(create_store(tmp_path / "index", Layout.build(128, DIM, {}), {}))
+    and every codec's file holds the codes of every vector in order (a buffer reused too early
+    would leave the last batch's values in earlier entries)."""
+    layout = Layout.build(128, DIM, {}, codecs=codecs)
+    retriever = Retriever.open(create_store(tmp_path / "index", layout, {}))
     rng = np.random.default_rng(1)
     written: dict[str, np.ndarray] = {}
+    given: list[np.ndarray] = []  # as given: float32 or float16
     for batch, (count, dtype) in enumerate([(7, np.float32), (3, np.float16), (12, np.float32)]):
         ids = [f"doc-{batch}-{n}" for n in range(count)]
         multi = [
@@ -324,6 +330,7 @@ def test_writes_through_the_reused_buffer_keep_every_entry(tmp_path: Path) -> No
         ]
         retriever.write(ids, [point(i, k) for k, i in enumerate(ids)], multi)
         written.update({i: m.numpy().astype(np.float16) for i, m in zip(ids, multi)})
+        given.extend(m.numpy() for m in multi)
     rows = retriever.tokens.snapshot.size
     assert rows == len(written)
     stored = {
@@ -331,4 +338,8 @@ def test_writes_through_the_reused_buffer_keep_every_entry(tmp_path: Path) -> No
     }
     for doc_id, vectors in written.items():
         np.testing.assert_array_equal(stored[point_id(doc_id, None)], vectors.astype(np.float32))
+    for name in codecs:
+        codec = retriever.tokens.codec(name)
+        expected = np.concatenate([codec.encode(vectors) for vectors in given])
+        assert (retriever.tokens.snapshot.codes[name] == expected).all()
     retriever.close()

@@ -15,7 +15,8 @@
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
  * `binary_encode` is the binary codec's encoding pass (signs, Walsh-Hadamard transform, sign bits
- * and norms, float16 or float32 rows); `any_nonfinite` the finiteness check of every edge;
+ * and norms, float16 or float32 rows), `int8_encode` the int8 codec's (per-row scale, rounding);
+ * `any_nonfinite` the finiteness check of every edge;
  * `to_half` the float32 -> float16 rounding of core.vectors.to_float16.
  */
 #define PY_SSIZE_T_CLEAN
@@ -898,6 +899,79 @@ TARGET_F16 static int encode_avx512(const encode_args *a) {
 }
 #endif
 
+/* ------------------------------------------------------------------ int8 encoding */
+
+/* The int8 codec's code of each row: s = max|x| / 127 (float32), values rint(x / s) clamped to
+   +-127 (0 for a zero row), then s as 4 little-endian bytes - numpy's arithmetic, byte for byte:
+   a float32 division, rounding half to even. */
+typedef struct {
+    const void *rows;
+    int half, dim;
+    uint8_t *out;
+    int64_t stride, first, last;
+} i8_encode_args;
+
+static float row_value(const i8_encode_args *a, int64_t r, int k) {
+    if (!a->half) return ((const float *)a->rows)[r * a->dim + k];
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)a->rows + 2 * (r * a->dim + k), 2);
+    return half_to_float(h);
+}
+
+static void store_scale(uint8_t *code, int dim, float scale) { memcpy(code + dim, &scale, 4); }
+
+static int i8_encode_portable(const i8_encode_args *a) {
+    for (int64_t r = a->first; r < a->last; r++) {
+        float top = 0.0f;
+        for (int k = 0; k < a->dim; k++) top = fmaxf(top, fabsf(row_value(a, r, k)));
+        float scale = top / 127.0f, safe = scale > 0.0f ? scale : 1.0f;
+        uint8_t *code = a->out + r * a->stride;
+        for (int k = 0; k < a->dim; k++) {
+            float q = nearbyintf(row_value(a, r, k) / safe);
+            q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+            code[k] = (uint8_t)(int8_t)q;
+        }
+        store_scale(code, a->dim, scale);
+    }
+    return 0;
+}
+
+#if UE_X86
+/* The same for dim a multiple of 16: one pass loads the row (float16 converted)
+   into an L1 buffer and takes its largest magnitude, a second divides, rounds and narrows. */
+TARGET_F16 static int i8_encode_avx512(const i8_encode_args *a) {
+    int dim = a->dim;
+    void *base;
+    float *x = aligned_buffer(sizeof(float) * (size_t)dim, &base);
+    if (x == NULL) return -1;
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    const __m512i high = _mm512_set1_epi32(127), low = _mm512_set1_epi32(-127);
+    for (int64_t r = a->first; r < a->last; r++) {
+        __m512 top = _mm512_setzero_ps();
+        for (int k = 0; k < dim; k += 16) {
+            __m512 v = a->half ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                     (const __m256i *)((const uint16_t *)a->rows + r * dim + k)))
+                               : _mm512_loadu_ps((const float *)a->rows + r * dim + k);
+            _mm512_store_ps(x + k, v);
+            top = _mm512_max_ps(top, _mm512_castsi512_ps(
+                                         _mm512_and_si512(_mm512_castps_si512(v), magnitude)));
+        }
+        float scale = _mm512_reduce_max_ps(top) / 127.0f;
+        __m512 safe = _mm512_set1_ps(scale > 0.0f ? scale : 1.0f);
+        uint8_t *code = a->out + r * a->stride;
+        for (int k = 0; k < dim; k += 16) {
+            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_load_ps(x + k), safe),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m512i v = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(q), low), high);
+            _mm_storeu_si128((__m128i *)(code + k), _mm512_cvtepi32_epi8(v));
+        }
+        store_scale(code, dim, scale);
+    }
+    free(base);
+    return 0;
+}
+#endif
+
 /* ------------------------------------------------------------------ float32 -> float16 */
 
 /* IEEE round to nearest even, as numpy's cast and F16C's vcvtps2ph: overflow to infinity,
@@ -1153,6 +1227,37 @@ static PyObject *py_binary_encode(PyObject *self, PyObject *args) {
     return finish(status, b, 5);
 }
 
+static PyObject *py_int8_encode(PyObject *self, PyObject *args) {
+    /* rows (n, dim) float16 or float32, half, dim, out, stride, first, last, portable */
+    Py_buffer b[2] = {{0}};
+    int half, dim, portable;
+    Py_ssize_t stride, first, last;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*piw*nnnp", &b[0], &half, &dim, &b[1], &stride, &first, &last,
+                          &portable)) {
+        release(b, 2);
+        return NULL;
+    }
+    Py_ssize_t width = half ? 2 : 4;
+    int64_t n = dim > 0 ? (int64_t)(b[0].len / (dim * width)) : 0;
+    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * width || stride < dim + 4 ||
+        b[1].len < (Py_ssize_t)n * stride || first < 0 || last < first || last > n) {
+        PyErr_SetString(PyExc_ValueError, "bad shapes");
+        return finish(-3, b, 2);
+    }
+    i8_encode_args a = {b[0].buf, half, dim, b[1].buf, stride, first, last};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+#if UE_X86
+    if (!portable && dim % 16 == 0 && cpu_has(0))
+        status = i8_encode_avx512(&a);
+    else
+#endif
+        status = i8_encode_portable(&a);
+    Py_END_ALLOW_THREADS
+    return finish(status, b, 2);
+}
+
 static PyObject *py_to_half(PyObject *self, PyObject *args) {
     /* values (n float32), out (n float16 as bytes), portable */
     Py_buffer b[2] = {{0}};
@@ -1207,6 +1312,7 @@ static PyMethodDef METHODS[] = {
     {"maxsim_i8", py_maxsim_i8, METH_VARARGS, "MaxSim of int8 rows with a per-row scale."},
     {"maxsim_bits", py_maxsim_bits, METH_VARARGS, "MaxSim of bit-vector codes by popcount."},
     {"binary_encode", py_binary_encode, METH_VARARGS, "The binary codec's encoding pass."},
+    {"int8_encode", py_int8_encode, METH_VARARGS, "The int8 codec's encoding pass."},
     {"any_nonfinite", py_any_nonfinite, METH_VARARGS, "Whether a float16/32 buffer has NaN/inf."},
     {"to_half", py_to_half, METH_VARARGS, "float32 values rounded to float16 (nearest even)."},
     {"features", py_features, METH_NOARGS, "Which kernels have a SIMD path on this CPU."},

@@ -105,19 +105,21 @@ class Codec:
     def bytes_per_token(self) -> int:
         raise NotImplementedError
 
-    def encode(self, vectors: np.ndarray) -> np.ndarray:
-        """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector (the
-        float16 codec returns contiguous float16 rows as a view of their own memory)."""
+    def encode(self, vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector, written
+        into ``out`` when given (a buffer reused across writes) and returned (the float16 codec
+        returns contiguous float16 rows as a view of their own memory instead)."""
         vectors = self._check_vectors(vectors, keep_half=True)
+        out = self._check_out(out, len(vectors))
         if self.encodes_half and vectors.dtype == np.float16:  # no temporaries but the codes
-            return self._encode(vectors)
-        out = np.empty((vectors.shape[0], self.bytes_per_token), dtype=np.uint8)
+            self._encode(vectors, out)
+            return out
         for start in range(0, vectors.shape[0], 65536):  # bounded temporaries
             stop = min(vectors.shape[0], start + 65536)
             chunk = vectors[start:stop]
             if chunk.dtype != np.float32 and not self.encodes_half:
                 chunk = chunk.astype(np.float32)
-            out[start:stop] = self._encode(chunk)
+            self._encode(chunk, out[start:stop])
         return out
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -176,7 +178,8 @@ class Codec:
         return f"{type(self).__name__}(dim={self.dim}, bytes_per_token={self.bytes_per_token})"
 
     # -------------------------------------------------------------- per codec
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+    def _encode(self, vectors: np.ndarray, out: np.ndarray) -> None:
+        """Write the codes of ``vectors`` into ``out`` ((n, bytes_per_token) uint8)."""
         raise NotImplementedError
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
@@ -210,6 +213,14 @@ class Codec:
         if not all_finite(vectors):
             raise InvalidInput("vectors must be finite (no NaN or infinity)")
         return vectors
+
+    def _check_out(self, out: np.ndarray | None, rows: int) -> np.ndarray:
+        shape = (rows, self.bytes_per_token)
+        if out is None:
+            return np.empty(shape, dtype=np.uint8)
+        if out.dtype != np.uint8 or out.shape != shape or not out.flags.c_contiguous:
+            raise InvalidInput(f"out must be a contiguous {shape} uint8 array")
+        return out
 
     def _check_query(self, query: Any) -> np.ndarray:
         query = self._check_vectors(query)
@@ -314,12 +325,16 @@ class Float16Codec(Codec):
     def bytes_per_token(self) -> int:
         return 2 * self.dim
 
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
-        if vectors.dtype == np.float16:  # finite float16 is the code itself
+    def encode(self, vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        vectors = self._check_vectors(vectors, keep_half=True)
+        if vectors.dtype == np.float16:  # finite float16 is the code itself: no copy
             return vectors.view(np.uint8)
+        return super().encode(vectors, out)
+
+    def _encode(self, vectors: np.ndarray, out: np.ndarray) -> None:
         if len(vectors) and np.abs(vectors).max() > np.finfo(np.float16).max:
             raise InvalidInput("a value is beyond float16's range (65504): scale the vectors")
-        return vectors.astype(np.float16).view(np.uint8)
+        np.copyto(out.view(np.float16), vectors, casting="same_kind")
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         return codes.view(np.float16).astype(np.float32)
@@ -359,17 +374,22 @@ class Int8Codec(Codec):
     AVX512-VNNI (``vpdpbusd``), scales each row's dot products by ``s_row · s_query``."""
 
     name = "int8"
+    encodes_half = True
 
     @property
     def bytes_per_token(self) -> int:
         return self.dim + 4
 
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
-        values, scales = _quantize_int8(vectors)
-        out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
-        out[:, : self.dim] = values.view(np.uint8)
-        out[:, self.dim :] = scales.astype("<f4").view(np.uint8).reshape(-1, 4)
-        return out
+    def _encode(self, vectors: np.ndarray, out: np.ndarray, portable: bool = False) -> None:
+        def run(first: int, last: int) -> None:
+            # one compiled pass per row (float16 rows read as they are): what _quantize_int8
+            # computes for the query, byte for byte, and the scale after the values
+            _kernels().int8_encode(
+                vectors, vectors.dtype == np.float16, self.dim, out, out.shape[1], first, last,
+                portable,
+            )  # fmt: skip
+
+        _run_rows(run, len(vectors))
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = codes[:, : self.dim].view(np.int8)
@@ -520,9 +540,8 @@ class BinaryCodec(_BitCodec):
     def bytes_per_token(self) -> int:
         return 8 * self.words + 4
 
-    def _encode(self, vectors: np.ndarray, portable: bool = False) -> np.ndarray:
+    def _encode(self, vectors: np.ndarray, out: np.ndarray, portable: bool = False) -> None:
         n = len(vectors)
-        out = np.empty((n, self.bytes_per_token), dtype=np.uint8)
         l1, l2 = np.empty(n), np.empty(n)
 
         def run(first: int, last: int) -> None:
@@ -544,7 +563,6 @@ class BinaryCodec(_BitCodec):
         rounding = self.dim * _FLOAT32_EPS * (l2 + 2 * f * l1)
         error = np.sqrt(np.maximum(l2 - 2 * f * l1 + self.dim * f * f, 0) + 2 * rounding)
         out[:, 8 * self.words :] = np.stack([factor, _f16_up(error)], axis=1).view(np.uint8)
-        return out
 
     def _parts(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tail = np.ascontiguousarray(codes[:, 8 * self.words :]).view(np.float16)
@@ -636,7 +654,7 @@ class ResidualCodec(_BitCodec):
     def bytes_per_token(self) -> int:
         return 16 * self.words + 6
 
-    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+    def _encode(self, vectors: np.ndarray, out: np.ndarray) -> None:
         ids = nearest_centroids(vectors, self.centroids)
         rotated = self.rotate(vectors - self.centroids[ids])
         rms = np.sqrt(np.square(rotated).mean(axis=1))
@@ -649,14 +667,12 @@ class ResidualCodec(_BitCodec):
             best_error[better], step[better] = error[better], trial[better]
         level = _level_codes(rotated, step)
         error = _row_norms(rotated - (level - 1.5) * step.astype(np.float32)[:, None])
-        out = np.empty((len(vectors), self.bytes_per_token), dtype=np.uint8)
         bits = 8 * self.words
         out[:, :bits] = self._pack(level >= 2)
         out[:, bits : 2 * bits] = self._pack(level % 2 == 1)
         out[:, 2 * bits : 2 * bits + 2] = ids.astype("<u2").view(np.uint8).reshape(-1, 2)
         tail = np.stack([step, _f16_up(error)], axis=1)
         out[:, 2 * bits + 2 :] = tail.view(np.uint8)
-        return out
 
     def _parts(self, codes: np.ndarray) -> tuple[np.ndarray, ...]:
         bits = 8 * self.words

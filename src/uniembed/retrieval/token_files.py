@@ -100,6 +100,7 @@ class TokenFiles:
         self.dim = dim
         self._codecs = codecs  # None: trained on the first write
         self._staging = StagingBuffer()  # where each write gathers its token vectors
+        self._code_buffers = {name: StagingBuffer() for name in codecs}  # and encodes them
         self._open_files()
 
     def _open_files(self) -> None:
@@ -155,6 +156,7 @@ class TokenFiles:
         fds = [self._entries_fd, *self._code_fds.values()]
         self._entries_fd, self._code_fds = -1, {}
         self._staging = StagingBuffer()
+        self._code_buffers = {name: StagingBuffer() for name in self._code_buffers}
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
@@ -191,7 +193,7 @@ class TokenFiles:
             # each codec's codes written and synced on a thread while the next codec encodes
             with ThreadPoolExecutor(len(self._code_fds), thread_name_prefix="uniembed-codes") as io:
                 synced = [
-                    io.submit(_write_synced, fd, self.codec(name).encode(vectors), tokens)
+                    io.submit(_write_synced, fd, self._encode(name, vectors), tokens)
                     for name, fd in self._code_fds.items()
                 ]
                 records = np.zeros(len(point_ids), dtype=ENTRY)
@@ -205,6 +207,14 @@ class TokenFiles:
                 for future in synced:
                     future.result()
         return Pending(range(first, first + len(point_ids)), tuple(journal["retired"]))
+
+    def _encode(self, name: str, vectors: np.ndarray) -> np.ndarray:
+        """The codes of ``vectors`` in codec ``name``, in that codec's reused buffer."""
+        codec = self.codec(name)
+        out = self._code_buffers[name].array(
+            len(vectors), codec.bytes_per_token, np.dtype(np.uint8)
+        )
+        return codec.encode(vectors, out=out)
 
     def _check(
         self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
@@ -386,12 +396,13 @@ NEEDS_SAMPLE = frozenset({"residual"})  # codecs trained on the first write's ve
 
 
 class StagingBuffer:
-    """One grow-only buffer that every write gathers its token vectors into.
+    """One grow-only buffer that every write gathers its token vectors (or a codec's codes) into.
 
     A fresh array per write (32 MiB for a default batch) is page faults on every write, and
-    buffers of one size just under glibc's largest mmap threshold are served from its heap, where
+    buffers of one size under glibc's largest mmap threshold are served from its heap, where
     long-lived small allocations split them: the process then grew by one batch per write
-    (BENCHMARKS.md, corpus scale). Reusing one buffer avoids both; it is released on close.
+    (BENCHMARKS.md, corpus scale; int8 codes of a batch, 17 MB, did it too). Reusing one buffer
+    avoids both; it is released on close.
     """
 
     GROWTH = 1.25  # head room when it grows: batches of whole documents vary in size
@@ -399,14 +410,18 @@ class StagingBuffer:
     def __init__(self) -> None:
         self._bytes = np.empty(0, dtype=np.uint8)
 
-    def gather(self, arrays: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
-        """``arrays`` (each (rows, width)) one after another as one (rows, width) ``dtype`` array
-        in the buffer."""
-        rows, width = sum(len(a) for a in arrays), arrays[0].shape[1]
+    def array(self, rows: int, width: int, dtype: np.dtype) -> np.ndarray:
+        """A (rows, width) ``dtype`` array in the buffer (its contents undefined), valid until the
+        next call."""
         size = rows * width * dtype.itemsize
         if size > self._bytes.nbytes:
             self._bytes = np.empty(int(size * self.GROWTH), dtype=np.uint8)
-        out = self._bytes[:size].view(dtype).reshape(rows, width)
+        return self._bytes[:size].view(dtype).reshape(rows, width)
+
+    def gather(self, arrays: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
+        """``arrays`` (each (rows, width)) one after another as one (rows, width) ``dtype`` array
+        in the buffer."""
+        out = self.array(sum(len(a) for a in arrays), arrays[0].shape[1], dtype)
         np.concatenate(arrays, out=out, casting="unsafe")
         return out
 
