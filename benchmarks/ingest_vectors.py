@@ -10,7 +10,8 @@ and syncs together, ``stored.WRITE_TOKENS`` token vectors), the three paths taki
 block (rotating who goes first), so that each block's three timings see the same load on a shared
 machine; pages/s are totals, ratios the median of the per-block ratios:
 
-* ``raw write (baseline)`` — the pages' float16 multi-vectors and float32 single vectors appended
+* ``raw write (baseline)`` — as many bytes as the index's token codes of the pages (``--codecs``,
+  default float16 + binary: 276 bytes per 128-d token) and their float32 single vectors, appended
   to one file, synced once per block: what the disk takes, with no index at all;
 * ``add_vectors`` — ``Index.add_vectors`` from numpy arrays (checks, float16 rounding, payloads);
 * ``from-embeddings`` — the next batch read from a Parquet file written by ``uniembed embed``'s
@@ -72,11 +73,18 @@ def write_parquet(path: Path, model: str, dense: np.ndarray, multi: list[np.ndar
     writer.finish()
 
 
-def raw_write(fd: int, dense: np.ndarray, multi: list[np.ndarray], pages: range) -> None:
+def raw_write(fd: int, codes: bytes, dense: np.ndarray, pages: range) -> None:
+    """Each page's code bytes and its single vector, then one sync."""
     for n in pages:
-        os.write(fd, multi[n].astype(np.float16).tobytes())
+        os.write(fd, codes)
         os.write(fd, dense[n].astype(np.float32).tobytes())
     os.fdatasync(fd)
+
+
+def code_bytes_per_token(codecs: list[str], dim: int = 128) -> int:
+    from uniembed.core.codecs import make_codec
+
+    return sum(make_codec(name, dim).bytes_per_token for name in codecs)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
@@ -91,13 +99,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     parquet = work / "pages.parquet"
     write_parquet(parquet, embedder.info.name, dense, multi)
     raw = os.open(work / "raw", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    direct = Index.create(work / "direct", embedder, thumbnails=False)
-    from_file = Index.create(work / "file", embedder, thumbnails=False)
+    direct = Index.create(work / "direct", embedder, thumbnails=False, codecs=args.codecs)
+    from_file = Index.create(work / "file", embedder, thumbnails=False, codecs=args.codecs)
+    codes = os.urandom(args.tokens * code_bytes_per_token(args.codecs))
     batches = read_embeddings(parquet, with_multivectors=True, batch_entries=args.block)
     ids = [f"page-{n}" for n in range(args.pages)]
 
     def baseline(pages: range) -> None:
-        raw_write(raw, dense, multi, pages)
+        raw_write(raw, codes, dense, pages)
 
     def add_vectors(pages: range) -> None:
         chosen = slice(pages.start, pages.stop)
@@ -127,7 +136,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
             began = time.perf_counter()
             paths[name](pages)
             seconds[name].append(time.perf_counter() - began)
-    whole = Index.create(work / "whole", embedder, thumbnails=False)
+    whole = Index.create(work / "whole", embedder, thumbnails=False, codecs=args.codecs)
     began = time.perf_counter()
     whole.add_embeddings_file(parquet)  # the entry point itself: reading ahead on a thread
     seconds[WHOLE_FILE] = [time.perf_counter() - began]
@@ -146,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pages", type=int, default=3280)
     parser.add_argument("--tokens", type=int, default=800)
     parser.add_argument("--block", type=int, help="pages per turn of each path (one write)")
+    parser.add_argument("--codecs", nargs="+", default=["float16", "binary"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -158,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "pages": args.pages,
         "tokens": args.tokens,
+        "codecs": args.codecs,
         "block": args.block,
         "pages_per_s": {name: args.pages / sum(s) for name, s in seconds.items()},
         "ratio_to_raw_write_per_block_median": {

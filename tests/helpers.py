@@ -59,8 +59,11 @@ def read_output(path: Path) -> tuple[list[str], list[np.ndarray]]:
         return [r["id"] for r in rows], [np.asarray(r[key], dtype=np.float32) for r in rows]
     if path.suffix == ".parquet":
         table = pq.read_table(path).to_pydict()
-        key = "embeddings" if "embeddings" in table else "embedding"
-        return table["id"], [np.asarray(v, dtype=np.float32) for v in table[key]]
+        if "embeddings" in table:  # float16 rows as bytes, `tokens` of them (docs/bulk.md)
+            multi = zip(table["embeddings"], table["tokens"], strict=True)
+            vectors = [np.frombuffer(v, "<f2").reshape(n, -1).astype(np.float32) for v, n in multi]
+            return table["id"], vectors
+        return table["id"], [np.asarray(v, dtype=np.float32) for v in table["embedding"]]
     ids = json.loads(path.with_suffix(".ids.json").read_text())
     return ids, list(np.load(path))
 

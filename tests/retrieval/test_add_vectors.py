@@ -350,3 +350,61 @@ def test_parquet_values_beyond_float16_are_refused_by_name(
     with pytest.raises(InvalidInput, match="wide.parquet: column 'embeddings' holds values that"):
         fake_index.add_embeddings_file(tmp_path / "wide.parquet")
     assert fake_index.count() == 0
+
+
+def test_float16_bytes_of_other_writers_and_their_mistakes(
+    fake_index: Index, tmp_path: Path
+) -> None:
+    """The layout `uniembed embed` writes (float16 rows as bytes, binary or large_binary) read
+    from any writer: the same index as the same vectors given as lists; rows that are not whole
+    token vectors, or not finite, are refused by file and row before anything is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dense, multi = vectors(3)
+    half = [m.astype(np.float16) for m in multi]
+
+    def write(name: str, values: list[bytes], kind: pa.DataType, **extra: list) -> Path:
+        table = pa.table(
+            {
+                "id": ["a", "b", "c"][: len(values)],
+                "embedding": [v.tolist() for v in dense[: len(values)]],
+                "embeddings": pa.array(values, kind),
+                **extra,
+            }
+        )
+        pq.write_table(table, tmp_path / name)
+        return tmp_path / name
+
+    from uniembed.retrieval.stored import read_embeddings
+
+    for kind in (pa.binary(), pa.large_binary()):
+        path = write(f"{kind}.parquet", [h.tobytes() for h in half], kind)
+        counted = write(f"counted-{kind}.parquet", [h.tobytes() for h in half], kind,
+                        tokens=[5, 5, 5])  # fmt: skip
+        for file, dim in ((path, 8), (counted, None)):  # the index's size, or the file's own
+            (batch,) = read_embeddings(file, with_multivectors=True, multivector_dim=dim)
+            assert batch.ids == ["a", "b", "c"] and batch.multivectors is not None
+            for got, want in zip(batch.multivectors, half, strict=True):
+                assert got.dtype == np.float16 and got.tobytes() == want.tobytes()
+        assert fake_index.add_embeddings_file(path) == 3
+    miscounted = write("count.parquet", [h.tobytes() for h in half], pa.binary(), tokens=[5, 4, 5])
+    with pytest.raises(InvalidInput, match="count.parquet row 1: .* rows .80 bytes for 4 tokens"):
+        fake_index.add_embeddings_file(miscounted)
+    with pytest.raises(InvalidInput, match="holds bytes but no 'tokens' count"):
+        list(read_embeddings(path, with_multivectors=True))
+    torn = [h.tobytes() for h in half]
+    torn[1] = torn[1][:-2]
+    with pytest.raises(
+        InvalidInput,
+        match="torn.parquet row 1: column .embeddings. is not whole 8-d float16 rows .78 bytes",
+    ):
+        fake_index.add_embeddings_file(write("torn.parquet", torn, pa.binary()))
+    empty = [half[0].tobytes(), b""]
+    with pytest.raises(InvalidInput, match="empty.parquet row 1: column 'embeddings' is not whole"):
+        fake_index.add_embeddings_file(write("empty.parquet", empty, pa.binary()))
+    infinite = half[0].copy()
+    infinite[1, 1] = np.inf
+    with pytest.raises(InvalidInput, match="inf.parquet: column 'embeddings' holds values that"):
+        fake_index.add_embeddings_file(write("inf.parquet", [infinite.tobytes()], pa.binary()))
+    assert fake_index.count() == 3

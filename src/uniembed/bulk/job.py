@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 from uniembed.bulk.outputs import (
+    MULTIVECTOR_FORMAT,
     EmbeddedRecord,
     Entry,
     ErrorLog,
@@ -230,6 +231,8 @@ def _make_writer(output: Path, fmt: str, model_name: str, options: BulkOptions) 
         "dimensions": options.dimensions,
         "vectors": options.vectors,
     }
+    if fmt == "parquet" and options.vectors in ("multi", "both"):
+        manifest["multivector_format"] = MULTIVECTOR_FORMAT  # a resume cannot mix layouts
     if fmt == "jsonl":
         return JsonlWriter(output, manifest)
     return PartsWriter(output, fmt, manifest)

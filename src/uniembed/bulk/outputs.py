@@ -20,6 +20,7 @@ from uniembed.errors import InvalidInput
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "numpy"}
 PARQUET_MANIFEST_KEY = "uniembed"  # Parquet schema metadata: the job's manifest (model, task, …)
 PARQUET_HINT = "Parquet output needs pyarrow: pip install uniembed[parquet]"
+MULTIVECTOR_FORMAT = "float16"  # Parquet's `embeddings`: float16 rows as bytes (docs/bulk.md)
 ADOPTED_ROWS_PER_PART = 4096  # a finished NumPy output reopened by --resume: rows per part file
 
 
@@ -285,10 +286,11 @@ class PartsWriter:
             columns.update(_entry_columns(pa, [r.entry for r in rows]))  # type: ignore[misc]
         if vectors in ("single", "both"):
             columns["embedding"] = _vector_column(pa, [r.vector for r in rows])
-        if vectors == "multi":
-            columns["embeddings"] = _matrix_column(pa, [r.vector for r in rows])
-        if vectors == "both":
-            columns["embeddings"] = _matrix_column(pa, [r.multivector for r in rows])  # type: ignore[misc]
+        matrices = {"multi": [r.vector for r in rows], "both": [r.multivector for r in rows]}
+        if vectors in matrices:
+            multi: list[np.ndarray] = matrices[vectors]  # type: ignore[assignment]
+            columns["tokens"] = pa.array([len(m) for m in multi], pa.int32())
+            columns["embeddings"] = _matrix_column(pa, multi)
         metadata = {PARQUET_MANIFEST_KEY: json.dumps(self.manifest)}
         return pa.table(columns).replace_schema_metadata(metadata)
 
@@ -364,10 +366,21 @@ def _vector_column(pa: Any, vectors: Sequence[np.ndarray]) -> Any:
 
 
 def _matrix_column(pa: Any, matrices: Sequence[np.ndarray]) -> Any:
-    """list<list<float32>>: one list of rows per item, built from one flat buffer."""
-    widths = np.concatenate([np.full(m.shape[0], m.shape[1]) for m in matrices] or [[]])
-    inner = pa.ListArray.from_arrays(_offsets(pa, widths), pa.array(_flat(matrices, 2)))
-    return _list_array(pa, matrices, inner)
+    """large_binary: each item's (tokens, dim) multi-vector as its float16 rows, row-major and
+    little-endian (:data:`MULTIVECTOR_FORMAT`), built from one flat buffer. An index stores float16
+    anyway; the bytes are half of float32's and Parquet reads them ~10× faster than nested lists."""
+    import torch
+
+    from uniembed.core.checks import all_finite
+    from uniembed.core.vectors import to_float16
+
+    half = to_float16(torch.from_numpy(_flat(matrices, 2))).numpy()
+    if not all_finite(half):
+        raise InvalidInput("a multi-vector holds values beyond float16's range (±65504)")
+    offsets = np.zeros(len(matrices) + 1, dtype=np.int64)
+    np.cumsum([m.size * 2 for m in matrices], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(half.astype("<f2", copy=False))]
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(matrices), buffers)
 
 
 def _list_array(pa: Any, items: Sequence[np.ndarray], values: Any) -> Any:

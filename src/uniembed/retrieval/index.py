@@ -387,8 +387,9 @@ class Index:
 
         self._check_embeddings_manifest(path, embeddings_manifest(path))
         added = 0
-        multi = self.settings.multivector_dim is not None
-        for batch in read_ahead(read_embeddings(path, with_multivectors=multi)):
+        dim = self.settings.multivector_dim
+        batches = read_embeddings(path, with_multivectors=dim is not None, multivector_dim=dim)
+        for batch in read_ahead(batches):
             try:
                 ids = self.add_vectors(
                     batch.ids,

@@ -26,7 +26,7 @@ from uniembed.retrieval.documents import check_id, check_metadata, check_text
 
 KINDS = ("text", "image", "page")
 PARQUET_MANIFEST_KEY = "uniembed"  # the key `uniembed embed` writes its manifest under
-READ_BATCH_ROWS = 64  # Parquet rows read at a time (64 pages of 800 float32 vectors: 26 MB)
+READ_BATCH_ROWS = 64  # Parquet rows read at a time (64 pages of 800 float16 vectors: 13 MB)
 WRITE_TOKENS = 131_072  # token vectors written (and synced) together: 32 MiB of 128-d float16
 WRITE_ENTRIES = 4096  # entries written together when they have few or no token vectors
 
@@ -335,6 +335,7 @@ def read_embeddings(
     path: Path,
     *,
     with_multivectors: bool,
+    multivector_dim: int | None = None,
     batch_rows: int = READ_BATCH_ROWS,
     batch_entries: int = WRITE_ENTRIES,
 ) -> Iterator[VectorBatch]:
@@ -343,7 +344,9 @@ def read_embeddings(
     batch closed at ``batch_entries`` entries or :data:`WRITE_TOKENS` token vectors (what
     :func:`document_batches` writes together).
 
-    Columns: ``id`` and ``embedding`` (required), ``embeddings`` (required ``with_multivectors``),
+    Columns: ``id`` and ``embedding`` (required), ``embeddings`` (required ``with_multivectors``:
+    float16 rows as bytes, as ``uniembed embed`` writes them, ``multivector_dim`` wide or as the
+    ``tokens`` column counts them, or list<list<float>>),
     and optionally ``document`` (default: the id), ``page``, ``kind``, ``grid``, ``metadata``
     (JSON text) and ``text``. A document's rows must be consecutive.
     """
@@ -360,13 +363,13 @@ def read_embeddings(
             f"{path} has no {', '.join(missing)} column: write it with `uniembed embed --vectors "
             "both` (single and multi-vectors, with page numbers and patch grids)"
         )
-    optional = ["document", "page", "kind", "grid", "metadata", "text"]
+    optional = ["tokens", "document", "page", "kind", "grid", "metadata", "text"]
     columns = needed + [name for name in optional if name in names]
     pending: list[dict[str, Any]] = []
     finished: set[str] = set()
     row = tokens = 0
     for record_batch in reader.iter_batches(batch_size=max(1, batch_rows), columns=columns):
-        for entry in _rows(record_batch, path, row):
+        for entry in _rows(record_batch, path, row, multivector_dim):
             if pending and entry["document"] != pending[-1]["document"]:
                 finished.add(pending[-1]["document"])
                 if batch_is_full(len(pending), tokens, batch_entries):
@@ -384,11 +387,17 @@ def read_embeddings(
         yield _batch(pending, with_multivectors)
 
 
-def _rows(batch: Any, path: Path, first_row: int) -> Iterator[dict[str, Any]]:
+def _rows(
+    batch: Any, path: Path, first_row: int, multivector_dim: int | None
+) -> Iterator[dict[str, Any]]:
     """The rows of a record batch as dicts, vectors as numpy arrays."""
     columns = {name: batch.column(name) for name in batch.schema.names}
     dense = _matrix(columns["embedding"], path, "embedding", first_row)
-    multi = _matrices(columns["embeddings"], path, first_row) if "embeddings" in columns else None
+    multi = (
+        _matrices(columns["embeddings"], columns.get("tokens"), path, first_row, multivector_dim)
+        if "embeddings" in columns
+        else None
+    )
     plain = {
         name: columns[name].to_pylist()
         for name in ("id", "document", "page", "kind", "grid", "metadata", "text")
@@ -420,22 +429,73 @@ def _matrix(column: Any, path: Path, name: str, first_row: int) -> np.ndarray:
     return values.reshape(len(column), int(lengths[0]) if len(lengths) else 0)
 
 
-def _matrices(column: Any, path: Path, first_row: int) -> list[np.ndarray]:
-    """A list<list<float>> column → one (tokens, dim) float16 array per row (the index keeps
-    float16: the batch is rounded in one cast, not page by page)."""
+def _matrices(
+    column: Any, tokens: Any, path: Path, first_row: int, dim: int | None
+) -> list[np.ndarray]:
+    """The ``embeddings`` column → one (tokens, dim) float16 array per row (the index keeps
+    float16): float16 bytes as ``uniembed embed`` writes them (views of the column's buffer), or
+    list<list<float>> (earlier files, other tools), rounded in one cast for the batch."""
     if column.null_count:
         raise InvalidInput(f"{path}: column 'embeddings' has empty values (rows from {first_row})")
+    if _pyarrow().types.is_binary(column.type) or _pyarrow().types.is_large_binary(column.type):
+        return _half_rows(column, _counts(tokens, path, first_row), path, first_row, dim)
     rows = _matrix(column.flatten(), path, "embeddings", first_row)
     with warnings.catch_warnings():  # a read-only Arrow buffer: the cast only reads it
         warnings.simplefilter("ignore", UserWarning)
         half = to_float16(torch.from_numpy(rows)).numpy()
-    if not all_finite(half):
+    _check_half(half, path, first_row)
+    counts = column.value_lengths().to_numpy()
+    return np.split(half, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def _counts(tokens: Any, path: Path, first_row: int) -> np.ndarray | None:
+    """The ``tokens`` column (each multi-vector's rows) as int64, when the file has one."""
+    if tokens is None:
+        return None
+    counts = tokens.to_numpy(zero_copy_only=False)
+    if tokens.null_count or not np.issubdtype(counts.dtype, np.integer):
+        raise InvalidInput(f"{path}: column 'tokens' must hold integers (rows from {first_row})")
+    return counts.astype(np.int64)
+
+
+def _half_rows(
+    column: Any, tokens: np.ndarray | None, path: Path, first_row: int, dim: int | None
+) -> list[np.ndarray]:
+    """A binary column of float16 rows (row-major, little-endian) → (tokens, dim) views; ``dim``
+    is the index's, or the file's own from its ``tokens`` column (each row's count)."""
+    offsets, data = column.buffers()[1:]
+    wide = _pyarrow().types.is_large_binary(column.type)
+    ends = np.frombuffer(offsets, np.int64 if wide else np.int32)[column.offset :][
+        : len(column) + 1
+    ]
+    sizes = np.diff(ends)
+    if not len(sizes):
+        return []
+    if dim is None:
+        if tokens is None or (tokens <= 0).any():
+            raise InvalidInput(f"{path}: column 'embeddings' holds bytes but no 'tokens' count")
+        dim = max(1, int(sizes[0]) // (2 * int(tokens[0])))
+    wanted = 2 * dim * tokens if tokens is not None else sizes
+    bad = (sizes <= 0) | (sizes % (2 * dim) != 0) | (sizes != wanted)
+    if bad.any():
+        row = int(np.argmax(bad))
+        counted = f" for {int(tokens[row])} tokens" if tokens is not None else ""
+        raise InvalidInput(
+            f"{path} row {first_row + row}: column 'embeddings' is not whole {dim}-d float16 rows "
+            f"({int(sizes[row])} bytes{counted})"
+        )
+    values = np.frombuffer(data, dtype="<f2")[ends[0] // 2 : ends[-1] // 2]
+    _check_half(values, path, first_row)
+    rows = values.reshape(-1, dim)
+    return np.split(rows, np.cumsum(sizes // (2 * dim))[:-1])
+
+
+def _check_half(values: np.ndarray, path: Path, first_row: int) -> None:
+    if not all_finite(values):
         raise InvalidInput(
             f"{path}: column 'embeddings' holds values that are not finite or beyond float16's "
             f"range (±65504) (rows from {first_row})"
         )
-    counts = column.value_lengths().to_numpy()
-    return np.split(half, np.cumsum(counts)[:-1]) if len(counts) else []
 
 
 def _json_object(text: str | None, path: Path, row: int) -> dict[str, Any] | None:
@@ -465,6 +525,12 @@ def _parquet() -> Any:
     from uniembed._optional import require
 
     return require("pyarrow.parquet", "parquet", "reading stored embeddings")
+
+
+def _pyarrow() -> Any:
+    from uniembed._optional import require
+
+    return require("pyarrow", "parquet", "reading stored embeddings")
 
 
 __all__ = [
