@@ -4,11 +4,15 @@ searched on this machine, without the corpus ever being in memory.
     python benchmarks/scale.py --docs 100000 --tokens 800     # pages (BENCHMARKS.md)
     python benchmarks/scale.py --docs 1000000 --tokens 64     # passages (BENCHMARKS.md)
     python benchmarks/scale.py --quick                        # seconds: the suite's smoke test
+    python benchmarks/scale.py --from-embeddings --codecs int8 binary   # the Parquet entry point
 
 The corpus is :func:`uniembed.testing.corpus.synthetic_corpus`'s, generated block by block: each
 block is written through :class:`~uniembed.retrieval.retriever.Retriever` (as ``Index.add_vectors``
 writes) and scored against every query by exact MaxSim in torch while it is in memory, so the
-exact top 10 (the ground truth) never needs the corpus again. Measured: ingest pages/s (beside
+exact top 10 (the ground truth) never needs the corpus again. With ``--from-embeddings`` the blocks
+go into a Parquet file through ``uniembed embed``'s writer instead (not timed), and the whole file
+into the index through ``Index.add_embeddings_file`` (``uniembed index --from-embeddings``: read
+ahead on a thread, checked, batched), timed. Measured: ingest pages/s (beside
 the disk's ceiling: plain synced writes of the same bytes, sampled between the blocks), the
 index's bytes on disk at its peak during ingest (sampled after every block) and after close, both
 against the token codes' bytes; then, in a fresh process, the time to open the index, its RSS
@@ -27,11 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from uniembed.core.codecs import make_codec
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, Point, point_id
 from uniembed.retrieval.stores import create_store, open_store
@@ -127,21 +133,53 @@ def exact_scores(queries: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
 def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     """Write the corpus into a new index at ``path``; the ingest figures and the exact top 10."""
     corpus = Corpus(args.docs, args.tokens, args.queries)
+    truth = GroundTruth(corpus.queries)
+    blocks = truth.scored(corpus, block=-(-args.block_rows // args.tokens))  # as the index batches
+    ingest = ingest_file if args.from_embeddings else ingest_blocks
+    built = ingest(args, path, blocks)
+    return {
+        "docs": args.docs,
+        "tokens": args.tokens,
+        "codecs": args.codecs,
+        "path": "Index.add_embeddings_file" if args.from_embeddings else "Retriever.write",
+        **built,
+        "queries": corpus.queries.tolist(),
+        "query_dense": corpus.query_dense.tolist(),
+        "targets": corpus.targets.tolist(),
+        "exact_top10": truth.best_ids.tolist(),
+    }
+
+
+class GroundTruth:
+    """The exact top 10 of every query, kept up to date block by block."""
+
+    def __init__(self, queries: torch.Tensor) -> None:
+        self.queries = queries
+        self.best = torch.full((len(queries), K), float("-inf"))
+        self.best_ids = torch.zeros((len(queries), K), dtype=torch.long)
+
+    def scored(
+        self, corpus: Corpus, block: int
+    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """The corpus's blocks (start, stop, multi, dense), each scored before it is yielded."""
+        for start in range(0, corpus.docs, block):
+            stop = min(corpus.docs, start + block)
+            multi, dense = corpus.block(start, stop)
+            scores = exact_scores(self.queries, multi)  # (queries, m)
+            merged = torch.cat([self.best, scores], dim=1)
+            ids = torch.cat([self.best_ids, torch.arange(start, stop).expand(len(scores), -1)], 1)
+            self.best, order = merged.topk(K, dim=1)
+            self.best_ids = torch.gather(ids, 1, order)
+            yield start, stop, multi, dense
+
+
+def ingest_blocks(args: argparse.Namespace, path: Path, blocks: Iterator) -> dict[str, Any]:
+    """Each block written through the index's writer as it is generated (the writes timed)."""
     layout = Layout.build(DIM, DIM, {}, codecs=args.codecs)
     retriever = Retriever.open(create_store(path, layout, {}))
-    best = torch.full((args.queries, K), float("-inf"))
-    best_ids = torch.zeros((args.queries, K), dtype=torch.long)
     peak = writing = 0.0
-    block = -(-args.block_rows // args.tokens)  # at least block_rows tokens, as the index batches
     raw = RawWrites(path.parent)
-    for start in range(0, args.docs, block):
-        stop = min(args.docs, start + block)
-        multi, dense = corpus.block(start, stop)
-        scores = exact_scores(corpus.queries, multi)  # (queries, m)
-        merged = torch.cat([best, scores], dim=1)
-        ids = torch.cat([best_ids, torch.arange(start, stop).expand(args.queries, -1)], dim=1)
-        best, order = merged.topk(K, dim=1)
-        best_ids = torch.gather(ids, 1, order)
+    for number, (start, stop, multi, dense) in enumerate(blocks):
         points = [
             Point(point_id(f"doc-{n}", None), dense[n - start].tolist(), None, {"id": f"doc-{n}"})
             for n in range(start, stop)
@@ -150,28 +188,91 @@ def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         began = time.perf_counter()
         retriever.write([p.payload["id"] for p in points], points, list(multi))
         writing += time.perf_counter() - began
-        if start // block % RAW_EVERY == 0:
+        if number % RAW_EVERY == 0:
             raw.write(retriever.tokens.nbytes - written)
         peak = max(peak, disk_usage(path))
-        if start // block % 20 == 0:
-            rss = _rss() / 2**20
-            print(
-                f"  {stop}/{args.docs} docs, {stop / writing:.0f} docs/s, RSS {rss:.0f} MB",
-                file=sys.stderr,
-            )
+        if number % 20 == 0:
+            report(stop, args.docs, stop / writing)
     codes = retriever.tokens.nbytes
-    disk_rate = raw.rate
     raw.close()
     began = time.perf_counter()
     retriever.store.optimize()
     optimize = time.perf_counter() - began
     retriever.close()
+    return finished(args, path, args.docs / writing, raw.rate, codes, peak, optimize)
+
+
+def ingest_file(args: argparse.Namespace, path: Path, blocks: Iterator) -> dict[str, Any]:
+    """The blocks written to a Parquet file by ``uniembed embed``'s writer first (not timed), then
+    the whole file into a new index by ``Index.add_embeddings_file`` (what ``uniembed index
+    --from-embeddings`` runs), timed, the disk's ceiling sampled beside it between its writes."""
+    import uniembed
+    from uniembed.bulk.outputs import EmbeddedRecord, Entry, PartsWriter
+    from uniembed.retrieval.index import Index
+    from uniembed.testing.jina_v4 import write_tiny_jina_v4
+
+    embedder = uniembed.load(
+        write_tiny_jina_v4(path.parent / "tiny-v4", size={"hidden_size": DIM}), device="cpu"
+    )
+    parquet = path.parent / "pages.parquet"
+    manifest = {"model": embedder.info.name, "task": "retrieval.passage", "dimensions": None}
+    writer = PartsWriter(parquet, "parquet", {"format": "parquet", **manifest, "vectors": "both"})
+    for start, stop, multi, dense in blocks:
+        writer.write(
+            [
+                EmbeddedRecord(
+                    f"doc-{n}",
+                    dense[n - start].numpy(),
+                    0,
+                    multi[n - start].numpy(),
+                    Entry(f"doc-{n}", None, "image", None, {}, None),
+                )
+                for n in range(start, stop)
+            ]
+        )
+        if start // (stop - start) % 20 == 0:
+            print(f"  {stop}/{args.docs} docs into {parquet.name}", file=sys.stderr)
+    writer.finish()
+    per_token = sum(make_codec(name, DIM).bytes_per_token for name in args.codecs)
+    index = Index.create(path, embedder, thumbnails=False, codecs=args.codecs)
+    raw = RawWrites(path.parent)
+    state = {"docs": 0, "writes": 0, "peak": 0, "sampling_s": 0.0}
+
+    def written(docs: int) -> None:  # after each write of the index: sample disk and ceiling
+        if state["writes"] % RAW_EVERY == 0:
+            raw.write(docs * args.tokens * per_token)
+        began = time.perf_counter()
+        state["peak"] = max(state["peak"], disk_usage(path))
+        state["sampling_s"] += time.perf_counter() - began
+        state["docs"] += docs
+        state["writes"] += 1
+
+    began = time.perf_counter()
+    index.add_embeddings_file(parquet, on_written=written)
+    seconds = time.perf_counter() - began - raw.seconds - state["sampling_s"]
+    assert state["docs"] == args.docs, state
+    raw.close()
+    began = time.perf_counter()
+    index.optimize()
+    optimize = time.perf_counter() - began
+    index.close()
+    parquet.unlink()
+    codes = args.docs * args.tokens * per_token
+    return finished(args, path, args.docs / seconds, raw.rate, codes, state["peak"], optimize)
+
+
+def finished(
+    args: argparse.Namespace,
+    path: Path,
+    rate: float,
+    disk_rate: float,
+    codes: int,
+    peak: float,
+    optimize: float,
+) -> dict[str, Any]:
     after = disk_usage(path)
     return {
-        "docs": args.docs,
-        "tokens": args.tokens,
-        "codecs": args.codecs,
-        "ingest_docs_per_s": args.docs / writing,
+        "ingest_docs_per_s": rate,
         "raw_write_mb_s": disk_rate / 1e6,
         "ingest_ceiling_docs_per_s": disk_rate / (codes / args.docs),  # the codes' bytes alone
         "hnsw_build_s": optimize,
@@ -179,11 +280,12 @@ def build(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         "disk_peak_over_codes": peak / codes,
         "disk_after_close_over_codes": after / codes,
         "disk_after_close_bytes": after,
-        "queries": corpus.queries.tolist(),
-        "query_dense": corpus.query_dense.tolist(),
-        "targets": corpus.targets.tolist(),
-        "exact_top10": best_ids.tolist(),
     }
+
+
+def report(done: int, docs: int, rate: float) -> None:
+    rss = _rss() / 2**20
+    print(f"  {done}/{docs} docs, {rate:.0f} docs/s, RSS {rss:.0f} MB", file=sys.stderr)
 
 
 def search(path: Path, built: dict[str, Any], modes: list[str], exact_queries: int) -> dict:
@@ -255,6 +357,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=["multivector", "dense", "two-stage:100", "two-stage:300", "binary:300"],
     )
     parser.add_argument("--block-rows", type=int, default=131072, help="token rows per write")
+    parser.add_argument(
+        "--from-embeddings",
+        action="store_true",
+        help="ingest a Parquet file of `uniembed embed` through Index.add_embeddings_file",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="where the index is built (default: a temp dir)"
     )

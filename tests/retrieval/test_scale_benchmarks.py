@@ -56,3 +56,18 @@ def test_a_quick_scale_run_builds_reopens_and_searches(tmp_path: Path) -> None:
     assert all(row["p50_ms"] > 0 and 0 <= row["recall@10"] <= 1 for row in modes.values())
     assert results["rss_after_open_mb"] > 0 and results["open_s"] > 0
     assert list(tmp_path.iterdir()) == [out]  # the index is removed
+
+
+def test_a_quick_scale_run_through_a_parquet_file(tmp_path: Path) -> None:
+    """--from-embeddings: the corpus written by `uniembed embed`'s writer, then ingested by
+    Index.add_embeddings_file into int8 + binary codes; the exact top 10 is the same corpus's."""
+    scale = load_benchmark("scale")
+    args = ["--quick", "--from-embeddings", "--codecs", "int8", "binary"]
+    results = scale.main([*args, "--workdir", str(tmp_path)])
+    assert results["path"] == "Index.add_embeddings_file"
+    assert results["token_code_bytes"] == 400 * 16 * (132 + 20)
+    assert results["ingest_docs_per_s"] > 0 and results["raw_write_mb_s"] > 0
+    assert 1 <= results["disk_after_close_over_codes"] < 3
+    modes = {row["mode"]: row for row in results["modes"]}
+    assert modes["multivector"]["overlap@10"] >= 0.9  # an int8 scan: within its bound of exact
+    assert list(tmp_path.iterdir()) == []
