@@ -14,7 +14,14 @@ It is a proxy for jina-embeddings-v4's vectors (another model, English man pages
 documents, 128-d by projection instead of a trained projector): figures measured on it say how the
 search modes approximate exact MaxSim on vectors of a real encoder over real text, not v4's quality.
 
-    python benchmarks/realistic_corpus.py --docs 2000 --out /tmp/man-2000.pt   # build and cache
+The *passages* corpus reaches 10^5 documents (one page per document stops at the ~11k pages with
+64 tokens of description): every page of man1–man8 cut into consecutive passages of ``tokens``
+tokens, taken in turns (each page's first passage, then each page's second, …). A query is a page's
+summary, its relevant document the page's first passage; the page's other passages are the hardest
+distractors.
+
+    python benchmarks/realistic_corpus.py --docs 2000                       # build and cache
+    python benchmarks/realistic_corpus.py --docs 100000 --passages          # ~30 min on 2 cores
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from uniembed.core.vectors import normalize
 from uniembed.testing.corpus import LateCorpus
 
 MAN_FOLDER = Path("/usr/share/man/man1")
+MAN_SECTIONS = [Path(f"/usr/share/man/man{section}") for section in range(1, 9)]
 DIM = 128
 ENCODER_DIM = 384
 _ESCAPES = [
@@ -151,6 +159,10 @@ class MiniLM:
         gaussian = torch.randn(ENCODER_DIM, DIM, generator=generator)
         self.projection = torch.linalg.qr(gaussian).Q  # (384, 128) orthonormal columns
 
+    def _project(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A text's token states (tokens, 384) as unit 128-d token rows and unit single vector."""
+        return normalize(states @ self.projection), normalize(states.mean(0) @ self.projection)
+
     @torch.inference_mode()
     def encode(
         self, texts: list[str], max_tokens: int, batch: int = 64
@@ -168,10 +180,87 @@ class MiniLM:
             states = self.model(**inputs).last_hidden_state  # (b, t, 384)
             mask = inputs["attention_mask"].bool()
             for state, keep in zip(states, mask, strict=True):
-                tokens = state[keep]
-                rows.append(normalize(tokens @ self.projection))
-                singles.append(normalize(tokens.mean(0) @ self.projection))
+                token_rows, single = self._project(state[keep])
+                rows.append(token_rows)
+                singles.append(single)
         return rows, torch.stack(singles)
+
+    @torch.inference_mode()
+    def encode_windows(
+        self, windows: list[list[int]], batch: int = 128
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows of token ids, all of one width, each framed by [CLS] … [SEP]: their token rows
+        (windows, width + 2, 128) in float16 and single vectors (windows, 128), unit length."""
+        ids = torch.tensor(windows, dtype=torch.long)
+        framed = torch.cat(
+            [
+                torch.full((len(windows), 1), self.tokenizer.cls_token_id),
+                ids,
+                torch.full((len(windows), 1), self.tokenizer.sep_token_id),
+            ],
+            dim=1,
+        )
+        rows = torch.empty(len(windows), framed.shape[1], DIM, dtype=torch.float16)
+        singles = torch.empty(len(windows), DIM)
+        for start in range(0, len(windows), batch):
+            chunk = framed[start : start + batch]
+            states = self.model(input_ids=chunk, attention_mask=torch.ones_like(chunk))
+            for offset, state in enumerate(states.last_hidden_state):
+                token_rows, single = self._project(state)
+                rows[start + offset] = token_rows
+                singles[start + offset] = single
+        return rows, singles
+
+
+def passage_windows(ids: list[int], width: int) -> list[list[int]]:
+    """The whole consecutive windows of ``width`` ids (a shorter tail is dropped).
+
+    >>> passage_windows([1, 2, 3, 4, 5], 2)
+    [[1, 2], [3, 4]]
+    """
+    return [ids[start : start + width] for start in range(0, len(ids) - width + 1, width)]
+
+
+def in_turns(windows_per_page: list[list[list[int]]], docs: int) -> list[list[int]]:
+    """The first ``docs`` windows taken in turns: every page's first window (page order), then every
+    page's second, …; page ``p``'s first window is document ``p`` when every page has one.
+
+    >>> in_turns([[[1], [2], [3]], [[4]], [[5], [6]]], 5)
+    [[1], [4], [5], [2], [6]]
+    """
+    taken: list[list[int]] = []
+    depth = 0
+    while len(taken) < docs and any(len(windows) > depth for windows in windows_per_page):
+        taken += [windows[depth] for windows in windows_per_page if len(windows) > depth]
+        depth += 1
+    return taken[:docs]
+
+
+def realistic_passages(docs: int, tokens: int = 64, queries: int = 200) -> LateCorpus:
+    """``docs`` passages of ``tokens`` tokens cut from every man page of man1–man8, taken in turns
+    (:func:`in_turns`); the summaries of ``queries`` pages, spread evenly, as queries, each one's
+    relevant document its page's first passage."""
+    encoder = MiniLM()
+    pages = [page for folder in MAN_SECTIONS if folder.is_dir() for page in man_pages(folder)]
+    width = tokens - 2  # [CLS] and [SEP] frame every window
+    ids_per_page = encoder.tokenizer(
+        [page.description for page in pages], add_special_tokens=False
+    )["input_ids"]
+    kept = [
+        (page.summary, windows)
+        for page, ids in zip(pages, ids_per_page, strict=True)
+        if (windows := passage_windows(ids, width))
+    ]
+    summaries = [summary for summary, _ in kept]
+    windows_per_page = [windows for _, windows in kept]
+    passages = in_turns(windows_per_page, docs)
+    if len(passages) < docs:
+        raise SystemExit(f"the man pages give only {len(passages)} passages of {tokens} tokens")
+    rows, dense = encoder.encode_windows(passages)
+    first_passages = min(docs, len(windows_per_page))  # document p is page p's first passage
+    targets = torch.arange(0, first_passages, max(1, first_passages // queries))[:queries]
+    query_rows, query_dense = encoder.encode([summaries[i] for i in targets.tolist()], tokens)
+    return LateCorpus(rows, dense, query_rows, query_dense, targets)
 
 
 def realistic_corpus(docs: int, tokens: int = 64, queries: int = 200) -> LateCorpus:
@@ -195,12 +284,16 @@ def realistic_corpus(docs: int, tokens: int = 64, queries: int = 200) -> LateCor
     return LateCorpus(torch.stack(rows).to(torch.float16), dense, query_rows, query_dense, targets)
 
 
-def cached_corpus(docs: int, tokens: int, queries: int, folder: Path) -> LateCorpus:
-    """:func:`realistic_corpus`, read from ``folder`` when it was built before."""
-    path = folder / f"man-{docs}x{tokens}-q{queries}.pt"
+def cached_corpus(
+    docs: int, tokens: int, queries: int, folder: Path, passages: bool = False
+) -> LateCorpus:
+    """:func:`realistic_corpus` (or :func:`realistic_passages`), read from ``folder`` when it was
+    built before."""
+    path = folder / f"man-{'passages-' if passages else ''}{docs}x{tokens}-q{queries}.pt"
     if path.exists():
         return LateCorpus(**torch.load(path))
-    corpus = realistic_corpus(docs, tokens, queries)
+    build = realistic_passages if passages else realistic_corpus
+    corpus = build(docs, tokens, queries)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(corpus.__dict__, path)
     return corpus
@@ -212,10 +305,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "uniembed-man")
+    parser.add_argument(
+        "--passages", action="store_true", help="passages cut from every page, taken in turns"
+    )
     args = parser.parse_args(argv)
-    corpus = cached_corpus(args.docs, args.tokens, args.queries, args.cache)
+    corpus = cached_corpus(args.docs, args.tokens, args.queries, args.cache, args.passages)
     print(
-        f"{corpus.size} pages x {corpus.multivectors.shape[1]} tokens, {len(corpus.queries)} "
+        f"{corpus.size} documents x {corpus.multivectors.shape[1]} tokens, {len(corpus.queries)} "
         "queries",
         file=sys.stderr,
     )

