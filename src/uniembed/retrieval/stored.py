@@ -352,7 +352,9 @@ def read_embeddings(
     """
     pq = _parquet()
     try:
-        reader = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) keeps every column chunk iter_batches has read until the
+        # reader closes: a file's whole size in memory. Without it memory stays a batch's.
+        reader = pq.ParquetFile(path, pre_buffer=False)
     except (OSError, ValueError) as error:
         raise InvalidInput(f"{path}: not a Parquet file ({error})") from None
     names = set(reader.schema_arrow.names)
