@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -280,6 +281,7 @@ def finished(
         "disk_peak_over_codes": peak / codes,
         "disk_after_close_over_codes": after / codes,
         "disk_after_close_bytes": after,
+        "build_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 

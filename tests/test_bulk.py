@@ -210,6 +210,11 @@ def test_vectors_both_come_from_one_forward_with_what_an_index_stores(
         assert_vectors([np.asarray(r["embeddings"], np.float32) for r in got], multi)
     else:  # float16 rows as bytes, `tokens` of them: the exact float16 rounding of the forward
         assert table.schema.field("embeddings").type == pa.large_binary()
+        columns = pq.ParquetFile(output).metadata.row_group(0).to_dict()["columns"]
+        plain = {c["path_in_schema"]: c for c in columns if c["path_in_schema"] == "embeddings"}
+        assert plain["embeddings"]["compression"] == "UNCOMPRESSED"  # vectors: read as they lie
+        assert plain["embeddings"]["statistics"] is None
+        assert not any("DICTIONARY" in e for e in plain["embeddings"]["encodings"])
         assert [r["tokens"] for r in got] == [len(m) for m in multi]
         decoded = [np.frombuffer(r["embeddings"], "<f2").reshape(r["tokens"], -1) for r in got]
         assert_vectors([d.astype(np.float32) for d in decoded],

@@ -275,6 +275,52 @@ def test_binary_encoding_against_a_float64_reference(dim):
 
 
 @pytest.mark.parametrize("dim", DIMS)
+def test_binary_encoding_is_the_definition(dim):
+    """Byte for byte, the compiled pass (SIMD and portable, float32 and float16 rows) is this
+    numpy: signs, the unnormalised butterfly in float32, sign bits, the norms as 16 float32 lanes
+    summed in float64 (divided by sqrt(dim) and dim with the transform), then the factor
+    ``f = l2 / l1`` cast to float16 and the error norm ``sqrt(l2 − 2 f l1 + dim f² + 2 rounding)``
+    cast up to the next float16 (casts from float64 in one step, rounding half to even)."""
+    _, rows, _ = random_case(seed=dim, dim=dim)
+    rows = np.concatenate([rows, np.zeros((1, dim), np.float32), 1e-6 * rows[:3], 1e4 * rows[:3]])
+    codec = make_codec("binary", dim)
+    for as_given in (rows, rows.astype(np.float16)):
+        x = as_given.astype(np.float32) * codec.signs.astype(np.float32)
+        h = 1
+        while codec.hadamard and h < dim:  # x[j], x[j + h] ← x[j] + x[j + h], x[j] − x[j + h]
+            view = x.reshape(len(x), dim // (2 * h), 2, h)
+            a, b = view[:, :, 0, :].copy(), view[:, :, 1, :].copy()
+            view[:, :, 0, :], view[:, :, 1, :] = a + b, a - b
+            h *= 2
+        lanes1 = np.zeros((len(x), 16), np.float32)
+        lanes2 = np.zeros((len(x), 16), np.float32)
+        for k in range(0, dim, 16):
+            width = min(16, dim - k)
+            lanes1[:, :width] += np.abs(x[:, k : k + width])
+            lanes2[:, :width] += x[:, k : k + width] * x[:, k : k + width]
+        l1, l2 = np.zeros(len(x)), np.zeros(len(x))
+        for lane in range(16):
+            l1, l2 = l1 + lanes1[:, lane].astype(np.float64), l2 + lanes2[:, lane]
+        if codec.hadamard:
+            l1, l2 = l1 / np.sqrt(dim), l2 / dim
+        factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
+        f = factor.astype(np.float64)
+        rounding = dim * 2.0**-24 * (l2 + 2 * f * l1)
+        exact = np.sqrt(np.maximum(l2 - 2 * f * l1 + dim * f * f, 0) + 2 * rounding)
+        error = exact.astype(np.float16)
+        low = error.astype(np.float64) < exact
+        error[low] = np.nextafter(error[low], np.float16(np.inf))
+        words = 8 * codec.words
+        expected = np.zeros((len(x), codec.bytes_per_token), np.uint8)
+        expected[:, :words] = np.packbits(np.pad(x > 0, ((0, 0), (0, 8 * words - dim))), axis=1,
+                                          bitorder="little")  # fmt: skip
+        expected[:, words:] = np.stack([factor, error], axis=1).view(np.uint8)
+        codes = codec.encode(as_given)
+        assert (codes == portable_codes(codec, as_given)).all()
+        assert (codes == expected).all()
+
+
+@pytest.mark.parametrize("dim", DIMS)
 def test_int8_encoding_is_the_definition(dim):
     """The compiled pass (SIMD and portable, float32 and float16 rows) writes, byte for byte, the
     definition in numpy: ``s = max|x| / 127`` in float32, ``rint(x / s)`` rounding half to even

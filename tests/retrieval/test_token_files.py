@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from uniembed.core.scores import maxsim
+from uniembed.errors import InvalidInput
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, Point, point_id
 from uniembed.retrieval.stores import create_store, open_store
@@ -80,6 +81,23 @@ def test_replaced_and_deleted_documents_leave_the_scan(tmp_path: Path) -> None:
     reopened = Retriever.open(open_store(tmp_path / "i"))
     assert alive_rows(reopened) == 39 and reopened.tokens.snapshot.size == rows + 1
     reopened.close()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_write_with_a_value_that_is_not_finite_writes_nothing(tmp_path: Path, bad) -> None:
+    """The token files check a write's vectors once for all codecs (each codec trusts that
+    check): a NaN or infinity is refused before the journal, and the files stay as they were."""
+    retriever = build(tmp_path / "i", docs=10)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "i" / "tokens").iterdir() if f.is_file()}
+    for dtype in (torch.float32, torch.float16):
+        vectors = torch.nn.functional.normalize(torch.randn(5, DIM), dim=-1).to(dtype)
+        vectors[3, 7] = bad
+        with pytest.raises(InvalidInput, match="token vectors must be finite"):
+            retriever.write(["doc-new"], [point("doc-new", 1)], [vectors])
+    after = {f.name: f.read_bytes() for f in (tmp_path / "i" / "tokens").iterdir() if f.is_file()}
+    assert after == before and not (tmp_path / "i" / "tokens" / JOURNAL_FILE).exists()
+    assert retriever.store.count() == 10
+    retriever.close()
 
 
 def test_a_filter_limits_the_scan(tmp_path: Path) -> None:

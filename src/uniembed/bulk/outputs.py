@@ -271,7 +271,8 @@ class PartsWriter:
         final = self.folder / f"part-{index:06d}{self.suffix}"
         with atomic_path(final) as tmp:
             if self.fmt == "parquet":
-                _pyarrow()[1].write_table(self._table(rows), tmp)
+                table = self._table(rows)
+                _pyarrow()[1].write_table(table, tmp, **_parquet_options(table.schema))
             else:
                 ids = np.array([r.id for r in rows], dtype=np.str_)
                 with tmp.open("wb") as file:
@@ -316,7 +317,8 @@ class PartsWriter:
     def _merge_parquet(self) -> None:
         pq = _pyarrow()[1]
         schema = self._table([]).schema
-        with atomic_path(self.output) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        options = _parquet_options(schema)
+        with atomic_path(self.output) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
             for part in self._parts():
                 writer.write_table(self._read_part(part)[1].cast(schema))
 
@@ -346,6 +348,20 @@ class PartsWriter:
                 start += len(vectors)
             merged.flush()
             del merged
+
+
+def _parquet_options(schema: Any) -> dict[str, Any]:
+    """Vector columns written plain: float values do not compress, a dictionary never repeats and
+    min/max statistics of vector bytes say nothing, while decoding them costs the reader (plain
+    pages read ~2.5x faster than snappy-compressed, dictionary-tried ones; BENCHMARKS.md,
+    "Corpus scale"). The other columns keep pyarrow's defaults (snappy, dictionary, statistics)."""
+    vectors = {"embedding", "embeddings"}
+    others = [name for name in schema.names if name not in vectors]
+    return {
+        "compression": {name: "none" if name in vectors else "snappy" for name in schema.names},
+        "use_dictionary": others,
+        "write_statistics": others,
+    }
 
 
 def _entry_columns(pa: Any, entries: Sequence[Entry]) -> dict[str, Any]:

@@ -14,8 +14,8 @@
  * latter (the tests compare the two). The GIL is released while a kernel runs, so Python threads
  * split the documents between cores. Rows are scored in tiles of 16 (8 for bits) that may span
  * documents: each tile's lanes are folded into per-document running maxima with lane masks.
- * `binary_encode` is the binary codec's encoding pass (signs, Walsh-Hadamard transform, sign bits
- * and norms, float16 or float32 rows), `int8_encode` the int8 codec's (per-row scale, rounding);
+ * `binary_encode` is the binary codec's encoding pass (signs, Walsh-Hadamard transform, sign bits,
+ * factor and error norm, float16 or float32 rows), `int8_encode` the int8 codec's (per-row scale, rounding);
  * `any_nonfinite` the finiteness check of every edge;
  * `to_half` the float32 -> float16 rounding of core.vectors.to_float16.
  */
@@ -759,19 +759,43 @@ TARGET_BITS static int bits_avx512(const bits_args *a) {
 
 /* The binary codec's encoding pass over (n, dim) float16 or float32 rows: each row times the
    codec's signs, then (hadamard) the unnormalised Walsh-Hadamard transform in place (dim a power of
-   two; the caller divides the norms by sqrt(dim) and dim), then bit k of the result (value > 0) into
-   out[r * stride + k / 8] (little-endian bit order, words of 64 zero-padded) and the row's L1 and
-   squared L2 norms (16 float32 lanes of at most dim/16 terms each, summed in float64; the caller
-   allows for their rounding). uniembed.core.codecs.BinaryCodec finishes the factors. Both paths
-   run the same additions in the same order (the file is built without FMA contraction): equal. */
+   two), then bit k of the result (value > 0) into out[r * stride + k / 8] (little-endian bit order,
+   words of 64 zero-padded), then the row's tail (finish_binary_row) from its L1 and squared L2
+   norms (16 float32 lanes of at most dim/16 terms each, summed in float64). Both paths run the
+   same additions in the same order (the file is built without FMA contraction): equal. */
 typedef struct {
     const void *rows;
     int half, dim, hadamard;
     const float *signs;
     uint8_t *out;
     int64_t stride, first, last;
-    double *l1, *l2;
 } encode_args;
+
+static uint16_t double_to_half(double value);
+static double half_to_double(uint16_t h);
+
+/* RaBitQ's two float16s after the sign bits, from the norms of the unnormalised transform: the
+   factor f = |x|^2 / |x|_1 (0 for a zero row) rounded to nearest, and the error norm
+   ||Px| - f| = sqrt(|x|^2 - 2 f |x|_1 + dim f^2) plus twice the float32 sums' rounding
+   (dim 2^-24 (|x|^2 + 2 f |x|_1)), rounded up (a norm that goes into a bound must not shrink).
+   The operations and their order are numpy's in tests/core/test_codecs.py: byte for byte. */
+static void finish_binary_row(uint8_t *tail, double l1, double l2, int dim, int hadamard) {
+    if (hadamard) { /* the norms of the normalised rotation: H / sqrt(dim) */
+        l1 /= sqrt((double)dim);
+        l2 /= (double)dim;
+    }
+    uint16_t factor = double_to_half(l1 > 0 ? l2 / l1 : 0.0);
+    double f = half_to_double(factor);
+    double rounding = ((double)dim * 0x1p-24) * (l2 + 2 * f * l1);
+    double squared = l2 - 2 * f * l1 + (double)dim * f * f;
+    double error = sqrt((squared > 0 ? squared : 0.0) + 2 * rounding);
+    uint16_t bound = double_to_half(error);
+    if (half_to_double(bound) < error) bound++; /* the next float16 up (error >= 0) */
+    tail[0] = (uint8_t)factor;
+    tail[1] = (uint8_t)(factor >> 8);
+    tail[2] = (uint8_t)bound;
+    tail[3] = (uint8_t)(bound >> 8);
+}
 
 static void sum_lanes(const float *a1, const float *a2, double *s1, double *s2) {
     double t1 = 0.0, t2 = 0.0;
@@ -793,7 +817,7 @@ static void hadamard_in_place(float *x, int dim) {
             }
 }
 
-static void sign_bits_row(const float *x, int dim, uint8_t *code, double *l1, double *l2) {
+static void sign_bits_row(const float *x, int dim, int hadamard, uint8_t *code) {
     int words = (dim + 63) / 64;
     for (int w = 0; w < words; w++) {
         uint64_t word = 0;
@@ -812,7 +836,9 @@ static void sign_bits_row(const float *x, int dim, uint8_t *code, double *l1, do
         a1[lane] += fabsf(x[k]);
         a2[lane] += x[k] * x[k];
     }
-    sum_lanes(a1, a2, l1, l2);
+    double l1, l2;
+    sum_lanes(a1, a2, &l1, &l2);
+    finish_binary_row(code + 8 * words, l1, l2, dim, hadamard);
 }
 
 static int encode_portable(const encode_args *a) {
@@ -832,7 +858,7 @@ static int encode_portable(const encode_args *a) {
             x[k] = value * a->signs[k];
         }
         if (a->hadamard) hadamard_in_place(x, dim);
-        sign_bits_row(x, dim, a->out + r * a->stride, a->l1 + r, a->l2 + r);
+        sign_bits_row(x, dim, a->hadamard, a->out + r * a->stride);
     }
     free(x);
     return 0;
@@ -892,7 +918,9 @@ TARGET_F16 static int encode_avx512(const encode_args *a) {
         }
         _mm512_storeu_ps(a1, s1);
         _mm512_storeu_ps(a2, s2);
-        sum_lanes(a1, a2, a->l1 + r, a->l2 + r);
+        double l1, l2;
+        sum_lanes(a1, a2, &l1, &l2);
+        finish_binary_row(code + (dim + 63) / 64 * 8, l1, l2, dim, a->hadamard);
     }
     free(base);
     return 0;
@@ -1000,6 +1028,37 @@ static uint16_t float_to_half(float value) {
     if (rest > middle || (rest == middle && (half & 1u))) half++; /* may carry up to infinity */
     return (uint16_t)(sign | half);
 }
+
+/* The same rounding from float64 in one step (numpy's float64 -> float16 cast): rounding through
+   float32 first could round twice. */
+static uint16_t double_to_half(double value) {
+    uint64_t x;
+    memcpy(&x, &value, 8);
+    uint16_t sign = (uint16_t)((x >> 48) & 0x8000u);
+    uint64_t mantissa = x & 0xfffffffffffffull;
+    int exponent = (int)((x >> 52) & 0x7ffu);
+    if (exponent == 0x7ff)
+        return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u | (uint16_t)(mantissa >> 42) : 0));
+    int e = exponent - 1023 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+    uint64_t half, rest, middle;
+    if (e <= 0) { /* a subnormal half (or zero): the 53-bit significand shifted down */
+        if (e < -10) return sign;
+        uint64_t significand = mantissa | (1ull << 52);
+        int shift = 43 - e;
+        half = significand >> shift;
+        rest = significand & ((1ull << shift) - 1);
+        middle = 1ull << (shift - 1);
+    } else {
+        half = ((uint64_t)e << 10) | (mantissa >> 42);
+        rest = mantissa & ((1ull << 42) - 1);
+        middle = 1ull << 41;
+    }
+    if (rest > middle || (rest == middle && (half & 1u))) half++; /* may carry up to infinity */
+    return (uint16_t)(sign | half);
+}
+
+static double half_to_double(uint16_t h) { return (double)half_to_float(h); }
 
 static void to_half_portable(const float *in, uint16_t *out, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = float_to_half(in[i]);
@@ -1193,28 +1252,27 @@ static PyObject *py_maxsim_bits(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_binary_encode(PyObject *self, PyObject *args) {
-    /* rows (n, dim) float16 or float32, half, signs (dim,) float32, hadamard, out, stride,
-       l1 (n,) float64, l2 (n,) float64, first, last, portable */
-    Py_buffer b[5] = {{0}};
+    /* rows (n, dim) float16 or float32, half, signs (dim,) float32, hadamard, out, stride, first,
+       last, portable */
+    Py_buffer b[3] = {{0}};
     int half, hadamard, portable;
     Py_ssize_t stride, first, last;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*py*pw*nw*w*nnp", &b[0], &half, &b[1], &hadamard, &b[2],
-                          &stride, &b[3], &b[4], &first, &last, &portable)) {
-        release(b, 5);
+    if (!PyArg_ParseTuple(args, "y*py*pw*nnnp", &b[0], &half, &b[1], &hadamard, &b[2], &stride,
+                          &first, &last, &portable)) {
+        release(b, 3);
         return NULL;
     }
     int dim = (int)(b[1].len / 4);
     Py_ssize_t width = half ? 2 : 4;
     int64_t n = dim > 0 ? (int64_t)(b[0].len / (dim * width)) : 0;
-    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * width || stride < (dim + 63) / 64 * 8 ||
-        b[2].len < (Py_ssize_t)n * stride || b[3].len < n * 8 || b[4].len < n * 8 || first < 0 ||
-        last < first || last > n || (hadamard && (dim & (dim - 1)) != 0)) {
+    if (dim < 1 || b[0].len != (Py_ssize_t)n * dim * width || stride < (dim + 63) / 64 * 8 + 4 ||
+        b[2].len < (Py_ssize_t)n * stride || first < 0 || last < first || last > n ||
+        (hadamard && (dim & (dim - 1)) != 0)) {
         PyErr_SetString(PyExc_ValueError, "bad shapes");
-        return finish(-3, b, 5);
+        return finish(-3, b, 3);
     }
-    encode_args a = {b[0].buf, half, dim, hadamard, b[1].buf, b[2].buf, stride, first, last,
-                     b[3].buf, b[4].buf};
+    encode_args a = {b[0].buf, half, dim, hadamard, b[1].buf, b[2].buf, stride, first, last};
     int status;
     Py_BEGIN_ALLOW_THREADS
 #if UE_X86
@@ -1224,7 +1282,7 @@ static PyObject *py_binary_encode(PyObject *self, PyObject *args) {
 #endif
         status = encode_portable(&a);
     Py_END_ALLOW_THREADS
-    return finish(status, b, 5);
+    return finish(status, b, 3);
 }
 
 static PyObject *py_int8_encode(PyObject *self, PyObject *args) {

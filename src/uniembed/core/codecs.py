@@ -105,11 +105,18 @@ class Codec:
     def bytes_per_token(self) -> int:
         raise NotImplementedError
 
-    def encode(self, vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def encode(
+        self, vectors: np.ndarray, out: np.ndarray | None = None, *, known_finite: bool = False
+    ) -> np.ndarray:
         """(n, dim) float vectors → (n, bytes_per_token) uint8 codes, one row per vector, written
         into ``out`` when given (a buffer reused across writes) and returned (the float16 codec
-        returns contiguous float16 rows as a view of their own memory instead)."""
-        vectors = self._check_vectors(vectors, keep_half=True)
+        returns contiguous float16 rows as a view of their own memory instead). ``known_finite``:
+        the caller has checked that every value is finite (the token files check a write once for
+        all their codecs)."""
+        vectors = self._check_vectors(vectors, keep_half=True, finite=not known_finite)
+        return self._encoded(vectors, out)
+
+    def _encoded(self, vectors: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         out = self._check_out(out, len(vectors))
         if self.encodes_half and vectors.dtype == np.float16:  # no temporaries but the codes
             self._encode(vectors, out)
@@ -201,7 +208,9 @@ class Codec:
         raise NotImplementedError
 
     # -------------------------------------------------------------- checks (the edge)
-    def _check_vectors(self, vectors: Any, keep_half: bool = False) -> np.ndarray:
+    def _check_vectors(
+        self, vectors: Any, keep_half: bool = False, finite: bool = True
+    ) -> np.ndarray:
         """Finite (n, dim) rows, contiguous float32 (float16 kept as it is with ``keep_half``)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
@@ -210,7 +219,7 @@ class Codec:
             raise InvalidInput(f"vectors must be floating point, got {vectors.dtype}")
         half = keep_half and vectors.dtype == np.float16
         vectors = np.ascontiguousarray(vectors, dtype=np.float16 if half else np.float32)
-        if not all_finite(vectors):
+        if finite and not all_finite(vectors):
             raise InvalidInput("vectors must be finite (no NaN or infinity)")
         return vectors
 
@@ -325,11 +334,10 @@ class Float16Codec(Codec):
     def bytes_per_token(self) -> int:
         return 2 * self.dim
 
-    def encode(self, vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        vectors = self._check_vectors(vectors, keep_half=True)
+    def _encoded(self, vectors: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if vectors.dtype == np.float16:  # finite float16 is the code itself: no copy
             return vectors.view(np.uint8)
-        return super().encode(vectors, out)
+        return super()._encoded(vectors, out)
 
     def _encode(self, vectors: np.ndarray, out: np.ndarray) -> None:
         if len(vectors) and np.abs(vectors).max() > np.finfo(np.float16).max:
@@ -541,28 +549,16 @@ class BinaryCodec(_BitCodec):
         return 8 * self.words + 4
 
     def _encode(self, vectors: np.ndarray, out: np.ndarray, portable: bool = False) -> None:
-        n = len(vectors)
-        l1, l2 = np.empty(n), np.empty(n)
-
         def run(first: int, last: int) -> None:
-            # one compiled pass: signs, the unnormalised transform, the sign bits into out, each
-            # row's L1 and squared L2 norms (float64), float16 rows read as they are
+            # one compiled pass: signs, the transform, the sign bits, then f = ‖Px‖² / ‖Px‖₁ and
+            # the error norm ‖|Px| − f‖ (rounded up: it goes into a bound) as two float16s;
+            # float16 rows read as they are
             _kernels().binary_encode(
                 vectors, vectors.dtype == np.float16, self.signs, self.hadamard,
-                out, out.shape[1], l1, l2, first, last, portable,
+                out, out.shape[1], first, last, portable,
             )  # fmt: skip
 
-        _run_rows(run, n)
-        if self.hadamard:  # the norms of the normalised rotation: H / sqrt(dim)
-            l1 /= math.sqrt(self.dim)
-            l2 /= self.dim
-        factor = np.where(l1 > 0, l2 / np.where(l1 > 0, l1, 1), 0).astype(np.float16)
-        # ‖|Px| − f‖² = ‖Px‖² − 2f‖Px‖₁ + dim·f² (a zero value gets sign −1: |0 + f| = f),
-        # nudged up by the float32 sums' rounding (a norm that goes into a bound must not shrink)
-        f = factor.astype(np.float64)
-        rounding = self.dim * _FLOAT32_EPS * (l2 + 2 * f * l1)
-        error = np.sqrt(np.maximum(l2 - 2 * f * l1 + self.dim * f * f, 0) + 2 * rounding)
-        out[:, 8 * self.words :] = np.stack([factor, _f16_up(error)], axis=1).view(np.uint8)
+        _run_rows(run, len(vectors))
 
     def _parts(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tail = np.ascontiguousarray(codes[:, 8 * self.words :]).view(np.float16)

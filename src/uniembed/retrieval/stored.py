@@ -463,8 +463,10 @@ def _counts(tokens: Any, path: Path, first_row: int) -> np.ndarray | None:
 def _half_rows(
     column: Any, tokens: np.ndarray | None, path: Path, first_row: int, dim: int | None
 ) -> list[np.ndarray]:
-    """A binary column of float16 rows (row-major, little-endian) → (tokens, dim) views; ``dim``
-    is the index's, or the file's own from its ``tokens`` column (each row's count)."""
+    """A binary column of float16 rows (row-major, little-endian) → (tokens, dim) arrays, views of
+    one writable copy of the batch's values (made here, on the reading thread: Arrow's buffers
+    are read-only, which the writer would otherwise copy page by page); ``dim`` is the index's, or
+    the file's own from its ``tokens`` column (each row's count)."""
     offsets, data = column.buffers()[1:]
     wide = _pyarrow().types.is_large_binary(column.type)
     ends = np.frombuffer(offsets, np.int64 if wide else np.int32)[column.offset :][
@@ -488,7 +490,7 @@ def _half_rows(
         )
     values = np.frombuffer(data, dtype="<f2")[ends[0] // 2 : ends[-1] // 2]
     _check_half(values, path, first_row)
-    rows = values.reshape(-1, dim)
+    rows = values.reshape(-1, dim).copy()
     return np.split(rows, np.cumsum(sizes // (2 * dim))[:-1])
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uniembed.core.checks import all_finite
 from uniembed.core.codecs import CODECS, Codec, make_codec, read_codec, save_codec
 from uniembed.core.files import write_text
 from uniembed.errors import InvalidInput, UniembedError
@@ -214,7 +215,7 @@ class TokenFiles:
         out = self._code_buffers[name].array(
             len(vectors), codec.bytes_per_token, np.dtype(np.uint8)
         )
-        return codec.encode(vectors, out=out)
+        return codec.encode(vectors, out=out, known_finite=True)  # _check checked them
 
     def _check(
         self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
@@ -235,6 +236,8 @@ class TokenFiles:
         if dtype not in (np.float16, np.float32):
             dtype = np.dtype(np.float32)
         vectors = self._staging.gather(arrays, dtype)
+        if not all_finite(vectors):  # once for every codec
+            raise InvalidInput("token vectors must be finite (no NaN or infinity)")
         self._train(vectors)
         return vectors, counts
 
