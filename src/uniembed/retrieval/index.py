@@ -336,7 +336,7 @@ class Index:
         Written a batch of whole documents at a time, each of at most ``batch_items`` entries
         (default: up to 131,072 token vectors, ``stored.WRITE_TOKENS``, or 4,096 entries).
         """
-        from uniembed.retrieval.stored import document_batches, stored_entries
+        from uniembed.retrieval.stored import stored_entries
 
         entries = stored_entries(
             ids,
@@ -351,6 +351,17 @@ class Index:
             kinds=kinds,
             thumbnails=thumbnails if self.settings.thumbnails else None,
         )
+        return self._write_entries(entries, batch_items, on_written)
+
+    def _write_entries(
+        self,
+        entries: list[StoredEntry],
+        batch_items: int | None,
+        on_written: Callable[[int], None] | None,
+    ) -> list[str]:
+        """Write checked entries a batch of whole documents at a time (see :meth:`add_vectors`)."""
+        from uniembed.retrieval.stored import document_batches
+
         written: list[str] = []
         items = None if batch_items is None else check_int("batch_items", batch_items)
         for batch in document_batches(entries, items):
@@ -383,7 +394,7 @@ class Index:
         documents added. A file that records its model and task (``uniembed embed`` does) must
         match the index's model and document task."""
         from uniembed.core.iteration import read_ahead
-        from uniembed.retrieval.stored import embeddings_manifest, read_embeddings
+        from uniembed.retrieval.stored import embeddings_manifest, read_embeddings, stored_entries
 
         self._check_embeddings_manifest(path, embeddings_manifest(path))
         added = 0
@@ -391,17 +402,18 @@ class Index:
         batches = read_embeddings(path, with_multivectors=dim is not None, multivector_dim=dim)
         for batch in read_ahead(batches):
             try:
-                ids = self.add_vectors(
+                entries = stored_entries(
                     batch.ids,
                     batch.embeddings,
                     batch.multivectors,
+                    dimensions=self.settings.dimensions,
+                    multivector_dim=dim,
+                    multivectors_finite=True,  # read_embeddings checked every value
                     **batch.options(),
-                    batch_items=batch_items,
-                    on_written=on_written,
                 )
+                added += len(self._write_entries(entries, batch_items, on_written))
             except InvalidInput as error:  # name the file; the entry is counted within its batch
                 raise type(error)(f"{path}: {error.message}") from None
-            added += len(ids)
         return added
 
     def _check_embeddings_manifest(self, path: Path, manifest: Mapping[str, Any]) -> None:

@@ -85,17 +85,19 @@ def stored_entries(
     texts: Sequence[str | None] | None = None,
     kinds: Sequence[str | None] | None = None,
     thumbnails: Sequence[str | None] | None = None,
+    multivectors_finite: bool = False,
 ) -> list[StoredEntry]:
     """Check every argument of :meth:`Index.add_vectors` and build the entries (see there).
 
     Single vectors wider than ``dimensions`` are cut and re-normalised (Matryoshka, as ``encode``
-    with ``dimensions`` does); narrower ones are refused.
+    with ``dimensions`` does); narrower ones are refused. ``multivectors_finite``: their values
+    were checked where they were read (:func:`read_embeddings`), so they are not read again.
     """
     if isinstance(ids, str) or not isinstance(ids, Sequence):
         raise InvalidInput("ids must be a list of document ids, one per entry")
     count = len(ids)
     dense = _dense(embeddings, count, dimensions)
-    multi = _multivectors(multivectors, count, multivector_dim)
+    multi = _multivectors(multivectors, count, multivector_dim, not multivectors_finite)
     extras = {
         "metadata": metadata,
         "pages": pages,
@@ -162,7 +164,7 @@ def _dense(embeddings: Any, count: int, dimensions: int) -> torch.Tensor:
 
 
 def _multivectors(
-    multivectors: Sequence[Any] | None, count: int, dim: int | None
+    multivectors: Sequence[Any] | None, count: int, dim: int | None, check_finite: bool = True
 ) -> list[torch.Tensor] | None:
     if dim is None:
         if multivectors is not None:
@@ -183,7 +185,8 @@ def _multivectors(
                 f"entry {n}: a multi-vector must be (tokens ≥ 1, {dim}), got shape "
                 f"{tuple(rows.shape)}"
             )
-        _check_finite(rows, f"entry {n}: the multi-vector")
+        if check_finite:
+            _check_finite(rows, f"entry {n}: the multi-vector")
         checked.append(rows)
     return checked
 
