@@ -124,6 +124,15 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class _StoreWrite:
+    """One store write of stored embeddings: whole documents, their points and stored rows."""
+
+    doc_ids: list[str]
+    points: list[Point]
+    multivectors: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result: the entry (a text, an image or a page of a PDF) and its score — cosine for
     ``dense``, the MaxSim sum for the late-interaction modes."""
@@ -351,27 +360,33 @@ class Index:
             kinds=kinds,
             thumbnails=thumbnails if self.settings.thumbnails else None,
         )
-        return self._write_entries(entries, batch_items, on_written)
+        return self._write_stored(self._store_writes(entries, batch_items), on_written)
 
-    def _write_entries(
-        self,
-        entries: list[StoredEntry],
-        batch_items: int | None,
-        on_written: Callable[[int], None] | None,
-    ) -> list[str]:
-        """Write checked entries a batch of whole documents at a time (see :meth:`add_vectors`)."""
+    def _store_writes(
+        self, entries: list[StoredEntry], batch_items: int | None
+    ) -> Iterator[_StoreWrite]:
+        """Checked entries as store writes of whole documents (see :meth:`add_vectors`)."""
         from uniembed.retrieval.stored import document_batches
 
-        written: list[str] = []
         items = None if batch_items is None else check_int("batch_items", batch_items)
         for batch in document_batches(entries, items):
             built = [self._entry_point(entry) for entry in batch]
-            doc_ids = list(dict.fromkeys(entry.doc_id for entry in batch))
-            stored = [rows for _, rows in built if rows is not None]
-            self.retriever.write(doc_ids, [point for point, _ in built], stored)
-            written.extend(doc_ids)
+            yield _StoreWrite(
+                list(dict.fromkeys(entry.doc_id for entry in batch)),
+                [point for point, _ in built],
+                [rows for _, rows in built if rows is not None],
+            )
+
+    def _write_stored(
+        self, batches: Iterable[_StoreWrite], on_written: Callable[[int], None] | None
+    ) -> list[str]:
+        """Write each batch (one store write each); the document ids written."""
+        written: list[str] = []
+        for batch in batches:
+            self.retriever.write(batch.doc_ids, batch.points, batch.multivectors)
+            written.extend(batch.doc_ids)
             if on_written is not None:
-                on_written(len(doc_ids))
+                on_written(len(batch.doc_ids))
         return written
 
     def update(self, doc_id: str, value: Any, metadata: Mapping[str, Any] | None = None) -> None:
@@ -392,16 +407,17 @@ class Index:
         """Add every entry of a Parquet file of ``uniembed embed --vectors both``, a store operation
         per batch of whole documents (see :meth:`add_vectors`); returns the
         documents added. A file that records its model and task (``uniembed embed`` does) must
-        match the index's model and document task."""
+        match the index's model and document task. The next batch is read, checked and built on a
+        thread while the last one is written."""
         from uniembed.core.iteration import read_ahead
         from uniembed.retrieval.stored import embeddings_manifest, read_embeddings, stored_entries
 
         self._check_embeddings_manifest(path, embeddings_manifest(path))
-        added = 0
         dim = self.settings.multivector_dim
-        batches = read_embeddings(path, with_multivectors=dim is not None, multivector_dim=dim)
-        for batch in read_ahead(batches):
-            try:
+
+        def built_batches() -> Iterator[_StoreWrite]:  # on the read-ahead thread
+            for batch in read_embeddings(path, with_multivectors=dim is not None,
+                                         multivector_dim=dim):  # fmt: skip
                 entries = stored_entries(
                     batch.ids,
                     batch.embeddings,
@@ -411,10 +427,12 @@ class Index:
                     multivectors_finite=True,  # read_embeddings checked every value
                     **batch.options(),
                 )
-                added += len(self._write_entries(entries, batch_items, on_written))
-            except InvalidInput as error:  # name the file; the entry is counted within its batch
-                raise type(error)(f"{path}: {error.message}") from None
-        return added
+                yield from self._store_writes(entries, batch_items)
+
+        try:
+            return len(self._write_stored(read_ahead(built_batches()), on_written))
+        except InvalidInput as error:  # name the file; the entry is counted within its batch
+            raise type(error)(f"{path}: {error.message}") from None
 
     def _check_embeddings_manifest(self, path: Path, manifest: Mapping[str, Any]) -> None:
         """Refuse embeddings made with another model or another task than the index's documents."""
