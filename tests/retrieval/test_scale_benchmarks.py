@@ -1,4 +1,5 @@
-"""benchmarks/ingest_vectors.py and benchmarks/maxsim_kernel.py run end to end at --quick sizes."""
+"""benchmarks/ingest_vectors.py, maxsim_kernel.py, scale.py and parquet_read.py run end to end at
+small sizes."""
 
 from __future__ import annotations
 
@@ -71,3 +72,10 @@ def test_a_quick_scale_run_through_a_parquet_file(tmp_path: Path) -> None:
     modes = {row["mode"]: row for row in results["modes"]}
     assert modes["multivector"]["overlap@10"] >= 0.9  # an int8 scan: within its bound of exact
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_small_parquet_read_run_reads_every_page_each_way() -> None:
+    results = load_benchmark("parquet_read").main(
+        ["--pages", "328", "--tokens", "16", "--rounds", "1"]
+    )
+    assert len(results) == 5 and all(row["pages_per_s"] > 0 for row in results.values())

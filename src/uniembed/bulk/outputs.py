@@ -272,7 +272,7 @@ class PartsWriter:
         with atomic_path(final) as tmp:
             if self.fmt == "parquet":
                 table = self._table(rows)
-                _pyarrow()[1].write_table(table, tmp, **_parquet_options(table.schema))
+                _pyarrow()[1].write_table(table, tmp, **parquet_options(table.schema.names))
             else:
                 ids = np.array([r.id for r in rows], dtype=np.str_)
                 with tmp.open("wb") as file:
@@ -317,7 +317,7 @@ class PartsWriter:
     def _merge_parquet(self) -> None:
         pq = _pyarrow()[1]
         schema = self._table([]).schema
-        options = _parquet_options(schema)
+        options = parquet_options(schema.names)
         with atomic_path(self.output) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
             for part in self._parts():
                 writer.write_table(self._read_part(part)[1].cast(schema))
@@ -350,15 +350,15 @@ class PartsWriter:
             del merged
 
 
-def _parquet_options(schema: Any) -> dict[str, Any]:
+def parquet_options(names: Sequence[str]) -> dict[str, Any]:
     """Vector columns written plain: float values do not compress, a dictionary never repeats and
     min/max statistics of vector bytes say nothing, while decoding them costs the reader (plain
-    pages read ~2.5x faster than snappy-compressed, dictionary-tried ones; BENCHMARKS.md,
+    pages read 1.7-2.5x faster than snappy-compressed, dictionary-tried ones; BENCHMARKS.md,
     "Corpus scale"). The other columns keep pyarrow's defaults (snappy, dictionary, statistics)."""
     vectors = {"embedding", "embeddings"}
-    others = [name for name in schema.names if name not in vectors]
+    others = [name for name in names if name not in vectors]
     return {
-        "compression": {name: "none" if name in vectors else "snappy" for name in schema.names},
+        "compression": {name: "none" if name in vectors else "snappy" for name in names},
         "use_dictionary": others,
         "write_statistics": others,
     }
