@@ -68,17 +68,22 @@ def timed_read(batches: Callable[[], Iterable], count: Callable[[object], int]) 
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    import pyarrow.parquet as pq
-
-    from uniembed.bulk.outputs import parquet_options
-    from uniembed.retrieval.stored import read_embeddings
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=1640)
     parser.add_argument("--tokens", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    folder = Path(tempfile.mkdtemp(prefix="parquet-read-"))
+    with tempfile.TemporaryDirectory(prefix="parquet-read-") as temporary:
+        return measure(Path(temporary), args)
+
+
+def measure(folder: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Write both files into ``folder``, read them every way, print and return the figures."""
+    import pyarrow.parquet as pq
+
+    from uniembed.bulk.outputs import parquet_options
+    from uniembed.retrieval.stored import read_embeddings
+
     files = {"pyarrow defaults": folder / "defaults.parquet", "plain vectors": folder / "p.parquet"}
     columns = ["id", "embedding", "tokens", "embeddings"]
     write(files["pyarrow defaults"], args.pages, args.tokens, {})

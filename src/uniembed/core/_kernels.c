@@ -1002,35 +1002,10 @@ TARGET_F16 static int i8_encode_avx512(const i8_encode_args *a) {
 
 /* ------------------------------------------------------------------ float32 -> float16 */
 
-/* IEEE round to nearest even, as numpy's cast and F16C's vcvtps2ph: overflow to infinity,
-   subnormal halves kept, NaN quieted (its top payload bits kept). */
-static uint16_t float_to_half(float value) {
-    uint32_t x;
-    memcpy(&x, &value, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, mantissa = x & 0x7fffffu;
-    int exponent = (int)((x >> 23) & 0xffu);
-    if (exponent == 0xff) return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u | mantissa >> 13 : 0));
-    int e = exponent - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-    uint32_t half, rest, middle;
-    if (e <= 0) { /* a subnormal half (or zero): the 24-bit significand shifted down */
-        if (e < -10) return (uint16_t)sign;
-        uint32_t significand = mantissa | 0x800000u;
-        int shift = 14 - e;
-        half = significand >> shift;
-        rest = significand & ((1u << shift) - 1);
-        middle = 1u << (shift - 1);
-    } else {
-        half = ((uint32_t)e << 10) | (mantissa >> 13);
-        rest = mantissa & 0x1fffu;
-        middle = 0x1000u;
-    }
-    if (rest > middle || (rest == middle && (half & 1u))) half++; /* may carry up to infinity */
-    return (uint16_t)(sign | half);
-}
-
-/* The same rounding from float64 in one step (numpy's float64 -> float16 cast): rounding through
-   float32 first could round twice. */
+/* IEEE round to nearest even from float64 in one step, as numpy's casts and F16C's vcvtps2ph:
+   overflow to infinity, subnormal halves kept, NaN quieted (its top payload bits kept). A float32
+   goes through it exactly (float32 -> float64 is exact); a float64 rounded through float32 first
+   could round twice. */
 static uint16_t double_to_half(double value) {
     uint64_t x;
     memcpy(&x, &value, 8);
@@ -1061,7 +1036,7 @@ static uint16_t double_to_half(double value) {
 static double half_to_double(uint16_t h) { return (double)half_to_float(h); }
 
 static void to_half_portable(const float *in, uint16_t *out, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = float_to_half(in[i]);
+    for (int64_t i = 0; i < n; i++) out[i] = double_to_half((double)in[i]);
 }
 
 #if UE_X86

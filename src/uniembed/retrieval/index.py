@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from uniembed.core.checks import check_int
+from uniembed.core.iteration import read_ahead
 from uniembed.core.token_pooling import pool_by_labels, pool_to_fit
 from uniembed.core.vectors import finalize_vectors, to_float16
 from uniembed.errors import InvalidInput
@@ -52,7 +53,13 @@ from uniembed.retrieval.store import (
     max_rows_for,
     point_id,
 )
-from uniembed.retrieval.stored import StoredEntry
+from uniembed.retrieval.stored import (
+    StoredEntry,
+    document_batches,
+    embeddings_manifest,
+    read_embeddings,
+    stored_entries,
+)
 from uniembed.retrieval.stores import create_store, open_store, store_exists
 from uniembed.retrieval.token_files import check_codecs
 
@@ -345,8 +352,6 @@ class Index:
         Written a batch of whole documents at a time, each of at most ``batch_items`` entries
         (default: up to 131,072 token vectors, ``stored.WRITE_TOKENS``, or 4,096 entries).
         """
-        from uniembed.retrieval.stored import stored_entries
-
         entries = stored_entries(
             ids,
             embeddings,
@@ -366,8 +371,6 @@ class Index:
         self, entries: list[StoredEntry], batch_items: int | None
     ) -> Iterator[_StoreWrite]:
         """Checked entries as store writes of whole documents (see :meth:`add_vectors`)."""
-        from uniembed.retrieval.stored import document_batches
-
         items = None if batch_items is None else check_int("batch_items", batch_items)
         for batch in document_batches(entries, items):
             built = [self._entry_point(entry) for entry in batch]
@@ -409,9 +412,6 @@ class Index:
         documents added. A file that records its model and task (``uniembed embed`` does) must
         match the index's model and document task. The next batch is read, checked and built on a
         thread while the last one is written."""
-        from uniembed.core.iteration import read_ahead
-        from uniembed.retrieval.stored import embeddings_manifest, read_embeddings, stored_entries
-
         self._check_embeddings_manifest(path, embeddings_manifest(path))
         dim = self.settings.multivector_dim
 
