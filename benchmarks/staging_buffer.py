@@ -25,7 +25,7 @@ import torch
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, Point, point_id
 from uniembed.retrieval.stores import create_store
-from uniembed.retrieval.token_files import StagingBuffer
+from uniembed.retrieval.token_files import BufferPool, StagingBuffer, WriteBuffers
 
 
 class FreshArrays(StagingBuffer):
@@ -33,6 +33,16 @@ class FreshArrays(StagingBuffer):
 
     def gather(self, arrays: Sequence[np.ndarray], dtype: np.dtype) -> np.ndarray:
         return np.concatenate(arrays).astype(dtype, copy=False)
+
+
+class FreshArraysPool(BufferPool):
+    """Write buffers that gather each write's vectors into a new array (the pages here are
+    separate arrays, so every write gathers)."""
+
+    def take(self) -> WriteBuffers:
+        buffers = super().take()
+        buffers.vectors = FreshArrays()
+        return buffers
 
 
 def main() -> None:
@@ -50,12 +60,12 @@ def main() -> None:
     dense = rng.standard_normal((args.pages, 128)).astype(np.float32)
     work = Path(tempfile.mkdtemp(dir=args.workdir))
     layout = Layout.build(128, 128, {}, codecs=("float16", "binary"))
-    paths = {"fresh array (before)": FreshArrays(), "staging buffer (now)": None}
+    paths = {"fresh array (before)": FreshArraysPool, "staging buffer (now)": None}
     retrievers = {}
-    for n, (name, staging) in enumerate(paths.items()):
+    for n, (name, pool) in enumerate(paths.items()):
         retrievers[name] = Retriever.open(create_store(work / f"index-{n}", layout, {}))
-        if staging is not None:
-            retrievers[name].tokens._staging = staging
+        if pool is not None:
+            retrievers[name].tokens._buffers = pool(retrievers[name].tokens.names)
     seconds: dict[str, list[float]] = {name: [] for name in retrievers}
     try:
         for block in range(args.blocks):

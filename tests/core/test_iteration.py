@@ -53,6 +53,29 @@ def test_closing_read_ahead_stops_the_producer() -> None:
     assert len(made) == count <= 4  # the one taken, two queued, one being offered
 
 
+def test_closing_a_read_ahead_of_a_read_ahead_stops_both_producers() -> None:
+    """A pipeline of two stages (the index's reading and encoding threads) leaves no producer
+    running once its consumer stops early."""
+    made = []
+
+    def produce():
+        for n in range(1000):
+            made.append(n)
+            yield n
+
+    def producers() -> int:
+        return sum(t.name == "uniembed-read-ahead" for t in threading.enumerate())
+
+    before = producers()
+    ahead = read_ahead(n * 2 for n in read_ahead(produce()))
+    assert next(ahead) == 0
+    ahead.close()
+    assert producers() == before  # the outer producer closed the inner stage, which joined its own
+    count = len(made)
+    time.sleep(0.1)
+    assert len(made) == count
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("size", [7, 1 << 20])  # below and above the size that releases the GIL
 def test_all_finite_finds_every_nan_and_infinity(dtype, size) -> None:

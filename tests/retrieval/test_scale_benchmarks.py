@@ -1,5 +1,5 @@
-"""benchmarks/ingest_vectors.py, maxsim_kernel.py, scale.py and parquet_read.py run end to end at
-small sizes."""
+"""benchmarks/ingest_vectors.py, maxsim_kernel.py, scale.py, parquet_read.py and
+ingest_pipeline.py run end to end at small sizes."""
 
 from __future__ import annotations
 
@@ -79,3 +79,11 @@ def test_a_small_parquet_read_run_reads_every_page_each_way() -> None:
         ["--pages", "328", "--tokens", "16", "--rounds", "1"]
     )
     assert len(results) == 5 and all(row["pages_per_s"] > 0 for row in results.values())
+
+
+def test_a_small_ingest_pipeline_run_writes_every_page_every_way() -> None:
+    """400 pages of 800 vectors: three writes, so the pipeline sends codes ahead (the run asserts
+    that each index holds every page)."""
+    rates = load_benchmark("ingest_pipeline").main(["--pages", "400", "--rounds", "1"])
+    assert [len(r) for r in rates.values()] == [1, 1, 1]
+    assert all(r[0] > 0 for r in rates.values())

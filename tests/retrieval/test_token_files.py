@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from uniembed.errors import InvalidInput
 from uniembed.retrieval.retriever import Retriever
 from uniembed.retrieval.store import Layout, Point, point_id
 from uniembed.retrieval.stores import create_store, open_store
-from uniembed.retrieval.token_files import JOURNAL_FILE, StagingBuffer, TokenFiles
+from uniembed.retrieval.token_files import JOURNAL_FILE, MAX_RUNS, StagingBuffer, TokenFiles
 from uniembed.testing.corpus import synthetic_corpus
 
 DIM = 128
@@ -169,11 +170,14 @@ points = [
     for d in ("doc-1", "new")
 ]
 unit = torch.ones(5, 128) / 128**0.5
-retriever.write(["doc-1", "new"], points, [unit[:3], unit[:2]])
+write = retriever.prepare(["doc-1", "new"], points, [unit[:3], unit[:2]])
+later = Point(point_id("later", None), dense, None, {"id": "later", "kind": "text", "metadata": {}})
+then = retriever.prepare(["later"], [later], [unit[:4]]) if where == "after-ahead" else None
+retriever.write_prepared(write, then=then)  # then: its codes go to disk during the upsert
 """
 
 
-@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("where", ["before", "after", "after-ahead"])
 def test_a_writer_killed_around_the_store_write_is_settled_on_open(
     tmp_path: Path, where: str
 ) -> None:
@@ -199,6 +203,10 @@ def test_a_writer_killed_around_the_store_write_is_settled_on_open(
         assert ids.count("doc-1") == 1 and "new" in ids and alive_rows(reopened) == 41
         assert ids[:2] in (["doc-1", "new"], ["new", "doc-1"])
     assert alive_rows(reopened) == reopened.store.count()
+    end = int(reopened.tokens.snapshot.offsets[-1])  # no code of "later" is left past the end
+    for name in reopened.tokens.names:
+        width = reopened.tokens.codec(name).bytes_per_token
+        assert os.path.getsize(tmp_path / "i" / "tokens" / f"{name}.codes") == end * width
     reopened.close()
 
 
@@ -361,3 +369,111 @@ def test_writes_through_the_reused_buffer_keep_every_entry(
         expected = np.concatenate([codec.encode(vectors) for vectors in given])
         assert (retriever.tokens.snapshot.codes[name] == expected).all()
     retriever.close()
+
+
+def _pieces(rng: np.random.Generator, sizes: list[int], dtype=np.float16) -> list[np.ndarray]:
+    """Views of one array, one after another in memory (the rows of one Parquet batch)."""
+    whole = rng.standard_normal((sum(sizes), DIM)).astype(dtype)
+    return np.split(whole, np.cumsum(sizes)[:-1])
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["one run", "three runs", "more runs than MAX_RUNS", "copies", "mixed dtypes"],
+)
+def test_encoding_where_the_rows_lie_equals_encoding_them_gathered(tmp_path: Path, layout) -> None:
+    """Rows adjacent in memory are encoded where they lie, a run at a time; any other layout is
+    gathered first: every codec's codes are those of the concatenated vectors either way."""
+    rng = np.random.default_rng(7)
+    sources = {
+        "one run": lambda: _pieces(rng, [5, 9, 1, 30]),
+        "three runs": lambda: [*_pieces(rng, [4, 6]), *_pieces(rng, [3]), *_pieces(rng, [8, 2])],
+        "more runs than MAX_RUNS": lambda: [
+            p for _ in range(MAX_RUNS + 1) for p in _pieces(rng, [2, 3])
+        ],
+        "copies": lambda: [p.copy() for p in _pieces(rng, [5, 9, 1])],
+        "mixed dtypes": lambda: [*_pieces(rng, [4, 6]), *_pieces(rng, [3], np.float32)],
+    }[layout]()
+    files = TokenFiles.create(tmp_path / "tokens", DIM, ["float16", "int8", "binary"])
+    encoded = files.encode([str(uuid.uuid4()) for _ in sources], sources)
+    together = np.concatenate(sources)  # float32 where any source is
+    for name in files.names:
+        expected = files.codec(name).encode(together)
+        np.testing.assert_array_equal(encoded.codes[name], expected)
+    if layout == "one run":  # float16 codes are the rows themselves: nothing was copied
+        assert np.shares_memory(encoded.codes["float16"], sources[0].base)
+    files.close()
+
+
+def _entry_codes(files: TokenFiles, name: str) -> list[np.ndarray]:
+    snapshot = files.snapshot
+    return [
+        np.asarray(snapshot.codes[name][snapshot.offsets[r] : snapshot.offsets[r + 1]])
+        for r in range(snapshot.size)
+    ]
+
+
+def test_codes_written_ahead_are_used_in_place_or_written_again(tmp_path: Path) -> None:
+    """``begin(a, then=b)`` sends b's codes to disk past a's while the store is written; b's own
+    write uses them, and a write that comes between (c) takes that place, so b writes again."""
+    rng = np.random.default_rng(3)
+    files = TokenFiles.create(tmp_path / "tokens", DIM, ["int8", "binary"])
+    batches = {
+        key: _pieces(rng, sizes) for key, sizes in {"a": [5, 7], "b": [4], "c": [9, 2]}.items()
+    }
+    encoded = {
+        key: files.encode([str(uuid.uuid4()) for _ in vectors], vectors)
+        for key, vectors in batches.items()
+    }
+    expected = {
+        name: [files.codec(name).encode(v) for key in "acb" for v in batches[key]]
+        for name in files.names
+    }
+    files.commit(files.begin(encoded["a"], [], then=encoded["b"]))
+    files.commit(files.begin(encoded["c"], []))  # not the write announced: b's codes overwritten
+    files.commit(files.begin(encoded["b"], []))
+    for name in files.names:
+        for got, want in zip(_entry_codes(files, name), expected[name], strict=True):
+            np.testing.assert_array_equal(got, want)
+    files.close()
+
+
+def test_codes_written_ahead_of_a_write_that_never_came_are_cut_on_open(tmp_path: Path) -> None:
+    """A process that dies after ``begin(a, then=b)`` left b's codes past the last entry (and no
+    entry of b): the next open cuts them, and a's entries read back as written."""
+    rng = np.random.default_rng(4)
+    files = TokenFiles.create(tmp_path / "tokens", DIM, ["int8"])
+    a, b = _pieces(rng, [6, 3]), _pieces(rng, [10])
+    encoded_a = files.encode([str(uuid.uuid4()) for _ in a], a)
+    encoded_b = files.encode([str(uuid.uuid4())], b)
+    files.commit(files.begin(encoded_a, [], then=encoded_b))
+    files.close()  # waits for b's codes to be on disk
+    width = files.codec("int8").bytes_per_token
+    assert os.path.getsize(tmp_path / "tokens" / "int8.codes") == 19 * width
+    reopened = TokenFiles.open(tmp_path / "tokens", lookup=None)
+    assert os.path.getsize(tmp_path / "tokens" / "int8.codes") == 9 * width
+    assert reopened.snapshot.size == 2
+    for got, vectors in zip(_entry_codes(reopened, "int8"), a, strict=True):
+        np.testing.assert_array_equal(got, reopened.codec("int8").encode(vectors))
+    reopened.close()
+
+
+def test_a_write_undone_after_sending_the_next_ones_codes_ahead_moves_them(tmp_path: Path) -> None:
+    """a's store write fails after b's codes went ahead past a's: a is settled away, so b lands
+    where a was, and its codes are written there, not read from where they went ahead."""
+    rng = np.random.default_rng(5)
+    files = TokenFiles.create(tmp_path / "tokens", DIM, ["int8", "binary"])
+    first = _pieces(rng, [3])
+    files.commit(files.begin(files.encode([str(uuid.uuid4())], first), []))
+    a, b = _pieces(rng, [4, 5]), _pieces(rng, [6, 2])
+    encoded_a = files.encode([str(uuid.uuid4()) for _ in a], a)
+    encoded_b = files.encode([str(uuid.uuid4()) for _ in b], b)
+    files.begin(encoded_a, [], then=encoded_b)
+    files.settle(lambda points: {})  # the store holds none of a's points: a is undone
+    assert files.snapshot.size == 1
+    files.commit(files.begin(encoded_b, []))
+    for name in files.names:
+        expected = [files.codec(name).encode(v) for v in [*first, *b]]
+        for got, want in zip(_entry_codes(files, name), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    files.close()

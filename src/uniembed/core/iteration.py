@@ -57,6 +57,10 @@ def read_ahead(values: Iterable[T], depth: int = 1) -> Iterator[T]:
         except BaseException as error:  # noqa: BLE001 (raised in the consumer)
             offer((_END, error))
             return
+        finally:  # a generator (another read_ahead: its producer) stops now, not when collected
+            close = getattr(values, "close", None)
+            if close is not None:
+                close()
         offer((_END, None))
 
     producer = threading.Thread(target=produce, name="uniembed-read-ahead", daemon=True)

@@ -383,13 +383,25 @@ class Index:
     def _write_stored(
         self, batches: Iterable[_StoreWrite], on_written: Callable[[int], None] | None
     ) -> list[str]:
-        """Write each batch (one store write each); the document ids written."""
+        """Write each batch (one store write each; the next one prepared on a thread while the
+        last one is written, its codes sent to disk during the last one's store write); the
+        document ids written."""
+        retriever = self.retriever
+        prepared = read_ahead(
+            retriever.prepare(b.doc_ids, b.points, b.multivectors) for b in batches
+        )
         written: list[str] = []
-        for batch in batches:
-            self.retriever.write(batch.doc_ids, batch.points, batch.multivectors)
-            written.extend(batch.doc_ids)
-            if on_written is not None:
-                on_written(len(batch.doc_ids))
+        try:
+            batch = next(prepared, None)
+            while batch is not None:
+                following = next(prepared, None)  # its codes go to disk beside batch's store write
+                retriever.write_prepared(batch, then=following)
+                written.extend(batch.doc_ids)
+                if on_written is not None:
+                    on_written(len(batch.doc_ids))
+                batch = following
+        finally:
+            prepared.close()
         return written
 
     def update(self, doc_id: str, value: Any, metadata: Mapping[str, Any] | None = None) -> None:

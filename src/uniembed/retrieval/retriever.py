@@ -12,7 +12,10 @@ that the store-level tests and benchmarks drive with synthetic vectors.
 * ``binary`` — Hamming MaxSim over sign bits picks ``candidates``, float MaxSim reranks them.
 
 Writes go through :meth:`Retriever.write` / :meth:`Retriever.delete`, which keep the token files (or
-the in-memory copies) in step with the store; each batch is one store operation. Qdrant makes an
+the in-memory copies) in step with the store; each batch is one store operation. A write is
+prepared (:meth:`Retriever.prepare`: MUVERA encodings, token codes; no turn needed), then written
+(:meth:`Retriever.write_prepared`), so that a writer of many batches prepares the next on another
+thread and sends its codes to disk while the last one's store operation runs. Qdrant makes an
 operation atomic for a crash (one write-ahead-log record) and the token files journal around it
 (:mod:`~uniembed.retrieval.token_files`), but neither is atomic for readers running at the same
 time: a readers-writer lock keeps searches out of the short write, so every search sees each
@@ -46,11 +49,21 @@ from uniembed.retrieval.store import (
     rerank_search,
     two_stage_search,
 )
-from uniembed.retrieval.token_files import TokenFiles
+from uniembed.retrieval.token_files import Encoded, TokenFiles
 
 MODES = ("dense", "multivector", "two-stage", "muvera", "binary")
 ROW = "row"  # payload field: the entry's row in the token files
 Exact = Literal["auto", "scan", "store"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedWrite:
+    """A write of :meth:`Retriever.write` ready to take its turn (:meth:`Retriever.prepare`)."""
+
+    doc_ids: tuple[str, ...]
+    points: tuple[Point, ...]  # with their MUVERA encodings
+    multivectors: tuple[torch.Tensor, ...]
+    tokens: Encoded | None  # the token files' codes (an embedded store)
 
 
 class Retriever:
@@ -115,15 +128,38 @@ class Retriever:
     ) -> None:
         """Replace documents ``doc_ids`` by ``points`` (``multivectors``: their stored rows, in
         order)."""
+        self.write_prepared(self.prepare(doc_ids, points, multivectors))
+
+    def prepare(
+        self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+    ) -> PreparedWrite:
+        """The work of :meth:`write` that needs no turn: the MUVERA encodings, the token vectors
+        checked and encoded. It may run beside another write (a writer of many batches prepares
+        the next while the last one is written); :meth:`write_prepared` writes the result."""
         points = self._with_muvera(points, multivectors)
+        encoded = None
+        if self.tokens is not None:
+            if len(multivectors) != len(points):
+                raise InvalidInput("every entry of this index needs its multi-vector")
+            arrays = [m.numpy() for m in multivectors]  # float16 rows stay float16
+            encoded = self.tokens.encode([p.id for p in points], arrays)
+        return PreparedWrite(tuple(doc_ids), tuple(points), tuple(multivectors), encoded)
+
+    def write_prepared(self, prepared: PreparedWrite, then: PreparedWrite | None = None) -> None:
+        """Write what :meth:`prepare` made (writes take turns; searches see it whole or not).
+        ``then``: the write that comes next, whose token codes may go to disk while this one's
+        store operation runs."""
+        doc_ids, points, multivectors = prepared.doc_ids, prepared.points, prepared.multivectors
         with self._lock.writing():
             if self.tokens is not None:
-                self._write_tokens(doc_ids, points, multivectors)
+                following = then.tokens if then is not None else None
+                self._write_tokens(doc_ids, points, prepared.tokens, following)
                 return
             for scan in self._scans.values():
                 scan.remove(doc_ids)
             self.store.delete(list(doc_ids))
-            self.store.upsert(points)
+            if points:
+                self.store.upsert(points)
             if multivectors:
                 for scan in self._scans.values():
                     scan.add(
@@ -131,29 +167,26 @@ class Retriever:
                     )
 
     def delete(self, doc_ids: Sequence[str]) -> None:
-        with self._lock.writing():
-            if self.tokens is not None:
-                self._write_tokens(doc_ids, [], [])
-                return
-            for scan in self._scans.values():
-                scan.remove(doc_ids)
-            self.store.delete(list(doc_ids))
+        self.write_prepared(self.prepare(doc_ids, [], []))
 
     def _write_tokens(
-        self, doc_ids: Sequence[str], points: Sequence[Point], multivectors: Sequence[torch.Tensor]
+        self,
+        doc_ids: Sequence[str],
+        points: Sequence[Point],
+        encoded: Encoded | None,
+        then: Encoded | None = None,
     ) -> None:
         """The store write between the token files' journal and commit (token_files)."""
         tokens = self.tokens
-        assert tokens is not None
-        if len(multivectors) != len(points):
-            raise InvalidInput("every entry of this index needs its multi-vector")
-        retired = self._rows(doc_ids)
-        arrays = [m.numpy() for m in multivectors]  # float16 rows stay float16
+        assert tokens is not None and encoded is not None
+        held = self._held(doc_ids)
+        retired = [int(f.payload[ROW]) for f in held if ROW in f.payload]
         try:
-            pending = tokens.begin([p.id for p in points], arrays, retired)
+            pending = tokens.begin(encoded, retired, then)
             for point, row in zip(points, pending.rows, strict=True):
                 point.payload[ROW] = row
-            self.store.delete(list(doc_ids))
+            if held:  # new documents (a bulk load's): no store operation to delete nothing
+                self.store.delete(list(doc_ids))
             if points:
                 self.store.upsert(points)
         except BaseException:
@@ -161,12 +194,13 @@ class Retriever:
             raise
         tokens.commit(pending)
 
-    def _rows(self, doc_ids: Sequence[str]) -> list[int]:
-        """Token-file rows of the entries the store holds for ``doc_ids``."""
+    def _held(self, doc_ids: Sequence[str]) -> list[Found]:
+        """The entries the store holds for ``doc_ids`` (their token-file rows in the payload)."""
         if not doc_ids:
             return []
-        found = self.store.scroll((MatchAny("id", tuple(doc_ids)),), payload=[ROW], page_size=4096)
-        return [int(f.payload[ROW]) for f in found if ROW in f.payload]
+        return list(
+            self.store.scroll((MatchAny("id", tuple(doc_ids)),), payload=[ROW], page_size=4096)
+        )
 
     def _with_muvera(
         self, points: Sequence[Point], multivectors: Sequence[torch.Tensor]

@@ -467,8 +467,8 @@ def _half_rows(
     column: Any, tokens: np.ndarray | None, path: Path, first_row: int, dim: int | None
 ) -> list[np.ndarray]:
     """A binary column of float16 rows (row-major, little-endian) → (tokens, dim) arrays, views of
-    one writable copy of the batch's values (made here, on the reading thread: Arrow's buffers
-    are read-only, which the writer would otherwise copy page by page); ``dim`` is the index's, or
+    Arrow's buffer (the token files encode them where they lie; a copy of the batch where Arrow's
+    buffer is read-only, so that no page is copied on its own later); ``dim`` is the index's, or
     the file's own from its ``tokens`` column (each row's count)."""
     offsets, data = column.buffers()[1:]
     wide = _pyarrow().types.is_large_binary(column.type)
@@ -493,7 +493,7 @@ def _half_rows(
         )
     values = np.frombuffer(data, dtype="<f2")[ends[0] // 2 : ends[-1] // 2]
     _check_half(values, path, first_row)
-    rows = values.reshape(-1, dim).copy()
+    rows = values.reshape(-1, dim) if values.flags.writeable else values.reshape(-1, dim).copy()
     return np.split(rows, np.cumsum(sizes // (2 * dim))[:-1])
 
 

@@ -14,16 +14,20 @@ caches it, and its memory does not grow with the corpus. A search scores the cod
 (the codec's kernel reads the mapped pages).
 
 Writes (the store is the truth of which entries exist; every store point carries its entry's
-``row``): :meth:`TokenFiles.begin` writes the journal (the entries it adds and the rows it will
-retire), appends codes and entries and syncs them; the caller then changes the store;
-:meth:`TokenFiles.commit` marks the retired rows dead and removes the journal. A process killed at
-any point leaves a journal, and the next open settles it by asking the store: a journalled row is
-alive exactly when the store holds its point with that row. Replaced and deleted entries keep their
-bytes until :meth:`TokenFiles.compact` rewrites the files without them: the new files are
-written beside the old ones (``*.compact``) and synced, ``compact.json`` marks them complete, the
-store learns every entry's new row, and the new files are renamed over the old ones; an open that
-finds ``compact.json`` redoes the last two steps (both idempotent), one that finds ``*.compact``
-files without it deletes them.
+``row``): :meth:`TokenFiles.encode` checks a write's vectors and encodes them (it touches no
+file, so a writer of many batches encodes the next while the last one is written);
+:meth:`TokenFiles.begin` appends the codes and syncs them while it writes the journal (the entries
+it adds and the rows it will retire), then appends the entries and syncs them; the caller then
+changes the store; :meth:`TokenFiles.commit` marks the retired rows dead and removes the journal.
+A process killed at any point leaves a journal, and the next open settles it by asking the store:
+a journalled row is alive exactly when the store holds its point with that row. Codes past the
+last entry (a write killed before its entries, or the codes :meth:`TokenFiles.begin` sends ahead
+for the write that follows it) mean nothing: an open cuts them and the next write overwrites them.
+Replaced and deleted entries keep their bytes until :meth:`TokenFiles.compact` rewrites the files
+without them: the new files are written beside the old ones (``*.compact``) and synced,
+``compact.json`` marks them complete, the store learns every entry's new row, and the new files are
+renamed over the old ones; an open that finds ``compact.json`` redoes the last two steps (both
+idempotent), one that finds ``*.compact`` files without it deletes them.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -69,6 +74,26 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """A write's entries as codes (:meth:`TokenFiles.encode`), for :meth:`TokenFiles.begin`."""
+
+    point_ids: tuple[str, ...]
+    counts: np.ndarray  # (entries,) tokens of each
+    codes: Mapping[str, np.ndarray]  # codec name -> (tokens, bytes_per_token) uint8
+    sources: tuple[np.ndarray, ...]  # the vectors given: codes may be views of them (float16)
+    buffers: WriteBuffers | None  # what the codes lie in, reused once they are written
+
+
+@dataclass(frozen=True)
+class _CodesAhead:
+    """Codes of the next write, going to disk while the last one's store operation runs."""
+
+    encoded: Encoded
+    start: int  # the token row they are written at
+    synced: list[Future[None]]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The files as mapped after the last completed write; what one search reads."""
 
@@ -100,8 +125,10 @@ class TokenFiles:
         self.path = path
         self.dim = dim
         self._codecs = codecs  # None: trained on the first write
-        self._staging = StagingBuffer()  # where each write gathers its token vectors
-        self._code_buffers = {name: StagingBuffer() for name in codecs}  # and encodes them
+        self._training = threading.Lock()  # encodes may run beside each other
+        self._buffers = BufferPool(tuple(codecs))
+        self._io: ThreadPoolExecutor | None = None
+        self._ahead: _CodesAhead | None = None
         self._open_files()
 
     def _open_files(self) -> None:
@@ -156,11 +183,21 @@ class TokenFiles:
         """Close the files (again: nothing)."""
         fds = [self._entries_fd, *self._code_fds.values()]
         self._entries_fd, self._code_fds = -1, {}
-        self._staging = StagingBuffer()
-        self._code_buffers = {name: StagingBuffer() for name in self._code_buffers}
+        self._buffers = BufferPool(self.names)
+        self._ahead = None
+        if self._io is not None:
+            self._io.shutdown()  # after the writes under way
+            self._io = None
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
+
+    def _writers(self) -> ThreadPoolExecutor:
+        """Where each codec's codes are written and synced (one thread a codec, made on the first
+        write)."""
+        if self._io is None:
+            self._io = ThreadPoolExecutor(len(self._codecs), thread_name_prefix="uniembed-codes")
+        return self._io
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -179,67 +216,96 @@ class TokenFiles:
         return sum(int(codes.nbytes) for codes in self.snapshot.codes.values())
 
     # ----------------------------------------------------------------- writes
-    def begin(
-        self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray], retired: Sequence[int]
-    ) -> Pending:
-        """Journal the write, then append the entries ``point_ids`` (their ``multivectors``:
-        (tokens, dim) float arrays) and sync them; the rows ``retired`` die at :meth:`commit`. The
-        caller writes the store in between (see the module docstring)."""
-        vectors, counts = self._check(point_ids, multivectors)
-        snapshot = self.snapshot
-        first, tokens = snapshot.size, int(snapshot.offsets[-1])
-        journal = {"entries": first, "added": len(point_ids), "retired": [int(r) for r in retired]}
-        write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
-        if len(point_ids):
-            # each codec's codes written and synced on a thread while the next codec encodes
-            with ThreadPoolExecutor(len(self._code_fds), thread_name_prefix="uniembed-codes") as io:
-                synced = [
-                    io.submit(_write_synced, fd, self._encode(name, vectors), tokens)
-                    for name, fd in self._code_fds.items()
-                ]
-                records = np.zeros(len(point_ids), dtype=ENTRY)
-                records["point"] = [uuid.UUID(pid).bytes for pid in point_ids]
-                records["start"] = tokens + np.concatenate([[0], np.cumsum(counts)[:-1]])
-                records["count"] = counts
-                records["alive"] = 1
-                _write_synced(
-                    self._entries_fd, records.view(np.uint8).reshape(-1, ENTRY.itemsize), first
-                )
-                for future in synced:
-                    future.result()
-        return Pending(range(first, first + len(point_ids)), tuple(journal["retired"]))
-
-    def _encode(self, name: str, vectors: np.ndarray) -> np.ndarray:
-        """The codes of ``vectors`` in codec ``name``, in that codec's reused buffer."""
-        codec = self.codec(name)
-        out = self._code_buffers[name].array(
-            len(vectors), codec.bytes_per_token, np.dtype(np.uint8)
-        )
-        return codec.encode(vectors, out=out, known_finite=True)  # _check checked them
-
-    def _check(
-        self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """All token vectors as one array (float16 or float32, as given; a view of the staging
-        buffer, valid until the next write), and each entry's count (codecs trained on them when
-        they need it)."""
+    def encode(self, point_ids: Sequence[str], multivectors: Sequence[np.ndarray]) -> Encoded:
+        """Check the entries ``point_ids`` (their ``multivectors``: (tokens, dim) float arrays) and
+        encode them in every codec, for :meth:`begin`. Touches no file but a codec's first
+        training, so it may run beside a write (not beside :meth:`close`)."""
         counts = np.array([len(m) for m in multivectors], dtype=np.int64)
         if len(point_ids) != len(counts) or (counts < 1).any():
             raise InvalidInput("every entry needs a multi-vector of at least one token")
         if not len(point_ids):
-            return np.zeros((0, self.dim), dtype=np.float32), counts
-        arrays = [np.asarray(m) for m in multivectors]
-        for array in arrays:
+            return Encoded((), counts, {}, (), None)
+        sources = tuple(np.asarray(m) for m in multivectors)
+        for array in sources:
             if array.ndim != 2 or array.shape[1] != self.dim:
                 raise InvalidInput(f"token vectors must be {self.dim} wide; got {array.shape}")
-        dtype = np.result_type(*arrays)
-        if dtype not in (np.float16, np.float32):
-            dtype = np.dtype(np.float32)
-        vectors = self._staging.gather(arrays, dtype)
-        if not all_finite(vectors):  # once for every codec
+        buffers = self._buffers.take()
+        runs = _runs(sources, buffers.vectors)
+        if not all(all_finite(run) for run in runs):  # once for every codec
             raise InvalidInput("token vectors must be finite (no NaN or infinity)")
-        self._train(vectors)
-        return vectors, counts
+        self._train(runs)
+        codes = {name: self._encode_runs(name, runs, buffers) for name in self.names}
+        return Encoded(tuple(point_ids), counts, codes, sources, buffers)
+
+    def _encode_runs(self, name: str, runs: list[np.ndarray], buffers: WriteBuffers) -> np.ndarray:
+        """The codes of ``runs`` (finite: checked) in codec ``name``, one after another."""
+        codec = self.codec(name)
+        out = buffers.codes_of(name, sum(len(run) for run in runs), codec)
+        if len(runs) == 1:  # the float16 codec may answer with the run's own bytes
+            return codec.encode(runs[0], out=out, known_finite=True)
+        row = 0
+        for run in runs:
+            part = out[row : row + len(run)]
+            codes = codec.encode(run, out=part, known_finite=True)
+            if codes is not part:
+                part[:] = codes
+            row += len(run)
+        return out
+
+    def begin(
+        self, encoded: Encoded, retired: Sequence[int], then: Encoded | None = None
+    ) -> Pending:
+        """Journal the write, then append the entries of ``encoded`` (:meth:`encode`) and sync them;
+        the rows ``retired`` die at :meth:`commit`. The caller writes the store in between (see
+        the module docstring). ``then``: the write that comes next, whose codes start going to
+        disk now, past this write's, while the caller writes the store (codes past the last entry
+        are harmless: an open cuts them, and a write that finds them elsewhere writes again)."""
+        snapshot = self.snapshot
+        first, tokens = snapshot.size, int(snapshot.offsets[-1])
+        added = len(encoded.point_ids)
+        # codes go first, on threads, beside the journal: codes past the last entry are cut at
+        # open, so only the entries must wait for the journal
+        synced = self._codes_written(encoded, tokens)
+        try:
+            journal = {"entries": first, "added": added, "retired": [int(r) for r in retired]}
+            write_text(self.path / JOURNAL_FILE, json.dumps(journal), durable=True)
+            if added:
+                records = np.zeros(added, dtype=ENTRY)
+                records["point"] = [uuid.UUID(pid).bytes for pid in encoded.point_ids]
+                records["start"] = tokens + np.concatenate([[0], np.cumsum(encoded.counts)[:-1]])
+                records["count"] = encoded.counts
+                records["alive"] = 1
+                _write_synced(
+                    self._entries_fd, records.view(np.uint8).reshape(-1, ENTRY.itemsize), first
+                )
+        finally:  # the codes are written (or failed) before anything else may touch the files
+            wait(synced)
+        for future in synced:
+            future.result()
+        if encoded.buffers is not None:
+            self._buffers.give_back(encoded.buffers)
+        if then is not None and len(then.point_ids):
+            end = tokens + int(encoded.counts.sum())
+            self._ahead = _CodesAhead(then, end, self._write_codes(then, end))
+        return Pending(range(first, first + added), tuple(journal["retired"]))
+
+    def _codes_written(self, encoded: Encoded, start: int) -> list[Future[None]]:
+        """The writes of ``encoded``'s codes at token row ``start``: the ones the last write
+        started ahead when they are these, else new ones (once any ahead are done)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead.encoded is encoded and ahead.start == start:
+                return ahead.synced
+            wait(ahead.synced)  # another write's, or elsewhere: done before these overwrite them
+        return self._write_codes(encoded, start) if len(encoded.point_ids) else []
+
+    def _write_codes(self, encoded: Encoded, start: int) -> list[Future[None]]:
+        """Each codec's codes of ``encoded`` written at token row ``start`` and synced, on the
+        codecs' threads."""
+        return [
+            self._writers().submit(_write_synced, fd, encoded.codes[name], start)
+            for name, fd in self._code_fds.items()
+        ]
 
     def commit(self, pending: Pending) -> None:
         """The store took the write: retire the journalled rows, drop the journal."""
@@ -353,15 +419,16 @@ class TokenFiles:
         return "float16" if "float16" in self._codecs else self.names[0]
 
     # ----------------------------------------------------------------- internals
-    def _train(self, vectors: np.ndarray) -> None:
-        untrained = [name for name, codec in self._codecs.items() if codec is None]
-        if not untrained:
-            return
-        sample = vectors.astype(np.float32)
-        for name in untrained:
-            codec = make_codec(name, self.dim, sample)
-            _save_codec(self.path, codec)
-            self._codecs[name] = codec
+    def _train(self, runs: list[np.ndarray]) -> None:
+        with self._training:
+            untrained = [name for name, codec in self._codecs.items() if codec is None]
+            if not untrained:
+                return
+            sample = np.concatenate(runs, dtype=np.float32)
+            for name in untrained:
+                codec = make_codec(name, self.dim, sample)
+                _save_codec(self.path, codec)
+                self._codecs[name] = codec
 
     def _set_alive(self, rows: Sequence[int], alive: bool) -> None:
         flag = bytes([int(alive)])
@@ -427,6 +494,67 @@ class StagingBuffer:
         out = self.array(sum(len(a) for a in arrays), arrays[0].shape[1], dtype)
         np.concatenate(arrays, out=out, casting="unsafe")
         return out
+
+
+class WriteBuffers:
+    """The buffers one write encodes in: its token vectors gathered (when they do not lie one
+    after another already) and each codec's codes."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.vectors = StagingBuffer()
+        self._codes = {name: StagingBuffer() for name in names}
+
+    def codes_of(self, name: str, rows: int, codec: Codec) -> np.ndarray:
+        return self._codes[name].array(rows, codec.bytes_per_token, np.dtype(np.uint8))
+
+
+class BufferPool:
+    """:class:`WriteBuffers` reused across writes: as many exist as writes are encoded ahead of
+    the one being written (one, or two for a writer of many batches)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._free: list[WriteBuffers] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> WriteBuffers:
+        with self._lock:
+            return self._free.pop() if self._free else WriteBuffers(self._names)
+
+    def give_back(self, buffers: WriteBuffers) -> None:
+        with self._lock:
+            self._free.append(buffers)
+
+
+MAX_RUNS = 8  # more runs of adjacent token vectors than this in a write: gathered instead
+
+
+def _runs(arrays: Sequence[np.ndarray], staging: StagingBuffer) -> list[np.ndarray]:
+    """``arrays`` (each (rows, width)) as a few (rows, width) float16 or float32 arrays, in order:
+    views spanning the arrays that lie one after another in memory with one float dtype (the rows
+    of one Parquet batch do; the caller keeps them alive), or, when they do not form at most
+    :data:`MAX_RUNS` such runs, all of them gathered into ``staging``."""
+    dtype = np.result_type(*arrays)
+    if dtype not in (np.float16, np.float32):
+        dtype = np.dtype(np.float32)
+    width = arrays[0].shape[1]
+    runs: list[tuple[np.ndarray, int]] = []  # (first array, rows)
+    end = -1
+    for array in arrays:
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            return [staging.gather(arrays, dtype)]
+        if array.ctypes.data == end:
+            runs[-1] = (runs[-1][0], runs[-1][1] + len(array))
+        elif len(runs) == MAX_RUNS:
+            return [staging.gather(arrays, dtype)]
+        else:
+            runs.append((array, len(array)))
+        end = array.ctypes.data + array.nbytes
+    strides = (width * dtype.itemsize, dtype.itemsize)
+    return [
+        np.lib.stride_tricks.as_strided(first, (rows, width), strides, writeable=False)
+        for first, rows in runs
+    ]
 
 
 def check_codecs(codecs: Sequence[str]) -> tuple[str, ...]:
