@@ -444,3 +444,34 @@ def test_float16_bytes_of_other_writers_and_their_mistakes(
     with pytest.raises(InvalidInput, match="inf.parquet: column 'embeddings' holds values that"):
         fake_index.add_embeddings_file(write("inf.parquet", [infinite.tobytes()], pa.binary()))
     assert fake_index.count() == 3
+
+
+def test_a_bad_row_further_in_the_file_leaves_the_batches_before_it_written(
+    fake_index: Index, tmp_path: Path
+) -> None:
+    """Reading, encoding and writing run ahead of each other; a row that is refused (a NaN in its
+    multi-vector) stops the file where it lies: every batch read before it is in the index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from uniembed.retrieval.stored import WRITE_TOKENS
+
+    dense, multi = vectors(400, rows=800)
+    half = [m.astype(np.float16) for m in multi]
+    half[300][1, 2] = np.nan
+    table = pa.table(
+        {
+            "id": [f"doc-{n}" for n in range(400)],
+            "embedding": [v.tolist() for v in dense],
+            "embeddings": pa.array([h.tobytes() for h in half], pa.large_binary()),
+        }
+    )
+    pq.write_table(table, tmp_path / "late-nan.parquet")
+    written: list[int] = []
+    with pytest.raises(InvalidInput, match="late-nan.parquet: column 'embeddings' holds values"):
+        fake_index.add_embeddings_file(
+            tmp_path / "late-nan.parquet", batch_items=16, on_written=written.append
+        )
+    first_batch = WRITE_TOKENS // 800 + 1  # pages read before a batch is full (164)
+    assert fake_index.count() == sum(written) == first_batch  # in writes of 16 pages
+    assert len(written) == -(-first_batch // 16)

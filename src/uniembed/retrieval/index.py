@@ -394,11 +394,17 @@ class Index:
         try:
             batch = next(prepared, None)
             while batch is not None:
-                following = next(prepared, None)  # its codes go to disk beside batch's store write
+                error = None
+                try:
+                    following = next(prepared, None)  # its codes go to disk beside batch's write
+                except Exception as failed:  # noqa: BLE001 (raised once batch is written)
+                    following, error = None, failed  # a bad batch further on
                 retriever.write_prepared(batch, then=following)
                 written.extend(batch.doc_ids)
                 if on_written is not None:
                     on_written(len(batch.doc_ids))
+                if error is not None:
+                    raise error
                 batch = following
         finally:
             prepared.close()
