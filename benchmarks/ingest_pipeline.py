@@ -26,7 +26,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,24 +56,8 @@ def one_at_a_time(index, path: Path) -> None:
     """`add_embeddings_file` before the pipeline: batches read and built ahead, then each one
     encoded and written (`Retriever.write`) before the next."""
     from uniembed.core.iteration import read_ahead
-    from uniembed.retrieval.stored import read_embeddings, stored_entries
 
-    dim = index.settings.multivector_dim
-
-    def built() -> Iterator:
-        for batch in read_embeddings(path, with_multivectors=True, multivector_dim=dim):
-            entries = stored_entries(
-                batch.ids,
-                batch.embeddings,
-                batch.multivectors,
-                dimensions=index.settings.dimensions,
-                multivector_dim=dim,
-                multivectors_finite=True,
-                **batch.options(),
-            )
-            yield from index._store_writes(entries, None)
-
-    for write in read_ahead(built()):
+    for write in read_ahead(index._file_writes(path, None)):
         index.retriever.write(write.doc_ids, write.points, write.multivectors)
 
 

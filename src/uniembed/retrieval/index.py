@@ -431,26 +431,28 @@ class Index:
         match the index's model and document task. The next batch is read, checked and built on a
         thread while the last one is written."""
         self._check_embeddings_manifest(path, embeddings_manifest(path))
-        dim = self.settings.multivector_dim
-
-        def built_batches() -> Iterator[_StoreWrite]:  # on the read-ahead thread
-            for batch in read_embeddings(path, with_multivectors=dim is not None,
-                                         multivector_dim=dim):  # fmt: skip
-                entries = stored_entries(
-                    batch.ids,
-                    batch.embeddings,
-                    batch.multivectors,
-                    dimensions=self.settings.dimensions,
-                    multivector_dim=dim,
-                    multivectors_finite=True,  # read_embeddings checked every value
-                    **batch.options(),
-                )
-                yield from self._store_writes(entries, batch_items)
-
         try:
-            return len(self._write_stored(read_ahead(built_batches()), on_written))
+            writes = read_ahead(self._file_writes(path, batch_items))  # read on a thread
+            return len(self._write_stored(writes, on_written))
         except InvalidInput as error:  # name the file; the entry is counted within its batch
             raise type(error)(f"{path}: {error.message}") from None
+
+    def _file_writes(self, path: Path, batch_items: int | None) -> Iterator[_StoreWrite]:
+        """The store writes of a Parquet file of stored embeddings, read and checked batch by
+        batch (see :meth:`add_embeddings_file`)."""
+        dim = self.settings.multivector_dim
+        for batch in read_embeddings(path, with_multivectors=dim is not None,
+                                     multivector_dim=dim):  # fmt: skip
+            entries = stored_entries(
+                batch.ids,
+                batch.embeddings,
+                batch.multivectors,
+                dimensions=self.settings.dimensions,
+                multivector_dim=dim,
+                multivectors_finite=True,  # read_embeddings checked every value
+                **batch.options(),
+            )
+            yield from self._store_writes(entries, batch_items)
 
     def _check_embeddings_manifest(self, path: Path, manifest: Mapping[str, Any]) -> None:
         """Refuse embeddings made with another model or another task than the index's documents."""
